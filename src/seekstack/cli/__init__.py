@@ -1,0 +1,54 @@
+"""The `seekstack` command. Errors end here as one line naming the problem and one with the fix."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from ..errors import SeekstackError
+from . import config_cmd, info, run, serve
+
+app = typer.Typer(
+    name="seekstack",
+    help="Run DeepSeek and other GGUF models on your own hardware behind an OpenAI/DeepSeek-compatible API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("serve")(serve.serve)
+app.command("run")(run.run)
+app.command("models")(info.models)
+app.command("ps")(info.ps)
+app.command("version")(info.version)
+app.add_typer(config_cmd.app, name="config")
+
+err = Console(stderr=True, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except SeekstackError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+        if exc.fix:
+            err.print(f"[bold]fix:[/] {exc.fix}", markup=True, soft_wrap=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # last resort: still one line, traceback only on request
+        if os.environ.get("SEEKSTACK_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}", markup=True, soft_wrap=True)
+        err.print("[bold]fix:[/] set SEEKSTACK_DEBUG=1 for the full traceback and report it", markup=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,30 @@
+"""`seekstack config check FILE` and `seekstack config docs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..config import check_settings, load_settings, settings_reference
+from ..errors import ConfigError
+
+app = typer.Typer(help="Check a seekstack.yaml, or print the settings reference.", no_args_is_help=True)
+out = Console(highlight=False)
+
+
+@app.command("check")
+def check(file: Path = typer.Argument(..., help="The seekstack.yaml to check.")) -> None:
+    """Report every problem in FILE at once, naming the field and the fix."""
+    settings = load_settings(file)
+    problems = check_settings(settings)
+    if problems:
+        raise ConfigError(f"{file} has {len(problems)} problem(s):\n  " + "\n  ".join(problems), fix="fix the fields named above")
+    out.print(f"[green]ok:[/] {file} — {len(settings.models)} model(s): {', '.join(m.name for m in settings.models)}")
+
+
+@app.command("docs")
+def docs() -> None:
+    """Print the settings reference (docs/configuration.md is generated from it)."""
+    print(settings_reference(), end="")

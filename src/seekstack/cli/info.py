@@ -1,0 +1,83 @@
+"""`seekstack models`, `seekstack ps`, `seekstack version`."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib.metadata import PackageNotFoundError, version as pkg_version
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..config import load_settings
+from ..errors import ConfigError
+from .common import ConfigOption, JsonOption, UrlOption, gateway_url, get_json
+
+out = Console(highlight=False)
+
+
+def models(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """List configured models and whether their files are installed."""
+    settings = load_settings(config)
+    rows = []
+    for m in settings.models:
+        try:
+            path = m.resolved_path()
+            installed = path.exists()
+            size = path.stat().st_size if path.is_file() else None
+        except ConfigError:
+            path, installed, size = None, False, None
+        rows.append({"name": m.name, "engine": m.engine, "path": str(path) if path else None, "installed": installed,
+                     "size_bytes": size, "replicas": m.replicas, "context": m.context, "slots": m.slots,
+                     "embeddings": m.embeddings, "reasoning": m.reasoning_format()})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="models")
+    for col in ("name", "engine", "installed", "size", "replicas", "context×slots", "embeddings", "reasoning", "path"):
+        table.add_column(col)
+    for r in rows:
+        size = f"{r['size_bytes'] / 2**20:.0f} MiB" if r["size_bytes"] else "-"
+        table.add_row(r["name"], r["engine"], "yes" if r["installed"] else "[red]missing[/]", size, str(r["replicas"]),
+                      f"{r['context']}×{r['slots']}", "yes" if r["embeddings"] else "no", r["reasoning"], r["path"] or "-")
+    out.print(table)
+
+
+def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Show running engine replicas: port, PID, state, memory and uptime."""
+    base = gateway_url(url, config)
+    replicas = get_json(base, "/admin/v1/replicas")["data"]
+    if as_json:
+        print(json.dumps(replicas, indent=2))
+        return
+    table = Table(title=f"replicas at {base}")
+    for col in ("model", "replica", "engine", "state", "pid", "port", "memory", "uptime", "restarts", "in flight"):
+        table.add_column(col)
+    for r in replicas:
+        mem = f"{r['memory_bytes'] / 2**20:.0f} MiB" if r.get("memory_bytes") else "-"
+        state = r["state"] if r["state"] == "ready" else f"[yellow]{r['state']}[/]"
+        table.add_row(r["model"], str(r["replica"]), r["engine"], state, str(r["pid"] or "-"), str(r["port"]), mem,
+                      _duration(r["uptime_s"]), str(r["restarts"]), str(r["outstanding"]))
+    out.print(table)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def version() -> None:
+    """Print versions of seekstack and its engine."""
+    try:
+        engine = pkg_version("xllamacpp")
+    except PackageNotFoundError:
+        engine = "not installed"
+    out.print(f"seekstack {__version__} (xllamacpp {engine}, Python {platform.python_version()})")

@@ -1,0 +1,81 @@
+"""`seekstack run MODEL`: chat with a running server in the terminal; streams, reasoning dimmed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import httpx
+import typer
+from rich.console import Console
+
+from ..errors import InvalidRequestError, ServerUnreachableError
+from .common import ConfigOption, UrlOption, error_message, gateway_url
+
+out = Console(highlight=False)
+
+
+def run(
+    model: str = typer.Argument(..., help="Model id, as listed by `seekstack models`."),
+    prompt: Optional[str] = typer.Argument(None, help="Ask once and exit (default: interactive chat; piped stdin is one prompt)."),
+    url: Optional[str] = UrlOption,
+    config: Optional[Path] = ConfigOption,
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest answer, in tokens."),
+) -> None:
+    """Chat with MODEL on a running `seekstack serve` (type /bye or Ctrl-D to leave)."""
+    base = gateway_url(url, config)
+    history: list[dict] = []
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read().strip()
+    if prompt is not None:
+        _turn(base, model, history, prompt, max_tokens)
+        return
+    out.print(f"[dim]chatting with {model} at {base} — /bye to leave[/]")
+    while True:
+        try:
+            line = out.input("[bold]› [/]").strip()
+        except EOFError:
+            break
+        if line in ("/bye", "/exit", "/quit"):
+            break
+        if line:
+            _turn(base, model, history, line, max_tokens)
+
+
+def _turn(base: str, model: str, history: list[dict], text: str, max_tokens: Optional[int]) -> None:
+    history.append({"role": "user", "content": text})
+    body: dict = {"model": model, "messages": history, "stream": True}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    answer = []
+    in_reasoning = False
+    try:
+        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=httpx.Timeout(600, connect=5)) as r:
+            if r.status_code != 200:
+                r.read()
+                history.pop()
+                raise InvalidRequestError(f"the server refused the request (HTTP {r.status_code}): {error_message(r)}")
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise InvalidRequestError(f"the stream failed: {chunk['error'].get('message')}")
+                for choice in chunk.get("choices", []):
+                    delta = choice.get("delta", {})
+                    if delta.get("reasoning_content"):
+                        in_reasoning = True
+                        out.print(delta["reasoning_content"], style="dim", end="")
+                    if delta.get("content"):
+                        if in_reasoning:
+                            out.print()
+                            in_reasoning = False
+                        answer.append(delta["content"])
+                        out.print(delta["content"], end="", markup=False)
+    except httpx.TransportError:
+        history.pop()
+        raise ServerUnreachableError(f"cannot reach seekstack at {base}", fix="start it with `seekstack serve`, or pass --url") from None
+    out.print()
+    history.append({"role": "assistant", "content": "".join(answer)})

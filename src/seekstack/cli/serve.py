@@ -1,0 +1,95 @@
+"""`seekstack serve`: start the engines and the gateway; drain and stop everything on SIGTERM/Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from .. import __version__
+from ..config import Settings, check_settings, load_settings
+from ..errors import ConfigError
+from ..gateway.app import build_app
+
+out = Console(highlight=False)
+
+
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="seekstack.yaml to serve (default: ./seekstack.yaml if present, else the embedded SmolLM2-135M)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default 8800; 0 picks a free one)."),
+) -> None:
+    """Start engines and the OpenAI/DeepSeek-compatible gateway (loopback only by default)."""
+    settings = load_settings(config)
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    problems = check_settings(settings)
+    if problems:
+        raise ConfigError(f"cannot serve: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
+                          fix="fix them, then run `seekstack config check FILE`")
+    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call/heartbeat is noise
+    try:
+        import uvloop
+
+        uvloop.run(run_server(settings))
+    except ImportError:  # pragma: no cover
+        asyncio.run(run_server(settings))
+
+
+async def run_server(settings: Settings) -> None:
+    tls = settings.server.tls
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="none",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.server.log_level,
+        timeout_graceful_shutdown=max(int(settings.server.drain_timeout), 1),
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+    )
+    server = uvicorn.Server(config)
+    announce = asyncio.create_task(_announce_when_ready(server, app, settings))
+    try:
+        await server.serve()
+    finally:
+        announce.cancel()
+    if not server.started:
+        raise ConfigError(f"could not listen on {settings.server.host}:{settings.server.port}",
+                          fix="pick a free port with --port, or stop what is using it")
+
+
+async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) -> None:
+    while not server.started:
+        await asyncio.sleep(0.05)
+    ready = await app.state.supervisor.wait_ready(settings.supervisor.startup_timeout)
+    sock = server.servers[0].sockets[0].getsockname()
+    scheme = "https" if settings.server.tls else "http"
+    base = f"{scheme}://{_display_host(sock[0])}:{sock[1]}"
+    model = settings.models[0].name
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    names = ", ".join(m.name for m in settings.models)
+    if ready:
+        out.print(f"[bold green]seekstack {__version__}[/] serving [bold]{names}[/] at [bold]{base}/v1[/]")
+    else:
+        out.print(f"[yellow]seekstack {__version__} listening at {base}/v1, but not every model is ready; see `seekstack ps`[/]")
+    out.print("Try it:", style="dim")
+    out.print(f"  curl {base}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
+    out.print("Stop with Ctrl-C (in-flight requests finish first).", style="dim")
+
+
+def _display_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,302 @@
+"""Settings: one pydantic registry, loaded from ``seekstack.yaml`` plus ``SEEKSTACK_…`` env.
+
+Every setting has a type, a default and help text (``Field(description=…)``);
+``docs/configuration.md`` is generated from these models (``seekstack config docs``)
+and a test keeps the two equal. Unknown keys are errors (``extra="forbid"``).
+
+Env overrides use ``SEEKSTACK_<SECTION>__<FIELD>`` (double underscore between
+levels), for example ``SEEKSTACK_SERVER__PORT=9000``; values are parsed as YAML
+scalars/flow collections and then validated like the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .embedded import EMBEDDED_MODEL_ID, embedded_model_path
+from .errors import ConfigError
+from .families import family_for
+
+ENV_PREFIX = "SEEKSTACK_"
+DEFAULT_CONFIG_NAME = "seekstack.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TLSConfig(_Section):
+    cert: Path = Field(description="PEM certificate file served by the gateway.")
+    key: Path = Field(description="PEM private key for `cert` (keep it 0600).")
+
+
+class ServerConfig(_Section):
+    host: str = Field("127.0.0.1", description="Address the gateway binds. Loopback by default; use 0.0.0.0 only behind auth and TLS.")
+    port: int = Field(8800, ge=0, le=65535, description="TCP port of the gateway (0 picks a free one).")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger bodies get 413.")
+    drain_timeout: float = Field(30.0, ge=0, le=3600, description="Seconds to let in-flight requests finish on SIGTERM/Ctrl-C before stopping engines.")
+    tls: TLSConfig | None = Field(None, description="Serve HTTPS with this certificate and key.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level. Logs never contain prompt text.")
+
+
+class SchedulerConfig(_Section):
+    policy: Literal["round-robin", "least-outstanding"] = Field("least-outstanding", description="How a request picks among a model's healthy replicas.")
+    timeout: float = Field(600.0, gt=0, description="Seconds an engine may take to answer one request (read timeout between chunks).")
+    retries: int = Field(1, ge=0, le=5, description="Times a request is retried on another replica when the engine connection fails before any byte was sent.")
+
+
+class SupervisorConfig(_Section):
+    heartbeat_interval: float = Field(0.5, gt=0, le=0.5, description="Seconds between health checks of each replica (at most 0.5).")
+    startup_timeout: float = Field(300.0, gt=0, description="Seconds a replica may take to load its model before it counts as failed.")
+    backoff_initial: float = Field(0.5, gt=0, description="First restart delay after a crash, doubled after each further crash.")
+    backoff_max: float = Field(30.0, gt=0, description="Longest restart delay.")
+    stable_after: float = Field(60.0, gt=0, description="Seconds of health after which the restart delay resets.")
+
+
+class SamplingDefaults(_Section):
+    temperature: float | None = Field(None, ge=0, le=2, description="Used when the client sends no temperature.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Used when the client sends no top_p.")
+    top_k: int | None = Field(None, ge=0, description="Used when the client sends no top_k.")
+    max_tokens: int | None = Field(None, ge=1, description="Used when the client sends no max_tokens.")
+
+
+class ModelConfig(_Section):
+    name: str = Field(description="Model id clients send in `model`.", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+    path: Path | None = Field(None, description="Local model file (GGUF for llamacpp) or directory.")
+    source: str | None = Field(None, description="Where the model comes from when `path` is not set: `embedded` (the bundled SmolLM2-135M).")
+    engine: Literal["llamacpp", "vllm", "sglang"] = Field("llamacpp", description="Engine that serves this model.")
+    quantization: str | None = Field(None, description="Quantization label (e.g. Q4_K_M, FP8); informational for GGUF.")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where to run: `cpu` forces gpu_layers 0.")
+    replicas: int = Field(1, ge=1, le=64, description="Engine processes serving this model.")
+    context: int = Field(4096, ge=128, le=1_048_576, description="Context length of one request (prompt + completion), in tokens.")
+    slots: int = Field(4, ge=1, le=256, description="Parallel sequences per replica (continuous batching); engine context = context × slots.")
+    threads: int | None = Field(None, ge=1, le=512, description="CPU threads per replica (default: all cores).")
+    gpu_layers: int | None = Field(None, ge=-1, description="Layers offloaded to GPU (-1 all, 0 none; default: all when device allows).")
+    chat_template: str | None = Field(None, description="Chat template name or Jinja text overriding the model's own.")
+    embeddings: bool = Field(False, description="Serve /v1/embeddings for this model (mean pooling).")
+    reasoning: Literal["auto", "none", "deepseek_r1"] = Field("auto", description="Reasoning format; `auto` takes it from the model family (DeepSeek-R1 → deepseek_r1).")
+    reasoning_parser: Literal["auto", "engine", "gateway"] = Field("auto", description="Who splits reasoning: the engine's native parser (preferred when it has one) or the gateway.")
+    defaults: SamplingDefaults = Field(default_factory=SamplingDefaults, description="Sampling used when the client sets none; family defaults fill the rest.")
+
+    @model_validator(mode="after")
+    def _needs_a_location(self) -> "ModelConfig":
+        if self.path is None and self.source is None:
+            raise ValueError("set `path` (a local model file) or `source: embedded`")
+        if self.source is not None and self.source != "embedded":
+            raise ValueError(f"unknown source {self.source!r}; use `embedded` or set `path`")
+        return self
+
+    def resolved_path(self) -> Path:
+        if self.path is not None:
+            return self.path.expanduser()
+        return embedded_model_path()
+
+    def reasoning_format(self) -> str:
+        if self.reasoning != "auto":
+            return self.reasoning
+        return family_for(self.name, self.path.name if self.path else None).reasoning
+
+    def sampling_defaults(self) -> dict[str, Any]:
+        family = family_for(self.name, self.path.name if self.path else None)
+        merged = dict(family.sampling)
+        merged.update(self.defaults.model_dump(exclude_none=True))
+        return merged
+
+
+def default_models() -> list[ModelConfig]:
+    return [ModelConfig(name=EMBEDDED_MODEL_ID, source="embedded", embeddings=True)]
+
+
+class Settings(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig, description="The gateway's listener.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Routing among replicas.")
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="Engine process supervision.")
+    models: list[ModelConfig] = Field(default_factory=default_models, description="Models to serve; default: the embedded SmolLM2-135M.")
+    state_dir: Path = Field(Path("~/.seekstack"), description="Where seekstack keeps logs and state.")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        if not models:
+            raise ValueError("list at least one model")
+        return models
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+# ---------------------------------------------------------------- loading
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if from_env:
+        return Path(from_env)
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", fix="check the path, or run without --config to serve the embedded model") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}", fix="check the file's permissions") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}", fix="fix the YAML syntax (indentation, colons, quotes)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of sections (server:, models:, …)", fix="see docs/configuration.md for the layout")
+    return data
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG" or key.startswith(ENV_PREFIX + "_"):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__")]
+        if parts[0] not in Settings.model_fields:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def describe_validation_error(exc: ValidationError) -> list[str]:
+    """One line per problem: the field, what is wrong, and the fix."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc or '(top level)'}: {msg} — {_fix_for(err)}")
+    return lines
+
+
+def _fix_for(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "remove this key or check its spelling (see docs/configuration.md)"
+    if kind == "missing":
+        return "add this field"
+    if kind.startswith(("int_", "float_")):
+        return "use a number"
+    if kind.startswith("bool"):
+        return "use true or false"
+    if kind in ("literal_error", "enum"):
+        return "use one of the values listed"
+    if kind.startswith(("greater", "less")):
+        return "use a value inside the allowed range"
+    if kind == "string_pattern_mismatch":
+        return "use letters, digits and . _ : / @ - only"
+    return "see docs/configuration.md"
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate settings; raise ConfigError listing every problem at once."""
+    config_file = find_config_file(path)
+    data = read_config_file(config_file) if config_file else {}
+    data = _deep_merge(data, env_overrides(environ))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = describe_validation_error(exc)
+        where = str(config_file) if config_file else "settings"
+        raise ConfigError(f"{where} has {len(problems)} problem(s):\n  " + "\n  ".join(problems), fix="fix the fields named above") from None
+
+
+def check_settings(settings: Settings) -> list[str]:
+    """Problems that types alone cannot see (files, combinations). Empty means OK."""
+    problems = []
+    for i, model in enumerate(settings.models):
+        where = f"models[{i}] ({model.name})"
+        try:
+            path = model.resolved_path()
+        except ConfigError as exc:
+            problems.append(f"{where}: {exc.message} — {exc.fix}")
+            continue
+        if not path.exists():
+            problems.append(f"{where}.path: {path} does not exist — point it at a model file")
+        elif model.engine == "llamacpp" and path.is_file() and path.suffix.lower() != ".gguf":
+            problems.append(f"{where}.path: llamacpp serves GGUF files, got {path.name} — convert to GGUF or pick engine vllm/sglang")
+        if model.engine in ("vllm", "sglang") and model.device == "cpu":
+            problems.append(f"{where}.device: {model.engine} needs a GPU — use engine llamacpp for CPU")
+    tls = settings.server.tls
+    if tls is not None:
+        for label, file in (("cert", tls.cert), ("key", tls.key)):
+            if not Path(file).expanduser().is_file():
+                problems.append(f"server.tls.{label}: {file} does not exist — point it at a PEM file")
+    return problems
+
+
+# ---------------------------------------------------------------- reference docs
+
+def settings_reference() -> str:
+    """Markdown reference of every setting, generated from the registry above."""
+    lines = ["# Configuration reference", "",
+             "Generated from `seekstack/config.py` by `seekstack config docs`; a test keeps it current.", "",
+             "Settings come from `seekstack.yaml` (`--config FILE`, `$SEEKSTACK_CONFIG`, or `./seekstack.yaml`),",
+             "then `SEEKSTACK_<SECTION>__<FIELD>` environment variables (e.g. `SEEKSTACK_SERVER__PORT=9000`).",
+             "Unknown keys are errors. `seekstack config check FILE` reports every problem at once.", ""]
+    sections = [("(top level)", Settings, "")] + [
+        (name, field.annotation if name != "models" else ModelConfig, name)
+        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "models")]
+    sections += [("server.tls", TLSConfig, "server.tls"), ("models[].defaults", SamplingDefaults, "models[].defaults")]
+    for title, model, prefix in sections:
+        lines += [f"## `{title}`", "", "| setting | type | default | meaning |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            key = f"{prefix}.{name}" if prefix and prefix != "models" else (f"models[].{name}" if prefix == "models" else name)
+            default = "required" if field.is_required() else _show_default(field)
+            lines.append(f"| `{key}` | {_type_name(field.annotation)} | {default} | {field.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _show_default(field: Any) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return "(section)"
+        if isinstance(value, list):
+            return "embedded model" if value else "[]"
+        return f"`{value}`"
+    return f"`{field.default}`" if field.default is not None else "unset"
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
+    text = text or str(annotation).replace("typing.", "").replace("pathlib.", "").replace("seekstack.config.", "")
+    return text.replace("|", "or")

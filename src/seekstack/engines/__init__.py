@@ -1,0 +1,6 @@
+"""Engines: the small Engine interface and its built-in implementations."""
+
+from .base import ENGINES, Capabilities, Engine, ProcessEngine, register_engine
+from . import llamacpp as _llamacpp  # noqa: F401  (registers "llamacpp")
+
+__all__ = ["ENGINES", "Capabilities", "Engine", "ProcessEngine", "register_engine"]

@@ -1,0 +1,158 @@
+"""The Engine interface: what the supervisor and router need from any inference engine.
+
+An engine is a server that speaks OpenAI HTTP on a loopback port. The interface is
+small on purpose — ``start``, ``health``, ``stop``, ``base_url``, ``capabilities`` —
+so that llama.cpp, vLLM and SGLang fit it alike. Everything the gateway must know
+about a model (context length, embeddings, reasoning format, chat template,
+sampling defaults) is carried as data in :class:`Capabilities`.
+
+Engines register by name in :data:`ENGINES` (built-ins use the same hook users would).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    context_length: int                 # tokens per request (prompt + completion)
+    slots: int = 1                      # sequences decoded together per replica
+    chat: bool = True
+    completions: bool = True
+    embeddings: bool = False
+    reasoning_format: str = "none"      # "none" | "deepseek_r1"
+    native_reasoning: bool = False      # the engine fills reasoning_content itself
+    chat_template: str | None = None
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    """One running engine replica."""
+
+    capabilities: Capabilities
+
+    @property
+    @abc.abstractmethod
+    def base_url(self) -> str: ...
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Begin starting; return once the process exists (health says when it is ready)."""
+
+    @abc.abstractmethod
+    async def health(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def stop(self, timeout: float = 10.0) -> None: ...
+
+    # Process engines also expose these to the supervisor.
+    pid: int | None = None
+
+    @abc.abstractmethod
+    async def wait(self) -> int:
+        """Wait for the engine to exit; return its exit code."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ProcessEngine(Engine):
+    """An engine that is a child process serving HTTP on a loopback port."""
+
+    health_path = "/health"
+
+    def __init__(self, model: ModelConfig, *, log_path: Path, host: str = "127.0.0.1", http: Any = None):
+        self.model = model
+        self.host = host
+        self.port = free_port(host)
+        self.log_path = log_path
+        self._http = http
+        self._proc: asyncio.subprocess.Process | None = None
+        self.capabilities = self.build_capabilities(model)
+
+    @abc.abstractmethod
+    def command(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def build_capabilities(self, model: ModelConfig) -> Capabilities: ...
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:  # type: ignore[override]
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.command(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the gateway only; it drains, then stops us
+                env={**os.environ, "SEEKSTACK_PARENT_PID": str(os.getpid())},
+            )
+        finally:
+            log.close()
+
+    async def health(self) -> bool:
+        if self._proc is None or self._proc.returncode is not None or self._http is None:
+            return False
+        try:
+            response = await self._http.get(self.base_url + self.health_path, timeout=1.0)
+        except Exception:
+            return False
+        return response.status_code == 200
+
+    async def wait(self) -> int:
+        assert self._proc is not None
+        return await self._proc.wait()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), timeout)
+        except (asyncio.TimeoutError, ProcessLookupError):
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+
+
+EngineFactory = Callable[..., ProcessEngine]
+ENGINES: dict[str, EngineFactory] = {}
+
+
+def register_engine(name: str) -> Callable[[EngineFactory], EngineFactory]:
+    def deco(factory: EngineFactory) -> EngineFactory:
+        ENGINES[name] = factory
+        return factory
+
+    return deco
+
+
+def python_module_command(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

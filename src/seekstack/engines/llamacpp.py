@@ -1,0 +1,55 @@
+"""llama.cpp through xllamacpp: llama.cpp's native C++ server, in a child process.
+
+The worker (``llamacpp_worker``) builds ``xllamacpp.CommonParams`` from a JSON spec and
+runs ``xllamacpp.Server`` on a loopback port: continuous batching over ``slots``
+sequences, each with ``context`` tokens (the engine's n_ctx is their product).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..config import ModelConfig
+from .base import Capabilities, ProcessEngine, python_module_command, register_engine
+
+# Reasoning formats llama.cpp parses natively (its --reasoning-format values).
+NATIVE_REASONING = {"deepseek_r1": "deepseek"}
+
+
+@register_engine("llamacpp")
+class LlamaCppEngine(ProcessEngine):
+    health_path = "/health"
+
+    def build_capabilities(self, model: ModelConfig) -> Capabilities:
+        fmt = model.reasoning_format()
+        native = fmt in NATIVE_REASONING and model.reasoning_parser != "gateway"
+        return Capabilities(
+            context_length=model.context,
+            slots=model.slots,
+            embeddings=model.embeddings,
+            reasoning_format=fmt,
+            native_reasoning=native,
+            chat_template=model.chat_template,
+            sampling_defaults=model.sampling_defaults(),
+        )
+
+    def spec(self) -> dict:
+        model = self.model
+        gpu_layers = 0 if model.device == "cpu" else (model.gpu_layers if model.gpu_layers is not None else -1)
+        caps = self.capabilities
+        return {
+            "model_path": str(model.resolved_path()),
+            "host": self.host,
+            "port": self.port,
+            "n_ctx": model.context * model.slots,
+            "n_parallel": model.slots,
+            "threads": model.threads or os.cpu_count() or 1,
+            "gpu_layers": gpu_layers,
+            "chat_template": model.chat_template,
+            "embeddings": model.embeddings,
+            "reasoning": NATIVE_REASONING.get(caps.reasoning_format) if caps.native_reasoning else None,
+        }
+
+    def command(self) -> list[str]:
+        return python_module_command("seekstack.engines.llamacpp_worker", json.dumps(self.spec()))

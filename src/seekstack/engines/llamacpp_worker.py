@@ -1,0 +1,66 @@
+"""Child-process entry point for the llama.cpp engine: ``python -m seekstack.engines.llamacpp_worker SPEC_JSON``.
+
+Arms the lifeline (dies with the gateway), starts ``xllamacpp.Server``, then waits
+for SIGTERM/SIGINT and shuts the server down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+from .lifeline import die_with_parent
+
+_REASONING = {"deepseek": "COMMON_REASONING_FORMAT_DEEPSEEK", None: "COMMON_REASONING_FORMAT_NONE"}
+
+
+def build_params(spec: dict):
+    import xllamacpp
+
+    p = xllamacpp.CommonParams()
+    p.model.path = spec["model_path"]
+    p.n_ctx = spec["n_ctx"]
+    p.n_parallel = spec["n_parallel"]
+    p.cpuparams.n_threads = spec["threads"]
+    p.cpuparams_batch.n_threads = spec["threads"]
+    p.n_gpu_layers = spec["gpu_layers"]
+    p.hostnames = [spec["host"]]
+    p.port = spec["port"]
+    p.endpoint_metrics = True
+    p.endpoint_slots = True
+    p.cont_batching = True
+    p.warmup = False
+    if spec.get("chat_template"):
+        p.chat_template = spec["chat_template"]
+    if spec.get("embeddings"):
+        p.embedding = True
+        p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+    p.reasoning_format = getattr(xllamacpp.common_reasoning_format, _REASONING[spec.get("reasoning")])
+    return p
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    parent = os.environ.get("SEEKSTACK_PARENT_PID")
+    if parent:
+        die_with_parent(int(parent))
+    # Block the stop signals before xllamacpp starts its threads, so they reach sigwait below.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        import xllamacpp
+
+        server = xllamacpp.Server(build_params(spec))
+    except Exception as exc:  # the model failed to load: say so on one line and exit non-zero
+        print(f"seekstack-worker: failed to start llama.cpp: {exc}", file=sys.stderr, flush=True)
+        return 3
+    print(f"seekstack-worker: listening on {server.listening_address}", flush=True)
+    signal.sigwait(stop_signals)
+    del server
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,98 @@
+"""One exception tree for seekstack, translated once at each edge.
+
+    SeekstackError                  500 server_error          (base; never raised bare)
+     ├─ ConfigError                 400 invalid_request_error (bad seekstack.yaml / settings)
+     ├─ InvalidRequestError         400 invalid_request_error (bad JSON, bad field values)
+     │   ├─ ContextLengthError      400 context_length_exceeded
+     │   └─ UnsupportedError        400 unsupported (capability the model lacks)
+     ├─ ValidationFailed            422 invalid_request_error (wrong types / missing fields)
+     ├─ ModelNotFoundError          404 model_not_found
+     ├─ PayloadTooLargeError        413 payload_too_large
+     ├─ EngineUnavailableError      503 engine_unavailable    (Retry-After set)
+     ├─ EngineError                 502 engine_error          (engine answered with garbage)
+     └─ ServerUnreachableError      503 server_unreachable    (CLI: no gateway at that URL)
+
+The gateway turns each into OpenAI error JSON with the status above
+(``gateway/errors.py``); the CLI prints ``error: <message>`` and, on the next
+line, the fix (``cli/__init__.py``). Code raises typed errors only, never returns them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SeekstackError",
+    "ConfigError",
+    "InvalidRequestError",
+    "ContextLengthError",
+    "UnsupportedError",
+    "ValidationFailed",
+    "ModelNotFoundError",
+    "PayloadTooLargeError",
+    "EngineUnavailableError",
+    "EngineError",
+]
+
+
+class SeekstackError(Exception):
+    status: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, fix: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+        self.param = param
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class ConfigError(SeekstackError):
+    status, error_type, code = 400, "invalid_request_error", "invalid_config"
+
+
+class InvalidRequestError(SeekstackError):
+    status, error_type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class ContextLengthError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+
+class UnsupportedError(InvalidRequestError):
+    code = "unsupported"
+
+
+class ValidationFailed(SeekstackError):
+    status, error_type, code = 422, "invalid_request_error", "invalid_parameters"
+
+
+class ModelNotFoundError(SeekstackError):
+    status, error_type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class PayloadTooLargeError(SeekstackError):
+    status, error_type, code = 413, "invalid_request_error", "payload_too_large"
+
+
+class EngineUnavailableError(SeekstackError):
+    status, error_type, code = 503, "server_error", "engine_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class EngineError(SeekstackError):
+    status, error_type, code = 502, "server_error", "engine_error"
+
+
+class ServerUnreachableError(SeekstackError):
+    status, error_type, code = 503, "server_error", "server_unreachable"
+
+
+__all__.append("ServerUnreachableError")

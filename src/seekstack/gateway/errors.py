@@ -1,0 +1,59 @@
+"""The gateway edge: every error becomes OpenAI error JSON with the right status. Never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ..errors import SeekstackError
+
+log = logging.getLogger("seekstack.gateway")
+
+
+def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})
+
+
+def error_response(exc: SeekstackError) -> Response:
+    message = exc.message if not exc.fix else f"{exc.message}. {exc.fix}"
+    return Response(
+        error_body(message, exc.error_type, exc.code, exc.param),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=exc.headers(),
+    )
+
+
+def sse_error(exc: SeekstackError) -> bytes:
+    """An error after the stream has started: one SSE event, as OpenAI does."""
+    return b"data: " + error_body(exc.message, exc.error_type, exc.code) + b"\n\n"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SeekstackError)
+    async def _seekstack(_: Request, exc: SeekstackError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        return Response(error_body(f"{param}: {first['msg']}" if param else first["msg"], "invalid_request_error",
+                                   "invalid_parameters", param), status_code=422, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return Response(error_body(str(exc.detail), "invalid_request_error", code), status_code=exc.status_code,
+                        media_type="application/json", headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return Response(error_body("internal error; the gateway log has the details", "server_error", "internal_error"),
+                        status_code=500, media_type="application/json")

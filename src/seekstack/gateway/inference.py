@@ -1,0 +1,192 @@
+"""The inference service behind the OpenAI routes: validate, check budgets, apply defaults, proxy, shape."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+import httpx
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..config import Settings
+from ..engines import Capabilities
+from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
+                      UnsupportedError, ValidationFailed)
+from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from ..supervisor import Supervisor
+from .errors import sse_error
+from .shaping import StreamShaper, shape_chat, shape_completion, shape_embeddings
+from .upstream import Lease, Upstream
+
+# Prompt-size upper bound without tokenizing: a token covers at least one UTF-8 byte;
+# chat templates add a few tokens per message and a fixed preamble.
+PER_MESSAGE_SLACK = 16
+TEMPLATE_SLACK = 256
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens")
+
+
+async def parse_body(request: Request, model: type[BaseModel]) -> tuple[dict[str, Any], Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"request body is not valid JSON ({exc.msg} at position {exc.pos})",
+                                  fix="send a JSON object with Content-Type: application/json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("request body must be a JSON object", fix="send a JSON object")
+    try:
+        return body, model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        raise ValidationFailed(f"{param}: {first['msg']}{more}", param=param) from None
+
+
+def text_bytes(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content.encode("utf-8"))
+    if isinstance(content, list):
+        return sum(text_bytes(part.get("text")) for part in content if isinstance(part, dict))
+    return 0
+
+
+class InferenceService:
+    def __init__(self, settings: Settings, supervisor: Supervisor, upstream: Upstream):
+        self.settings = settings
+        self.supervisor = supervisor
+        self.upstream = upstream
+
+    # ------------------------------------------------------------ lookup
+
+    def capabilities(self, name: str) -> Capabilities:
+        group = self.supervisor.replicas.get(name)
+        if not group:
+            available = ", ".join(sorted(self.supervisor.replicas)) or "none"
+            raise ModelNotFoundError(f"model {name!r} does not exist; available models: {available}", param="model")
+        return group[0].engine.capabilities
+
+    # ------------------------------------------------------------ endpoints
+
+    async def chat(self, request: Request) -> Response:
+        body, req = await parse_body(request, ChatCompletionRequest)
+        caps = self.capabilities(req.model)
+        if not caps.chat:
+            raise UnsupportedError(f"model {req.model!r} does not serve chat completions", param="model")
+        for i, message in enumerate(req.messages):
+            if message.reasoning_content is not None:
+                raise InvalidRequestError(f"messages[{i}].reasoning_content must not be sent back to the model",
+                                          fix="drop reasoning_content from earlier assistant turns", param=f"messages.{i}")
+        self._apply_defaults(body, caps)
+        budget = body.get("max_completion_tokens") or body.get("max_tokens")
+        bound = sum(text_bytes(m.content) + PER_MESSAGE_SLACK for m in req.messages) + TEMPLATE_SLACK
+        await self._check_context(req.model, caps, bound, budget, "messages",
+                                  lambda: self.upstream.render_chat(req.model, body))
+        split = caps.reasoning_format != "none" and not caps.native_reasoning
+        if req.stream:
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return await self._stream(req.model, "/v1/chat/completions", body,
+                                      StreamShaper(req.model, include_usage=include, split_reasoning=split))
+        data = await self._post(req.model, "/v1/chat/completions", body)
+        return _json(shape_chat(data, req.model, split))
+
+    async def completions(self, request: Request) -> Response:
+        body, req = await parse_body(request, CompletionRequest)
+        caps = self.capabilities(req.model)
+        if not caps.completions:
+            raise UnsupportedError(f"model {req.model!r} does not serve completions", param="model")
+        self._apply_defaults(body, caps)
+        prompt = req.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+            bound, render = len(prompt), None
+        else:
+            texts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
+            longest = max(texts, key=lambda t: len(t.encode("utf-8")), default="")
+            bound = len(longest.encode("utf-8")) + PER_MESSAGE_SLACK
+
+            async def render() -> str:
+                return longest
+        await self._check_context(req.model, caps, bound, req.completion_budget(), "prompt", render)
+        if req.stream:
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return await self._stream(req.model, "/v1/completions", body,
+                                      StreamShaper(req.model, include_usage=include, split_reasoning=False))
+        data = await self._post(req.model, "/v1/completions", body)
+        return _json(shape_completion(data, req.model))
+
+    async def embeddings(self, request: Request) -> Response:
+        body, req = await parse_body(request, EmbeddingRequest)
+        caps = self.capabilities(req.model)
+        if not caps.embeddings:
+            raise UnsupportedError(f"model {req.model!r} does not serve embeddings",
+                                   fix="set `embeddings: true` for it in seekstack.yaml", param="model")
+        data = await self._post(req.model, "/v1/embeddings", body)
+        return _json(shape_embeddings(data, req.model))
+
+    # ------------------------------------------------------------ helpers
+
+    def _apply_defaults(self, body: dict[str, Any], caps: Capabilities) -> None:
+        for key, value in caps.sampling_defaults.items():
+            if body.get(key) is None:
+                body[key] = value
+
+    async def _check_context(self, model: str, caps: Capabilities, bound: int, budget: int | None, param: str,
+                             render: Callable[[], Awaitable[str]] | None) -> None:
+        ctx = caps.context_length
+        if budget is not None and budget >= ctx:
+            raise ContextLengthError(f"max_tokens is {budget} but the model's context length is {ctx} tokens "
+                                     "(prompt and completion together)", fix=f"ask for fewer than {ctx} tokens",
+                                     param="max_tokens")
+        if bound + (budget or 0) <= ctx:
+            return  # fits even in the worst case: no need to tokenize
+        n_prompt = bound if render is None else await self.upstream.tokenize(model, await render())
+        if n_prompt >= ctx:
+            raise ContextLengthError(f"the prompt is {n_prompt} tokens but the model's context length is {ctx} tokens",
+                                     fix="shorten the prompt or serve the model with a larger `context`", param=param)
+        if budget is not None and n_prompt + budget > ctx:
+            raise ContextLengthError(f"the prompt ({n_prompt} tokens) plus max_tokens ({budget}) is "
+                                     f"{n_prompt + budget} tokens, more than the model's context length of {ctx}",
+                                     fix=f"set max_tokens to at most {ctx - n_prompt}", param="max_tokens")
+
+    async def _post(self, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        lease = await self.upstream.send(model, path, body)
+        try:
+            return orjson.loads(lease.response.content)
+        except orjson.JSONDecodeError:
+            raise EngineError("the engine sent a response that is not JSON") from None
+        finally:
+            await lease.aclose()
+
+    async def _stream(self, model: str, path: str, body: dict[str, Any], shaper: StreamShaper) -> Response:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        lease = await self.upstream.send(model, path, body, stream=True)
+        return StreamingResponse(relay(lease, shaper), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
+async def relay(lease: Lease, shaper: StreamShaper) -> AsyncIterator[bytes]:
+    """Forward SSE events as they arrive; closing early (client gone) closes the engine connection."""
+    buffer = b""
+    try:
+        async for piece in lease.response.aiter_raw():
+            buffer += piece
+            while (end := buffer.find(b"\n\n")) >= 0:
+                event, buffer = buffer[:end], buffer[end + 2:]
+                out = shaper.event(event)
+                if out is not None:
+                    yield out
+        if not shaper.finished:
+            yield sse_error(EngineError("the engine ended the stream early"))
+    except httpx.TransportError:
+        yield sse_error(EngineError("the engine connection broke mid-stream"))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await lease.aclose()
+
+
+def _json(data: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")

@@ -1,0 +1,113 @@
+"""Shape engine responses into exact OpenAI/DeepSeek form.
+
+The gateway owns model ids, schema fidelity (``logprobs``/``refusal`` as null), DeepSeek's
+``reasoning_content`` and usage fields (``prompt_cache_hit_tokens``/``…_miss_tokens``).
+Streams are rewritten event by event, as they come, never buffered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..reasoning import ReasoningSplitter, split_reasoning
+
+DONE = b"data: [DONE]\n\n"
+
+
+def shape_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
+    usage = dict(usage or {})
+    for key in ("prompt_tokens", "completion_tokens"):
+        usage.setdefault(key, 0)
+    usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0) or 0
+    usage["prompt_cache_hit_tokens"] = cached
+    usage["prompt_cache_miss_tokens"] = max(usage["prompt_tokens"] - cached, 0)
+    return usage
+
+
+def shape_chat(data: dict[str, Any], model_id: str, split: bool) -> dict[str, Any]:
+    data.pop("timings", None)
+    data["model"] = model_id
+    for choice in data.get("choices", []):
+        choice.setdefault("logprobs", None)
+        message = choice.setdefault("message", {"role": "assistant", "content": None})
+        message.setdefault("refusal", None)
+        if split and message.get("content") is not None:
+            reasoning, answer = split_reasoning(message["content"])
+            message["reasoning_content"] = reasoning
+            message["content"] = answer
+    data["usage"] = shape_usage(data.get("usage"))
+    return data
+
+
+def shape_completion(data: dict[str, Any], model_id: str) -> dict[str, Any]:
+    data.pop("timings", None)
+    data["model"] = model_id
+    for choice in data.get("choices", []):
+        choice.setdefault("logprobs", None)
+    data["usage"] = shape_usage(data.get("usage"))
+    return data
+
+
+def shape_embeddings(data: dict[str, Any], model_id: str) -> dict[str, Any]:
+    data["model"] = model_id
+    usage = data.get("usage") or {}
+    data["usage"] = {"prompt_tokens": usage.get("prompt_tokens", 0), "total_tokens": usage.get("total_tokens", 0)}
+    return data
+
+
+class StreamShaper:
+    """Rewrites one SSE stream, event by event.
+
+    The engine is always asked for usage; it is passed on only when the client asked
+    (``stream_options.include_usage``) and kept in ``self.usage`` either way.
+    """
+
+    def __init__(self, model_id: str, *, include_usage: bool, split_reasoning: bool):
+        self.model_id = model_id
+        self.include_usage = include_usage
+        self.splitter = ReasoningSplitter() if split_reasoning else None
+        self.usage: dict[str, Any] | None = None
+        self.finished = False
+
+    def event(self, raw: bytes) -> bytes | None:
+        """One SSE event in (without its blank-line terminator); bytes to send, or None to drop."""
+        if not raw.startswith(b"data:"):
+            return None  # comments / keep-alive pings
+        payload = raw[5:].strip()
+        if payload == b"[DONE]":
+            self.finished = True
+            return DONE
+        chunk = orjson.loads(payload)
+        if "error" in chunk:
+            return b"data: " + payload + b"\n\n"
+        chunk.pop("timings", None)
+        chunk["model"] = self.model_id
+        if "usage" in chunk:
+            self.usage = chunk["usage"] = shape_usage(chunk["usage"])
+            if not self.include_usage:
+                del chunk["usage"]
+                if not chunk.get("choices"):
+                    return None
+        if self.splitter is not None and not self._split(chunk):
+            return None
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _split(self, chunk: dict[str, Any]) -> bool:
+        """Move reasoning into delta.reasoning_content; False when nothing is left to send."""
+        keep = False
+        for choice in chunk.get("choices", []):
+            delta = choice.get("delta") or {}
+            reasoning, answer = self.splitter.feed(delta.pop("content", None) or "")
+            if choice.get("finish_reason") is not None:
+                r2, a2 = self.splitter.finish()
+                reasoning, answer = reasoning + r2, answer + a2
+            if reasoning:
+                delta["reasoning_content"] = reasoning
+            if answer:
+                delta["content"] = answer
+            choice["delta"] = delta
+            keep = keep or bool(delta) or choice.get("finish_reason") is not None
+        return keep or "usage" in chunk

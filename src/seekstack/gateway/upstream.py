@@ -1,0 +1,134 @@
+"""Talk to engine replicas over pooled HTTP: pick a replica, send, retry a failed connection once.
+
+llama.cpp's server drops the connection after a streamed response while its headers
+still say keep-alive; streamed requests therefore ask for ``Connection: close``, and a
+connection that fails before any response byte is retried (on another replica when
+there is one). Engine error bodies are translated into the exception tree here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from ..errors import (ContextLengthError, EngineError, EngineUnavailableError, InvalidRequestError,
+                      SeekstackError, UnsupportedError)
+from ..router import Router
+from ..supervisor import Replica
+
+
+@dataclass(eq=False)
+class Lease:
+    """A replica held for one request; ``release()`` exactly once."""
+
+    replica: Replica
+    response: httpx.Response
+    _released: bool = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.replica.outstanding -= 1
+
+    async def aclose(self) -> None:
+        try:
+            await self.response.aclose()
+        finally:
+            self.release()
+
+
+class Upstream:
+    def __init__(self, router: Router, http: httpx.AsyncClient, retries: int = 1):
+        self.router = router
+        self.http = http
+        self.retries = retries
+
+    async def send(self, model: str, path: str, body: dict[str, Any], *, stream: bool = False) -> Lease:
+        """Send to a replica; on success return a Lease (stream: headers only read)."""
+        tried: set[Replica] = set()
+        last_error: Exception | None = None
+        for _ in range(self.retries + 1):
+            replica = self._pick(model, tried)
+            replica.outstanding += 1
+            headers = {"content-type": "application/json"}
+            if stream:
+                headers["connection"] = "close"
+            request = self.http.build_request("POST", replica.engine.base_url + path,
+                                              content=orjson.dumps(body), headers=headers)
+            try:
+                response = await self.http.send(request, stream=stream)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                replica.outstanding -= 1
+                tried.add(replica)
+                last_error = exc
+                continue
+            except httpx.TimeoutException:
+                replica.outstanding -= 1
+                raise EngineUnavailableError(f"model {model!r} did not answer in time", retry_after=5,
+                                             fix="retry later, or raise scheduler.timeout") from None
+            except BaseException:
+                replica.outstanding -= 1
+                raise
+            lease = Lease(replica, response)
+            if response.status_code != 200:
+                try:
+                    await response.aread()
+                finally:
+                    await lease.aclose()
+                raise engine_error(response.status_code, response.content)
+            return lease
+        raise EngineUnavailableError(f"model {model!r}: the engine connection failed ({type(last_error).__name__})",
+                                     retry_after=2, fix="retry after the Retry-After delay")
+
+    def _pick(self, model: str, tried: set[Replica]) -> Replica:
+        try:
+            return self.router.pick(model, exclude=tried)
+        except EngineUnavailableError:
+            if not tried:
+                raise
+            return self.router.pick(model)  # only failed ones left: retry one of them once
+
+    async def tokenize(self, model: str, text: str) -> int:
+        lease = await self.send(model, "/tokenize", {"content": text})
+        try:
+            return len(orjson.loads(lease.response.content)["tokens"])
+        finally:
+            await lease.aclose()
+
+    async def render_chat(self, model: str, body: dict[str, Any]) -> str:
+        lease = await self.send(model, "/apply-template", {"messages": body["messages"], **_template_args(body)})
+        try:
+            return orjson.loads(lease.response.content)["prompt"]
+        finally:
+            await lease.aclose()
+
+
+def _template_args(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: body[k] for k in ("tools", "chat_template_kwargs") if k in body}
+
+
+def engine_error(status: int, content: bytes) -> SeekstackError:
+    """Translate an engine's error response into our exception tree."""
+    try:
+        err = orjson.loads(content).get("error", {})
+        if not isinstance(err, dict):
+            err = {"message": str(err)}
+    except (orjson.JSONDecodeError, AttributeError):
+        err = {"message": content[:200].decode("utf-8", "replace")}
+    message = str(err.get("message") or f"engine returned HTTP {status}")
+    if err.get("type") == "exceed_context_size_error" or "exceeds the available context" in message:
+        n_prompt, n_ctx = err.get("n_prompt_tokens"), err.get("n_ctx")
+        if n_prompt is not None and n_ctx is not None:
+            return ContextLengthError(f"the prompt is {n_prompt} tokens but the model's context length is {n_ctx} tokens",
+                                      fix="shorten the prompt or serve the model with a larger `context`", param="messages")
+        return ContextLengthError(message, fix="shorten the prompt")
+    if status == 501 or err.get("type") == "not_supported_error":
+        return UnsupportedError(message)
+    if 400 <= status < 500:
+        return InvalidRequestError(message)
+    if status == 503:
+        return EngineUnavailableError(message, retry_after=2)
+    return EngineError(f"engine error (HTTP {status}): {message}")

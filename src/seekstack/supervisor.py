@@ -1,0 +1,185 @@
+"""Supervise engine replicas: start them, heartbeat them, restart them with backoff, stop them.
+
+Each replica runs in its own task. A replica is routable only while its state is
+``ready``: the moment its process exits the state leaves ``ready`` (the router
+stops using it immediately), then it is restarted after an exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig, Settings
+from .engines import ENGINES, ProcessEngine
+from .errors import ConfigError
+
+log = logging.getLogger("seekstack.supervisor")
+
+STARTING, READY, UNHEALTHY, RESTARTING, STOPPED = "starting", "ready", "unhealthy", "restarting", "stopped"
+UNHEALTHY_AFTER = 3  # consecutive failed heartbeats before a live replica stops taking traffic
+
+
+@dataclass(eq=False)
+class Replica:
+    model: ModelConfig
+    index: int
+    engine: ProcessEngine
+    state: str = STARTING
+    restarts: int = 0
+    started_at: float = 0.0
+    outstanding: int = 0
+    last_exit: int | None = None
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}/{self.index}"
+
+    @property
+    def routable(self) -> bool:
+        return self.state == READY
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model.name,
+            "replica": self.index,
+            "engine": self.model.engine,
+            "state": self.state,
+            "pid": self.engine.pid,
+            "port": self.engine.port,
+            "base_url": self.engine.base_url,
+            "restarts": self.restarts,
+            "outstanding": self.outstanding,
+            "uptime_s": round(time.monotonic() - self.started_at, 1) if self.state == READY else 0.0,
+            "memory_bytes": _rss(self.engine.pid),
+        }
+
+
+def _rss(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss
+    except Exception:
+        return None
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, http: Any):
+        self.settings = settings
+        self.cfg = settings.supervisor
+        self.http = http
+        self.replicas: dict[str, list[Replica]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        logs = Path(settings.state_dir).expanduser() / "logs"
+        for model in settings.models:
+            factory = ENGINES.get(model.engine)
+            if factory is None:
+                raise ConfigError(f"engine {model.engine!r} is not available in this install",
+                                  fix="use engine: llamacpp, or install the engine's adapter")
+            self.replicas[model.name] = [
+                Replica(model, i, factory(model, log_path=logs / f"{_safe(model.name)}-{i}.log", http=http))
+                for i in range(model.replicas)
+            ]
+
+    def all(self) -> list[Replica]:
+        return [r for group in self.replicas.values() for r in group]
+
+    async def start(self) -> None:
+        for replica in self.all():
+            self._tasks.append(asyncio.create_task(self._supervise(replica), name=f"supervise {replica.name}"))
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until every replica has been ready once (or the timeout passes)."""
+        waits = [r._ready.wait() for r in self.all()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def ready(self) -> bool:
+        return all(any(r.routable for r in group) for group in self.replicas.values())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(r.engine.stop() for r in self.all()), return_exceptions=True)
+        for replica in self.all():
+            replica.state = STOPPED
+
+    # ------------------------------------------------------------ one replica
+
+    async def _supervise(self, replica: Replica) -> None:
+        delay = self.cfg.backoff_initial
+        while not self._stopping:
+            replica.state = STARTING if replica.restarts == 0 else RESTARTING
+            await replica.engine.start()
+            exited = asyncio.ensure_future(replica.engine.wait())
+            healthy_since = await self._until_healthy(replica, exited)
+            if healthy_since is not None:
+                await self._heartbeat(replica, exited)
+                if time.monotonic() - healthy_since >= self.cfg.stable_after:
+                    delay = self.cfg.backoff_initial
+            else:
+                await replica.engine.stop()
+            if not exited.done():
+                exited.cancel()
+            replica.last_exit = replica.engine._proc.returncode if replica.engine._proc else None
+            if self._stopping:
+                return
+            replica.state = RESTARTING
+            replica.restarts += 1
+            log.warning("replica %s exited (code %s); restarting in %.1fs", replica.name, replica.last_exit, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.cfg.backoff_max)
+
+    async def _until_healthy(self, replica: Replica, exited: asyncio.Future) -> float | None:
+        deadline = time.monotonic() + self.cfg.startup_timeout
+        while time.monotonic() < deadline:
+            if exited.done():
+                return None
+            if await replica.engine.health():
+                replica.state = READY
+                replica.started_at = time.monotonic()
+                replica._ready.set()
+                log.info("replica %s ready on %s (pid %s)", replica.name, replica.engine.base_url, replica.engine.pid)
+                return replica.started_at
+            await asyncio.wait({exited}, timeout=0.1)
+        log.error("replica %s did not become healthy within %.0fs", replica.name, self.cfg.startup_timeout)
+        return None
+
+    async def _heartbeat(self, replica: Replica, exited: asyncio.Future) -> None:
+        """Return when the process has exited (or was stopped for failing health)."""
+        failures = 0
+        interval = self.cfg.heartbeat_interval
+        while True:
+            done, _ = await asyncio.wait({exited}, timeout=interval)
+            if done:
+                replica.state = RESTARTING  # stop routing at once
+                return
+            if await replica.engine.health():
+                failures = 0
+                if replica.state == UNHEALTHY:
+                    replica.state = READY
+                continue
+            failures += 1
+            if failures >= UNHEALTHY_AFTER and replica.state == READY:
+                log.warning("replica %s failed %d heartbeats; not routing to it", replica.name, failures)
+                replica.state = UNHEALTHY
+            if failures >= UNHEALTHY_AFTER * 20:  # hung for ~30 s: replace it
+                await replica.engine.stop()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
