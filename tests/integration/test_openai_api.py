@@ -1,0 +1,203 @@
+"""The OpenAI-compatible API against a real `seekstack serve`, through the official openai client.
+
+Every response body and stream chunk is validated against OpenAI's published schemas.
+"""
+
+import httpx
+import openai
+import pytest
+
+MODEL = "smollm2-135m"
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+def test_models_lists_configured_ids(client, schema, server):
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["smollm2-135m", "smollm2-small-ctx"]
+    schema("ListModelsResponse", httpx.get(server.url + "/v1/models").json())
+
+
+def test_chat_non_stream(client, schema):
+    reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=16)
+    body = reply.model_dump(exclude_unset=True)
+    schema("CreateChatCompletionResponse", body)
+    assert reply.model == MODEL
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    usage = reply.usage
+    assert usage.prompt_tokens > 0 and 0 < usage.completion_tokens <= 16
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    # DeepSeek's cache fields are filled too
+    extra = reply.usage.model_extra
+    assert extra["prompt_cache_hit_tokens"] + extra["prompt_cache_miss_tokens"] == usage.prompt_tokens
+
+
+def test_chat_stream_with_usage(client, schema):
+    stream = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=12, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    for chunk in chunks:
+        schema("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
+        assert chunk.model == MODEL
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish in (["stop"], ["length"])
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None
+    assert 0 < usage.completion_tokens <= 12 and usage.prompt_tokens > 0
+
+
+def test_chat_stream_without_usage_sends_none(client):
+    chunks = list(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=5, stream=True))
+    assert all(c.usage is None for c in chunks)
+    assert all(c.choices for c in chunks)
+
+
+def test_stream_is_not_buffered(server):
+    """Chunks arrive one event at a time, as the engine produces them."""
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 24, "stream": True, "ignore_eos": True}
+    reads = 0
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=30) as r:
+        for piece in r.iter_raw():
+            reads += 1
+    assert reads >= 20  # one network read per token, not one for the whole answer
+
+
+def test_completions(client, schema):
+    reply = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8)
+    schema("CreateCompletionResponse", reply.model_dump(exclude_unset=True))
+    assert reply.model == MODEL and reply.choices[0].text
+    assert reply.usage.completion_tokens <= 8
+
+
+def test_completions_stream(client, schema):
+    chunks = list(client.completions.create(model=MODEL, prompt="One, two,", max_tokens=6, stream=True))
+    for chunk in chunks:
+        schema("CompletionStreamChunk", chunk.model_dump(exclude_unset=True))
+    assert "".join(c.choices[0].text for c in chunks)
+
+
+def test_embeddings(client, schema):
+    reply = client.embeddings.create(model=MODEL, input=["hello world", "你好，世界"])
+    schema("CreateEmbeddingResponse", reply.model_dump(exclude_unset=True))
+    assert len(reply.data) == 2 and len(reply.data[0].embedding) == 576  # SmolLM2-135M hidden size
+    assert reply.usage.prompt_tokens > 0
+
+
+def test_many_sequential_streams_reuse_pool(client):
+    """llama.cpp drops the connection after each stream; the gateway must not trip over it."""
+    for _ in range(6):
+        chunks = list(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=3, stream=True))
+        assert chunks
+        assert client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=3).choices
+
+
+# ------------------------------------------------------------------ errors
+
+
+def assert_error(response: httpx.Response, status: int, schema, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    schema("ErrorResponse", body)
+    assert "Traceback" not in response.text
+    for word in words:
+        assert word in body["error"]["message"], (word, body)
+    return body["error"]
+
+
+def test_malformed_json_is_400(server, schema):
+    r = httpx.post(server.url + "/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
+    assert_error(r, 400, schema, "not valid JSON")
+
+
+def test_non_object_body_is_400(server, schema):
+    r = httpx.post(server.url + "/v1/chat/completions", json=[1, 2])
+    assert_error(r, 400, schema, "JSON object")
+
+
+def test_wrong_types_are_422(server, schema):
+    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": "hi"})
+    err = assert_error(r, 422, schema, "messages")
+    assert err["param"] == "messages"
+    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "temperature": "hot"})
+    assert_error(r, 422, schema, "temperature")
+
+
+def test_missing_field_via_openai_client(client):
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model=MODEL, messages=[])
+
+
+def test_unknown_model_is_404_listing_models(client, server, schema):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert "smollm2-135m" in str(info.value) and "smollm2-small-ctx" in str(info.value)
+    r = httpx.post(server.url + "/v1/completions", json={"model": "nope", "prompt": "x"})
+    assert assert_error(r, 404, schema, "available models")["code"] == "model_not_found"
+
+
+def test_prompt_longer_than_context_is_400_with_both_numbers(client, server, schema):
+    long_prompt = "The quick brown fox jumps over the lazy dog. " * 60  # ~600 tokens > 256
+    r = httpx.post(server.url + "/v1/chat/completions",
+                   json={"model": "smollm2-small-ctx", "messages": [{"role": "user", "content": long_prompt}]})
+    err = assert_error(r, 400, schema, "context length is 256 tokens")
+    assert err["code"] == "context_length_exceeded"
+    n_prompt = int(err["message"].split("the prompt is ")[1].split(" ")[0])
+    assert n_prompt > 256
+    # same through completions, and through the openai client
+    r = httpx.post(server.url + "/v1/completions", json={"model": "smollm2-small-ctx", "prompt": long_prompt})
+    assert_error(r, 400, schema, "256")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="smollm2-small-ctx", messages=[{"role": "user", "content": long_prompt}])
+    # the engine is not stalled: the same model answers right after
+    ok = client.chat.completions.create(model="smollm2-small-ctx", messages=HELLO, max_tokens=4)
+    assert ok.choices[0].message.content is not None
+
+
+def test_huge_prompt_does_not_stall(client, server, schema):
+    huge = "word " * 200_000  # ~1 MB, far beyond any context
+    r = httpx.post(server.url + "/v1/chat/completions", timeout=60,
+                   json={"model": MODEL, "messages": [{"role": "user", "content": huge}]})
+    assert_error(r, 400, schema, "context length is 2048 tokens")
+    assert client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices
+
+
+def test_max_tokens_beyond_context_is_400(server, schema):
+    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 100_000})
+    err = assert_error(r, 400, schema, "max_tokens is 100000", "2048")
+    assert err["param"] == "max_tokens"
+
+
+def test_prompt_plus_max_tokens_beyond_context_is_400(server, schema):
+    prompt = "alpha beta gamma delta " * 25  # ~100+ tokens
+    r = httpx.post(server.url + "/v1/chat/completions",
+                   json={"model": "smollm2-small-ctx", "messages": [{"role": "user", "content": prompt}], "max_tokens": 200})
+    assert_error(r, 400, schema, "plus max_tokens (200)", "context length of 256", "set max_tokens to at most")
+
+
+def test_body_over_limit_is_413(server, schema):
+    body = b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "' + b"a" * (9 * 1024 * 1024) + b'"}]}'
+    r = httpx.post(server.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert_error(r, 413, schema, "larger than the limit")
+
+
+def test_embeddings_on_chat_only_model_is_400(server, schema):
+    r = httpx.post(server.url + "/v1/embeddings", json={"model": "smollm2-small-ctx", "input": "x"})
+    assert_error(r, 400, schema, "does not serve embeddings", "embeddings: true")
+
+
+def test_reasoning_content_sent_back_is_400(server, schema):
+    messages = [*HELLO, {"role": "assistant", "content": "Hi", "reasoning_content": "thinking"}, *HELLO]
+    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": messages})
+    assert_error(r, 400, schema, "reasoning_content")
+
+
+def test_unknown_route_is_json_404(server, schema):
+    r = httpx.get(server.url + "/v1/nothing-here")
+    assert_error(r, 404, schema)
+
+
+def test_server_survives_bad_input(client):
+    assert client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices

@@ -1,0 +1,120 @@
+"""Settings registry: validation, env overrides, every-problem-at-once reporting."""
+
+from pathlib import Path
+
+import pytest
+
+from seekstack.config import ModelConfig, Settings, env_overrides, load_settings, settings_reference
+from seekstack.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "seekstack.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_serve_embedded_model_on_loopback(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, environ={})
+    assert settings.server.host == "127.0.0.1"
+    assert [m.name for m in settings.models] == ["smollm2-135m"]
+    assert settings.models[0].resolved_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert settings.scheduler.policy in ("round-robin", "least-outstanding")
+
+
+def test_full_file_is_accepted(tmp_path):
+    path = write(tmp_path, """
+server: {host: 127.0.0.1, port: 9001, max_body_bytes: 1048576}
+scheduler: {policy: round-robin, timeout: 30}
+models:
+  - name: deepseek-r1-distill-qwen-7b
+    path: /models/r1-7b.gguf
+    engine: llamacpp
+    quantization: Q4_K_M
+    device: cpu
+    replicas: 2
+    context: 8192
+    slots: 2
+    threads: 2
+    gpu_layers: 0
+    defaults: {max_tokens: 512}
+""")
+    s = load_settings(path, environ={})
+    m = s.models[0]
+    assert (s.server.port, s.scheduler.policy, m.replicas, m.context, m.slots) == (9001, "round-robin", 2, 8192, 2)
+    # family defaults (R1: temperature 0.6, top_p 0.95) merged under explicit ones
+    assert m.sampling_defaults() == {"temperature": 0.6, "top_p": 0.95, "max_tokens": 512}
+    assert m.reasoning_format() == "deepseek_r1"
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write(tmp_path, """
+server: {port: not-a-port, colour: blue}
+scheduler: {policy: random}
+models:
+  - name: a
+    source: embedded
+    slots: 0
+    contxt: 10
+""")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    text = info.value.message
+    for field in ("server.port", "server.colour", "scheduler.policy", "models[0].slots", "models[0].contxt"):
+        assert field in text, field
+    assert "5 problem(s)" in text
+    assert "remove this key" in text and "use a number" in text
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "server:\n  port: [1,\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert "not valid YAML at line" in info.value.message
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "nope.yaml", environ={})
+    assert "does not exist" in info.value.message
+
+
+def test_env_overrides_are_typed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"SEEKSTACK_SERVER__PORT": "9100", "SEEKSTACK_SCHEDULER__RETRIES": "0",
+           "SEEKSTACK_SERVER__HOST": "::1", "UNRELATED": "x"}
+    s = load_settings(None, environ=env)
+    assert (s.server.port, s.scheduler.retries, s.server.host) == (9100, 0, "::1")
+
+
+def test_env_bool_zero_is_false():
+    # never bool(os.getenv(...)): "0" must mean false
+    over = env_overrides({"SEEKSTACK_MODELS": "[{name: m, source: embedded, embeddings: 0}]"})
+    assert Settings.model_validate(over).models[0].embeddings is False
+
+
+def test_bad_env_override_is_reported(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"SEEKSTACK_SERVER__PORT": "99999"})
+    assert "server.port" in info.value.message
+
+
+def test_duplicate_model_names_refused():
+    with pytest.raises(Exception) as info:
+        Settings.model_validate({"models": [{"name": "a", "source": "embedded"}, {"name": "a", "source": "embedded"}]})
+    assert "repeated: a" in str(info.value)
+
+
+def test_model_needs_path_or_source():
+    with pytest.raises(Exception) as info:
+        ModelConfig(name="x")
+    assert "set `path`" in str(info.value)
+
+
+def test_reference_lists_every_setting():
+    text = settings_reference()
+    for section, model in (("server", Settings.model_fields["server"].annotation), ("models[]", ModelConfig)):
+        for name in model.model_fields:
+            assert f"`{section}.{name}`" in text, name
