@@ -1,0 +1,99 @@
+"""Supervisor: crash recovery with backoff, routing around dead replicas, 503 + Retry-After when none is left."""
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import Server, pid_alive
+
+HELLO = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    config = {
+        "supervisor": {"backoff_initial": 0.5},
+        "models": [
+            {"name": "pair", "source": "embedded", "replicas": 2, "context": 512, "slots": 2, "threads": 1},
+            {"name": "solo", "source": "embedded", "replicas": 1, "context": 512, "slots": 1, "threads": 1},
+        ],
+    }
+    srv = Server(tmp_path_factory.mktemp("sup"), config, name="supervised").start()
+    yield srv
+    srv.stop()
+
+
+def wait_until(predicate, timeout=30.0, every=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def chat(url, model, **extra):
+    return httpx.post(url + "/v1/chat/completions", timeout=30,
+                      json={"model": model, "messages": HELLO, "max_tokens": 3, **extra})
+
+
+def test_killed_replica_is_restarted_and_no_request_fails(supervised):
+    before = {r["replica"]: r for r in supervised.replicas() if r["model"] == "pair"}
+    victim = before[0]
+    statuses = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            statuses.append(chat(supervised.url, "pair").status_code)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    time.sleep(0.3)
+    os.kill(victim["pid"], signal.SIGKILL)
+    restarted = wait_until(lambda: any(r["model"] == "pair" and r["replica"] == 0 and r["state"] == "ready"
+                                       and r["pid"] != victim["pid"] for r in supervised.replicas()))
+    time.sleep(0.5)  # keep the load on past the restart window
+    stop.set()
+    worker.join()
+    assert restarted
+    after = {r["replica"]: r for r in supervised.replicas() if r["model"] == "pair"}
+    assert after[0]["restarts"] == 1 and after[0]["pid"] != victim["pid"]
+    assert after[1]["pid"] == before[1]["pid"] and after[1]["restarts"] == 0
+    assert not pid_alive(victim["pid"])
+    # The other replica carried the load; no request failed, during or after the restart.
+    assert len(statuses) > 5 and set(statuses) == {200}, statuses
+
+
+def test_no_healthy_replica_is_503_with_retry_after_then_recovers(supervised):
+    victim = next(r for r in supervised.replicas() if r["model"] == "solo")
+    os.kill(victim["pid"], signal.SIGKILL)
+    assert wait_until(lambda: next(r for r in supervised.replicas() if r["model"] == "solo")["state"] != "ready", 5)
+    r = chat(supervised.url, "solo")
+    assert r.status_code == 503, r.text
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.json()["error"]["code"] == "engine_unavailable"
+    assert httpx.get(supervised.url + "/readyz").status_code == 503
+    # the restart window passes; then every request succeeds again
+    assert wait_until(lambda: httpx.get(supervised.url + "/readyz").status_code == 200, 30)
+    assert [chat(supervised.url, "solo").status_code for _ in range(5)] == [200] * 5
+
+
+def test_repeated_crashes_back_off_exponentially(supervised):
+    # kill the same replica twice in a row: the second restart waits longer than the first
+    def kill_and_time():
+        victim = next(r for r in supervised.replicas() if r["model"] == "solo")
+        t0 = time.monotonic()
+        os.kill(victim["pid"], signal.SIGKILL)
+        assert wait_until(lambda: (lambda s: s["pid"] != victim["pid"] and s["state"] == "ready")(
+            next(r for r in supervised.replicas() if r["model"] == "solo")), 60)
+        return time.monotonic() - t0
+
+    first, second = kill_and_time(), kill_and_time()
+    solo = next(r for r in supervised.replicas() if r["model"] == "solo")
+    assert solo["restarts"] >= 3
+    assert second > first  # 1 s then 2 s of backoff on top of the same load time
