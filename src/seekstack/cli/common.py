@@ -8,6 +8,7 @@ from typing import Optional
 
 import httpx
 import typer
+from rich.console import Console
 
 from ..config import Settings, load_settings
 from ..errors import InvalidRequestError, ServerUnreachableError
@@ -46,3 +47,9 @@ def error_message(response: httpx.Response) -> str:
         return response.json()["error"]["message"]
     except Exception:
         return response.text[:200]
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that never ellipsizes table cells when output is piped (Rich defaults to 80 columns)."""
+    probe = Console(stderr=stderr)
+    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)

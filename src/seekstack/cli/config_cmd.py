@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from ..config import check_settings, load_settings, settings_reference
 from ..errors import ConfigError
+from .common import console
 
 app = typer.Typer(help="Check a seekstack.yaml, or print the settings reference.", no_args_is_help=True)
-out = Console(highlight=False)
+out = console()
 
 
 @app.command("check")

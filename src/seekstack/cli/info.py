@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
 from ..config import load_settings
 from ..errors import ConfigError
-from .common import ConfigOption, JsonOption, UrlOption, gateway_url, get_json
+from .common import console, ConfigOption, JsonOption, UrlOption, gateway_url, get_json
 
-out = Console(highlight=False)
+out = console()
 
 
 def models(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:

@@ -9,12 +9,11 @@ from typing import Optional
 
 import httpx
 import typer
-from rich.console import Console
 
 from ..errors import InvalidRequestError, ServerUnreachableError
-from .common import ConfigOption, UrlOption, error_message, gateway_url
+from .common import console, ConfigOption, UrlOption, error_message, gateway_url
 
-out = Console(highlight=False)
+out = console()
 
 
 def run(

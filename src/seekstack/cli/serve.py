@@ -10,14 +10,14 @@ from typing import Optional
 
 import typer
 import uvicorn
-from rich.console import Console
 
 from .. import __version__
 from ..config import Settings, check_settings, load_settings
 from ..errors import ConfigError
 from ..gateway.app import build_app
+from .common import console
 
-out = Console(highlight=False)
+out = console()
 
 
 def serve(

@@ -1,0 +1,108 @@
+"""The `seekstack` command against a real server, and its one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SEEKSTACK = [sys.executable, "-m", "seekstack"]
+
+
+def cli(*args, input=None, timeout=60):
+    return subprocess.run([*SEEKSTACK, *args], capture_output=True, text=True, input=input, timeout=timeout)
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert lines[0].startswith("error: "), result.stderr
+    assert lines[-1].startswith("fix: ") or len(lines) >= 1
+    for word in words:
+        assert word in result.stderr, (word, result.stderr)
+
+
+def test_help_for_every_command():
+    for command in ([], ["serve"], ["run"], ["models"], ["ps"], ["version"], ["config"], ["config", "check"]):
+        result = cli(*command, "--help")
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage" in result.stdout
+
+
+def test_version():
+    result = cli("version")
+    assert result.returncode == 0 and result.stdout.startswith("seekstack 0.1.0")
+
+
+def test_ps_shows_replicas(server):
+    result = cli("ps", "--url", server.url, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {r["model"] for r in rows} == {"smollm2-135m", "smollm2-small-ctx"}
+    for r in rows:
+        assert r["state"] == "ready" and r["pid"] > 0 and r["port"] > 0 and r["memory_bytes"] > 10 * 2**20
+    table = cli("ps", "--url", server.url)
+    assert "smollm2-135m" in table.stdout and "ready" in table.stdout
+
+
+def test_models_lists_configured_models(server):
+    result = cli("models", "--config", str(server.config_path), "--json")
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == ["smollm2-135m", "smollm2-small-ctx"]
+    assert all(r["installed"] for r in rows)
+    assert rows[0]["embeddings"] is True and rows[1]["context"] == 256
+
+
+def test_run_one_shot_streams_an_answer(server):
+    result = cli("run", "smollm2-135m", "Say hi.", "--url", server.url, "--max-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_run_reads_piped_stdin(server):
+    result = cli("run", "smollm2-135m", "--url", server.url, "--max-tokens", "4", input="Hello there\n")
+    assert result.returncode == 0 and result.stdout.strip()
+
+
+def test_run_unknown_model_is_one_line(server):
+    result = cli("run", "nope", "hi", "--url", server.url)
+    assert_one_line_error(result, "HTTP 404", "available models")
+
+
+def test_ps_without_server_is_one_line():
+    result = cli("ps", "--url", "http://127.0.0.1:9")
+    assert_one_line_error(result, "cannot reach seekstack", "seekstack serve")
+
+
+def test_serve_with_missing_config_is_one_line(tmp_path):
+    result = cli("serve", "--config", str(tmp_path / "missing.yaml"))
+    assert_one_line_error(result, "does not exist")
+
+
+def test_serve_refuses_missing_model_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("models:\n  - {name: m, path: /nonexistent/model.gguf}\n")
+    result = cli("serve", "--config", str(config))
+    assert_one_line_error(result, "/nonexistent/model.gguf does not exist")
+
+
+def test_serve_on_busy_port_is_one_line(server):
+    result = cli("serve", "--port", server.url.rsplit(":", 1)[1], timeout=120)
+    assert "Traceback" not in result.stderr
+    assert result.returncode != 0
+    assert "could not listen" in result.stderr or "address already in use" in result.stderr.lower()
+
+
+def test_config_check_reports_all_problems(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("server: {port: 70000, extra: 1}\nmodels:\n  - {name: m, source: embedded, slots: -1}\n")
+    result = cli("config", "check", str(config))
+    assert_one_line_error(result, "server.port", "server.extra", "models[0].slots", "3 problem(s)")
+
+
+def test_config_check_ok(tmp_path):
+    config = tmp_path / "good.yaml"
+    config.write_text("models:\n  - {name: m, source: embedded}\n")
+    result = cli("config", "check", str(config))
+    assert result.returncode == 0 and "ok:" in result.stdout
