@@ -85,13 +85,14 @@ class Server:
                 self.proc.wait()
 
 
-EMBEDDED = {"name": "smollm2-135m", "source": "embedded", "embeddings": True, "context": 2048, "slots": 4}
+EMBEDDED = {"name": "smollm2-135m", "source": "embedded", "context": 2048, "slots": 4}
+EMBEDDER = {"name": "smollm2-135m-embed", "source": "embedded", "embeddings": True, "context": 512, "slots": 2}
 SMALL_CTX = {"name": "smollm2-small-ctx", "source": "embedded", "context": 256, "slots": 2}
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("serve"), {"models": [EMBEDDED, SMALL_CTX]}).start()
+    srv = Server(tmp_path_factory.mktemp("serve"), {"models": [EMBEDDED, SMALL_CTX, EMBEDDER]}).start()
     yield srv
     srv.stop()
 
@@ -116,6 +117,14 @@ def schema():
         validators[name].validate(instance)
 
     return validate
+
+
+def engine_request(base_url: str, method: str, path: str, **kwargs) -> httpx.Response:
+    """Talk to an engine replica directly, over its Unix socket or TCP port."""
+    if base_url.startswith("unix://"):
+        with httpx.Client(transport=httpx.HTTPTransport(uds=base_url[len("unix://"):])) as c:
+            return c.request(method, "http://engine" + path, timeout=10, **kwargs)
+    return httpx.request(method, base_url + path, timeout=10, **kwargs)
 
 
 def pid_alive(pid: int) -> bool:

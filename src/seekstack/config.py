@@ -56,6 +56,7 @@ class SupervisorConfig(_Section):
     backoff_initial: float = Field(0.5, gt=0, description="First restart delay after a crash, doubled after each further crash.")
     backoff_max: float = Field(30.0, gt=0, description="Longest restart delay.")
     stable_after: float = Field(60.0, gt=0, description="Seconds of health after which the restart delay resets.")
+    engine_transport: Literal["unix", "tcp"] = Field("unix", description="How the gateway reaches engines: Unix sockets in a private 0700 directory (no local user can bypass the gateway), or TCP on 127.0.0.1.")
 
 
 class SamplingDefaults(_Section):
@@ -78,7 +79,7 @@ class ModelConfig(_Section):
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads per replica (default: all cores).")
     gpu_layers: int | None = Field(None, ge=-1, description="Layers offloaded to GPU (-1 all, 0 none; default: all when device allows).")
     chat_template: str | None = Field(None, description="Chat template name or Jinja text overriding the model's own.")
-    embeddings: bool = Field(False, description="Serve /v1/embeddings for this model (mean pooling).")
+    embeddings: bool = Field(False, description="Run as an embedding model: serves /v1/embeddings (mean pooling) and refuses chat/completions, since llama.cpp runs embedding models in a dedicated mode. Add a second entry for the same file to chat with it.")
     reasoning: Literal["auto", "none", "deepseek_r1"] = Field("auto", description="Reasoning format; `auto` takes it from the model family (DeepSeek-R1 → deepseek_r1).")
     reasoning_parser: Literal["auto", "engine", "gateway"] = Field("auto", description="Who splits reasoning: the engine's native parser (preferred when it has one) or the gateway.")
     defaults: SamplingDefaults = Field(default_factory=SamplingDefaults, description="Sampling used when the client sets none; family defaults fill the rest.")
@@ -109,7 +110,7 @@ class ModelConfig(_Section):
 
 
 def default_models() -> list[ModelConfig]:
-    return [ModelConfig(name=EMBEDDED_MODEL_ID, source="embedded", embeddings=True)]
+    return [ModelConfig(name=EMBEDDED_MODEL_ID, source="embedded")]
 
 
 class Settings(_Section):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,10 @@ class Replica:
     @property
     def name(self) -> str:
         return f"{self.model.name}/{self.index}"
+
+    @property
+    def port(self) -> int | None:
+        return self.engine.port
 
     @property
     def routable(self) -> bool:
@@ -80,15 +86,23 @@ class Supervisor:
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         logs = Path(settings.state_dir).expanduser() / "logs"
+        # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) if self.cfg.engine_transport == "unix" else None
         for model in settings.models:
             factory = ENGINES.get(model.engine)
             if factory is None:
                 raise ConfigError(f"engine {model.engine!r} is not available in this install",
                                   fix="use engine: llamacpp, or install the engine's adapter")
             self.replicas[model.name] = [
-                Replica(model, i, factory(model, log_path=logs / f"{_safe(model.name)}-{i}.log", http=http))
+                Replica(model, i, factory(model, log_path=logs / f"{_safe(model.name)}-{i}.log", http=http,
+                                          socket_path=self._socket(model.name, i)))
                 for i in range(model.replicas)
             ]
+
+    def _socket(self, name: str, index: int) -> Path | None:
+        if self.runtime_dir is None:
+            return None
+        return self.runtime_dir / f"{len(self.replicas)}-{index}.sock"
 
     def all(self) -> list[Replica]:
         return [r for group in self.replicas.values() for r in group]
@@ -117,6 +131,8 @@ class Supervisor:
         await asyncio.gather(*(r.engine.stop() for r in self.all()), return_exceptions=True)
         for replica in self.all():
             replica.state = STOPPED
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     # ------------------------------------------------------------ one replica
 

@@ -39,9 +39,10 @@ def test_ps_shows_replicas(server):
     result = cli("ps", "--url", server.url, "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert {r["model"] for r in rows} == {"smollm2-135m", "smollm2-small-ctx"}
+    assert {r["model"] for r in rows} == {"smollm2-135m", "smollm2-small-ctx", "smollm2-135m-embed"}
     for r in rows:
-        assert r["state"] == "ready" and r["pid"] > 0 and r["port"] > 0 and r["memory_bytes"] > 10 * 2**20
+        assert r["state"] == "ready" and r["pid"] > 0 and r["memory_bytes"] > 10 * 2**20
+        assert r["base_url"].startswith("unix://") and r["port"] is None  # engines are not on TCP by default
     table = cli("ps", "--url", server.url)
     assert "smollm2-135m" in table.stdout and "ready" in table.stdout
 
@@ -49,9 +50,9 @@ def test_ps_shows_replicas(server):
 def test_models_lists_configured_models(server):
     result = cli("models", "--config", str(server.config_path), "--json")
     rows = json.loads(result.stdout)
-    assert [r["name"] for r in rows] == ["smollm2-135m", "smollm2-small-ctx"]
+    assert [r["name"] for r in rows] == ["smollm2-135m", "smollm2-small-ctx", "smollm2-135m-embed"]
     assert all(r["installed"] for r in rows)
-    assert rows[0]["embeddings"] is True and rows[1]["context"] == 256
+    assert rows[2]["embeddings"] is True and rows[0]["embeddings"] is False and rows[1]["context"] == 256
 
 
 def test_run_one_shot_streams_an_answer(server):

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Server, pid_alive
+from conftest import Server, engine_request, pid_alive
 
 MODEL = {"name": "m", "source": "embedded", "context": 1024, "slots": 2, "replicas": 2, "threads": 1}
 LONG = {"model": "m", "messages": [{"role": "user", "content": "Tell me a long story."}], "stream": True,
@@ -63,7 +63,7 @@ def test_sigterm_drains_in_flight_stream_then_stops_children(tmp_path):
 
 
 def engine_predicted(base_url: str) -> float:
-    text = httpx.get(base_url + "/metrics", timeout=5).text
+    text = engine_request(base_url, "GET", "/metrics").text
     line = next(l for l in text.splitlines() if l.startswith("llamacpp:tokens_predicted_total"))
     return float(line.split()[-1])
 
@@ -80,7 +80,7 @@ def test_client_disconnect_cancels_engine_work(tmp_path):
                 if got == 5:
                     break  # leave mid-stream: closing the response drops the connection
     # the engine's slot goes idle long before 900 tokens would have been produced
-    assert wait_until(lambda: not any(s["is_processing"] for s in httpx.get(engine + "/slots").json()), 20)
+    assert wait_until(lambda: not any(s["is_processing"] for s in engine_request(engine, "GET", "/slots").json()), 20)
     produced = engine_predicted(engine) - before
     assert produced < 300, produced
     # and the model still serves

@@ -7,13 +7,15 @@ import httpx
 import openai
 import pytest
 
+from conftest import engine_request
+
 MODEL = "smollm2-135m"
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 
 def test_models_lists_configured_ids(client, schema, server):
     models = client.models.list()
-    assert [m.id for m in models.data] == ["smollm2-135m", "smollm2-small-ctx"]
+    assert [m.id for m in models.data] == ["smollm2-135m", "smollm2-small-ctx", "smollm2-135m-embed"]
     schema("ListModelsResponse", httpx.get(server.url + "/v1/models").json())
 
 
@@ -56,13 +58,16 @@ def test_chat_stream_without_usage_sends_none(client):
 
 
 def test_stream_is_not_buffered(server):
-    """Chunks arrive one event at a time, as the engine produces them."""
-    body = {"model": MODEL, "messages": HELLO, "max_tokens": 24, "stream": True, "ignore_eos": True}
-    reads = 0
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=30) as r:
-        for piece in r.iter_raw():
-            reads += 1
-    assert reads >= 20  # one network read per token, not one for the whole answer
+    """The first token reaches the client while the engine is still generating the rest."""
+    engine = next(r for r in server.replicas() if r["model"] == MODEL)["base_url"]
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 400, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()  # keep a reference: a collected iterator closes the stream (= client gone)
+        for line in lines:
+            if line.startswith("data: ") and '"content":"' in line:
+                break
+        slots = engine_request(engine, "GET", "/slots").json()
+        assert any(s["is_processing"] for s in slots)
 
 
 def test_completions(client, schema):
@@ -80,7 +85,7 @@ def test_completions_stream(client, schema):
 
 
 def test_embeddings(client, schema):
-    reply = client.embeddings.create(model=MODEL, input=["hello world", "你好，世界"])
+    reply = client.embeddings.create(model="smollm2-135m-embed", input=["hello world", "你好，世界"])
     schema("CreateEmbeddingResponse", reply.model_dump(exclude_unset=True))
     assert len(reply.data) == 2 and len(reply.data[0].embedding) == 576  # SmolLM2-135M hidden size
     assert reply.usage.prompt_tokens > 0
@@ -183,9 +188,16 @@ def test_body_over_limit_is_413(server, schema):
     assert_error(r, 413, schema, "larger than the limit")
 
 
-def test_embeddings_on_chat_only_model_is_400(server, schema):
-    r = httpx.post(server.url + "/v1/embeddings", json={"model": "smollm2-small-ctx", "input": "x"})
+def test_embeddings_on_chat_model_is_400(server, schema):
+    r = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": "x"})
     assert_error(r, 400, schema, "does not serve embeddings", "embeddings: true")
+
+
+def test_chat_on_embedding_model_is_400(server, schema):
+    r = httpx.post(server.url + "/v1/chat/completions", json={"model": "smollm2-135m-embed", "messages": HELLO})
+    assert_error(r, 400, schema, "does not serve chat completions")
+    r = httpx.post(server.url + "/v1/completions", json={"model": "smollm2-135m-embed", "prompt": "x"})
+    assert_error(r, 400, schema, "does not serve completions")
 
 
 def test_reasoning_content_sent_back_is_400(server, schema):

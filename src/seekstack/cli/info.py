@@ -59,7 +59,7 @@ def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as
     for r in replicas:
         mem = f"{r['memory_bytes'] / 2**20:.0f} MiB" if r.get("memory_bytes") else "-"
         state = r["state"] if r["state"] == "ready" else f"[yellow]{r['state']}[/]"
-        table.add_row(r["model"], str(r["replica"]), r["engine"], state, str(r["pid"] or "-"), str(r["port"]), mem,
+        table.add_row(r["model"], str(r["replica"]), r["engine"], state, str(r["pid"] or "-"), str(r["port"] or "unix socket"), mem,
                       _duration(r["uptime_s"]), str(r["restarts"]), str(r["outstanding"]))
     out.print(table)
 

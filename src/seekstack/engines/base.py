@@ -76,10 +76,13 @@ class ProcessEngine(Engine):
 
     health_path = "/health"
 
-    def __init__(self, model: ModelConfig, *, log_path: Path, host: str = "127.0.0.1", http: Any = None):
+    def __init__(self, model: ModelConfig, *, log_path: Path, socket_path: Path | None = None,
+                 host: str = "127.0.0.1", http: Any = None):
+        """Listen on ``socket_path`` (a Unix socket) when given, else on a free TCP port of ``host``."""
         self.model = model
         self.host = host
-        self.port = free_port(host)
+        self.socket_path = socket_path
+        self.port = None if socket_path else free_port(host)
         self.log_path = log_path
         self._http = http
         self._proc: asyncio.subprocess.Process | None = None
@@ -93,6 +96,8 @@ class ProcessEngine(Engine):
 
     @property
     def base_url(self) -> str:
+        if self.socket_path is not None:
+            return f"unix://{self.socket_path}"
         return f"http://{self.host}:{self.port}"
 
     @property
@@ -101,6 +106,8 @@ class ProcessEngine(Engine):
 
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)  # left by a crashed predecessor
         log = open(self.log_path, "ab")
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -117,11 +124,13 @@ class ProcessEngine(Engine):
     async def health(self) -> bool:
         if self._proc is None or self._proc.returncode is not None or self._http is None:
             return False
+        import aiohttp
+
         try:
-            response = await self._http.get(self.base_url + self.health_path, timeout=1.0)
+            async with self._http.get(self.base_url, self.health_path, timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+                return r.status == 200
         except Exception:
             return False
-        return response.status_code == 200
 
     async def wait(self) -> int:
         assert self._proc is not None

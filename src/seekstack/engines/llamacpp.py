@@ -27,6 +27,8 @@ class LlamaCppEngine(ProcessEngine):
         return Capabilities(
             context_length=model.context,
             slots=model.slots,
+            chat=not model.embeddings,
+            completions=not model.embeddings,
             embeddings=model.embeddings,
             reasoning_format=fmt,
             native_reasoning=native,
@@ -40,8 +42,8 @@ class LlamaCppEngine(ProcessEngine):
         caps = self.capabilities
         return {
             "model_path": str(model.resolved_path()),
-            "host": self.host,
-            "port": self.port,
+            "host": str(self.socket_path) if self.socket_path else self.host,  # llama.cpp: a host ending .sock is a Unix socket
+            "port": self.port or 0,
             "n_ctx": model.context * model.slots,
             "n_parallel": model.slots,
             "threads": model.threads or os.cpu_count() or 1,

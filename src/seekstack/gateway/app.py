@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 
 from ..config import Settings
+from ..engines.http import EngineHTTP
 from ..router import Router
 from ..supervisor import Supervisor
 from . import health_routes, openai_routes
@@ -17,28 +17,22 @@ from .limits import BodyLimitMiddleware
 from .upstream import Upstream
 
 
-def engine_client(settings: Settings) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(connect=5.0, read=settings.scheduler.timeout, write=30.0, pool=30.0)
-    limits = httpx.Limits(max_connections=2048, max_keepalive_connections=256, keepalive_expiry=4.0)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
-
-
 def build_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        http = engine_client(settings)
+        http = EngineHTTP(read_timeout=settings.scheduler.timeout)
         supervisor = Supervisor(settings, http)
         router = Router(supervisor, settings.scheduler.policy)
         app.state.settings = settings
         app.state.supervisor = supervisor
         app.state.router = router
-        app.state.inference = InferenceService(settings, supervisor, Upstream(router, http, settings.scheduler.retries))
+        app.state.inference = InferenceService(settings, supervisor, Upstream(router, http, settings.scheduler.retries, settings.scheduler.timeout))
         await supervisor.start()
         try:
             yield
         finally:
             await supervisor.stop()
-            await http.aclose()
+            await http.close()
 
     app = FastAPI(title="seekstack", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import anyio
-import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -153,12 +153,11 @@ class InferenceService:
 
     async def _post(self, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         lease = await self.upstream.send(model, path, body)
+        await lease.aclose()
         try:
-            return orjson.loads(lease.response.content)
+            return orjson.loads(lease.content)
         except orjson.JSONDecodeError:
             raise EngineError("the engine sent a response that is not JSON") from None
-        finally:
-            await lease.aclose()
 
     async def _stream(self, model: str, path: str, body: dict[str, Any], shaper: StreamShaper) -> Response:
         body["stream"] = True
@@ -172,7 +171,7 @@ async def relay(lease: Lease, shaper: StreamShaper) -> AsyncIterator[bytes]:
     """Forward SSE events as they arrive; closing early (client gone) closes the engine connection."""
     buffer = b""
     try:
-        async for piece in lease.response.aiter_raw():
+        async for piece in lease.response.content.iter_any():
             buffer += piece
             while (end := buffer.find(b"\n\n")) >= 0:
                 event, buffer = buffer[:end], buffer[end + 2:]
@@ -181,7 +180,7 @@ async def relay(lease: Lease, shaper: StreamShaper) -> AsyncIterator[bytes]:
                     yield out
         if not shaper.finished:
             yield sse_error(EngineError("the engine ended the stream early"))
-    except httpx.TransportError:
+    except (aiohttp.ClientError, ConnectionError):
         yield sse_error(EngineError("the engine connection broke mid-stream"))
     finally:
         with anyio.CancelScope(shield=True):

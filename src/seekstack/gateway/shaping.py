@@ -71,6 +71,8 @@ class StreamShaper:
         self.splitter = ReasoningSplitter() if split_reasoning else None
         self.usage: dict[str, Any] | None = None
         self.finished = False
+        self._engine_model: bytes | None = None  # b'"model":"<engine id>"', learnt from the first chunk
+        self._our_model = b'"model":' + orjson.dumps(model_id)
 
     def event(self, raw: bytes) -> bytes | None:
         """One SSE event in (without its blank-line terminator); bytes to send, or None to drop."""
@@ -80,7 +82,14 @@ class StreamShaper:
         if payload == b"[DONE]":
             self.finished = True
             return DONE
+        if self._engine_model is not None and self.splitter is None and b'"usage"' not in payload \
+                and b'"timings"' not in payload and self._engine_model in payload:
+            # Fast path for plain token chunks: only the model id changes. A quote inside a JSON
+            # string is escaped, so the unescaped pattern can only be the top-level field.
+            return b"data: " + payload.replace(self._engine_model, self._our_model, 1) + b"\n\n"
         chunk = orjson.loads(payload)
+        if self._engine_model is None and isinstance(chunk.get("model"), str):
+            self._engine_model = b'"model":' + orjson.dumps(chunk["model"])
         if "error" in chunk:
             return b"data: " + payload + b"\n\n"
         chunk.pop("timings", None)

@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import asyncio
+
+import aiohttp
 import orjson
 
+from ..engines.http import EngineHTTP
 from ..errors import (ContextLengthError, EngineError, EngineUnavailableError, InvalidRequestError,
                       SeekstackError, UnsupportedError)
 from ..router import Router
@@ -25,7 +28,9 @@ class Lease:
     """A replica held for one request; ``release()`` exactly once."""
 
     replica: Replica
-    response: httpx.Response
+    response: aiohttp.ClientResponse
+    content: bytes = b""          # the body, for non-streamed requests
+    stream: bool = False
     _released: bool = False
 
     def release(self) -> None:
@@ -35,16 +40,23 @@ class Lease:
 
     async def aclose(self) -> None:
         try:
-            await self.response.aclose()
+            if self.stream:
+                self.response.close()  # never pool a connection the engine may drop
+            else:
+                self.response.release()
         finally:
             self.release()
 
 
 class Upstream:
-    def __init__(self, router: Router, http: httpx.AsyncClient, retries: int = 1):
+    def __init__(self, router: Router, http: EngineHTTP, retries: int = 1, timeout: float = 600.0):
         self.router = router
         self.http = http
         self.retries = retries
+        self.timeout = timeout
+        # Streams: bound the wait for the response head, but arm no timer per chunk (a hung
+        # engine is caught by the supervisor's heartbeat, which then replaces it).
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=None)
 
     async def send(self, model: str, path: str, body: dict[str, Any], *, stream: bool = False) -> Lease:
         """Send to a replica; on success return a Lease (stream: headers only read)."""
@@ -56,29 +68,32 @@ class Upstream:
             headers = {"content-type": "application/json"}
             if stream:
                 headers["connection"] = "close"
-            request = self.http.build_request("POST", replica.engine.base_url + path,
-                                              content=orjson.dumps(body), headers=headers)
             try:
-                response = await self.http.send(request, stream=stream)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if stream:
+                    response = await asyncio.wait_for(self.http.post(
+                        replica.engine.base_url, path, data=orjson.dumps(body), headers=headers,
+                        timeout=self._stream_timeout), self.timeout)
+                else:
+                    response = await self.http.post(replica.engine.base_url, path, data=orjson.dumps(body), headers=headers)
+                lease = Lease(replica, response, stream=stream)
+                if response.status != 200 or not stream:
+                    lease.content = await response.read()
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 replica.outstanding -= 1
+                if isinstance(exc, aiohttp.ServerTimeoutError):
+                    raise _timed_out(model) from None
                 tried.add(replica)
                 last_error = exc
                 continue
-            except httpx.TimeoutException:
+            except asyncio.TimeoutError:
                 replica.outstanding -= 1
-                raise EngineUnavailableError(f"model {model!r} did not answer in time", retry_after=5,
-                                             fix="retry later, or raise scheduler.timeout") from None
+                raise _timed_out(model) from None
             except BaseException:
                 replica.outstanding -= 1
                 raise
-            lease = Lease(replica, response)
-            if response.status_code != 200:
-                try:
-                    await response.aread()
-                finally:
-                    await lease.aclose()
-                raise engine_error(response.status_code, response.content)
+            if response.status != 200:
+                await lease.aclose()
+                raise engine_error(response.status, lease.content)
             return lease
         raise EngineUnavailableError(f"model {model!r}: the engine connection failed ({type(last_error).__name__})",
                                      retry_after=2, fix="retry after the Retry-After delay")
@@ -93,17 +108,18 @@ class Upstream:
 
     async def tokenize(self, model: str, text: str) -> int:
         lease = await self.send(model, "/tokenize", {"content": text})
-        try:
-            return len(orjson.loads(lease.response.content)["tokens"])
-        finally:
-            await lease.aclose()
+        await lease.aclose()
+        return len(orjson.loads(lease.content)["tokens"])
 
     async def render_chat(self, model: str, body: dict[str, Any]) -> str:
         lease = await self.send(model, "/apply-template", {"messages": body["messages"], **_template_args(body)})
-        try:
-            return orjson.loads(lease.response.content)["prompt"]
-        finally:
-            await lease.aclose()
+        await lease.aclose()
+        return orjson.loads(lease.content)["prompt"]
+
+
+def _timed_out(model: str) -> EngineUnavailableError:
+    return EngineUnavailableError(f"model {model!r} did not answer in time", retry_after=5,
+                                  fix="retry later, or raise scheduler.timeout")
 
 
 def _template_args(body: dict[str, Any]) -> dict[str, Any]:
