@@ -26,7 +26,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python bench/gateway_vs_direct.py
+	$(BIN)/python bench/gateway_vs_direct.py --engine-transport tcp
+	$(BIN)/python bench/gateway_vs_direct.py --engine-transport unix
 
 docs: install
 	$(BIN)/seekstack config docs > docs/configuration.md

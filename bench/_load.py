@@ -54,12 +54,22 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict, result: Re
     result.tokens += tokens
 
 
+def client_for(url: str, concurrency: int = 1) -> tuple[httpx.AsyncClient, str]:
+    """A client and request URL; ``url`` may be ``unix:///path.sock/v1/...`` (an engine's Unix socket)."""
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=0)  # llama.cpp drops streamed conns
+    transport = None
+    if url.startswith("unix://"):
+        sock, _, path = url[len("unix://"):].partition(".sock")
+        transport = httpx.AsyncHTTPTransport(uds=sock + ".sock", limits=limits)
+        url = "http://engine" + path
+    return httpx.AsyncClient(timeout=120, limits=limits, transport=transport), url
+
+
 async def run_load(url: str, body: dict, concurrency: int, requests: int) -> Result:
     result = Result()
     queue = list(range(requests))
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=0)  # llama.cpp drops streamed conns
-
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    client, url = client_for(url, concurrency)
+    async with client:
         async def worker():
             while queue:
                 queue.pop()

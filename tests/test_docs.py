@@ -31,3 +31,32 @@ def test_error_tree_is_drawn_in_docstring():
 
     for name in errors.__all__:
         assert name in errors.__doc__, name
+
+
+def test_links_in_docs_point_to_files():
+    import re
+
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md"]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_readme_config_example_is_valid(tmp_path):
+    import re
+
+    from seekstack.config import load_settings
+
+    block = re.search(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    (tmp_path / "seekstack.yaml").write_text(block)
+    settings = load_settings(tmp_path / "seekstack.yaml", environ={})
+    assert settings.models[0].name == "deepseek-r1-distill-qwen-7b"
+    assert settings.models[0].sampling_defaults()["temperature"] == 0.6
+
+
+def test_operations_guide_lists_every_client_error_code():
+    import seekstack.errors as errors
+
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    client_facing = [getattr(errors, n) for n in errors.__all__ if n not in ("SeekstackError", "ConfigError", "ServerUnreachableError")]  # CLI-side only
+    for exc in client_facing:
+        assert f"| {exc.status} | `{exc.code}` |" in guide, exc.__name__

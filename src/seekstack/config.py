@@ -56,6 +56,7 @@ class SupervisorConfig(_Section):
     backoff_initial: float = Field(0.5, gt=0, description="First restart delay after a crash, doubled after each further crash.")
     backoff_max: float = Field(30.0, gt=0, description="Longest restart delay.")
     stable_after: float = Field(60.0, gt=0, description="Seconds of health after which the restart delay resets.")
+    engine_nice: int = Field(5, ge=0, le=19, description="CPU niceness of engine processes. Engines are throughput work; a positive value lets the gateway (auth, streaming, health probes) run first when engines keep every core busy.")
     engine_transport: Literal["unix", "tcp"] = Field("unix", description="How the gateway reaches engines: Unix sockets in a private 0700 directory (no local user can bypass the gateway), or TCP on 127.0.0.1.")
 
 

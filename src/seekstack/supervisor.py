@@ -95,7 +95,8 @@ class Supervisor:
                                   fix="use engine: llamacpp, or install the engine's adapter")
             self.replicas[model.name] = [
                 Replica(model, i, factory(model, log_path=logs / f"{_safe(model.name)}-{i}.log", http=http,
-                                          socket_path=self._socket(model.name, i)))
+                                          socket_path=self._socket(model.name, i),
+                                          nice=settings.supervisor.engine_nice))
                 for i in range(model.replicas)
             ]
 

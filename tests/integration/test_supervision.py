@@ -97,3 +97,14 @@ def test_repeated_crashes_back_off_exponentially(supervised):
     solo = next(r for r in supervised.replicas() if r["model"] == "solo")
     assert solo["restarts"] >= 3
     assert second > first  # 1 s then 2 s of backoff on top of the same load time
+
+
+def test_engines_run_niced_below_the_gateway(supervised):
+    """Every engine thread yields the CPU to the gateway when cores are saturated (supervisor.engine_nice)."""
+    for replica in supervised.replicas():
+        pid = replica["pid"]
+        threads = os.listdir(f"/proc/{pid}/task")
+        assert len(threads) > 1  # llama.cpp's worker threads exist by now, and inherited the value
+        for tid in threads:
+            assert os.getpriority(os.PRIO_PROCESS, int(tid)) == 5, (replica["model"], tid)
+    assert os.getpriority(os.PRIO_PROCESS, supervised.proc.pid) == 0

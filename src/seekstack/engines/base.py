@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -77,13 +78,14 @@ class ProcessEngine(Engine):
     health_path = "/health"
 
     def __init__(self, model: ModelConfig, *, log_path: Path, socket_path: Path | None = None,
-                 host: str = "127.0.0.1", http: Any = None):
+                 host: str = "127.0.0.1", http: Any = None, nice: int = 0):
         """Listen on ``socket_path`` (a Unix socket) when given, else on a free TCP port of ``host``."""
         self.model = model
         self.host = host
         self.socket_path = socket_path
         self.port = None if socket_path else free_port(host)
         self.log_path = log_path
+        self.nice = nice
         self._http = http
         self._proc: asyncio.subprocess.Process | None = None
         self.capabilities = self.build_capabilities(model)
@@ -118,17 +120,19 @@ class ProcessEngine(Engine):
                 start_new_session=True,  # Ctrl-C reaches the gateway only; it drains, then stops us
                 env={**os.environ, "SEEKSTACK_PARENT_PID": str(os.getpid())},
             )
+            if self.nice:
+                # Still one thread (the interpreter is starting); threads it makes later inherit this.
+                with contextlib.suppress(ProcessLookupError):
+                    os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
         finally:
             log.close()
 
     async def health(self) -> bool:
         if self._proc is None or self._proc.returncode is not None or self._http is None:
             return False
-        import aiohttp
-
         try:
-            async with self._http.get(self.base_url, self.health_path, timeout=aiohttp.ClientTimeout(total=1.0)) as r:
-                return r.status == 200
+            status, _ = await self._http.get(self.base_url, self.health_path, timeout=1.0)
+            return status == 200
         except Exception:
             return False
 

@@ -1,46 +1,271 @@
-"""HTTP to engines by base URL: ``http://host:port`` over pooled TCP, ``unix:///path.sock`` over a Unix socket.
+"""HTTP/1.1 to engines, lean: asyncio transports + httptools, nothing between the bytes and us.
 
-Engines listen on Unix sockets in a private (0700) directory by default, so that no other
-local user can reach an engine around the gateway's controls; TCP loopback is an option.
+Base URLs are ``unix:///path.sock`` (the default: engines listen in a private 0700 directory,
+so no local user can reach one around the gateway's controls) or ``http://127.0.0.1:PORT``.
+
+Why not a general client: this is the hot path of every token. A general client costs
+~1 ms of CPU per request here (measured in bench/README.md); one write per request, one
+parser callback per body chunk, and a small keep-alive pool cost a third of that.
+
+- :meth:`EngineHTTP.request` sends one request and returns once the response head is in.
+- :class:`EngineResponse` gives the body whole (:meth:`read`) or piece by piece
+  (:meth:`iter_chunks`), with back-pressure: reading pauses while the consumer lags.
+- Connections are reused when both sides said keep-alive and go stale after
+  :data:`KEEPALIVE_S` seconds idle (before llama.cpp's own 5 s timeout). Streamed
+  requests should send ``Connection: close``: llama.cpp drops the connection after a
+  stream even though its headers say keep-alive.
+- Failures are :class:`EngineConnectionError` (nothing was answered: safe to retry) or
+  :class:`EngineStreamError` (the connection broke mid-response).
 """
 
 from __future__ import annotations
 
-import aiohttp
+import asyncio
+import collections
+import time
+from typing import AsyncIterator
+
+import httptools
 
 UNIX = "unix://"
+KEEPALIVE_S = 4.0
+CONNECT_TIMEOUT_S = 5.0
+HIGH_WATER = 256 * 1024   # pause reading from the engine above this many unconsumed bytes
+LOW_WATER = 64 * 1024
+
+
+class EngineConnectionError(ConnectionError):
+    """The engine could not be reached, or closed before answering (no response byte)."""
+
+
+class EngineStreamError(ConnectionError):
+    """The connection broke after the response had started."""
+
+
+class _Protocol(asyncio.Protocol):
+    """One connection; at most one request in flight on it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._response: EngineResponse | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._response is None:  # unsolicited bytes: the connection is unusable
+            self.close()
+            return
+        try:
+            self._response._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._response._fail(EngineStreamError(f"bad HTTP from the engine: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._response is not None:
+            self._response._connection_lost()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class EngineResponse:
+    """The answer to one request; the head is in when :meth:`EngineHTTP.request` returns."""
+
+    def __init__(self, http: "EngineHTTP", key: str, proto: _Protocol):
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._http, self._key, self._proto = http, key, proto
+        self._parser = httptools.HttpResponseParser(self)
+        self._head: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future | None = None
+        self._complete = False
+        self._error: Exception | None = None
+        self._paused = False
+        self._released = False
+        self._keep_alive = False
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        if not self._head.done():
+            self._head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._paused and self._proto.transport is not None:
+            self._paused = True
+            self._proto.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+        self._keep_alive = self._parser.should_keep_alive()  # only valid inside this callback
+        self._wake()
+
+    # connection events
+    def _connection_lost(self) -> None:
+        if not self._complete:
+            if not self._head.done():
+                self._fail(EngineConnectionError("the engine closed the connection before answering"))
+            else:
+                try:  # a body delimited by the connection's end is complete now
+                    self._parser.feed_data(b"")
+                except httptools.HttpParserError:
+                    pass
+                if not self._complete:
+                    self._fail(EngineStreamError("the engine connection broke mid-response"))
+        self._wake()
+
+    def _fail(self, exc: Exception) -> None:
+        if self._error is None:
+            self._error = exc
+        if not self._head.done():
+            self._head.set_exception(exc)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # consumer side
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Body pieces as they arrive (chunked framing removed)."""
+        while True:
+            if self._chunks:
+                piece = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._drain())
+                self._buffered -= len(piece)
+                if self._paused and self._buffered < LOW_WATER and self._proto.transport is not None:
+                    self._paused = False
+                    self._proto.transport.resume_reading()
+                yield piece
+                continue
+            if self._complete:
+                self._release()
+                return
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+
+    def _drain(self) -> list[bytes]:
+        pieces = list(self._chunks)
+        self._chunks.clear()
+        return pieces
+
+    async def read(self) -> bytes:
+        return b"".join([piece async for piece in self.iter_chunks()])
+
+    def close(self) -> None:
+        """Abandon the response (closes the connection unless it finished cleanly)."""
+        if not self._released:
+            if self._complete:
+                self._release()
+            else:
+                self._released = True
+                self._proto._response = None
+                self._proto.close()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._proto._response = None
+        if self._keep_alive and not self._proto.closed and not self._paused:
+            self._http._put_back(self._key, self._proto)
+        else:
+            self._proto.close()
 
 
 class EngineHTTP:
+    """Requests to engines by base URL, with a keep-alive pool per engine."""
+
     def __init__(self, *, read_timeout: float):
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=read_timeout)
-        self._tcp: aiohttp.ClientSession | None = None
-        self._unix: dict[str, aiohttp.ClientSession] = {}
+        self.read_timeout = read_timeout
+        self._idle: dict[str, list[_Protocol]] = {}
 
-    def _session(self, base_url: str) -> tuple[aiohttp.ClientSession, str]:
-        if base_url.startswith(UNIX):
-            path = base_url[len(UNIX):]
-            session = self._unix.get(path)
-            if session is None or session.closed:
-                session = self._unix[path] = self._new(aiohttp.UnixConnector(path=path, limit=1024, keepalive_timeout=4.0))
-            return session, "http://engine"
-        if self._tcp is None or self._tcp.closed:
-            # idle connections expire before llama.cpp's own 5 s keep-alive does
-            self._tcp = self._new(aiohttp.TCPConnector(limit=2048, keepalive_timeout=4.0))
-        return self._tcp, base_url
+    async def request(self, base_url: str, method: str, path: str, body: bytes = b"", *,
+                      headers: dict[str, str] | None = None, timeout: float | None = None) -> EngineResponse:
+        """Send; return when the response head has arrived (within ``timeout``, default read_timeout)."""
+        proto = self._take(base_url)
+        if proto is not None:
+            try:
+                return await self._send(base_url, proto, method, path, body, headers, timeout)
+            except EngineConnectionError:
+                pass  # the engine closed the idle connection as we reused it: nothing ran; go again fresh
+        return await self._send(base_url, await self._connect(base_url), method, path, body, headers, timeout)
 
-    def _new(self, connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False, auto_decompress=False)
+    async def _send(self, base_url: str, proto: _Protocol, method: str, path: str, body: bytes,
+                    headers: dict[str, str] | None, timeout: float | None) -> EngineResponse:
+        response = EngineResponse(self, base_url, proto)
+        proto._response = response
+        head = [f"{method} {path} HTTP/1.1\r\nHost: engine\r\nContent-Length: {len(body)}\r\n".encode()]
+        for name, value in (headers or {}).items():
+            head.append(f"{name}: {value}\r\n".encode())
+        head.append(b"\r\n")
+        assert proto.transport is not None
+        proto.transport.write(b"".join(head) + body)
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self.read_timeout):
+                await response._head
+        except BaseException:
+            response.close()
+            raise
+        return response
 
-    def post(self, base_url: str, path: str, **kwargs):
-        session, prefix = self._session(base_url)
-        return session.post(prefix + path, **kwargs)
+    async def get(self, base_url: str, path: str, *, timeout: float | None = None) -> tuple[int, bytes]:
+        response = await self.request(base_url, "GET", path, timeout=timeout)
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self.read_timeout):
+                return response.status, await response.read()
+        finally:
+            response.close()
 
-    def get(self, base_url: str, path: str, **kwargs):
-        session, prefix = self._session(base_url)
-        return session.get(prefix + path, **kwargs)
+    async def _connect(self, base_url: str) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                if base_url.startswith(UNIX):
+                    _, proto = await loop.create_unix_connection(_Protocol, base_url[len(UNIX):])
+                else:
+                    host, _, port = base_url.rpartition("//")[2].rpartition(":")
+                    _, proto = await loop.create_connection(_Protocol, host, int(port))
+        except (OSError, TimeoutError) as exc:
+            raise EngineConnectionError(f"cannot connect to the engine ({type(exc).__name__})") from None
+        return proto
+
+    def _take(self, key: str) -> _Protocol | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            proto = idle.pop()
+            if not proto.closed and now - proto.idle_since < KEEPALIVE_S:
+                return proto
+            proto.close()
+        return None
+
+    def _put_back(self, key: str, proto: _Protocol) -> None:
+        proto.idle_since = time.monotonic()
+        self._idle.setdefault(key, []).append(proto)
 
     async def close(self) -> None:
-        for session in [self._tcp, *self._unix.values()]:
-            if session is not None:
-                await session.close()
+        for idle in self._idle.values():
+            for proto in idle:
+                proto.close()
+        self._idle.clear()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import anyio
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -171,16 +170,19 @@ async def relay(lease: Lease, shaper: StreamShaper) -> AsyncIterator[bytes]:
     """Forward SSE events as they arrive; closing early (client gone) closes the engine connection."""
     buffer = b""
     try:
-        async for piece in lease.response.content.iter_any():
+        async for piece in lease.response.iter_chunks():
             buffer += piece
+            outs = []  # events that arrived together leave together: one write to the client
             while (end := buffer.find(b"\n\n")) >= 0:
                 event, buffer = buffer[:end], buffer[end + 2:]
                 out = shaper.event(event)
                 if out is not None:
-                    yield out
+                    outs.append(out)
+            if outs:
+                yield outs[0] if len(outs) == 1 else b"".join(outs)
         if not shaper.finished:
             yield sse_error(EngineError("the engine ended the stream early"))
-    except (aiohttp.ClientError, ConnectionError):
+    except ConnectionError:
         yield sse_error(EngineError("the engine connection broke mid-stream"))
     finally:
         with anyio.CancelScope(shield=True):

@@ -13,10 +13,9 @@ from typing import Any
 
 import asyncio
 
-import aiohttp
 import orjson
 
-from ..engines.http import EngineHTTP
+from ..engines.http import EngineConnectionError, EngineHTTP, EngineResponse, EngineStreamError
 from ..errors import (ContextLengthError, EngineError, EngineUnavailableError, InvalidRequestError,
                       SeekstackError, UnsupportedError)
 from ..router import Router
@@ -25,12 +24,11 @@ from ..supervisor import Replica
 
 @dataclass(eq=False)
 class Lease:
-    """A replica held for one request; ``release()`` exactly once."""
+    """A replica held for one request; ``aclose()`` exactly once."""
 
     replica: Replica
-    response: aiohttp.ClientResponse
+    response: EngineResponse
     content: bytes = b""          # the body, for non-streamed requests
-    stream: bool = False
     _released: bool = False
 
     def release(self) -> None:
@@ -40,10 +38,7 @@ class Lease:
 
     async def aclose(self) -> None:
         try:
-            if self.stream:
-                self.response.close()  # never pool a connection the engine may drop
-            else:
-                self.response.release()
+            self.response.close()  # back to the pool if it finished cleanly, else closed
         finally:
             self.release()
 
@@ -54,40 +49,36 @@ class Upstream:
         self.http = http
         self.retries = retries
         self.timeout = timeout
-        # Streams: bound the wait for the response head, but arm no timer per chunk (a hung
-        # engine is caught by the supervisor's heartbeat, which then replaces it).
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=None)
 
     async def send(self, model: str, path: str, body: dict[str, Any], *, stream: bool = False) -> Lease:
-        """Send to a replica; on success return a Lease (stream: headers only read)."""
+        """Send to a replica; on success return a Lease (stream: only the head has been read).
+
+        The wait for the response head is bounded by ``scheduler.timeout``; a stream then has
+        no timer per chunk (a hung engine is caught by the supervisor's heartbeat instead)."""
         tried: set[Replica] = set()
         last_error: Exception | None = None
+        data = orjson.dumps(body)
+        headers = STREAM_HEADERS if stream else JSON_HEADERS
         for _ in range(self.retries + 1):
             replica = self._pick(model, tried)
             replica.outstanding += 1
-            headers = {"content-type": "application/json"}
-            if stream:
-                headers["connection"] = "close"
             try:
-                if stream:
-                    response = await asyncio.wait_for(self.http.post(
-                        replica.engine.base_url, path, data=orjson.dumps(body), headers=headers,
-                        timeout=self._stream_timeout), self.timeout)
-                else:
-                    response = await self.http.post(replica.engine.base_url, path, data=orjson.dumps(body), headers=headers)
-                lease = Lease(replica, response, stream=stream)
-                if response.status != 200 or not stream:
-                    lease.content = await response.read()
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                async with asyncio.timeout(self.timeout):
+                    response = await self.http.request(replica.engine.base_url, "POST", path, data, headers=headers)
+                    lease = Lease(replica, response)
+                    if response.status != 200 or not stream:
+                        lease.content = await response.read()
+            except EngineConnectionError as exc:
                 replica.outstanding -= 1
-                if isinstance(exc, aiohttp.ServerTimeoutError):
-                    raise _timed_out(model) from None
                 tried.add(replica)
                 last_error = exc
                 continue
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 replica.outstanding -= 1
                 raise _timed_out(model) from None
+            except EngineStreamError:
+                replica.outstanding -= 1
+                raise EngineError("the engine connection broke while answering") from None
             except BaseException:
                 replica.outstanding -= 1
                 raise
@@ -95,7 +86,7 @@ class Upstream:
                 await lease.aclose()
                 raise engine_error(response.status, lease.content)
             return lease
-        raise EngineUnavailableError(f"model {model!r}: the engine connection failed ({type(last_error).__name__})",
+        raise EngineUnavailableError(f"model {model!r}: the engine connection failed ({last_error})",
                                      retry_after=2, fix="retry after the Retry-After delay")
 
     def _pick(self, model: str, tried: set[Replica]) -> Replica:
@@ -115,6 +106,11 @@ class Upstream:
         lease = await self.send(model, "/apply-template", {"messages": body["messages"], **_template_args(body)})
         await lease.aclose()
         return orjson.loads(lease.content)["prompt"]
+
+
+JSON_HEADERS = {"content-type": "application/json"}
+# llama.cpp drops the connection after a stream although its headers say keep-alive: say close.
+STREAM_HEADERS = {"content-type": "application/json", "connection": "close"}
 
 
 def _timed_out(model: str) -> EngineUnavailableError:
