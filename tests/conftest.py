@@ -54,7 +54,10 @@ class Server:
         config = {"state_dir": str(tmp / f"{name}-state"), **config}
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = tmp / f"{name}.log"
+        self.key_path = Path(config["state_dir"]) / "admin.key"
         self.proc: subprocess.Popen | None = None
+        self.key: str | None = None
+        self.http: httpx.Client | None = None
 
     def start(self, timeout: float = 90.0) -> "Server":
         log = open(self.log_path, "wb")
@@ -66,6 +69,9 @@ class Server:
                 raise RuntimeError(f"serve exited early:\n{self.log_path.read_text()}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    self.key = self.key_path.read_text().strip() if self.key_path.exists() else None
+                    headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+                    self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
                     return self
             except httpx.TransportError:
                 pass
@@ -73,7 +79,7 @@ class Server:
         raise RuntimeError(f"serve not ready in {timeout}s:\n{self.log_path.read_text()}")
 
     def replicas(self) -> list[dict]:
-        return httpx.get(self.url + "/admin/v1/replicas", timeout=5).json()["data"]
+        return self.http.get("/admin/v1/replicas", timeout=5).json()["data"]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -90,9 +96,14 @@ EMBEDDER = {"name": "smollm2-135m-embed", "source": "embedded", "embeddings": Tr
 SMALL_CTX = {"name": "smollm2-small-ctx", "source": "embedded", "context": 256, "slots": 2}
 
 
+# A team-scoped key manager, to show tenants cannot reach each other.
+TEAM_KEYMASTER = {"permissions": ["keys:manage", "users:manage", "inference:*", "models:read"], "scope": "team"}
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("serve"), {"models": [EMBEDDED, SMALL_CTX, EMBEDDER]}).start()
+    srv = Server(tmp_path_factory.mktemp("serve"), {"models": [EMBEDDED, SMALL_CTX, EMBEDDER],
+                                                    "roles": {"team_keymaster": TEAM_KEYMASTER}}).start()
     yield srv
     srv.stop()
 
@@ -101,7 +112,7 @@ def server(tmp_path_factory):
 def client(server):
     from openai import OpenAI
 
-    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    return OpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0, timeout=60)
 
 
 @pytest.fixture(scope="session")

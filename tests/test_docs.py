@@ -60,3 +60,11 @@ def test_operations_guide_lists_every_client_error_code():
     client_facing = [getattr(errors, n) for n in errors.__all__ if n not in ("SeekstackError", "ConfigError", "ServerUnreachableError")]  # CLI-side only
     for exc in client_facing:
         assert f"| {exc.status} | `{exc.code}` |" in guide, exc.__name__
+
+
+def test_security_doc_has_the_generated_role_table():
+    from seekstack.governance.policy import role_table
+
+    doc = (ROOT / "docs" / "security.md").read_text()
+    table = doc.split("<!-- role-table:start -->\n")[1].split("<!-- role-table:end -->")[0]
+    assert table == role_table(), "regenerate the table in docs/security.md from governance/policy.py"

@@ -11,7 +11,9 @@ scalars/flow collections and then validated like the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +44,18 @@ class ServerConfig(_Section):
     drain_timeout: float = Field(30.0, ge=0, le=3600, description="Seconds to let in-flight requests finish on SIGTERM/Ctrl-C before stopping engines.")
     tls: TLSConfig | None = Field(None, description="Serve HTTPS with this certificate and key.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level. Logs never contain prompt text.")
+
+
+class AuthConfig(_Section):
+    enabled: bool = Field(True, description="Require an API key on every request except /healthz and /readyz. May be false only while server.host is a loopback address (local development).")
+    admin_key_file: Path | None = Field(None, description="Where the first `serve` writes the bootstrap admin key (mode 0600); default `<state_dir>/admin.key`.")
+
+
+class RoleConfig(_Section):
+    permissions: list[str] = Field(description="Permission patterns this role grants, e.g. `inference:*`, `usage:read`.")
+    resources: list[str] = Field(["*"], description="Model patterns the role may use, e.g. `deepseek-r1*`.")
+    scope: Literal["team", "global"] = Field("team", description="`team`: manages only its own team's objects; `global`: every team's.")
+    description: str = Field("custom role", description="What the role is for.")
 
 
 class SchedulerConfig(_Section):
@@ -119,6 +133,8 @@ class Settings(_Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Routing among replicas.")
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="Engine process supervision.")
     models: list[ModelConfig] = Field(default_factory=default_models, description="Models to serve; default: the embedded SmolLM2-135M.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys.")
+    roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Custom roles beside the six built-in ones.")
     state_dir: Path = Field(Path("~/.seekstack"), description="Where seekstack keeps logs and state.")
 
     @field_validator("models")
@@ -240,6 +256,15 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
         raise ConfigError(f"{where} has {len(problems)} problem(s):\n  " + "\n  ".join(problems), fix="fix the fields named above") from None
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_settings(settings: Settings) -> list[str]:
     """Problems that types alone cannot see (files, combinations). Empty means OK."""
     problems = []
@@ -256,6 +281,18 @@ def check_settings(settings: Settings) -> list[str]:
             problems.append(f"{where}.path: llamacpp serves GGUF files, got {path.name} — convert to GGUF or pick engine vllm/sglang")
         if model.engine in ("vllm", "sglang") and model.device == "cpu":
             problems.append(f"{where}.device: {model.engine} needs a GPU — use engine llamacpp for CPU")
+    if not settings.auth.enabled and not is_loopback(settings.server.host):
+        problems.append(f"auth.enabled: false is allowed only on a loopback address, but server.host is "
+                        f"{settings.server.host} — turn auth on, or bind 127.0.0.1")
+    from .governance.policy import BUILTIN_ROLES, PERMISSIONS
+
+    for name, role in settings.roles.items():
+        if name in BUILTIN_ROLES:
+            problems.append(f"roles.{name}: is a built-in role — pick another name")
+        for pattern in role.permissions:
+            if not any(fnmatchcase(p, pattern) for p in PERMISSIONS):
+                problems.append(f"roles.{name}.permissions: {pattern!r} matches no permission — "
+                                f"use one of {', '.join(PERMISSIONS)} (wildcards allowed)")
     tls = settings.server.tls
     if tls is not None:
         for label, file in (("cert", tls.cert), ("key", tls.key)):
@@ -275,8 +312,9 @@ def settings_reference() -> str:
              "Unknown keys are errors. `seekstack config check FILE` reports every problem at once.", ""]
     sections = [("(top level)", Settings, "")] + [
         (name, field.annotation if name != "models" else ModelConfig, name)
-        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "models")]
-    sections += [("server.tls", TLSConfig, "server.tls"), ("models[].defaults", SamplingDefaults, "models[].defaults")]
+        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "models")]
+    sections += [("server.tls", TLSConfig, "server.tls"), ("models[].defaults", SamplingDefaults, "models[].defaults"),
+                 ("roles.<name>", RoleConfig, "roles.<name>")]
     for title, model, prefix in sections:
         lines += [f"## `{title}`", "", "| setting | type | default | meaning |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():

@@ -6,7 +6,11 @@
      │   ├─ ContextLengthError      400 context_length_exceeded
      │   └─ UnsupportedError        400 unsupported (capability the model lacks)
      ├─ ValidationFailed            422 invalid_request_error (wrong types / missing fields)
-     ├─ ModelNotFoundError          404 model_not_found
+     ├─ AuthenticationError         401 invalid_api_key       (missing, unknown, expired or revoked key)
+     ├─ PermissionDeniedError       403 permission_denied     (the key's role or allow-list says no)
+     ├─ NotFoundError               404 not_found             (an admin object; never says whose)
+     │   └─ ModelNotFoundError      404 model_not_found
+     ├─ ConflictError               409 conflict              (an admin object that already exists)
      ├─ PayloadTooLargeError        413 payload_too_large
      ├─ EngineUnavailableError      503 engine_unavailable    (Retry-After set)
      ├─ EngineError                 502 engine_error          (engine answered with garbage)
@@ -26,7 +30,11 @@ __all__ = [
     "ContextLengthError",
     "UnsupportedError",
     "ValidationFailed",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
     "ModelNotFoundError",
+    "ConflictError",
     "PayloadTooLargeError",
     "EngineUnavailableError",
     "EngineError",
@@ -68,8 +76,24 @@ class ValidationFailed(SeekstackError):
     status, error_type, code = 422, "invalid_request_error", "invalid_parameters"
 
 
-class ModelNotFoundError(SeekstackError):
-    status, error_type, code = 404, "invalid_request_error", "model_not_found"
+class AuthenticationError(SeekstackError):
+    status, error_type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class PermissionDeniedError(SeekstackError):
+    status, error_type, code = 403, "permission_error", "permission_denied"
+
+
+class NotFoundError(SeekstackError):
+    status, error_type, code = 404, "invalid_request_error", "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class ConflictError(SeekstackError):
+    status, error_type, code = 409, "invalid_request_error", "conflict"
 
 
 class PayloadTooLargeError(SeekstackError):

@@ -1,6 +1,7 @@
 """The `seekstack` command against a real server, and its one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,8 +10,14 @@ import pytest
 SEEKSTACK = [sys.executable, "-m", "seekstack"]
 
 
-def cli(*args, input=None, timeout=60):
-    return subprocess.run([*SEEKSTACK, *args], capture_output=True, text=True, input=input, timeout=timeout)
+def cli(*args, input=None, timeout=60, env=None):
+    return subprocess.run([*SEEKSTACK, *args], capture_output=True, text=True, input=input, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def as_operator(server):
+    """What the operator who started `serve` passes: its config (the admin key is found from it)."""
+    return ("--url", server.url, "--config", str(server.config_path))
 
 
 def assert_one_line_error(result, *words):
@@ -24,7 +31,9 @@ def assert_one_line_error(result, *words):
 
 
 def test_help_for_every_command():
-    for command in ([], ["serve"], ["run"], ["models"], ["ps"], ["version"], ["config"], ["config", "check"]):
+    for command in ([], ["serve"], ["run"], ["models"], ["ps"], ["version"], ["config"], ["config", "check"],
+                    ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"], ["users"], ["users", "create"],
+                    ["users", "list"], ["teams"], ["teams", "create"], ["teams", "list"], ["roles"], ["roles", "list"]):
         result = cli(*command, "--help")
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage" in result.stdout
@@ -36,14 +45,14 @@ def test_version():
 
 
 def test_ps_shows_replicas(server):
-    result = cli("ps", "--url", server.url, "--json")
+    result = cli("ps", *as_operator(server), "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert {r["model"] for r in rows} == {"smollm2-135m", "smollm2-small-ctx", "smollm2-135m-embed"}
     for r in rows:
         assert r["state"] == "ready" and r["pid"] > 0 and r["memory_bytes"] > 10 * 2**20
         assert r["base_url"].startswith("unix://") and r["port"] is None  # engines are not on TCP by default
-    table = cli("ps", "--url", server.url)
+    table = cli("ps", *as_operator(server))
     assert "smollm2-135m" in table.stdout and "ready" in table.stdout
 
 
@@ -56,18 +65,18 @@ def test_models_lists_configured_models(server):
 
 
 def test_run_one_shot_streams_an_answer(server):
-    result = cli("run", "smollm2-135m", "Say hi.", "--url", server.url, "--max-tokens", "8")
+    result = cli("run", "smollm2-135m", "Say hi.", *as_operator(server), "--max-tokens", "8")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
 
 
 def test_run_reads_piped_stdin(server):
-    result = cli("run", "smollm2-135m", "--url", server.url, "--max-tokens", "4", input="Hello there\n")
+    result = cli("run", "smollm2-135m", *as_operator(server), "--max-tokens", "4", input="Hello there\n")
     assert result.returncode == 0 and result.stdout.strip()
 
 
 def test_run_unknown_model_is_one_line(server):
-    result = cli("run", "nope", "hi", "--url", server.url)
+    result = cli("run", "nope", "hi", *as_operator(server))
     assert_one_line_error(result, "HTTP 404", "available models")
 
 
@@ -88,8 +97,9 @@ def test_serve_refuses_missing_model_file(tmp_path):
     assert_one_line_error(result, "/nonexistent/model.gguf does not exist")
 
 
-def test_serve_on_busy_port_is_one_line(server):
-    result = cli("serve", "--port", server.url.rsplit(":", 1)[1], timeout=120)
+def test_serve_on_busy_port_is_one_line(server, tmp_path):
+    result = cli("serve", "--port", server.url.rsplit(":", 1)[1], timeout=120,
+                 env={"SEEKSTACK_STATE_DIR": str(tmp_path / "state")})
     assert "Traceback" not in result.stderr
     assert result.returncode != 0
     assert "could not listen" in result.stderr or "address already in use" in result.stderr.lower()
@@ -107,3 +117,8 @@ def test_config_check_ok(tmp_path):
     config.write_text("models:\n  - {name: m, source: embedded}\n")
     result = cli("config", "check", str(config))
     assert result.returncode == 0 and "ok:" in result.stdout
+
+
+def test_without_a_key_the_cli_says_how_to_pass_one(server, tmp_path):
+    result = cli("ps", "--url", server.url, env={"SEEKSTACK_API_KEY": "", "SEEKSTACK_STATE_DIR": str(tmp_path)})
+    assert_one_line_error(result, "no API key", "--api-key")

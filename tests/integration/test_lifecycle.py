@@ -40,7 +40,7 @@ def test_sigterm_drains_in_flight_stream_then_stops_children(tmp_path):
     started = threading.Event()
 
     def stream():
-        with httpx.stream("POST", srv.url + "/v1/chat/completions", json={**LONG, "max_tokens": 120}, timeout=60) as r:
+        with srv.http.stream("POST", "/v1/chat/completions", json={**LONG, "max_tokens": 120}, timeout=60) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     events.append(line[6:])
@@ -59,7 +59,7 @@ def test_sigterm_drains_in_flight_stream_then_stops_children(tmp_path):
     assert wait_until(lambda: not any(pid_alive(p) for p in pids))
     # new connections are refused once draining began
     with pytest.raises(httpx.TransportError):
-        httpx.get(srv.url + "/healthz", timeout=2)
+        srv.http.get("/healthz", timeout=2)
 
 
 def engine_predicted(base_url: str) -> float:
@@ -72,7 +72,7 @@ def test_client_disconnect_cancels_engine_work(tmp_path):
     srv = Server(tmp_path, {"models": [{**MODEL, "replicas": 1}]}).start()
     engine = srv.replicas()[0]["base_url"]
     before = engine_predicted(engine)
-    with httpx.stream("POST", srv.url + "/v1/chat/completions", json={**LONG, "max_tokens": 900}, timeout=60) as r:
+    with srv.http.stream("POST", "/v1/chat/completions", json={**LONG, "max_tokens": 900}, timeout=60) as r:
         got = 0
         for line in r.iter_lines():
             if line.startswith("data: "):
@@ -84,6 +84,6 @@ def test_client_disconnect_cancels_engine_work(tmp_path):
     produced = engine_predicted(engine) - before
     assert produced < 300, produced
     # and the model still serves
-    ok = httpx.post(srv.url + "/v1/chat/completions", json={"model": "m", "messages": LONG["messages"], "max_tokens": 3})
+    ok = srv.http.post("/v1/chat/completions", json={"model": "m", "messages": LONG["messages"], "max_tokens": 3})
     assert ok.status_code == 200
     srv.stop()

@@ -16,7 +16,7 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 def test_models_lists_configured_ids(client, schema, server):
     models = client.models.list()
     assert [m.id for m in models.data] == ["smollm2-135m", "smollm2-small-ctx", "smollm2-135m-embed"]
-    schema("ListModelsResponse", httpx.get(server.url + "/v1/models").json())
+    schema("ListModelsResponse", server.http.get("/v1/models").json())
 
 
 def test_chat_non_stream(client, schema):
@@ -61,7 +61,7 @@ def test_stream_is_not_buffered(server):
     """The first token reaches the client while the engine is still generating the rest."""
     engine = next(r for r in server.replicas() if r["model"] == MODEL)["base_url"]
     body = {"model": MODEL, "messages": HELLO, "max_tokens": 400, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as r:
+    with server.http.stream("POST", "/v1/chat/completions", json=body, timeout=60) as r:
         lines = r.iter_lines()  # keep a reference: a collected iterator closes the stream (= client gone)
         for line in lines:
             if line.startswith("data: ") and '"content":"' in line:
@@ -113,20 +113,20 @@ def assert_error(response: httpx.Response, status: int, schema, *words: str) -> 
 
 
 def test_malformed_json_is_400(server, schema):
-    r = httpx.post(server.url + "/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
+    r = server.http.post("/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
     assert_error(r, 400, schema, "not valid JSON")
 
 
 def test_non_object_body_is_400(server, schema):
-    r = httpx.post(server.url + "/v1/chat/completions", json=[1, 2])
+    r = server.http.post("/v1/chat/completions", json=[1, 2])
     assert_error(r, 400, schema, "JSON object")
 
 
 def test_wrong_types_are_422(server, schema):
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": "hi"})
+    r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": "hi"})
     err = assert_error(r, 422, schema, "messages")
     assert err["param"] == "messages"
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "temperature": "hot"})
+    r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "temperature": "hot"})
     assert_error(r, 422, schema, "temperature")
 
 
@@ -139,20 +139,20 @@ def test_unknown_model_is_404_listing_models(client, server, schema):
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert "smollm2-135m" in str(info.value) and "smollm2-small-ctx" in str(info.value)
-    r = httpx.post(server.url + "/v1/completions", json={"model": "nope", "prompt": "x"})
+    r = server.http.post("/v1/completions", json={"model": "nope", "prompt": "x"})
     assert assert_error(r, 404, schema, "available models")["code"] == "model_not_found"
 
 
 def test_prompt_longer_than_context_is_400_with_both_numbers(client, server, schema):
     long_prompt = "The quick brown fox jumps over the lazy dog. " * 60  # ~600 tokens > 256
-    r = httpx.post(server.url + "/v1/chat/completions",
+    r = server.http.post("/v1/chat/completions",
                    json={"model": "smollm2-small-ctx", "messages": [{"role": "user", "content": long_prompt}]})
     err = assert_error(r, 400, schema, "context length is 256 tokens")
     assert err["code"] == "context_length_exceeded"
     n_prompt = int(err["message"].split("the prompt is ")[1].split(" ")[0])
     assert n_prompt > 256
     # same through completions, and through the openai client
-    r = httpx.post(server.url + "/v1/completions", json={"model": "smollm2-small-ctx", "prompt": long_prompt})
+    r = server.http.post("/v1/completions", json={"model": "smollm2-small-ctx", "prompt": long_prompt})
     assert_error(r, 400, schema, "256")
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="smollm2-small-ctx", messages=[{"role": "user", "content": long_prompt}])
@@ -163,51 +163,51 @@ def test_prompt_longer_than_context_is_400_with_both_numbers(client, server, sch
 
 def test_huge_prompt_does_not_stall(client, server, schema):
     huge = "word " * 200_000  # ~1 MB, far beyond any context
-    r = httpx.post(server.url + "/v1/chat/completions", timeout=60,
+    r = server.http.post("/v1/chat/completions", timeout=60,
                    json={"model": MODEL, "messages": [{"role": "user", "content": huge}]})
     assert_error(r, 400, schema, "context length is 2048 tokens")
     assert client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices
 
 
 def test_max_tokens_beyond_context_is_400(server, schema):
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 100_000})
+    r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 100_000})
     err = assert_error(r, 400, schema, "max_tokens is 100000", "2048")
     assert err["param"] == "max_tokens"
 
 
 def test_prompt_plus_max_tokens_beyond_context_is_400(server, schema):
     prompt = "alpha beta gamma delta " * 25  # ~100+ tokens
-    r = httpx.post(server.url + "/v1/chat/completions",
+    r = server.http.post("/v1/chat/completions",
                    json={"model": "smollm2-small-ctx", "messages": [{"role": "user", "content": prompt}], "max_tokens": 200})
     assert_error(r, 400, schema, "plus max_tokens (200)", "context length of 256", "set max_tokens to at most")
 
 
 def test_body_over_limit_is_413(server, schema):
     body = b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "' + b"a" * (9 * 1024 * 1024) + b'"}]}'
-    r = httpx.post(server.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=60)
+    r = server.http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=60)
     assert_error(r, 413, schema, "larger than the limit")
 
 
 def test_embeddings_on_chat_model_is_400(server, schema):
-    r = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": "x"})
+    r = server.http.post("/v1/embeddings", json={"model": MODEL, "input": "x"})
     assert_error(r, 400, schema, "does not serve embeddings", "embeddings: true")
 
 
 def test_chat_on_embedding_model_is_400(server, schema):
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": "smollm2-135m-embed", "messages": HELLO})
+    r = server.http.post("/v1/chat/completions", json={"model": "smollm2-135m-embed", "messages": HELLO})
     assert_error(r, 400, schema, "does not serve chat completions")
-    r = httpx.post(server.url + "/v1/completions", json={"model": "smollm2-135m-embed", "prompt": "x"})
+    r = server.http.post("/v1/completions", json={"model": "smollm2-135m-embed", "prompt": "x"})
     assert_error(r, 400, schema, "does not serve completions")
 
 
 def test_reasoning_content_sent_back_is_400(server, schema):
     messages = [*HELLO, {"role": "assistant", "content": "Hi", "reasoning_content": "thinking"}, *HELLO]
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": messages})
+    r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": messages})
     assert_error(r, 400, schema, "reasoning_content")
 
 
 def test_unknown_route_is_json_404(server, schema):
-    r = httpx.get(server.url + "/v1/nothing-here")
+    r = server.http.get("/v1/nothing-here")
     assert_error(r, 404, schema)
 
 

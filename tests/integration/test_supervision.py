@@ -36,9 +36,9 @@ def wait_until(predicate, timeout=30.0, every=0.05):
     return False
 
 
-def chat(url, model, **extra):
-    return httpx.post(url + "/v1/chat/completions", timeout=30,
-                      json={"model": model, "messages": HELLO, "max_tokens": 3, **extra})
+def chat(server, model, **extra):
+    return server.http.post("/v1/chat/completions", timeout=30,
+                            json={"model": model, "messages": HELLO, "max_tokens": 3, **extra})
 
 
 def test_killed_replica_is_restarted_and_no_request_fails(supervised):
@@ -49,7 +49,7 @@ def test_killed_replica_is_restarted_and_no_request_fails(supervised):
 
     def load():
         while not stop.is_set():
-            statuses.append(chat(supervised.url, "pair").status_code)
+            statuses.append(chat(supervised, "pair").status_code)
 
     worker = threading.Thread(target=load)
     worker.start()
@@ -73,14 +73,14 @@ def test_no_healthy_replica_is_503_with_retry_after_then_recovers(supervised):
     victim = next(r for r in supervised.replicas() if r["model"] == "solo")
     os.kill(victim["pid"], signal.SIGKILL)
     assert wait_until(lambda: next(r for r in supervised.replicas() if r["model"] == "solo")["state"] != "ready", 5)
-    r = chat(supervised.url, "solo")
+    r = chat(supervised, "solo")
     assert r.status_code == 503, r.text
     assert int(r.headers["retry-after"]) >= 1
     assert r.json()["error"]["code"] == "engine_unavailable"
-    assert httpx.get(supervised.url + "/readyz").status_code == 503
+    assert supervised.http.get("/readyz").status_code == 503
     # the restart window passes; then every request succeeds again
-    assert wait_until(lambda: httpx.get(supervised.url + "/readyz").status_code == 200, 30)
-    assert [chat(supervised.url, "solo").status_code for _ in range(5)] == [200] * 5
+    assert wait_until(lambda: supervised.http.get("/readyz").status_code == 200, 30)
+    assert [chat(supervised, "solo").status_code for _ in range(5)] == [200] * 5
 
 
 def test_repeated_crashes_back_off_exponentially(supervised):

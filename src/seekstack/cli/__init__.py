@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import SeekstackError
-from . import config_cmd, info, run, serve
+from . import admin, config_cmd, info, run, serve
 
 app = typer.Typer(
     name="seekstack",
@@ -26,6 +26,10 @@ app.command("models")(info.models)
 app.command("ps")(info.ps)
 app.command("version")(info.version)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(admin.keys, name="keys")
+app.add_typer(admin.users, name="users")
+app.add_typer(admin.teams, name="teams")
+app.add_typer(admin.roles, name="roles")
 
 err = Console(stderr=True, highlight=False)
 

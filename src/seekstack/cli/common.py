@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -11,12 +12,15 @@ import typer
 from rich.console import Console
 
 from ..config import Settings, load_settings
-from ..errors import InvalidRequestError, ServerUnreachableError
+from ..errors import AuthenticationError, InvalidRequestError, PermissionDeniedError, ServerUnreachableError
 
 ConfigOption = typer.Option(None, "--config", "-c", help="seekstack.yaml to use (default: ./seekstack.yaml if present, else the embedded model).",
                             exists=False, dir_okay=False)
 UrlOption = typer.Option(None, "--url", help="Gateway URL (default: $SEEKSTACK_URL, else from the config's server host/port).")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+ApiKeyOption = typer.Option(None, "--api-key", help="API key (default: $SEEKSTACK_API_KEY, else the admin key file that `serve` wrote).")
 
 
 def gateway_url(url: Optional[str], config: Optional[Path]) -> str:
@@ -31,15 +35,57 @@ def gateway_url(url: Optional[str], config: Optional[Path]) -> str:
     return f"{scheme}://{host}:{settings.server.port}"
 
 
-def get_json(url: str, path: str) -> dict:
+def api_key(explicit: Optional[str], config: Optional[Path]) -> Optional[str]:
+    """--api-key, else $SEEKSTACK_API_KEY, else the bootstrap admin key file when this user can read it."""
+    if explicit:
+        return explicit.strip()
+    if os.environ.get("SEEKSTACK_API_KEY"):
+        return os.environ["SEEKSTACK_API_KEY"].strip()
+    from ..governance.service import admin_key_path
+
     try:
-        response = httpx.get(url + path, timeout=10.0)
-    except httpx.TransportError:
-        raise ServerUnreachableError(f"cannot reach seekstack at {url}",
-                                     fix="start it with `seekstack serve`, or pass --url") from None
-    if response.status_code != 200:
-        raise InvalidRequestError(f"{url}{path} answered HTTP {response.status_code}: {error_message(response)}")
-    return response.json()
+        return admin_key_path(load_settings(config)).read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class GatewayClient:
+    """The CLI's view of a running gateway: URL, key, and errors turned into the exception tree."""
+
+    url: str
+    key: Optional[str]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    def request(self, method: str, path: str, body: Optional[dict] = None) -> dict:
+        try:
+            response = httpx.request(method, self.url + path, json=body, headers=self.headers, timeout=10.0)
+        except httpx.TransportError:
+            raise ServerUnreachableError(f"cannot reach seekstack at {self.url}",
+                                         fix="start it with `seekstack serve`, or pass --url") from None
+        check(response)
+        return response.json()
+
+    def get(self, path: str) -> dict:
+        return self.request("GET", path)
+
+
+def check(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    message = error_message(response)
+    if response.status_code == 401:
+        raise AuthenticationError(message, fix="pass --api-key or set SEEKSTACK_API_KEY")
+    if response.status_code == 403:
+        raise PermissionDeniedError(message, fix="use a key whose role allows this")
+    raise InvalidRequestError(f"HTTP {response.status_code}: {message}")
+
+
+def connect(url: Optional[str], key: Optional[str], config: Optional[Path]) -> GatewayClient:
+    return GatewayClient(gateway_url(url, config), api_key(key, config))
 
 
 def error_message(response: httpx.Response) -> str:

@@ -14,7 +14,7 @@ from rich.table import Table
 from .. import __version__
 from ..config import load_settings
 from ..errors import ConfigError
-from .common import console, ConfigOption, JsonOption, UrlOption, gateway_url, get_json
+from .common import ApiKeyOption, ConfigOption, JsonOption, UrlOption, connect, console
 
 out = console()
 
@@ -46,10 +46,12 @@ def models(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
     out.print(table)
 
 
-def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as_json: bool = JsonOption,
+       key: Optional[str] = ApiKeyOption) -> None:
     """Show running engine replicas: port, PID, state, memory and uptime."""
-    base = gateway_url(url, config)
-    replicas = get_json(base, "/admin/v1/replicas")["data"]
+    gateway = connect(url, key, config)
+    base = gateway.url
+    replicas = gateway.get("/admin/v1/replicas")["data"]
     if as_json:
         print(json.dumps(replicas, indent=2))
         return

@@ -11,7 +11,7 @@ import httpx
 import typer
 
 from ..errors import InvalidRequestError, ServerUnreachableError
-from .common import console, ConfigOption, UrlOption, error_message, gateway_url
+from .common import ApiKeyOption, ConfigOption, GatewayClient, UrlOption, check, connect, console
 
 out = console()
 
@@ -22,14 +22,16 @@ def run(
     url: Optional[str] = UrlOption,
     config: Optional[Path] = ConfigOption,
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest answer, in tokens."),
+    key: Optional[str] = ApiKeyOption,
 ) -> None:
     """Chat with MODEL on a running `seekstack serve` (type /bye or Ctrl-D to leave)."""
-    base = gateway_url(url, config)
+    gateway = connect(url, key, config)
+    base = gateway.url
     history: list[dict] = []
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip()
     if prompt is not None:
-        _turn(base, model, history, prompt, max_tokens)
+        _turn(gateway, model, history, prompt, max_tokens)
         return
     out.print(f"[dim]chatting with {model} at {base} — /bye to leave[/]")
     while True:
@@ -40,10 +42,10 @@ def run(
         if line in ("/bye", "/exit", "/quit"):
             break
         if line:
-            _turn(base, model, history, line, max_tokens)
+            _turn(gateway, model, history, line, max_tokens)
 
 
-def _turn(base: str, model: str, history: list[dict], text: str, max_tokens: Optional[int]) -> None:
+def _turn(gateway: GatewayClient, model: str, history: list[dict], text: str, max_tokens: Optional[int]) -> None:
     history.append({"role": "user", "content": text})
     body: dict = {"model": model, "messages": history, "stream": True}
     if max_tokens:
@@ -51,11 +53,12 @@ def _turn(base: str, model: str, history: list[dict], text: str, max_tokens: Opt
     answer = []
     in_reasoning = False
     try:
-        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=httpx.Timeout(600, connect=5)) as r:
+        with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers=gateway.headers,
+                          timeout=httpx.Timeout(600, connect=5)) as r:
             if r.status_code != 200:
                 r.read()
                 history.pop()
-                raise InvalidRequestError(f"the server refused the request (HTTP {r.status_code}): {error_message(r)}")
+                check(r)
             for line in r.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
@@ -75,6 +78,6 @@ def _turn(base: str, model: str, history: list[dict], text: str, max_tokens: Opt
                         out.print(delta["content"], end="", markup=False)
     except httpx.TransportError:
         history.pop()
-        raise ServerUnreachableError(f"cannot reach seekstack at {base}", fix="start it with `seekstack serve`, or pass --url") from None
+        raise ServerUnreachableError(f"cannot reach seekstack at {gateway.url}", fix="start it with `seekstack serve`, or pass --url") from None
     out.print()
     history.append({"role": "assistant", "content": "".join(answer)})

@@ -15,6 +15,7 @@ from .. import __version__
 from ..config import Settings, check_settings, load_settings
 from ..errors import ConfigError
 from ..gateway.app import build_app
+from ..governance.service import admin_key_path
 from .common import console
 
 out = console()
@@ -86,8 +87,17 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
         out.print(f"[bold green]seekstack {__version__}[/] serving [bold]{names}[/] at [bold]{base}/v1[/]")
     else:
         out.print(f"[yellow]seekstack {__version__} listening at {base}/v1, but not every model is ready; see `seekstack ps`[/]")
+    auth = ""
+    if settings.auth.enabled:
+        key_file = admin_key_path(settings)
+        if app.state.bootstrap_key:
+            out.print(f"[bold]Created the first admin key[/] (shown once; also saved, mode 0600, in {key_file}):")
+            out.print(f"  {app.state.bootstrap_key}", soft_wrap=True)
+        auth = f' -H "Authorization: Bearer $(cat {key_file})"'
+    else:
+        out.print("[yellow]auth is off (loopback only): every local process can use this server[/]")
     out.print("Try it:", style="dim")
-    out.print(f"  curl {base}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
+    out.print(f"  curl {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
     out.print("Stop with Ctrl-C (in-flight requests finish first).", style="dim")
 
 

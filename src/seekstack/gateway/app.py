@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from ..config import Settings
 from ..engines.http import EngineHTTP
+from ..governance import Governance
 from ..router import Router
 from ..supervisor import Supervisor
-from . import health_routes, openai_routes
+from . import admin_routes, health_routes, openai_routes
+from .auth import AuthMiddleware
 from .errors import install_error_handlers
 from .inference import InferenceService
 from .limits import BodyLimitMiddleware
@@ -18,8 +21,13 @@ from .upstream import Upstream
 
 
 def build_app(settings: Settings) -> FastAPI:
+    governance = Governance(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.governance = governance
+        app.state.bootstrap_key = governance.bootstrap() if settings.auth.enabled else None
+        flusher = asyncio.create_task(_flush_periodically(governance))
         http = EngineHTTP(read_timeout=settings.scheduler.timeout)
         supervisor = Supervisor(settings, http)
         router = Router(supervisor, settings.scheduler.policy)
@@ -31,12 +39,23 @@ def build_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            flusher.cancel()
             await supervisor.stop()
             await http.close()
+            governance.close()
 
     app = FastAPI(title="seekstack", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.include_router(openai_routes.router)
     app.include_router(health_routes.router)
+    app.include_router(admin_routes.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(AuthMiddleware, governance=governance, enabled=settings.auth.enabled)  # outermost: before any body is read
     return app
+
+
+async def _flush_periodically(governance: Governance, every: float = 10.0) -> None:
+    """Write keys' last-used times back in batches, off the request path."""
+    while True:
+        await asyncio.sleep(every)
+        governance.auth.flush()

@@ -12,6 +12,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..config import Settings
 from ..engines import Capabilities
+from ..governance import Principal
 from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
                       UnsupportedError, ValidationFailed)
 from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -61,18 +62,20 @@ class InferenceService:
 
     # ------------------------------------------------------------ lookup
 
-    def capabilities(self, name: str) -> Capabilities:
+    def capabilities(self, name: str, principal: Principal) -> Capabilities:
+        """The model's capabilities, if it exists and this caller may use it."""
         group = self.supervisor.replicas.get(name)
         if not group:
-            available = ", ".join(sorted(self.supervisor.replicas)) or "none"
+            available = ", ".join(m for m in sorted(self.supervisor.replicas) if principal.may_use_model(m)) or "none"
             raise ModelNotFoundError(f"model {name!r} does not exist; available models: {available}", param="model")
+        principal.require_model(name)
         return group[0].engine.capabilities
 
     # ------------------------------------------------------------ endpoints
 
     async def chat(self, request: Request) -> Response:
         body, req = await parse_body(request, ChatCompletionRequest)
-        caps = self.capabilities(req.model)
+        caps = self.capabilities(req.model, request.state.principal)
         if not caps.chat:
             raise UnsupportedError(f"model {req.model!r} does not serve chat completions", param="model")
         for i, message in enumerate(req.messages):
@@ -94,7 +97,7 @@ class InferenceService:
 
     async def completions(self, request: Request) -> Response:
         body, req = await parse_body(request, CompletionRequest)
-        caps = self.capabilities(req.model)
+        caps = self.capabilities(req.model, request.state.principal)
         if not caps.completions:
             raise UnsupportedError(f"model {req.model!r} does not serve completions", param="model")
         self._apply_defaults(body, caps)
@@ -118,7 +121,7 @@ class InferenceService:
 
     async def embeddings(self, request: Request) -> Response:
         body, req = await parse_body(request, EmbeddingRequest)
-        caps = self.capabilities(req.model)
+        caps = self.capabilities(req.model, request.state.principal)
         if not caps.embeddings:
             raise UnsupportedError(f"model {req.model!r} does not serve embeddings",
                                    fix="set `embeddings: true` for it in seekstack.yaml", param="model")

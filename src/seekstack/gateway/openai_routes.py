@@ -13,7 +13,8 @@ _CREATED = int(time.time())
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict:
-    models = request.app.state.settings.models
+    principal = request.state.principal
+    models = [m for m in request.app.state.settings.models if principal.may_use_model(m.name)]
     return {"object": "list", "data": [
         {"id": m.name, "object": "model", "created": _CREATED, "owned_by": "seekstack"} for m in models]}
 

@@ -1,0 +1,88 @@
+"""Admin API under /admin/v1: keys, users, teams, roles. Thin: the governance service decides."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+router = APIRouter(prefix="/admin/v1")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewKey(_Body):
+    name: str = Field("", max_length=200)
+    user: Optional[str] = None
+    models: list[str] = ["*"]
+    endpoints: list[str] = ["*"]
+    expires_in_days: Optional[float] = None
+
+
+class NewUser(_Body):
+    name: str
+    role: str
+    team: Optional[str] = None
+
+
+class NewTeam(_Body):
+    name: str
+
+
+def _gov(request: Request):
+    return request.app.state.governance
+
+
+@router.get("/whoami")
+async def whoami(request: Request) -> dict:
+    p = request.state.principal
+    return {"key_id": p.key_id, "user": p.user, "team": p.team, "role": p.role.name,
+            "permissions": list(p.role.permissions), "models": list(p.models), "endpoints": list(p.endpoints)}
+
+
+@router.get("/keys")
+async def list_keys(request: Request) -> dict:
+    return {"object": "list", "data": [k.public() for k in _gov(request).list_keys(request.state.principal)]}
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: NewKey, request: Request) -> dict:
+    record, key = _gov(request).create_key(request.state.principal, user=body.user, name=body.name,
+                                           models=body.models, endpoints=body.endpoints,
+                                           expires_in_days=body.expires_in_days)
+    return {**record.public(), "key": key, "note": "store this key now; it is not shown again"}
+
+
+@router.delete("/keys/{kid}")
+async def revoke_key(kid: str, request: Request) -> dict:
+    return _gov(request).revoke_key(request.state.principal, kid).public()
+
+
+@router.get("/users")
+async def list_users(request: Request) -> dict:
+    return {"object": "list", "data": _gov(request).list_users(request.state.principal)}
+
+
+@router.post("/users", status_code=201)
+async def create_user(body: NewUser, request: Request) -> dict:
+    return _gov(request).create_user(request.state.principal, name=body.name, team=body.team, role=body.role)
+
+
+@router.get("/teams")
+async def list_teams(request: Request) -> dict:
+    return {"object": "list", "data": _gov(request).list_teams(request.state.principal)}
+
+
+@router.post("/teams", status_code=201)
+async def create_team(body: NewTeam, request: Request) -> dict:
+    return _gov(request).create_team(request.state.principal, body.name)
+
+
+@router.get("/roles")
+async def list_roles(request: Request) -> dict:
+    return {"object": "list", "data": [
+        {"name": r.name, "permissions": list(r.permissions), "resources": list(r.resources), "scope": r.scope,
+         "description": r.description} for r in _gov(request).policy.roles.values()]}

@@ -1,0 +1,105 @@
+"""Authenticate a bearer key into a :class:`Principal`, and decide what it may do.
+
+Keys are read through a small cache (``CACHE_TTL_S``) so the request path does one dict
+lookup and one HMAC; a revoke in this process takes effect at once, one made by another
+gateway sharing the database within the TTL. ``last_used`` is kept in memory and
+written back in batches (:meth:`Authenticator.flush`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from ..errors import AuthenticationError, PermissionDeniedError
+from .keys import key_id, matches
+from .policy import BUILTIN_ROLES, Policy, Role
+from .store import IdentityStore, KeyRecord
+
+CACHE_TTL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    user: str
+    team: str
+    role: Role
+    models: tuple[str, ...] = ("*",)
+    endpoints: tuple[str, ...] = ("*",)
+
+    @property
+    def is_global(self) -> bool:
+        return self.role.scope == "global"
+
+    def require(self, permission: str, method: str, path: str) -> None:
+        if not any(fnmatchcase(path, e) for e in self.endpoints):
+            raise PermissionDeniedError(f"this key may not call {method} {path}",
+                                        fix="use a key whose endpoint allow-list covers it")
+        if not self.role.grants(permission):
+            raise PermissionDeniedError(f"role {self.role.name!r} lacks permission {permission!r} for {method} {path}",
+                                        fix="use a key whose role has it")
+
+    def may_use_model(self, model: str) -> bool:
+        return any(fnmatchcase(model, m) for m in self.models) and self.role.covers(model)
+
+    def require_model(self, model: str) -> None:
+        if not self.may_use_model(model):
+            raise PermissionDeniedError(f"this key may not use model {model!r}",
+                                        fix="use a key whose model allow-list and role cover it", param="model")
+
+    def sees_team(self, team: str) -> bool:
+        return self.is_global or team == self.team
+
+
+ANONYMOUS = Principal("anonymous", "anonymous", "default", BUILTIN_ROLES["admin"])
+
+
+class Authenticator:
+    def __init__(self, store: IdentityStore, pepper: bytes, policy: Policy):
+        self.store = store
+        self.pepper = pepper
+        self.policy = policy
+        self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+        self._last_used: dict[str, float] = {}
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise AuthenticationError("no API key was sent", fix="send the header `Authorization: Bearer sk-…`")
+        scheme, _, key = authorization.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise AuthenticationError("the Authorization header must be `Bearer <key>`",
+                                      fix="send the header `Authorization: Bearer sk-…`")
+        kid = key_id(key)
+        record = self._record(kid) if kid else None
+        # One message for unknown, wrong-secret, revoked and expired: nothing to probe.
+        if record is None or not matches(self.pepper, key, record.hash):
+            raise AuthenticationError("invalid API key", fix="check the key, or ask an administrator for a new one")
+        now = time.time()
+        if record.revoked is not None or (record.expires is not None and record.expires <= now):
+            raise AuthenticationError("invalid API key (revoked or expired)", fix="ask an administrator for a new key")
+        role = self.policy.role(record.role)
+        if role is None:
+            raise PermissionDeniedError(f"the key's role {record.role!r} is not defined",
+                                        fix="define the role in `roles:` or give the user a built-in role")
+        self._last_used[record.id] = now
+        return Principal(record.id, record.user, record.team, role, record.models, record.endpoints)
+
+    def _record(self, kid: str) -> KeyRecord | None:
+        cached = self._cache.get(kid)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < CACHE_TTL_S:
+            return cached[0]
+        record = self.store.key(kid)
+        self._cache[kid] = (record, now)
+        return record
+
+    def forget(self, kid: str) -> None:
+        self._cache.pop(kid, None)
+
+    def flush(self) -> None:
+        if self._last_used:
+            used, self._last_used = self._last_used, {}
+            self.store.touch_keys(used)

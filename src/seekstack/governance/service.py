@@ -1,0 +1,125 @@
+"""Governance as one service: the identity store, the policy, the authenticator, bootstrap,
+and the admin operations with their tenant rules.
+
+Tenant rules, enforced here once for the admin API and the CLI alike:
+- a ``team``-scoped caller sees and changes only its own team's users and keys; another
+  team's object answers exactly like one that does not exist (404);
+- only a ``global`` caller creates teams or gives a user a global role;
+- keys are shown in full once, at creation; afterwards only their id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from .auth import Authenticator, Principal
+from .keys import hash_key, load_pepper, new_key, write_secret_file
+from .policy import Policy
+from .store import IdentityStore, KeyRecord
+
+log = logging.getLogger("seekstack.governance")
+
+BOOTSTRAP_TEAM = "default"
+BOOTSTRAP_USER = "admin"
+
+
+class Governance:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        state = Path(settings.state_dir).expanduser()
+        self.store = IdentityStore(state / "seekstack.db")
+        self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
+        self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
+        self.admin_key_file = admin_key_path(settings)
+
+    def close(self) -> None:
+        self.auth.flush()
+        self.store.close()
+
+    def bootstrap(self) -> str | None:
+        """With no key at all: create the admin user and key, write it to a 0600 file, return it (once)."""
+        if not self.store.is_empty():
+            return None
+        if not self.store.team_exists(BOOTSTRAP_TEAM):
+            self.store.create_team(BOOTSTRAP_TEAM)
+        if self.store.user(BOOTSTRAP_USER) is None:
+            self.store.create_user(BOOTSTRAP_USER, BOOTSTRAP_TEAM, "admin")
+        _, key = self._mint(BOOTSTRAP_USER, "bootstrap admin key", ["*"], ["*"], None)
+        write_secret_file(self.admin_key_file, key.encode() + b"\n")
+        log.warning("created the first admin key; it is in %s (mode 0600)", self.admin_key_file)
+        return key
+
+    # ------------------------------------------------------------ keys
+    def create_key(self, caller: Principal, *, user: str | None, name: str, models: list[str],
+                   endpoints: list[str], expires_in_days: float | None) -> tuple[KeyRecord, str]:
+        owner = self._visible_user(caller, user or caller.user)
+        if expires_in_days is not None and expires_in_days <= 0:
+            raise InvalidRequestError("expires_in_days must be positive", param="expires_in_days")
+        expires = time.time() + expires_in_days * 86400 if expires_in_days else None
+        return self._mint(owner["name"], name, models or ["*"], endpoints or ["*"], expires)
+
+    def _mint(self, user: str, name: str, models: list[str], endpoints: list[str], expires: float | None):
+        kid, key = new_key()
+        record = self.store.add_key(kid, hash_key(self.auth.pepper, key), name, user, models, endpoints, expires)
+        return record, key
+
+    def list_keys(self, caller: Principal) -> list[KeyRecord]:
+        return self.store.keys(None if caller.is_global else caller.team)
+
+    def revoke_key(self, caller: Principal, kid: str) -> KeyRecord:
+        record = self.store.key(kid)
+        if record is None or not caller.sees_team(record.team):
+            raise NotFoundError(f"key {kid!r} not found")
+        self.store.revoke_key(kid)
+        self.auth.forget(kid)
+        revoked = self.store.key(kid)
+        assert revoked is not None
+        return revoked
+
+    # ------------------------------------------------------------ users and teams
+    def create_team(self, caller: Principal, name: str) -> dict:
+        if not caller.is_global:
+            raise PermissionDeniedError("only a global administrator creates teams")
+        _check_name(name, "team")
+        return self.store.create_team(name)
+
+    def list_teams(self, caller: Principal) -> list[dict]:
+        teams = self.store.teams()
+        return teams if caller.is_global else [t for t in teams if t["name"] == caller.team]
+
+    def create_user(self, caller: Principal, *, name: str, team: str | None, role: str) -> dict:
+        _check_name(name, "user")
+        team = team or caller.team
+        if not caller.sees_team(team):
+            raise NotFoundError(f"team {team!r} not found")
+        target = self.policy.role(role)
+        if target is None:
+            raise InvalidRequestError(f"role {role!r} does not exist; roles: {', '.join(sorted(self.policy.roles))}",
+                                      param="role")
+        if target.scope == "global" and not caller.is_global:
+            raise PermissionDeniedError(f"only a global administrator gives the global role {role!r}")
+        return self.store.create_user(name, team, role)
+
+    def list_users(self, caller: Principal) -> list[dict]:
+        return self.store.users(None if caller.is_global else caller.team)
+
+    def _visible_user(self, caller: Principal, name: str) -> dict:
+        user = self.store.user(name)
+        if user is None or not caller.sees_team(user["team"]):
+            raise NotFoundError(f"user {name!r} not found")
+        return user
+
+
+def admin_key_path(settings: Settings) -> Path:
+    if settings.auth.admin_key_file is not None:
+        return Path(settings.auth.admin_key_file).expanduser()
+    return Path(settings.state_dir).expanduser() / "admin.key"
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_.@" for c in name):
+        raise InvalidRequestError(f"{what} name {name!r} must be 1–64 letters, digits or - _ . @", param="name")

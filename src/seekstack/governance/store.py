@@ -1,0 +1,129 @@
+"""Teams, users and API keys in SQLite (WAL) under the state directory.
+
+Small and synchronous on purpose: admin writes are rare, and the request path reads keys
+through :class:`~seekstack.governance.auth.Authenticator`'s cache, not from here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConflictError, NotFoundError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS teams (name TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, team TEXT NOT NULL REFERENCES teams(name), role TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY, hash TEXT NOT NULL, name TEXT NOT NULL, user TEXT NOT NULL REFERENCES users(name),
+    models TEXT NOT NULL, endpoints TEXT NOT NULL, created REAL NOT NULL, expires REAL, revoked REAL, last_used REAL);
+"""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    hash: str
+    name: str
+    user: str
+    team: str
+    role: str
+    models: tuple[str, ...]
+    endpoints: tuple[str, ...]
+    created: float
+    expires: float | None
+    revoked: float | None
+    last_used: float | None
+
+    def public(self) -> dict:
+        """What the admin API shows: never the hash."""
+        return {"id": self.id, "name": self.name, "user": self.user, "team": self.team, "role": self.role,
+                "models": list(self.models), "endpoints": list(self.endpoints), "created": self.created,
+                "expires": self.expires, "revoked": self.revoked, "last_used": self.last_used}
+
+
+class IdentityStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # teams and users
+    def create_team(self, name: str) -> dict:
+        try:
+            self.db.execute("INSERT INTO teams VALUES (?, ?)", (name, time.time()))
+        except sqlite3.IntegrityError:
+            raise ConflictError(f"team {name!r} already exists") from None
+        return {"name": name}
+
+    def teams(self) -> list[dict]:
+        return [{"name": n, "created": c} for n, c in self.db.execute("SELECT name, created FROM teams ORDER BY name")]
+
+    def team_exists(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone() is not None
+
+    def create_user(self, name: str, team: str, role: str) -> dict:
+        if not self.team_exists(team):
+            raise NotFoundError(f"team {team!r} not found", fix="create it first: seekstack teams create NAME")
+        try:
+            self.db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (name, team, role, time.time()))
+        except sqlite3.IntegrityError:
+            raise ConflictError(f"user {name!r} already exists") from None
+        return {"name": name, "team": team, "role": role}
+
+    def users(self, team: str | None = None) -> list[dict]:
+        sql, args = "SELECT name, team, role, created FROM users", ()
+        if team is not None:
+            sql, args = sql + " WHERE team = ?", (team,)
+        return [{"name": n, "team": t, "role": r, "created": c} for n, t, r, c in self.db.execute(sql + " ORDER BY name", args)]
+
+    def user(self, name: str) -> dict | None:
+        row = self.db.execute("SELECT name, team, role FROM users WHERE name = ?", (name,)).fetchone()
+        return {"name": row[0], "team": row[1], "role": row[2]} if row else None
+
+    def is_empty(self) -> bool:
+        return self.db.execute("SELECT COUNT(*) FROM keys").fetchone()[0] == 0
+
+    # keys
+    def add_key(self, kid: str, key_hash: str, name: str, user: str, models: list[str], endpoints: list[str],
+                expires: float | None) -> KeyRecord:
+        self.db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                        (kid, key_hash, name, user, json.dumps(models), json.dumps(endpoints), time.time(), expires))
+        record = self.key(kid)
+        assert record is not None
+        return record
+
+    _KEY_SELECT = ("SELECT k.id, k.hash, k.name, k.user, u.team, u.role, k.models, k.endpoints, k.created, "
+                   "k.expires, k.revoked, k.last_used FROM keys k JOIN users u ON u.name = k.user")
+
+    def key(self, kid: str) -> KeyRecord | None:
+        row = self.db.execute(self._KEY_SELECT + " WHERE k.id = ?", (kid,)).fetchone()
+        return _record(row) if row else None
+
+    def keys(self, team: str | None = None) -> list[KeyRecord]:
+        sql, args = self._KEY_SELECT, ()
+        if team is not None:
+            sql, args = sql + " WHERE u.team = ?", (team,)
+        return [_record(row) for row in self.db.execute(sql + " ORDER BY k.created", args)]
+
+    def revoke_key(self, kid: str) -> None:
+        self.db.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), kid))
+
+    def touch_keys(self, last_used: dict[str, float]) -> None:
+        self.db.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
+
+
+def _record(row) -> KeyRecord:
+    kid, h, name, user, team, role, models, endpoints, created, expires, revoked, last_used = row
+    return KeyRecord(kid, h, name, user, team, role, tuple(json.loads(models)), tuple(json.loads(endpoints)),
+                     created, expires, revoked, last_used)

@@ -1,0 +1,187 @@
+"""Keys, roles and tenants through the real gateway: the authorization matrix, isolation, key lifecycle."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import stat
+import time
+
+import httpx
+import openai
+import pytest
+
+from seekstack.governance.policy import BUILTIN_ROLES, ROUTES
+
+HELLO = [{"role": "user", "content": "Hi"}]
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}x{next(_names)}"
+
+
+def as_key(server, key: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def make_key(server, user: str, **extra) -> str:
+    r = server.http.post("/admin/v1/keys", json={"user": user, "name": "test", **extra})
+    assert r.status_code == 201, r.text
+    return r.json()["key"]
+
+
+def make_user(server, role: str, team: str = "default", caller: httpx.Client | None = None) -> str:
+    name = unique(role)
+    r = (caller or server.http).post("/admin/v1/users", json={"name": name, "role": role, "team": team})
+    assert r.status_code == 201, r.text
+    return name
+
+
+def request_for(method: str, path: str) -> tuple[str, str, dict | None]:
+    """A harmless, valid request for each route of the policy."""
+    bodies = {
+        "/v1/chat/completions": {"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1},
+        "/v1/completions": {"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1},
+        "/v1/embeddings": {"model": "smollm2-135m-embed", "input": "Hi"},
+        "/admin/v1/keys": {"name": "matrix"},
+        "/admin/v1/users": {"name": unique("m"), "role": "api_consumer"},
+        "/admin/v1/teams": {"name": unique("t")},
+    }
+    return method, path.replace("{id}", "nosuchkey000"), bodies.get(path) if method == "POST" else None
+
+
+@pytest.fixture(scope="module")
+def role_keys(server):
+    return {role: make_key(server, make_user(server, role)) for role in BUILTIN_ROLES}
+
+
+def test_authorization_matrix_matches_the_policy(server, role_keys):
+    """Every built-in role × every endpoint: allowed ones are served, the rest get 403."""
+    for role, key in role_keys.items():
+        with as_key(server, key) as c:
+            for (method, path), permission in ROUTES.items():
+                method, url, body = request_for(method, path)
+                r = c.request(method, url, json=body)
+                allowed = BUILTIN_ROLES[role].grants(permission)
+                if allowed:
+                    assert r.status_code in (200, 201, 404 if "{id}" in path else 200), (role, method, path, r.text)
+                else:
+                    assert r.status_code == 403, (role, method, path, r.status_code)
+                    assert r.json()["error"]["code"] == "permission_denied"
+
+
+def test_requests_without_a_valid_key_get_401(server, client):
+    for headers in ({}, {"Authorization": "Bearer sk-nope"}, {"Authorization": "Basic abc"},
+                    {"Authorization": "Bearer sk-" + "a" * 44}):
+        r = httpx.post(server.url + "/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO},
+                       headers=headers)
+        assert r.status_code == 401, headers
+        assert r.json()["error"]["type"] == "authentication_error"
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="smollm2-135m", messages=HELLO, max_tokens=1)
+    # probes stay open; unknown routes are not served even to a valid key
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    assert httpx.get(server.url + "/admin/v1/replicas").status_code == 401
+    assert server.http.get("/v1/nothing-here").status_code == 404
+
+
+def test_revoked_key_is_refused_at_once(server):
+    user = make_user(server, "api_consumer")
+    key = make_key(server, user)
+    with as_key(server, key) as c:
+        assert c.get("/v1/models").status_code == 200
+        kid = c.get("/admin/v1/whoami").json()["key_id"]
+        assert server.http.delete(f"/admin/v1/keys/{kid}").status_code == 200
+        r = c.get("/v1/models")
+        assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+    listed = {k["id"]: k for k in server.http.get("/admin/v1/keys").json()["data"]}
+    assert listed[kid]["revoked"] is not None
+
+
+def test_expired_key_is_refused(server):
+    key = make_key(server, make_user(server, "api_consumer"), expires_in_days=1.5 / 86400)
+    with as_key(server, key) as c:
+        assert c.get("/v1/models").status_code == 200
+        time.sleep(2)
+        assert c.get("/v1/models").status_code == 401
+
+
+def test_model_and_endpoint_allow_lists(server):
+    user = make_user(server, "api_consumer")
+    key = make_key(server, user, models=["smollm2-small*"], endpoints=["/v1/chat/*", "/v1/models"])
+    with as_key(server, key) as c:
+        assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["smollm2-small-ctx"]
+        ok = c.post("/v1/chat/completions", json={"model": "smollm2-small-ctx", "messages": HELLO, "max_tokens": 1})
+        assert ok.status_code == 200
+        r = c.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1})
+        assert r.status_code == 403 and r.json()["error"]["param"] == "model"
+        r = c.post("/v1/completions", json={"model": "smollm2-small-ctx", "prompt": "x", "max_tokens": 1})
+        assert r.status_code == 403
+        # an unknown model's 404 lists only what this key may use
+        r = c.post("/v1/chat/completions", json={"model": "nope", "messages": HELLO})
+        assert r.status_code == 404 and "smollm2-135m," not in r.json()["error"]["message"]
+
+
+def test_tenants_cannot_reach_each_other(server):
+    team_a, team_b = unique("teamA"), unique("teamB")
+    for team in (team_a, team_b):
+        assert server.http.post("/admin/v1/teams", json={"name": team}).status_code == 201
+    a_mgr = make_key(server, make_user(server, "team_keymaster", team_a))
+    b_user = make_user(server, "api_consumer", team_b)
+    b_key = make_key(server, b_user)
+    with as_key(server, b_key) as b:
+        b_kid = b.get("/admin/v1/whoami").json()["key_id"]
+    with as_key(server, a_mgr) as a:
+        mine = a.get("/admin/v1/keys").json()["data"]
+        assert mine and {k["team"] for k in mine} == {team_a}
+        assert {u["team"] for u in a.get("/admin/v1/users").json()["data"]} == {team_a}
+        assert [t["name"] for t in a.get("/admin/v1/teams").json()["data"]] == [team_a]
+        # B's objects look exactly like missing ones
+        gone = a.delete("/admin/v1/keys/nosuchkey000")
+        theirs = a.delete(f"/admin/v1/keys/{b_kid}")
+        assert theirs.status_code == gone.status_code == 404
+        assert theirs.json()["error"]["message"].replace(b_kid, "X") == gone.json()["error"]["message"].replace("nosuchkey000", "X")
+        assert a.post("/admin/v1/keys", json={"user": b_user}).status_code == 404
+        assert a.post("/admin/v1/users", json={"name": unique("x"), "role": "api_consumer", "team": team_b}).status_code == 404
+        # no escalation: a team role cannot make a global admin or a team
+        assert a.post("/admin/v1/users", json={"name": unique("x"), "role": "admin"}).status_code == 403
+        assert a.post("/admin/v1/teams", json={"name": unique("t")}).status_code == 403
+    with as_key(server, b_key) as b:
+        assert b.get("/v1/models").status_code == 200  # B's key still works
+
+
+def test_secrets_at_rest(server):
+    state = server.key_path.parent
+    for name in ("admin.key", "pepper.key", "seekstack.db"):
+        mode = stat.S_IMODE((state / name).stat().st_mode)
+        assert mode == 0o600, (name, oct(mode))
+    db_bytes = b"".join(p.read_bytes() for p in state.glob("seekstack.db*"))
+    assert server.key.encode() not in db_bytes
+    secret = server.key[len("sk-") + 12:]
+    assert secret.encode() not in db_bytes
+    with sqlite3.connect(state / "seekstack.db") as db:
+        hashes = [h for (h,) in db.execute("SELECT hash FROM keys")]
+    assert hashes and all(len(h) == 64 for h in hashes)
+
+
+def test_keys_are_never_in_the_logs(server):
+    log = server.log_path.read_text()
+    assert server.key not in log.replace(server.key, "", 1)  # printed once at bootstrap, never again
+
+
+def test_unauthenticated_mode_is_explicit_and_loopback_only(tmp_path):
+    from conftest import Server
+
+    srv = Server(tmp_path, {"auth": {"enabled": False},
+                            "models": [{"name": "m", "source": "embedded", "context": 256, "slots": 1}]}).start()
+    try:
+        assert srv.key is None  # no bootstrap key is made when auth is off
+        r = httpx.post(srv.url + "/v1/chat/completions", json={"model": "m", "messages": HELLO, "max_tokens": 1})
+        assert r.status_code == 200
+        assert "auth is off" in srv.log_path.read_text()
+    finally:
+        srv.stop()

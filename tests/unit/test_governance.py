@@ -1,0 +1,100 @@
+"""Governance without a server: key format and hashing, bootstrap, tenant rules, policy, config checks."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from seekstack.config import Settings, check_settings
+from seekstack.errors import AuthenticationError, NotFoundError, PermissionDeniedError
+from seekstack.governance import Governance
+from seekstack.governance.keys import hash_key, key_id, matches, new_key
+from seekstack.governance.policy import BUILTIN_ROLES, ROUTES, Policy, route_permission
+
+
+@pytest.fixture
+def gov(tmp_path):
+    g = Governance(Settings(state_dir=tmp_path, roles={"keymaster": {"permissions": ["keys:manage", "users:manage"]}}))
+    yield g
+    g.close()
+
+
+def test_key_format_and_hash():
+    kid, key = new_key()
+    assert key.startswith("sk-") and len(key) == 47 and key_id(key) == kid
+    assert key_id("sk-short") is None and key_id("pk-" + key[3:]) is None
+    pepper = b"p" * 32
+    h = hash_key(pepper, key)
+    assert matches(pepper, key, h) and not matches(pepper, key[:-1] + "x", h) and not matches(b"q" * 32, key, h)
+
+
+def test_bootstrap_creates_one_admin_key_once(gov, tmp_path):
+    key = gov.bootstrap()
+    assert key and gov.bootstrap() is None
+    path = tmp_path / "admin.key"
+    assert path.read_text().strip() == key and stat.S_IMODE(path.stat().st_mode) == 0o600
+    principal = gov.auth.authenticate(f"Bearer {key}")
+    assert principal.role.name == "admin" and principal.team == "default" and principal.is_global
+
+
+def test_authenticate_refuses_bad_headers(gov):
+    gov.bootstrap()
+    for header in (None, "", "Bearer", "Token abc", "Bearer sk-x", "Bearer " + "sk-" + "a" * 44):
+        with pytest.raises(AuthenticationError):
+            gov.auth.authenticate(header)
+
+
+def test_team_scoped_caller_is_confined_to_its_team(gov):
+    admin = gov.auth.authenticate("Bearer " + gov.bootstrap())
+    gov.create_team(admin, "a")
+    gov.create_team(admin, "b")
+    gov.create_user(admin, name="amgr", team="a", role="keymaster")
+    gov.create_user(admin, name="bob", team="b", role="api_consumer")
+    _, bkey = gov.create_key(admin, user="bob", name="", models=[], endpoints=[], expires_in_days=None)
+    _, akey = gov.create_key(admin, user="amgr", name="", models=[], endpoints=[], expires_in_days=None)
+    amgr = gov.auth.authenticate(f"Bearer {akey}")
+    assert {k.team for k in gov.list_keys(amgr)} == {"a"}
+    with pytest.raises(NotFoundError):
+        gov.revoke_key(amgr, key_id(bkey))
+    with pytest.raises(NotFoundError):
+        gov.create_key(amgr, user="bob", name="", models=[], endpoints=[], expires_in_days=None)
+    with pytest.raises(PermissionDeniedError):
+        gov.create_user(amgr, name="evil", team="a", role="security_admin")
+    with pytest.raises(PermissionDeniedError):
+        gov.create_team(amgr, "c")
+    gov.revoke_key(admin, key_id(bkey))
+    with pytest.raises(AuthenticationError):
+        gov.auth.authenticate(f"Bearer {bkey}")
+
+
+def test_every_app_route_has_a_permission(tmp_path):
+    """Deny by default must not hide a route: every route the app serves is in the policy (or a probe)."""
+    from seekstack.gateway.app import build_app
+    from seekstack.governance.policy import OPEN_ROUTES
+
+    app = build_app(Settings(state_dir=tmp_path))
+    for route in app.routes:
+        for method in getattr(route, "methods", ()) or ():
+            if method == "HEAD":
+                continue
+            assert (method, route.path) in OPEN_ROUTES or route_permission(method, route.path), (method, route.path)
+    assert len(ROUTES) >= 14
+
+
+def test_roles_are_separated():
+    readers = [name for name, role in BUILTIN_ROLES.items() if role.grants("audit:read")]
+    assert readers == ["auditor"]
+    assert not BUILTIN_ROLES["admin"].grants("audit:read")
+    assert not BUILTIN_ROLES["security_admin"].grants("inference:chat")
+    custom = Policy.with_custom({"r1_only": {"permissions": ["inference:chat"], "resources": ["deepseek-r1*"]}})
+    role = custom.role("r1_only")
+    assert role.grants("inference:chat", "deepseek-r1-distill") and not role.grants("inference:chat", "qwen")
+
+
+def test_config_check_guards_auth_and_roles():
+    assert check_settings(Settings(auth={"enabled": False})) == []  # loopback: allowed
+    problems = check_settings(Settings(auth={"enabled": False}, server={"host": "0.0.0.0"}))
+    assert any("auth.enabled" in p and "loopback" in p for p in problems)
+    problems = check_settings(Settings(roles={"x": {"permissions": ["inference:read"]}, "admin": {"permissions": []}}))
+    assert any("roles.x.permissions" in p for p in problems) and any("roles.admin" in p for p in problems)
