@@ -31,6 +31,7 @@ bench: install
 
 docs: install
 	$(BIN)/seekstack config docs > docs/configuration.md
+	$(BIN)/python -c "from seekstack.governance.policy import write_role_table; write_role_table('docs/security.md')"
 
 clean:
 	rm -rf $(VENV)

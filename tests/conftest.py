@@ -138,6 +138,13 @@ def engine_request(base_url: str, method: str, path: str, **kwargs) -> httpx.Res
     return httpx.request(method, base_url + path, timeout=10, **kwargs)
 
 
+def engine_predicted(base_url: str) -> float:
+    """Tokens the engine has generated so far (llama.cpp's own counter)."""
+    text = engine_request(base_url, "GET", "/metrics").text
+    line = next(l for l in text.splitlines() if l.startswith("llamacpp:tokens_predicted_total"))
+    return float(line.split()[-1])
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -13,6 +13,7 @@
      ├─ ConflictError               409 conflict              (an admin object that already exists)
      ├─ PayloadTooLargeError        413 payload_too_large
      ├─ EngineUnavailableError      503 engine_unavailable    (Retry-After set)
+     ├─ AuditUnavailableError       503 audit_unavailable     (fail-closed: nothing served unaudited)
      ├─ EngineError                 502 engine_error          (engine answered with garbage)
      └─ ServerUnreachableError      503 server_unreachable    (CLI: no gateway at that URL)
 
@@ -37,6 +38,7 @@ __all__ = [
     "ConflictError",
     "PayloadTooLargeError",
     "EngineUnavailableError",
+    "AuditUnavailableError",
     "EngineError",
 ]
 
@@ -109,6 +111,13 @@ class EngineUnavailableError(SeekstackError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class AuditUnavailableError(SeekstackError):
+    status, error_type, code = 503, "server_error", "audit_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "30"}
 
 
 class EngineError(SeekstackError):

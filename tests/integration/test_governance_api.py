@@ -185,3 +185,65 @@ def test_unauthenticated_mode_is_explicit_and_loopback_only(tmp_path):
         assert "auth is off" in srv.log_path.read_text()
     finally:
         srv.stop()
+
+
+def test_every_request_is_audited_without_its_text(server, role_keys):
+    secret_prompt = "Patient Zhang San, ID 11010519491231002X, asks about dosage"
+    ok = server.http.post("/v1/chat/completions", json={"model": "smollm2-135m", "max_tokens": 2,
+                                                        "messages": [{"role": "user", "content": secret_prompt}]})
+    denied = httpx.get(server.url + "/admin/v1/keys", headers={"Authorization": f"Bearer {role_keys['api_consumer']}"})
+    assert ok.status_code == 200 and denied.status_code == 403
+    with as_key(server, role_keys["auditor"]) as auditor:
+        records = auditor.get("/admin/v1/audit", params={"limit": 10000}).json()["data"]
+        assert auditor.get("/admin/v1/audit/verify").json()["ok"] is True
+    by_request = {}
+    for r in records:
+        by_request.setdefault(r["request_id"], []).append(r)
+    allowed = by_request[ok.headers["x-request-id"]]
+    assert [r["event"] for r in allowed] == ["request", "response"]
+    assert allowed[0]["decision"] == "allow" and allowed[0]["role"] == "admin" and allowed[0]["ip"] == "127.0.0.1"
+    assert allowed[1]["status"] == 200 and allowed[1]["model"] == "smollm2-135m"
+    assert allowed[1]["completion_tokens"] == 2 and allowed[1]["prompt_tokens"] > 5 and allowed[1]["latency_ms"] > 0
+    refused = by_request[denied.headers["x-request-id"]]
+    assert len(refused) == 1 and refused[0]["decision"] == "deny" and refused[0]["status"] == 403
+    assert refused[0]["role"] == "api_consumer" and refused[0]["reason"] == "permission_denied"
+    state = server.key_path.parent / "audit"
+    raw = b"".join(p.read_bytes() for p in state.glob("audit.db*"))
+    assert b"Zhang" not in raw and b"11010519491231002X" not in raw and b"dosage" not in raw
+
+
+def test_audit_cli_verifies_and_exports(server, tmp_path):
+    from test_cli import cli
+
+    result = cli("audit", "verify", "--config", str(server.config_path))
+    assert result.returncode == 0 and result.stdout.startswith("ok:"), result.stderr
+    out = tmp_path / "audit.csv"
+    result = cli("audit", "export", "--config", str(server.config_path), "--format", "csv", "--event", "response",
+                 "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = out.read_text().splitlines()
+    assert rows[0].split(",")[0] and len(rows) > 3 and all(",response," in row for row in rows[1:])
+    bad = cli("audit", "export", "--config", str(server.config_path), "--since", "yesterday")
+    assert bad.returncode == 1 and "ISO 8601" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_audit_store_gone_means_nothing_is_served(tmp_path):
+    from conftest import Server, engine_predicted
+
+    srv = Server(tmp_path, {"models": [{"name": "m", "source": "embedded", "context": 256, "slots": 1}]}).start()
+    try:
+        engine = srv.replicas()[0]["base_url"]
+        body = {"model": "m", "messages": HELLO, "max_tokens": 4}
+        assert srv.http.post("/v1/chat/completions", json=body).status_code == 200
+        predicted = engine_predicted(engine)
+        audit_db = srv.key_path.parent / "audit" / "audit.db"
+        audit_db.rename(audit_db.with_name("elsewhere.db"))
+        r = srv.http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable" and "choices" not in r.json()
+        assert int(r.headers["retry-after"]) > 0
+        assert srv.http.post("/v1/chat/completions", json=body).status_code == 503  # stays closed
+        assert engine_predicted(engine) == predicted  # the engine did no work
+        assert srv.http.get("/healthz").status_code == 200  # and the gateway is alive
+    finally:
+        srv.stop()
+

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Server, engine_request, pid_alive
+from conftest import Server, engine_predicted, engine_request, pid_alive
 
 MODEL = {"name": "m", "source": "embedded", "context": 1024, "slots": 2, "replicas": 2, "threads": 1}
 LONG = {"model": "m", "messages": [{"role": "user", "content": "Tell me a long story."}], "stream": True,
@@ -60,12 +60,6 @@ def test_sigterm_drains_in_flight_stream_then_stops_children(tmp_path):
     # new connections are refused once draining began
     with pytest.raises(httpx.TransportError):
         srv.http.get("/healthz", timeout=2)
-
-
-def engine_predicted(base_url: str) -> float:
-    text = engine_request(base_url, "GET", "/metrics").text
-    line = next(l for l in text.splitlines() if l.startswith("llamacpp:tokens_predicted_total"))
-    return float(line.split()[-1])
 
 
 def test_client_disconnect_cancels_engine_work(tmp_path):

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import SeekstackError
-from . import admin, config_cmd, info, run, serve
+from . import admin, audit, config_cmd, info, run, serve
 
 app = typer.Typer(
     name="seekstack",
@@ -30,6 +30,7 @@ app.add_typer(admin.keys, name="keys")
 app.add_typer(admin.users, name="users")
 app.add_typer(admin.teams, name="teams")
 app.add_typer(admin.roles, name="roles")
+app.add_typer(audit.app, name="audit")
 
 err = Console(stderr=True, highlight=False)
 

@@ -7,6 +7,8 @@ from typing import Optional
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..governance.audit import read_records, verify_log
+
 router = APIRouter(prefix="/admin/v1")
 
 
@@ -86,3 +88,23 @@ async def list_roles(request: Request) -> dict:
     return {"object": "list", "data": [
         {"name": r.name, "permissions": list(r.permissions), "resources": list(r.resources), "scope": r.scope,
          "description": r.description} for r in _gov(request).policy.roles.values()]}
+
+
+@router.get("/audit")
+async def audit_records(request: Request, since: Optional[float] = None, until: Optional[float] = None,
+                        team: Optional[str] = None, key_id: Optional[str] = None, event: Optional[str] = None,
+                        limit: int = 1000) -> dict:
+    """Audit records (metadata only), oldest first; ``since``/``until`` are Unix times."""
+    audit = _gov(request).audit
+    filters = {k: v for k, v in {"team": team, "key_id": key_id, "event": event}.items() if v}
+    records = []
+    for record in read_records(audit.path, since=since, until=until, filters=filters):
+        records.append(record)
+        if len(records) >= min(limit, 10000):
+            break
+    return {"object": "list", "data": records}
+
+
+@router.get("/audit/verify")
+async def audit_verify(request: Request) -> dict:
+    return verify_log(_gov(request).audit.path.parent).__dict__

@@ -13,7 +13,7 @@ from ..governance import Governance
 from ..router import Router
 from ..supervisor import Supervisor
 from . import admin_routes, health_routes, openai_routes
-from .auth import AuthMiddleware
+from .guard import GuardMiddleware
 from .errors import install_error_handlers
 from .inference import InferenceService
 from .limits import BodyLimitMiddleware
@@ -50,7 +50,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(health_routes.router)
     app.include_router(admin_routes.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
-    app.add_middleware(AuthMiddleware, governance=governance, enabled=settings.auth.enabled)  # outermost: before any body is read
+    app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled)  # outermost: before any body is read
     return app
 
 

@@ -62,20 +62,22 @@ class InferenceService:
 
     # ------------------------------------------------------------ lookup
 
-    def capabilities(self, name: str, principal: Principal) -> Capabilities:
+    def capabilities(self, request: Request, name: str) -> Capabilities:
         """The model's capabilities, if it exists and this caller may use it."""
+        principal: Principal = request.state.principal
         group = self.supervisor.replicas.get(name)
         if not group:
             available = ", ".join(m for m in sorted(self.supervisor.replicas) if principal.may_use_model(m)) or "none"
             raise ModelNotFoundError(f"model {name!r} does not exist; available models: {available}", param="model")
         principal.require_model(name)
+        request.state.meter.model = name
         return group[0].engine.capabilities
 
     # ------------------------------------------------------------ endpoints
 
     async def chat(self, request: Request) -> Response:
         body, req = await parse_body(request, ChatCompletionRequest)
-        caps = self.capabilities(req.model, request.state.principal)
+        caps = self.capabilities(request, req.model)
         if not caps.chat:
             raise UnsupportedError(f"model {req.model!r} does not serve chat completions", param="model")
         for i, message in enumerate(req.messages):
@@ -91,13 +93,15 @@ class InferenceService:
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(req.model, "/v1/chat/completions", body,
-                                      StreamShaper(req.model, include_usage=include, split_reasoning=split))
-        data = await self._post(req.model, "/v1/chat/completions", body)
-        return _json(shape_chat(data, req.model, split))
+                                      StreamShaper(req.model, include_usage=include, split_reasoning=split,
+                                                  meter=request.state.meter))
+        data = shape_chat(await self._post(req.model, "/v1/chat/completions", body), req.model, split)
+        request.state.meter.add_usage(data["usage"])
+        return _json(data)
 
     async def completions(self, request: Request) -> Response:
         body, req = await parse_body(request, CompletionRequest)
-        caps = self.capabilities(req.model, request.state.principal)
+        caps = self.capabilities(request, req.model)
         if not caps.completions:
             raise UnsupportedError(f"model {req.model!r} does not serve completions", param="model")
         self._apply_defaults(body, caps)
@@ -115,18 +119,21 @@ class InferenceService:
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(req.model, "/v1/completions", body,
-                                      StreamShaper(req.model, include_usage=include, split_reasoning=False))
-        data = await self._post(req.model, "/v1/completions", body)
-        return _json(shape_completion(data, req.model))
+                                      StreamShaper(req.model, include_usage=include, split_reasoning=False,
+                                                  meter=request.state.meter))
+        data = shape_completion(await self._post(req.model, "/v1/completions", body), req.model)
+        request.state.meter.add_usage(data.get("usage"))
+        return _json(data)
 
     async def embeddings(self, request: Request) -> Response:
         body, req = await parse_body(request, EmbeddingRequest)
-        caps = self.capabilities(req.model, request.state.principal)
+        caps = self.capabilities(request, req.model)
         if not caps.embeddings:
             raise UnsupportedError(f"model {req.model!r} does not serve embeddings",
                                    fix="set `embeddings: true` for it in seekstack.yaml", param="model")
-        data = await self._post(req.model, "/v1/embeddings", body)
-        return _json(shape_embeddings(data, req.model))
+        data = shape_embeddings(await self._post(req.model, "/v1/embeddings", body), req.model)
+        request.state.meter.add_usage(data.get("usage"))
+        return _json(data)
 
     # ------------------------------------------------------------ helpers
 

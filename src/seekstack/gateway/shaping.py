@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from ..governance.meter import Meter
 from ..reasoning import ReasoningSplitter, split_reasoning
 
 DONE = b"data: [DONE]\n\n"
@@ -65,8 +66,9 @@ class StreamShaper:
     (``stream_options.include_usage``) and kept in ``self.usage`` either way.
     """
 
-    def __init__(self, model_id: str, *, include_usage: bool, split_reasoning: bool):
+    def __init__(self, model_id: str, *, include_usage: bool, split_reasoning: bool, meter: Meter | None = None):
         self.model_id = model_id
+        self.meter = meter
         self.include_usage = include_usage
         self.splitter = ReasoningSplitter() if split_reasoning else None
         self.usage: dict[str, Any] | None = None
@@ -96,6 +98,8 @@ class StreamShaper:
         chunk["model"] = self.model_id
         if "usage" in chunk:
             self.usage = chunk["usage"] = shape_usage(chunk["usage"])
+            if self.meter is not None:
+                self.meter.add_usage(self.usage)
             if not self.include_usage:
                 del chunk["usage"]
                 if not chunk.get("choices"):

@@ -48,6 +48,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/v1/teams"): "users:manage",
     ("POST", "/admin/v1/teams"): "users:manage",
     ("GET", "/admin/v1/roles"): "roles:read",
+    ("GET", "/admin/v1/audit"): "audit:read",
+    ("GET", "/admin/v1/audit/verify"): "audit:read",
     ("GET", "/admin/v1/whoami"): "self",
 }
 OPEN_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})  # probes: no key
@@ -129,3 +131,14 @@ def role_table() -> str:
         cells = ["allow" if r.grants(permission) else "—" for r in roles]
         lines.append(f"| `{method} {path}` | `{permission}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_role_table(doc_path: str) -> None:
+    """Replace the table between the role-table markers of a markdown file."""
+    from pathlib import Path
+
+    path = Path(doc_path)
+    head, rest = path.read_text().split("<!-- role-table:start -->\n")
+    _, tail = rest.split("<!-- role-table:end -->")
+    path.write_text(head + "<!-- role-table:start -->\n" + role_table() + "<!-- role-table:end -->" + tail)
+

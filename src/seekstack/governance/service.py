@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from .audit import AuditLog
 from .auth import Authenticator, Principal
 from .keys import hash_key, load_pepper, new_key, write_secret_file
 from .policy import Policy
@@ -34,11 +35,13 @@ class Governance:
         self.store = IdentityStore(state / "seekstack.db")
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
         self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
+        self.audit = AuditLog(audit_dir(settings))
         self.admin_key_file = admin_key_path(settings)
 
     def close(self) -> None:
         self.auth.flush()
         self.store.close()
+        self.audit.close()
 
     def bootstrap(self) -> str | None:
         """With no key at all: create the admin user and key, write it to a 0600 file, return it (once)."""
@@ -118,6 +121,10 @@ def admin_key_path(settings: Settings) -> Path:
     if settings.auth.admin_key_file is not None:
         return Path(settings.auth.admin_key_file).expanduser()
     return Path(settings.state_dir).expanduser() / "admin.key"
+
+
+def audit_dir(settings: Settings) -> Path:
+    return Path(settings.state_dir).expanduser() / "audit"
 
 
 def _check_name(name: str, what: str) -> None:

@@ -1,0 +1,89 @@
+"""`seekstack audit verify|export`: check the chain and signatures; export records. Reads the
+audit store directly (works while the server is down), so it runs where `serve` keeps its state."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..config import load_settings
+from ..errors import ConfigError, InvalidRequestError
+from ..governance.audit import read_records, verify_log
+from ..governance.service import audit_dir
+from .common import ConfigOption, JsonOption, console
+
+app = typer.Typer(help="The tamper-evident audit log: verify it, export it.", no_args_is_help=True)
+out = console()
+
+
+def _directory(config: Optional[Path]) -> Path:
+    directory = audit_dir(load_settings(config))
+    if not (directory / "audit.db").exists():
+        raise ConfigError(f"no audit log at {directory}", fix="pass the --config that `serve` uses (its state_dir)")
+    return directory
+
+
+@app.command("verify")
+def verify(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Check every record's chain mac, the sequence, and the signed checkpoints; name the first bad record."""
+    verdict = verify_log(_directory(config))
+    if as_json:
+        print(json.dumps(verdict.__dict__, indent=2))
+    elif verdict.ok:
+        out.print(f"ok: {verdict.records} records, chain intact, {verdict.checkpoints} signed checkpoint(s) valid")
+    if not verdict.ok:
+        raise InvalidRequestError(f"audit log tampered: first bad record is #{verdict.first_bad}: {verdict.problem}",
+                                  fix="keep this copy as evidence; compare with an exported copy or backup")
+
+
+@app.command("export")
+def export(
+    config: Optional[Path] = ConfigOption,
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
+    since: Optional[str] = typer.Option(None, "--since", help="From this UTC date or time (ISO 8601)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Before this UTC date or time (ISO 8601)."),
+    team: Optional[str] = typer.Option(None, "--team", help="Only this team's records."),
+    key_id: Optional[str] = typer.Option(None, "--key-id", help="Only this key's records."),
+    event: Optional[str] = typer.Option(None, "--event", help="request or response."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (default: stdout)."),
+) -> None:
+    """Write audit records as JSONL or CSV, filtered."""
+    if fmt not in ("jsonl", "csv"):
+        raise InvalidRequestError(f"--format must be jsonl or csv, not {fmt!r}", fix="pass --format jsonl or --format csv")
+    filters = {k: v for k, v in {"team": team, "key_id": key_id, "event": event}.items() if v}
+    records = read_records(_directory(config) / "audit.db", since=_when(since, "--since"), until=_when(until, "--until"),
+                           filters=filters)
+    target = open(output, "w", newline="") if output else sys.stdout
+    try:
+        if fmt == "jsonl":
+            for record in records:
+                target.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            rows = list(records)
+            columns = sorted({k for r in rows for k in r})
+            writer = csv.DictWriter(target, fieldnames=columns)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+    finally:
+        if output:
+            target.close()
+
+
+def _when(value: Optional[str], option: str) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequestError(f"{option} {value!r} is not an ISO 8601 date or time",
+                                  fix=f"e.g. {option} 2026-11-01 or {option} 2026-11-01T08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()

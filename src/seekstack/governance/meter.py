@@ -1,0 +1,28 @@
+"""What one request used, filled in by the inference service and read when the request ends
+(by the audit record, and by quotas and usage accounting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Meter:
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    pii: dict[str, int] = field(default_factory=dict)  # class → count found; never values
+
+    def add_usage(self, usage: dict[str, Any] | None) -> None:
+        if not usage:
+            return
+        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        details = usage.get("completion_tokens_details") or {}
+        self.reasoning_tokens = int(details.get("reasoning_tokens") or 0)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
