@@ -51,6 +51,15 @@ class AuthConfig(_Section):
     admin_key_file: Path | None = Field(None, description="Where the first `serve` writes the bootstrap admin key (mode 0600); default `<state_dir>/admin.key`.")
 
 
+class AuditConfig(_Section):
+    dir: Path | None = Field(None, description="Directory of this gateway's audit chain and its keys; default `<state_dir>/audit`. Gateways that share a state_dir each need their own.")
+
+
+class QuotaConfig(_Section):
+    store: Literal["memory", "redis"] = Field("memory", description="Where rate-limit counters live: `memory` (one gateway process) or `redis` (exact across several gateways).")
+    redis_url: str | None = Field(None, description="Redis URL for `store: redis`, e.g. `redis://10.0.0.5:6379/0` or a Unix socket path.")
+
+
 class RoleConfig(_Section):
     permissions: list[str] = Field(description="Permission patterns this role grants, e.g. `inference:*`, `usage:read`.")
     resources: list[str] = Field(["*"], description="Model patterns the role may use, e.g. `deepseek-r1*`.")
@@ -134,6 +143,8 @@ class Settings(_Section):
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="Engine process supervision.")
     models: list[ModelConfig] = Field(default_factory=default_models, description="Models to serve; default: the embedded SmolLM2-135M.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="The tamper-evident audit log.")
+    quotas: QuotaConfig = Field(default_factory=QuotaConfig, description="Rate limits and token budgets (the limits themselves are set per key, user and team with `seekstack limits`).")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Custom roles beside the six built-in ones.")
     state_dir: Path = Field(Path("~/.seekstack"), description="Where seekstack keeps logs and state.")
 
@@ -293,6 +304,8 @@ def check_settings(settings: Settings) -> list[str]:
             if not any(fnmatchcase(p, pattern) for p in PERMISSIONS):
                 problems.append(f"roles.{name}.permissions: {pattern!r} matches no permission — "
                                 f"use one of {', '.join(PERMISSIONS)} (wildcards allowed)")
+    if settings.quotas.store == "redis" and not settings.quotas.redis_url:
+        problems.append("quotas.redis_url: required with quotas.store: redis — e.g. redis://127.0.0.1:6379/0")
     tls = settings.server.tls
     if tls is not None:
         for label, file in (("cert", tls.cert), ("key", tls.key)):
@@ -312,7 +325,7 @@ def settings_reference() -> str:
              "Unknown keys are errors. `seekstack config check FILE` reports every problem at once.", ""]
     sections = [("(top level)", Settings, "")] + [
         (name, field.annotation if name != "models" else ModelConfig, name)
-        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "models")]
+        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "quotas", "models")]
     sections += [("server.tls", TLSConfig, "server.tls"), ("models[].defaults", SamplingDefaults, "models[].defaults"),
                  ("roles.<name>", RoleConfig, "roles.<name>")]
     for title, model, prefix in sections:

@@ -11,6 +11,7 @@
      ├─ NotFoundError               404 not_found             (an admin object; never says whose)
      │   └─ ModelNotFoundError      404 model_not_found
      ├─ ConflictError               409 conflict              (an admin object that already exists)
+     ├─ RateLimitError              429 rate_limit_exceeded   (a quota; Retry-After and x-ratelimit-* set)
      ├─ PayloadTooLargeError        413 payload_too_large
      ├─ EngineUnavailableError      503 engine_unavailable    (Retry-After set)
      ├─ AuditUnavailableError       503 audit_unavailable     (fail-closed: nothing served unaudited)
@@ -36,6 +37,7 @@ __all__ = [
     "NotFoundError",
     "ModelNotFoundError",
     "ConflictError",
+    "RateLimitError",
     "PayloadTooLargeError",
     "EngineUnavailableError",
     "AuditUnavailableError",
@@ -111,6 +113,18 @@ class EngineUnavailableError(SeekstackError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimitError(SeekstackError):
+    status, error_type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, limit_headers: dict[str, str] | None = None, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+        self.limit_headers = limit_headers or {}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after), **self.limit_headers}
 
 
 class AuditUnavailableError(SeekstackError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 
 import pytest
@@ -17,7 +18,7 @@ from seekstack.governance.policy import BUILTIN_ROLES, ROUTES, Policy, route_per
 def gov(tmp_path):
     g = Governance(Settings(state_dir=tmp_path, roles={"keymaster": {"permissions": ["keys:manage", "users:manage"]}}))
     yield g
-    g.close()
+    asyncio.run(g.aclose())
 
 
 def test_key_format_and_hash():

@@ -30,6 +30,8 @@ app.add_typer(admin.keys, name="keys")
 app.add_typer(admin.users, name="users")
 app.add_typer(admin.teams, name="teams")
 app.add_typer(admin.roles, name="roles")
+app.add_typer(admin.limits, name="limits")
+app.command("usage")(admin.usage)
 app.add_typer(audit.app, name="audit")
 
 err = Console(stderr=True, highlight=False)

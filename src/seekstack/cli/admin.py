@@ -17,6 +17,7 @@ out = console()
 keys = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 users = typer.Typer(help="Users: each belongs to one team and has one role.", no_args_is_help=True)
 teams = typer.Typer(help="Teams (tenants): usage, keys and audit are separated by team.", no_args_is_help=True)
+limits = typer.Typer(help="Rate limits and token budgets per key, user or team.", no_args_is_help=True)
 roles = typer.Typer(help="Roles and their permissions (six built in, more from `roles:` in the config).", no_args_is_help=True)
 
 
@@ -122,3 +123,41 @@ def roles_list(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOp
     """List roles with their permissions, resources and scope."""
     _print(connect(url, key, config).get("/admin/v1/roles")["data"], as_json, "roles",
            ["name", "scope", "permissions", "resources", "description"])
+
+
+@limits.command("set")
+def limits_set(
+    scope: str = typer.Argument(..., help="key, user or team."),
+    name: str = typer.Argument(..., help="The key id, user name or team name."),
+    rpm: Optional[int] = typer.Option(None, "--rpm", help="Requests per minute."),
+    tpm: Optional[int] = typer.Option(None, "--tpm", help="Tokens per minute (prompt + completion, reasoning included)."),
+    concurrent: Optional[int] = typer.Option(None, "--concurrent", help="Requests in flight at once."),
+    daily_tokens: Optional[int] = typer.Option(None, "--daily-tokens", help="Tokens per UTC day."),
+    monthly_tokens: Optional[int] = typer.Option(None, "--monthly-tokens", help="Tokens per UTC month."),
+    url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Set the limits of a key, user or team (unset options mean no limit)."""
+    row = connect(url, key, config).request("PUT", "/admin/v1/limits", {
+        "scope": scope, "name": name, "rpm": rpm, "tpm": tpm, "concurrent": concurrent,
+        "daily_tokens": daily_tokens, "monthly_tokens": monthly_tokens})
+    _print([row], as_json, "limits set", LIMIT_COLUMNS)
+
+
+@limits.command("list")
+def limits_list(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
+                as_json: bool = JsonOption) -> None:
+    """List the limits you may see."""
+    _print(connect(url, key, config).get("/admin/v1/limits")["data"], as_json, "limits", LIMIT_COLUMNS)
+
+
+LIMIT_COLUMNS = ["scope", "name", "rpm", "tpm", "concurrent", "daily_tokens", "monthly_tokens"]
+
+
+def usage(since: Optional[str] = typer.Option(None, "--since", help="From this day (YYYY-MM-DD)."),
+          url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
+          as_json: bool = JsonOption) -> None:
+    """Usage per day, key, user, team and model (your team's, unless you are a global role)."""
+    path = "/admin/v1/usage" + (f"?since={since}" if since else "")
+    _print(connect(url, key, config).get(path)["data"], as_json, "usage",
+           ["day", "team", "user", "key_id", "model", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens"])

@@ -34,6 +34,16 @@ class NewTeam(_Body):
     name: str
 
 
+class SetLimits(_Body):
+    scope: str = Field(description="key, user or team")
+    name: str = Field(description="the key id, user name or team name")
+    rpm: Optional[int] = Field(None, ge=0)
+    tpm: Optional[int] = Field(None, ge=0)
+    concurrent: Optional[int] = Field(None, ge=0)
+    daily_tokens: Optional[int] = Field(None, ge=0)
+    monthly_tokens: Optional[int] = Field(None, ge=0)
+
+
 def _gov(request: Request):
     return request.app.state.governance
 
@@ -88,6 +98,23 @@ async def list_roles(request: Request) -> dict:
     return {"object": "list", "data": [
         {"name": r.name, "permissions": list(r.permissions), "resources": list(r.resources), "scope": r.scope,
          "description": r.description} for r in _gov(request).policy.roles.values()]}
+
+
+@router.get("/limits")
+async def list_limits(request: Request) -> dict:
+    return {"object": "list", "data": _gov(request).list_limits(request.state.principal)}
+
+
+@router.put("/limits")
+async def set_limits(body: SetLimits, request: Request) -> dict:
+    values = body.model_dump(exclude={"scope", "name"})
+    return _gov(request).set_limits(request.state.principal, body.scope, body.name, values)
+
+
+@router.get("/usage")
+async def usage(request: Request, since: Optional[str] = None) -> dict:
+    """Usage per day, key, user, team and model; ``since`` is a day (YYYY-MM-DD)."""
+    return {"object": "list", "data": _gov(request).usage(request.state.principal, since_day=since)}
 
 
 @router.get("/audit")

@@ -42,7 +42,7 @@ def build_app(settings: Settings) -> FastAPI:
             flusher.cancel()
             await supervisor.stop()
             await http.close()
-            governance.close()
+            await governance.aclose()
 
     app = FastAPI(title="seekstack", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
@@ -55,7 +55,7 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 async def _flush_periodically(governance: Governance, every: float = 10.0) -> None:
-    """Write keys' last-used times back in batches, off the request path."""
+    """Write keys' last-used times and usage rows back in batches, off the request path."""
     while True:
         await asyncio.sleep(every)
-        governance.auth.flush()
+        governance.flush()

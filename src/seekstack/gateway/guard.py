@@ -3,11 +3,13 @@
 1. Probes (``/healthz``, ``/readyz``) pass untouched.
 2. The key becomes a principal; the route must have a permission the principal's role
    grants (deny by default). A refusal is answered here and audited.
-3. An admitted request is audited *before* it runs — :meth:`AuditLog.append` returns only
+3. Quotas admit it (or 429 with Retry-After and x-ratelimit-* headers).
+4. An admitted request is audited *before* it runs — :meth:`AuditLog.append` returns only
    once the record is committed, so when the audit log cannot be written the request is
    refused with 503 and nothing is served unaudited (fail-closed).
-4. When the route finishes (a stream: after its last byte) an outcome record follows with
-   the status, model, tokens and latency from the request's :class:`Meter`.
+5. When the route finishes (a stream: after its last byte) an outcome record follows with
+   the status, model, tokens and latency from the request's :class:`Meter`; the quota is
+   settled (concurrency released, tokens charged) and usage is recorded.
 
 The principal and meter land in ``request.state`` for the routes. Every response carries
 ``x-request-id``, the id in both audit records.
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import secrets
 import time
+
+import anyio
 
 from ..errors import NotFoundError, SeekstackError
 from ..governance import ANONYMOUS, Governance, route_permission
@@ -41,6 +45,7 @@ class GuardMiddleware:
                   "ip": scope["client"][0] if scope.get("client") else None}
         principal = None
         audit = self.governance.audit
+        self.governance.refresh_if_changed()
         try:
             principal = self._principal(scope)
             record.update(key_id=principal.key_id, user=principal.user, team=principal.team, role=principal.role.name)
@@ -49,10 +54,14 @@ class GuardMiddleware:
                 raise NotFoundError(f"{method} {path} is not an endpoint of this server",
                                     fix="see the API reference for the endpoints")
             principal.require(permission, method, path)
+            admission = await self.governance.quotas.admit(principal.key_id, principal.user, principal.team)
+        except SeekstackError as exc:
+            audit.append_nowait({**record, "decision": "deny", "reason": exc.code, "status": exc.status})
+            return await refuse(send, exc, request_id)
+        try:
             await audit.append({**record, "decision": "allow"})
         except SeekstackError as exc:
-            if exc.code != "audit_unavailable":
-                audit.append_nowait({**record, "decision": "deny", "reason": exc.code, "status": exc.status})
+            await self.governance.quotas.settle(admission, 0)
             return await refuse(send, exc, request_id)
 
         meter = Meter()
@@ -64,12 +73,17 @@ class GuardMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode()),
+                                      *((k.encode(), v.encode()) for k, v in admission.headers.items())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            with anyio.CancelScope(shield=True):  # a client that left still counts
+                await self.governance.quotas.settle(admission, meter.total_tokens)
+            if meter.model is not None:
+                self.governance.record_usage(principal, meter)
             audit.append_nowait({
                 "event": "response", "request_id": request_id, "key_id": principal.key_id, "team": principal.team,
                 "endpoint": path, "model": meter.model, "status": status,

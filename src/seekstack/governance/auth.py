@@ -1,8 +1,8 @@
 """Authenticate a bearer key into a :class:`Principal`, and decide what it may do.
 
-Keys are read through a small cache (``CACHE_TTL_S``) so the request path does one dict
-lookup and one HMAC; a revoke in this process takes effect at once, one made by another
-gateway sharing the database within the TTL. ``last_used`` is kept in memory and
+Keys are read through a small cache so the request path does one dict lookup and one HMAC;
+a revoke takes effect at once, in this process and (through the database's change counter,
+checked on every request) in other gateways sharing the database. ``last_used`` is kept in memory and
 written back in batches (:meth:`Authenticator.flush`).
 """
 
@@ -98,6 +98,9 @@ class Authenticator:
 
     def forget(self, kid: str) -> None:
         self._cache.pop(kid, None)
+
+    def forget_all(self) -> None:
+        self._cache.clear()
 
     def flush(self) -> None:
         if self._last_used:

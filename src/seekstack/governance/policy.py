@@ -27,6 +27,7 @@ PERMISSIONS: dict[str, str] = {
     "keys:manage": "create, list and revoke API keys",
     "users:manage": "create and list users and teams",
     "roles:read": "list roles and their permissions",
+    "quotas:manage": "set and list rate limits and token budgets",
     "usage:read": "read usage records",
     "audit:read": "read, verify and export the audit log",
     "metrics:read": "read metrics",
@@ -48,6 +49,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/v1/teams"): "users:manage",
     ("POST", "/admin/v1/teams"): "users:manage",
     ("GET", "/admin/v1/roles"): "roles:read",
+    ("GET", "/admin/v1/limits"): "quotas:manage",
+    ("PUT", "/admin/v1/limits"): "quotas:manage",
+    ("GET", "/admin/v1/usage"): "usage:read",
     ("GET", "/admin/v1/audit"): "audit:read",
     ("GET", "/admin/v1/audit/verify"): "audit:read",
     ("GET", "/admin/v1/whoami"): "self",
@@ -75,10 +79,10 @@ class Role:
 
 
 BUILTIN_ROLES: dict[str, Role] = {r.name: r for r in (
-    Role("admin", ("inference:*", "models:*", "keys:manage", "users:manage", "roles:read", "usage:read",
+    Role("admin", ("inference:*", "models:*", "keys:manage", "users:manage", "roles:read", "quotas:manage", "usage:read",
                    "metrics:read", "config:manage"), scope="global",
          description="runs the system: models, configuration, and (to bootstrap) people and keys; not the audit log"),
-    Role("security_admin", ("keys:manage", "users:manage", "roles:read", "usage:read"), scope="global",
+    Role("security_admin", ("keys:manage", "users:manage", "roles:read", "quotas:manage", "usage:read"), scope="global",
          description="people, teams, keys and roles; no inference, no audit log"),
     Role("auditor", ("audit:read", "roles:read"), scope="global",
          description="reads, verifies and exports the audit log; nothing else"),

@@ -17,15 +17,18 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from .audit import AuditLog
+from .meter import Meter
+from .quotas import Limits, MemoryCounters, Quotas, RedisCounters
 from .auth import Authenticator, Principal
 from .keys import hash_key, load_pepper, new_key, write_secret_file
 from .policy import Policy
-from .store import IdentityStore, KeyRecord
+from .store import LIMIT_FIELDS, IdentityStore, KeyRecord
 
 log = logging.getLogger("seekstack.governance")
 
 BOOTSTRAP_TEAM = "default"
 BOOTSTRAP_USER = "admin"
+LIMITS_TTL_S = 5.0
 
 
 class Governance:
@@ -37,11 +40,76 @@ class Governance:
         self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
         self.audit = AuditLog(audit_dir(settings))
         self.admin_key_file = admin_key_path(settings)
+        q = settings.quotas
+        self.quotas = Quotas(RedisCounters(q.redis_url) if q.store == "redis" else MemoryCounters(), self._limits_for)
+        self._limits: dict[tuple[str, str], Limits] = {}
+        self._limits_loaded = -LIMITS_TTL_S
+        self._usage: dict[tuple[str, str, str], list] = {}
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """Write batched last-used times and usage rows (called periodically and at shutdown)."""
         self.auth.flush()
+        if self._usage:
+            rows, self._usage = self._usage, {}
+            self.store.add_usage([(day, kid, user, team, model, *counts)
+                                  for (day, kid, model), (user, team, *counts) in rows.items()])
+
+    async def aclose(self) -> None:
+        self.flush()
+        await self.quotas.counters.close()
         self.store.close()
         self.audit.close()
+
+    # ------------------------------------------------------------ quotas and usage
+    def refresh_if_changed(self) -> None:
+        """Another gateway sharing the database changed keys or limits: drop the caches at once."""
+        if self.store.changed_elsewhere():
+            self.auth.forget_all()
+            self._limits_loaded = -LIMITS_TTL_S
+
+    def _limits_for(self, scope: str, name: str) -> Limits | None:
+        now = time.monotonic()
+        if now - self._limits_loaded >= LIMITS_TTL_S:
+            self._limits = {(r["scope"], r["name"]): Limits(**{f: r[f] for f in LIMIT_FIELDS}) for r in self.store.limits()}
+            self._limits_loaded = now
+        return self._limits.get((scope, name))
+
+    def record_usage(self, principal: Principal, meter: Meter) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        row = self._usage.setdefault((day, principal.key_id, meter.model or "-"), [principal.user, principal.team, 0, 0, 0, 0])
+        row[2] += 1
+        row[3] += meter.prompt_tokens
+        row[4] += meter.completion_tokens
+        row[5] += meter.reasoning_tokens
+
+    def set_limits(self, caller: Principal, scope: str, name: str, values: dict) -> dict:
+        if scope not in ("key", "user", "team"):
+            raise InvalidRequestError(f"scope must be key, user or team, not {scope!r}", param="scope")
+        team = {"team": lambda: name, "user": lambda: (self.store.user(name) or {}).get("team"),
+                "key": lambda: getattr(self.store.key(name), "team", None)}[scope]()
+        if team is None or not caller.sees_team(team):
+            raise NotFoundError(f"{scope} {name!r} not found")
+        if scope == "team" and not caller.is_global:
+            raise PermissionDeniedError("only a global administrator sets a team's limits")
+        for field_name, value in values.items():
+            if field_name not in LIMIT_FIELDS or (value is not None and (not isinstance(value, int) or value < 0)):
+                raise InvalidRequestError(f"{field_name}: must be one of {', '.join(LIMIT_FIELDS)} with a whole number ≥ 0",
+                                          param=field_name)
+        self.store.set_limits(scope, name, values)
+        self._limits_loaded = -LIMITS_TTL_S
+        return {"scope": scope, "name": name, **{f: values.get(f) for f in LIMIT_FIELDS}}
+
+    def list_limits(self, caller: Principal) -> list[dict]:
+        rows = self.store.limits()
+        if caller.is_global:
+            return rows
+        visible = {("team", caller.team)} | {("user", u["name"]) for u in self.store.users(caller.team)} \
+            | {("key", k.id) for k in self.store.keys(caller.team)}
+        return [r for r in rows if (r["scope"], r["name"]) in visible]
+
+    def usage(self, caller: Principal, *, since_day: str | None = None) -> list[dict]:
+        self.flush()
+        return self.store.usage(team=None if caller.is_global else caller.team, since_day=since_day)
 
     def bootstrap(self) -> str | None:
         """With no key at all: create the admin user and key, write it to a 0600 file, return it (once)."""
@@ -124,6 +192,8 @@ def admin_key_path(settings: Settings) -> Path:
 
 
 def audit_dir(settings: Settings) -> Path:
+    if settings.audit.dir is not None:
+        return Path(settings.audit.dir).expanduser()
     return Path(settings.state_dir).expanduser() / "audit"
 
 

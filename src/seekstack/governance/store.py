@@ -21,7 +21,16 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY, hash TEXT NOT NULL, name TEXT NOT NULL, user TEXT NOT NULL REFERENCES users(name),
     models TEXT NOT NULL, endpoints TEXT NOT NULL, created REAL NOT NULL, expires REAL, revoked REAL, last_used REAL);
+CREATE TABLE IF NOT EXISTS limits (
+    scope TEXT NOT NULL, name TEXT NOT NULL, rpm INTEGER, tpm INTEGER, concurrent INTEGER,
+    daily_tokens INTEGER, monthly_tokens INTEGER, PRIMARY KEY (scope, name));
+CREATE TABLE IF NOT EXISTS usage (
+    day TEXT NOT NULL, key_id TEXT NOT NULL, user TEXT NOT NULL, team TEXT NOT NULL, model TEXT NOT NULL,
+    requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL, PRIMARY KEY (day, key_id, model));
 """
+
+LIMIT_FIELDS = ("rpm", "tpm", "concurrent", "daily_tokens", "monthly_tokens")
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,18 @@ class IdentityStore:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         path.chmod(0o600)
+        self._seen_version = self._data_version()
+
+    def _data_version(self) -> int:
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    def changed_elsewhere(self) -> bool:
+        """True once after another process (another gateway, the CLI) committed a change (a few µs)."""
+        version = self._data_version()
+        if version == self._seen_version:
+            return False
+        self._seen_version = version
+        return True
 
     def close(self) -> None:
         self.db.close()
@@ -121,6 +142,32 @@ class IdentityStore:
 
     def touch_keys(self, last_used: dict[str, float]) -> None:
         self.db.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
+
+    # limits and usage
+    def set_limits(self, scope: str, name: str, values: dict) -> None:
+        self.db.execute(f"INSERT OR REPLACE INTO limits VALUES (?, ?, {', '.join('?' * len(LIMIT_FIELDS))})",
+                        (scope, name, *(values.get(f) for f in LIMIT_FIELDS)))
+
+    def limits(self) -> list[dict]:
+        rows = self.db.execute(f"SELECT scope, name, {', '.join(LIMIT_FIELDS)} FROM limits ORDER BY scope, name")
+        return [{"scope": r[0], "name": r[1], **dict(zip(LIMIT_FIELDS, r[2:]))} for r in rows]
+
+    def add_usage(self, rows: list[tuple]) -> None:
+        """rows: (day, key_id, user, team, model, requests, prompt, completion, reasoning)."""
+        self.db.executemany(
+            "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE SET "
+            "requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = completion_tokens + excluded.completion_tokens, "
+            "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens", rows)
+
+    def usage(self, *, team: str | None = None, since_day: str | None = None) -> list[dict]:
+        sql, args = "SELECT day, key_id, user, team, model, requests, prompt_tokens, completion_tokens, reasoning_tokens FROM usage WHERE 1=1", []
+        if team is not None:
+            sql, args = sql + " AND team = ?", [*args, team]
+        if since_day is not None:
+            sql, args = sql + " AND day >= ?", [*args, since_day]
+        cols = ("day", "key_id", "user", "team", "model", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens")
+        return [dict(zip(cols, r)) for r in self.db.execute(sql + " ORDER BY day, team, user, model", args)]
 
 
 def _record(row) -> KeyRecord:
