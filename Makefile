@@ -32,6 +32,7 @@ bench: install
 docs: install
 	$(BIN)/seekstack config docs > docs/configuration.md
 	$(BIN)/python -c "from seekstack.governance.policy import write_role_table; write_role_table('docs/security.md')"
+	$(BIN)/python -c "from seekstack.governance.pii.scoring import write_table; write_table('tests/data/pii/corpus.jsonl', 'docs/pii.md')"
 
 clean:
 	rm -rf $(VENV)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -103,7 +104,9 @@ TEAM_KEYMASTER = {"permissions": ["keys:manage", "users:manage", "inference:*", 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("serve"), {"models": [EMBEDDED, SMALL_CTX, EMBEDDER],
-                                                    "roles": {"team_keymaster": TEAM_KEYMASTER}}).start()
+                                                    "roles": {"team_keymaster": TEAM_KEYMASTER},
+                                                    "pii": {"teams": {"pii_mask": "mask", "pii_token": "tokenize",
+                                                                      "pii_off": "off"}}}).start()
     yield srv
     srv.stop()
 
@@ -155,3 +158,37 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# ------------------------------------------------------------------ keys and users on a running server
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}x{next(_names)}"
+
+
+def as_key(server, key: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def make_key(server, user: str, **extra) -> str:
+    r = server.http.post("/admin/v1/keys", json={"user": user, "name": "test", **extra})
+    assert r.status_code == 201, r.text
+    return r.json()["key"]
+
+
+def make_user(server, role: str, team: str = "default", caller: "httpx.Client | None" = None) -> str:
+    name = unique(role)
+    r = (caller or server.http).post("/admin/v1/users", json={"name": name, "role": role, "team": team})
+    assert r.status_code == 201, r.text
+    return name
+
+
+
+@pytest.fixture(scope="session")
+def role_keys(server):
+    """A key for a user of each built-in role, on the session server."""
+    from seekstack.governance.policy import BUILTIN_ROLES
+
+    return {role: make_key(server, make_user(server, role)) for role in BUILTIN_ROLES}

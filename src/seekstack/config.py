@@ -55,6 +55,16 @@ class AuditConfig(_Section):
     dir: Path | None = Field(None, description="Directory of this gateway's audit chain and its keys; default `<state_dir>/audit`. Gateways that share a state_dir each need their own.")
 
 
+PiiMode = Literal["off", "detect", "mask", "tokenize"]
+
+
+class PiiConfig(_Section):
+    default: PiiMode = Field("detect", description="PII policy when nothing more specific applies: off, detect (audit the classes found), mask (irreversible), tokenize (reversible placeholders, restored in the answer).")
+    teams: dict[str, PiiMode] = Field(default_factory=dict, description="Policy per team.")
+    keys: dict[str, PiiMode] = Field(default_factory=dict, description="Policy per key id (wins over team).")
+    models: dict[str, PiiMode] = Field(default_factory=dict, description="Policy per model (team and key win over it).")
+
+
 class QuotaConfig(_Section):
     store: Literal["memory", "redis"] = Field("memory", description="Where rate-limit counters live: `memory` (one gateway process) or `redis` (exact across several gateways).")
     redis_url: str | None = Field(None, description="Redis URL for `store: redis`, e.g. `redis://10.0.0.5:6379/0` or a Unix socket path.")
@@ -144,6 +154,7 @@ class Settings(_Section):
     models: list[ModelConfig] = Field(default_factory=default_models, description="Models to serve; default: the embedded SmolLM2-135M.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys.")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="The tamper-evident audit log.")
+    pii: PiiConfig = Field(default_factory=PiiConfig, description="PII detection and masking in prompts and answers.")
     quotas: QuotaConfig = Field(default_factory=QuotaConfig, description="Rate limits and token budgets (the limits themselves are set per key, user and team with `seekstack limits`).")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Custom roles beside the six built-in ones.")
     state_dir: Path = Field(Path("~/.seekstack"), description="Where seekstack keeps logs and state.")
@@ -325,7 +336,7 @@ def settings_reference() -> str:
              "Unknown keys are errors. `seekstack config check FILE` reports every problem at once.", ""]
     sections = [("(top level)", Settings, "")] + [
         (name, field.annotation if name != "models" else ModelConfig, name)
-        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "quotas", "models")]
+        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "quotas", "models")]
     sections += [("server.tls", TLSConfig, "server.tls"), ("models[].defaults", SamplingDefaults, "models[].defaults"),
                  ("roles.<name>", RoleConfig, "roles.<name>")]
     for title, model, prefix in sections:

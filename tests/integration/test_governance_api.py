@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import sqlite3
 import stat
 import time
@@ -14,31 +12,9 @@ import pytest
 
 from seekstack.governance.policy import BUILTIN_ROLES, ROUTES
 
+from conftest import as_key, make_key, make_user, unique
+
 HELLO = [{"role": "user", "content": "Hi"}]
-_names = itertools.count()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{os.getpid()}x{next(_names)}"
-
-
-def as_key(server, key: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-
-
-def make_key(server, user: str, **extra) -> str:
-    r = server.http.post("/admin/v1/keys", json={"user": user, "name": "test", **extra})
-    assert r.status_code == 201, r.text
-    return r.json()["key"]
-
-
-def make_user(server, role: str, team: str = "default", caller: httpx.Client | None = None) -> str:
-    name = unique(role)
-    r = (caller or server.http).post("/admin/v1/users", json={"name": name, "role": role, "team": team})
-    assert r.status_code == 201, r.text
-    return name
-
-
 def request_for(method: str, path: str) -> tuple[str, str, dict | None]:
     """A harmless, valid request for each route of the policy."""
     bodies = {
@@ -51,11 +27,6 @@ def request_for(method: str, path: str) -> tuple[str, str, dict | None]:
         "/admin/v1/limits": {"scope": "team", "name": unique("nolimits")},  # an unknown team: 404 once allowed
     }
     return method, path.replace("{id}", "nosuchkey000"), bodies.get(path) if method in ("POST", "PUT") else None
-
-
-@pytest.fixture(scope="module")
-def role_keys(server):
-    return {role: make_key(server, make_user(server, role)) for role in BUILTIN_ROLES}
 
 
 def test_authorization_matrix_matches_the_policy(server, role_keys):

@@ -8,8 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from conftest import Server
-from test_governance_api import as_key, make_key, make_user
+from conftest import Server, as_key, make_key, make_user
 
 HELLO = [{"role": "user", "content": "Hi"}]
 

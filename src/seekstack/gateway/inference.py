@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from ..config import Settings
 from ..engines import Capabilities
 from ..governance import Principal
+from ..governance.pii import Redactor, policy_for, redact_prompt
 from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
                       UnsupportedError, ValidationFailed)
 from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -85,6 +86,7 @@ class InferenceService:
                 raise InvalidRequestError(f"messages[{i}].reasoning_content must not be sent back to the model",
                                           fix="drop reasoning_content from earlier assistant turns", param=f"messages.{i}")
         self._apply_defaults(body, caps)
+        redactor = self._redactor(request, req.model, body)
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
         bound = sum(text_bytes(m.content) + PER_MESSAGE_SLACK for m in req.messages) + TEMPLATE_SLACK
         await self._check_context(req.model, caps, bound, budget, "messages",
@@ -94,9 +96,15 @@ class InferenceService:
             include = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(req.model, "/v1/chat/completions", body,
                                       StreamShaper(req.model, include_usage=include, split_reasoning=split,
-                                                  meter=request.state.meter))
+                                                  meter=request.state.meter, redactor=redactor))
         data = shape_chat(await self._post(req.model, "/v1/chat/completions", body), req.model, split)
+        for choice in data.get("choices", []):
+            message = choice.get("message") or {}
+            for name in ("content", "reasoning_content"):
+                if isinstance(message.get(name), str):
+                    message[name] = redactor.outbound(message[name])
         request.state.meter.add_usage(data["usage"])
+        request.state.meter.pii = dict(redactor.found)
         return _json(data)
 
     async def completions(self, request: Request) -> Response:
@@ -105,6 +113,7 @@ class InferenceService:
         if not caps.completions:
             raise UnsupportedError(f"model {req.model!r} does not serve completions", param="model")
         self._apply_defaults(body, caps)
+        redactor = self._redactor(request, req.model, body)
         prompt = req.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
             bound, render = len(prompt), None
@@ -120,9 +129,13 @@ class InferenceService:
             include = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(req.model, "/v1/completions", body,
                                       StreamShaper(req.model, include_usage=include, split_reasoning=False,
-                                                  meter=request.state.meter))
+                                                  meter=request.state.meter, redactor=redactor))
         data = shape_completion(await self._post(req.model, "/v1/completions", body), req.model)
+        for choice in data.get("choices", []):
+            if isinstance(choice.get("text"), str):
+                choice["text"] = redactor.outbound(choice["text"])
         request.state.meter.add_usage(data.get("usage"))
+        request.state.meter.pii = dict(redactor.found)
         return _json(data)
 
     async def embeddings(self, request: Request) -> Response:
@@ -136,6 +149,14 @@ class InferenceService:
         return _json(data)
 
     # ------------------------------------------------------------ helpers
+
+    def _redactor(self, request: Request, model: str, body: dict[str, Any]) -> Redactor:
+        """Choose the PII policy for this caller and model; apply it to the prompt."""
+        principal: Principal = request.state.principal
+        redactor = Redactor(policy_for(self.settings.pii, principal.key_id, principal.team, model))
+        redact_prompt(body, redactor)
+        request.state.meter.pii = dict(redactor.found)
+        return redactor
 
     def _apply_defaults(self, body: dict[str, Any], caps: Capabilities) -> None:
         for key, value in caps.sampling_defaults.items():

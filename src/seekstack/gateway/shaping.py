@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from ..governance.meter import Meter
+from ..governance.pii.masker import Redactor, StreamFilter
 from ..reasoning import ReasoningSplitter, split_reasoning
 
 DONE = b"data: [DONE]\n\n"
@@ -66,9 +67,12 @@ class StreamShaper:
     (``stream_options.include_usage``) and kept in ``self.usage`` either way.
     """
 
-    def __init__(self, model_id: str, *, include_usage: bool, split_reasoning: bool, meter: Meter | None = None):
+    def __init__(self, model_id: str, *, include_usage: bool, split_reasoning: bool, meter: Meter | None = None,
+                 redactor: Redactor | None = None):
         self.model_id = model_id
         self.meter = meter
+        self.redactor = redactor if redactor is not None and redactor.policy != "off" else None
+        self._filters: dict[tuple[int, str], StreamFilter] = {}
         self.include_usage = include_usage
         self.splitter = ReasoningSplitter() if split_reasoning else None
         self.usage: dict[str, Any] | None = None
@@ -84,7 +88,7 @@ class StreamShaper:
         if payload == b"[DONE]":
             self.finished = True
             return DONE
-        if self._engine_model is not None and self.splitter is None and b'"usage"' not in payload \
+        if self._engine_model is not None and self.splitter is None and self.redactor is None and b'"usage"' not in payload \
                 and b'"timings"' not in payload and self._engine_model in payload:
             # Fast path for plain token chunks: only the model id changes. A quote inside a JSON
             # string is escaped, so the unescaped pattern can only be the top-level field.
@@ -106,7 +110,33 @@ class StreamShaper:
                     return None
         if self.splitter is not None and not self._split(chunk):
             return None
+        if self.redactor is not None and not self._redact(chunk):
+            return None
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _redact(self, chunk: dict[str, Any]) -> bool:
+        """Mask / restore / count PII in the text fields; False when nothing is left to send."""
+        keep = "usage" in chunk
+        for choice in chunk.get("choices", []):
+            index = choice.get("index", 0)
+            final = choice.get("finish_reason") is not None
+            holder = choice.get("delta") if "delta" in choice else choice
+            fields = ("content", "reasoning_content") if "delta" in choice else ("text",)
+            for name in fields:
+                text = holder.get(name)
+                if text is None and not final:
+                    continue
+                f = self._filters.get((index, name))
+                if f is None:
+                    f = self._filters[(index, name)] = StreamFilter(self.redactor)
+                out = f.feed(text or "") + (f.finish() if final else "")
+                if out or name in holder:
+                    holder[name] = out
+                keep = keep or bool(out)
+            keep = keep or final or bool(holder.get("role")) or bool(holder.get("tool_calls"))
+        if self.meter is not None:
+            self.meter.pii = dict(self.redactor.found)
+        return keep
 
     def _split(self, chunk: dict[str, Any]) -> bool:
         """Move reasoning into delta.reasoning_content; False when nothing is left to send."""

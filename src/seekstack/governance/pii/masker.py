@@ -1,0 +1,162 @@
+"""Find PII, and mask it, tokenize it (reversibly) or restore it — whole texts and streams.
+
+Policies: ``off`` | ``detect`` (count classes, change nothing) | ``mask`` (irreversible:
+``[CN_MOBILE]``) | ``tokenize`` (``[CN_MOBILE_1]`` goes to the model, the value comes back
+in the response).
+
+Streams are handled by :class:`StreamFilter`: it holds back only the trailing characters
+that some recognizer could still complete (a partial match that reaches the end of what
+has arrived) or that could be part of a placeholder (an open ``[``), and lets everything
+before them through at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .recognizers import CONTEXT_WINDOW, RECOGNIZERS
+
+PRIORITY = {r.name: min(0 if x.checksum else 1 if x.context or x.validate else 2 for x in RECOGNIZERS if x.name == r.name)
+            for r in RECOGNIZERS}
+MAX_HOLD = 64     # never hold back more than this many characters
+GROW_SLACK = 6    # a complete match this close to the end may still grow
+_OPEN_PLACEHOLDER = re.compile(r"\[[A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Entity:
+    start: int
+    end: int
+    cls: str
+    value: str
+
+
+def detect(text: str) -> list[Entity]:
+    """Non-overlapping entities, left to right; on overlap the validated / longer one wins."""
+    found = [Entity(s, e, r.name, v) for r in RECOGNIZERS for s, e, v in r.find(text)]
+    found.sort(key=lambda x: (PRIORITY[x.cls], -(x.end - x.start), x.start))
+    chosen: list[Entity] = []
+    for entity in found:
+        if all(entity.end <= c.start or entity.start >= c.end for c in chosen):
+            chosen.append(entity)
+    return sorted(chosen, key=lambda x: x.start)
+
+
+def _label(cls: str) -> str:
+    return next(r.label for r in RECOGNIZERS if r.name == cls)
+
+
+@dataclass
+class Vault:
+    """One request's reversible placeholders: ``[CN_MOBILE_1]`` ↔ the value."""
+
+    by_value: dict[str, str] = field(default_factory=dict)
+    by_token: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def token(self, entity: Entity) -> str:
+        if entity.value not in self.by_value:
+            label = _label(entity.cls)
+            self.counts[label] = self.counts.get(label, 0) + 1
+            token = f"[{label}_{self.counts[label]}]"
+            self.by_value[entity.value], self.by_token[token] = token, entity.value
+        return self.by_value[entity.value]
+
+    def restore(self, text: str) -> str:
+        if "[" not in text or not self.by_token:
+            return text
+        return re.sub(r"\[[A-Z0-9_]+_[0-9]+\]", lambda m: self.by_token.get(m.group(0), m.group(0)), text)
+
+
+class Redactor:
+    """Applies one policy to texts and counts what it found (classes only, never values)."""
+
+    def __init__(self, policy: str):
+        self.policy = policy
+        self.found: dict[str, int] = {}
+        self.vault = Vault()
+
+    def _count(self, entities: list[Entity]) -> None:
+        for e in entities:
+            self.found[e.cls] = self.found.get(e.cls, 0) + 1
+
+    def inbound(self, text: str) -> str:
+        """A prompt on its way to the model."""
+        if self.policy == "off" or not text:
+            return text
+        entities = detect(text)
+        self._count(entities)
+        if self.policy == "detect" or not entities:
+            return text
+        return self._replace(text, entities, tokenize=self.policy == "tokenize")
+
+    def outbound(self, text: str, context: str = "") -> str:
+        """Model output on its way to the client. ``context``: text just before, for context words."""
+        if self.policy == "off" or not text:
+            return text
+        if self.policy == "tokenize":
+            text = self.vault.restore(text)
+            return text
+        # Entities that began in the context (already sent) are cut at the boundary: the rest is masked.
+        entities = [Entity(max(e.start - len(context), 0), e.end - len(context), e.cls, e.value)
+                    for e in detect(context + text) if e.end > len(context)]
+        self._count(entities)
+        if self.policy == "detect" or not entities:
+            return text
+        return self._replace(text, entities, tokenize=False)
+
+    def _replace(self, text: str, entities: list[Entity], tokenize: bool) -> str:
+        out, last = [], 0
+        for e in entities:
+            out.append(text[last:e.start])
+            out.append(self.vault.token(e) if tokenize else f"[{_label(e.cls)}]")
+            last = e.end
+        out.append(text[last:])
+        return "".join(out)
+
+
+class StreamFilter:
+    """:meth:`Redactor.outbound` for a stream of text pieces; holds back only what it must."""
+
+    def __init__(self, redactor: Redactor):
+        self.redactor = redactor
+        self.pending = ""
+        self.context = ""
+
+    def feed(self, piece: str) -> str:
+        if self.redactor.policy == "off":
+            return piece
+        self.pending += piece
+        hold = self._hold(self.pending)
+        ready, self.pending = self.pending[:len(self.pending) - hold], self.pending[len(self.pending) - hold:]
+        out = self._emit(ready)
+        return piece if self.redactor.policy == "detect" else out  # detect only counts: nothing waits
+
+    def finish(self) -> str:
+        ready, self.pending = self.pending, ""
+        out = self._emit(ready)
+        return "" if self.redactor.policy == "detect" else out
+
+    def _hold(self, text: str) -> int:
+        if self.redactor.policy == "tokenize":
+            m = _OPEN_PLACEHOLDER.search(text)
+            return len(m.group(0)) if m else 0
+        # Hold from the earliest place where some recognizer has a match near the end: a partial
+        # one (the entity may go on in the next piece) or a complete one that ends within
+        # GROW_SLACK characters of the end (an optional part may still follow: "路1号" + "3栋",
+        # a card's last digit group).
+        window = max(0, len(text) - MAX_HOLD)
+        start = len(text)
+        for recognizer in RECOGNIZERS:
+            for m in recognizer.pattern.finditer(text, window, partial=True):
+                if m.end() >= len(text) - GROW_SLACK and m.start() < start:
+                    start = m.start()
+        return len(text) - start
+
+    def _emit(self, ready: str) -> str:
+        if not ready:
+            return ""
+        out = self.redactor.outbound(ready, self.context)
+        self.context = (self.context + ready)[-CONTEXT_WINDOW:]
+        return out
