@@ -60,6 +60,11 @@ class Server:
         self.key: str | None = None
         self.http: httpx.Client | None = None
 
+    def start_tls(self, **httpx_kwargs) -> "Server":
+        """Start a server whose config has server.tls; probe it with these httpx TLS options."""
+        self._probe_kwargs = httpx_kwargs
+        return self.start()
+
     def start(self, timeout: float = 90.0) -> "Server":
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([*SEEKSTACK, "serve", "--config", str(self.config_path), "--port", str(self.port)],
@@ -69,10 +74,11 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited early:\n{self.log_path.read_text()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                probe = getattr(self, "_probe_kwargs", {})
+                if httpx.get(self.url + "/readyz", timeout=1, **probe).status_code == 200:
                     self.key = self.key_path.read_text().strip() if self.key_path.exists() else None
                     headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-                    self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+                    self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60, **probe)
                     return self
             except httpx.TransportError:
                 pass

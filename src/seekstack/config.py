@@ -35,6 +35,8 @@ class _Section(BaseModel):
 class TLSConfig(_Section):
     cert: Path = Field(description="PEM certificate file served by the gateway.")
     key: Path = Field(description="PEM private key for `cert` (keep it 0600).")
+    client_ca: Path | None = Field(None, description="PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS).")
+    min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version accepted; 1.3 is preferred whenever the client offers it.")
 
 
 class ServerConfig(_Section):
@@ -319,8 +321,8 @@ def check_settings(settings: Settings) -> list[str]:
         problems.append("quotas.redis_url: required with quotas.store: redis — e.g. redis://127.0.0.1:6379/0")
     tls = settings.server.tls
     if tls is not None:
-        for label, file in (("cert", tls.cert), ("key", tls.key)):
-            if not Path(file).expanduser().is_file():
+        for label, file in (("cert", tls.cert), ("key", tls.key), ("client_ca", tls.client_ca)):
+            if file is not None and not Path(file).expanduser().is_file():
                 problems.append(f"server.tls.{label}: {file} does not exist — point it at a PEM file")
     return problems
 

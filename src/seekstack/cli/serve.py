@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from pathlib import Path
 from typing import Optional
 
@@ -61,7 +62,16 @@ async def run_server(settings: Settings) -> None:
         timeout_graceful_shutdown=max(int(settings.server.drain_timeout), 1),
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
+        ssl_ca_certs=str(tls.client_ca) if tls and tls.client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca else ssl.CERT_NONE,
     )
+    if tls:
+        try:
+            config.load()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot use the TLS certificate or key: {exc}",
+                              fix="check server.tls.cert / key (PEM, matching pair, readable)") from None
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     server = uvicorn.Server(config)
     announce = asyncio.create_task(_announce_when_ready(server, app, settings))
     try:

@@ -1,0 +1,111 @@
+"""TLS: HTTPS only, TLS >= 1.2 enforced (1.3 preferred), optional client certificates (mTLS)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+import warnings
+
+import httpx
+import openai
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import Server
+
+MODEL = {"name": "m", "source": "embedded", "context": 256, "slots": 1}
+
+
+def _cert(subject: str, issuer_key, issuer_name, key, *, ca=False, san_ip=None, days=365):
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if san_ip:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(san_ip))]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(path, cert=None, key=None):
+    data = b""
+    if cert is not None:
+        data += cert.public_bytes(serialization.Encoding.PEM)
+    if key is not None:
+        data += key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("seekstack test CA", ca_key, None, ca_key, ca=True)
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server = _cert("127.0.0.1", ca_key, ca.subject, server_key, san_ip="127.0.0.1")
+    client = _cert("app-1", ca_key, ca.subject, client_key)
+    return {"ca": _write(d / "ca.pem", ca), "cert": _write(d / "server.pem", server), "key": _write(d / "server.key", key=server_key),
+            "client_cert": _write(d / "client.pem", client), "client_key": _write(d / "client.key", key=client_key)}
+
+
+def start(tmp_path, tls) -> Server:
+    srv = Server(tmp_path, {"server": {"tls": tls}, "models": [MODEL]})
+    srv.url = srv.url.replace("http://", "https://")
+    return srv
+
+
+def test_https_only_with_tls12_minimum(tmp_path, pki):
+    srv = start(tmp_path, {"cert": str(pki["cert"]), "key": str(pki["key"])})
+    srv.start_tls(verify=str(pki["ca"]))
+    try:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key=srv.key, max_retries=0,
+                               http_client=httpx.Client(verify=str(pki["ca"])))
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert reply.choices[0].message.content is not None
+        client.close()  # an idle TLS keep-alive connection would hold the drain open until its timeout
+        with httpx.Client(verify=str(pki["ca"])) as c:
+            assert c.get(srv.url + "/healthz").extensions["network_stream"].get_extra_info("ssl_object").version() == "TLSv1.3"
+        with pytest.raises(httpx.TransportError):  # plain HTTP on the same port is not served
+            httpx.get(srv.url.replace("https://", "http://") + "/healthz", timeout=3)
+        old = ssl.create_default_context(cafile=str(pki["ca"]))
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with warnings.catch_warnings():  # deliberately old: the server must refuse it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = ssl.TLSVersion.TLSv1
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(srv.url + "/healthz", verify=old, timeout=3)
+        tls12 = ssl.create_default_context(cafile=str(pki["ca"]))
+        tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+        assert httpx.get(srv.url + "/healthz", verify=tls12).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_mutual_tls_requires_a_client_certificate(tmp_path, pki):
+    srv = start(tmp_path, {"cert": str(pki["cert"]), "key": str(pki["key"]), "client_ca": str(pki["ca"])})
+    with_cert = ssl.create_default_context(cafile=str(pki["ca"]))
+    with_cert.load_cert_chain(str(pki["client_cert"]), str(pki["client_key"]))
+    srv.start_tls(verify=with_cert)
+    try:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(srv.url + "/healthz", verify=str(pki["ca"]), timeout=3).raise_for_status()
+        ok = httpx.get(srv.url + "/v1/models", verify=with_cert, headers={"Authorization": f"Bearer {srv.key}"})
+        assert ok.status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_bad_certificate_is_one_line(tmp_path, pki):
+    from test_cli import assert_one_line_error, cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"state_dir: {tmp_path}/s\nserver: {{tls: {{cert: {pki['key']}, key: {pki['key']}}}}}\n"
+                      "models: [{name: m, source: embedded, context: 256, slots: 1}]\n")
+    assert_one_line_error(cli("serve", "--config", str(config), "--port", "0", timeout=60), "TLS certificate")
