@@ -55,6 +55,19 @@ class AuthConfig(_Section):
 
 class AuditConfig(_Section):
     dir: Path | None = Field(None, description="Directory of this gateway's audit chain and its keys; default `<state_dir>/audit`. Gateways that share a state_dir each need their own.")
+    retention_days: int = Field(184, description="Days audit records are kept (at least 184: Chinese law requires six months of network logs).")
+    capture_bodies: bool = Field(False, description="Also keep prompt and answer bodies (after PII policy), encrypted with AES-256-GCM.")
+    bodies_days: int = Field(90, ge=1, description="Days captured bodies are kept.")
+    important_bodies_days: int = Field(180, ge=1, description="Days bodies of requests marked `x-seekstack-important: true` are kept.")
+    data_key_rotation_hours: float = Field(72, gt=0, description="A new body-encryption data key after this many hours; old ones stay to decrypt.")
+
+    @field_validator("retention_days")
+    @classmethod
+    def _six_months(cls, days: int) -> int:
+        if days < 184:
+            raise ValueError(f"{days} days is too short: audit metadata must be kept at least 184 days "
+                             "(Chinese law requires six months of network logs)")
+        return days
 
 
 PiiMode = Literal["off", "detect", "mask", "tokenize"]

@@ -171,7 +171,7 @@ def test_every_request_is_audited_without_its_text(server, role_keys):
         assert auditor.get("/admin/v1/audit/verify").json()["ok"] is True
     by_request = {}
     for r in records:
-        by_request.setdefault(r["request_id"], []).append(r)
+        by_request.setdefault(r.get("request_id"), []).append(r)
     allowed = by_request[ok.headers["x-request-id"]]
     assert [r["event"] for r in allowed] == ["request", "response"]
     assert allowed[0]["decision"] == "allow" and allowed[0]["role"] == "admin" and allowed[0]["ip"] == "127.0.0.1"
@@ -220,3 +220,32 @@ def test_audit_store_gone_means_nothing_is_served(tmp_path):
     finally:
         srv.stop()
 
+
+
+def test_captured_bodies_are_encrypted_and_only_auditors_read_them(tmp_path):
+    from conftest import Server, make_key, make_user
+
+    srv = Server(tmp_path, {"audit": {"capture_bodies": True},
+                            "models": [{"name": "m", "source": "embedded", "context": 256, "slots": 1}]}).start()
+    try:
+        r = srv.http.post("/v1/chat/completions", headers={"x-seekstack-important": "true"}, json={
+            "model": "m", "max_tokens": 4, "grammar": 'root ::= "fine"',
+            "messages": [{"role": "user", "content": "Patient Qian asks about dosage"}]})
+        assert r.status_code == 200
+        rid = r.headers["x-request-id"]
+        auditor = make_key(srv, make_user(srv, "auditor"))
+        with as_key(srv, auditor) as a:
+            body = a.get(f"/admin/v1/audit/bodies/{rid}").json()
+        assert body["request"]["messages"][0]["content"] == "Patient Qian asks about dosage"
+        assert body["response"] == "fine"
+        assert srv.http.get(f"/admin/v1/audit/bodies/{rid}").status_code == 403  # not even the admin
+        raw = b"".join(p.read_bytes() for p in (srv.key_path.parent / "audit").glob("bodies.db*"))
+        assert b"dosage" not in raw and b"Qian" not in raw
+        # retention runs on request too; it is audited and keeps the chain verifiable
+        assert srv.http.post("/admin/v1/retention/run").json() == {"audit_records": 0, "bodies": 0}
+        with as_key(srv, auditor) as a:
+            assert a.get("/admin/v1/audit/verify").json()["ok"] is True
+            events = [x["event"] for x in a.get("/admin/v1/audit").json()["data"]]
+        assert "retention" in events
+    finally:
+        srv.stop()

@@ -4,6 +4,7 @@ usage records — with the in-process store and with two gateways sharing a real
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -11,6 +12,13 @@ import pytest
 from conftest import Server, as_key, make_key, make_user
 
 HELLO = [{"role": "user", "content": "Hi"}]
+
+
+def away_from_minute_edge(margin: float = 15.0) -> None:
+    """Per-minute windows turn over on the UTC minute: start a counting test well inside one."""
+    into = time.time() % 60
+    if into > 60 - margin:
+        time.sleep(60 - into + 0.2)
 
 
 def set_limits(server, scope, name, **limits):
@@ -31,6 +39,7 @@ def test_requests_per_minute_is_exact_under_concurrency(server):
     with as_key(server, key) as c:
         kid = c.get("/admin/v1/whoami").json()["key_id"]
     set_limits(server, "key", kid, rpm=7)
+    away_from_minute_edge()
     responses = asyncio.run(burst([(server.url, key)], 20))
     codes = sorted(r.status_code for r in responses)
     assert codes.count(200) == 7 - 0 and codes.count(429) == 13, codes
@@ -45,6 +54,7 @@ def test_token_budget_and_usage_records(server):
     user = make_user(server, "api_consumer")
     key = make_key(server, user)
     set_limits(server, "user", user, tpm=20)
+    away_from_minute_edge()
     with as_key(server, key) as c:
         first = c.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 8})
         assert first.status_code == 200 and first.headers["x-ratelimit-limit-tokens"] == "20"
@@ -97,6 +107,7 @@ def test_request_limit_is_exact_across_two_gateways_sharing_redis(two_gateways):
         return key
 
     # one counter for both: 4 on A and 4 on B use up 8, then both refuse
+    away_from_minute_edge(25)
     key = limited_key(8)
     codes = [asyncio.run(burst([(gw.url, key)], 1))[0].status_code for gw in (a, b) for _ in range(4)]
     assert codes == [200] * 8

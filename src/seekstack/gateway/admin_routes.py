@@ -7,6 +7,7 @@ from typing import Optional
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import NotFoundError
 from ..governance.audit import read_records, verify_log
 
 router = APIRouter(prefix="/admin/v1")
@@ -135,3 +136,20 @@ async def audit_records(request: Request, since: Optional[float] = None, until: 
 @router.get("/audit/verify")
 async def audit_verify(request: Request) -> dict:
     return verify_log(_gov(request).audit.path.parent).__dict__
+
+
+@router.get("/audit/bodies/{request_id}")
+async def audit_body(request_id: str, request: Request) -> dict:
+    """A captured body, decrypted (auditors only; needs audit.capture_bodies)."""
+    vault = _gov(request).bodies
+    body = vault.read(request_id) if vault is not None else None
+    if body is None:
+        raise NotFoundError(f"no captured body for request {request_id!r}",
+                            fix="bodies are kept only with audit.capture_bodies: true, and only for their retention time")
+    return {"request_id": request_id, **body}
+
+
+@router.post("/retention/run")
+async def retention_run(request: Request) -> dict:
+    """Apply the retention policy now (it also runs daily); returns what was deleted."""
+    return _gov(request).run_retention()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -28,6 +29,7 @@ def build_app(settings: Settings) -> FastAPI:
         app.state.governance = governance
         app.state.bootstrap_key = governance.bootstrap() if settings.auth.enabled else None
         flusher = asyncio.create_task(_flush_periodically(governance))
+        retention = asyncio.create_task(_retention_daily(governance))
         http = EngineHTTP(read_timeout=settings.scheduler.timeout)
         supervisor = Supervisor(settings, http)
         router = Router(supervisor, settings.scheduler.policy)
@@ -40,6 +42,7 @@ def build_app(settings: Settings) -> FastAPI:
             yield
         finally:
             flusher.cancel()
+            retention.cancel()
             await supervisor.stop()
             await http.close()
             await governance.aclose()
@@ -59,3 +62,14 @@ async def _flush_periodically(governance: Governance, every: float = 10.0) -> No
     while True:
         await asyncio.sleep(every)
         governance.flush()
+
+
+async def _retention_daily(governance: Governance, first_after: float = 60.0) -> None:
+    """Apply retention a minute after start, then every 24 hours."""
+    await asyncio.sleep(first_after)
+    while True:
+        try:
+            governance.run_retention()
+        except Exception:  # a failed purge must not stop the gateway; the next run retries
+            logging.getLogger("seekstack.governance").exception("retention run failed")
+        await asyncio.sleep(86400)

@@ -64,7 +64,7 @@ class GuardMiddleware:
             await self.governance.quotas.settle(admission, 0)
             return await refuse(send, exc, request_id)
 
-        meter = Meter()
+        meter = Meter(capture=self.governance.bodies is not None)
         state = scope.setdefault("state", {})
         state["principal"], state["meter"], state["request_id"] = principal, meter, request_id
         status = 500
@@ -84,6 +84,11 @@ class GuardMiddleware:
                 await self.governance.quotas.settle(admission, meter.total_tokens)
             if meter.model is not None:
                 self.governance.record_usage(principal, meter)
+                if meter.capture and meter.request_body is not None:
+                    important = any(k == b"x-seekstack-important" and v.lower() in (b"1", b"true", b"yes")
+                                    for k, v in scope["headers"])
+                    self.governance.bodies.store(request_id, {"request": meter.request_body,
+                                                              "response": "".join(meter.response_parts)}, important)
             audit.append_nowait({
                 "event": "response", "request_id": request_id, "key_id": principal.key_id, "team": principal.team,
                 "endpoint": path, "model": meter.model, "status": status,

@@ -103,6 +103,8 @@ class InferenceService:
             for name in ("content", "reasoning_content"):
                 if isinstance(message.get(name), str):
                     message[name] = redactor.outbound(message[name])
+            if request.state.meter.capture:
+                request.state.meter.response_parts.append(message.get("content") or "")
         request.state.meter.add_usage(data["usage"])
         request.state.meter.pii = dict(redactor.found)
         return _json(data)
@@ -134,6 +136,8 @@ class InferenceService:
         for choice in data.get("choices", []):
             if isinstance(choice.get("text"), str):
                 choice["text"] = redactor.outbound(choice["text"])
+                if request.state.meter.capture:
+                    request.state.meter.response_parts.append(choice["text"])
         request.state.meter.add_usage(data.get("usage"))
         request.state.meter.pii = dict(redactor.found)
         return _json(data)
@@ -155,7 +159,10 @@ class InferenceService:
         principal: Principal = request.state.principal
         redactor = Redactor(policy_for(self.settings.pii, principal.key_id, principal.team, model))
         redact_prompt(body, redactor)
-        request.state.meter.pii = dict(redactor.found)
+        meter = request.state.meter
+        meter.pii = dict(redactor.found)
+        if meter.capture:
+            meter.request_body = {k: v for k, v in body.items() if k in ("messages", "prompt", "model")}
         return redactor
 
     def _apply_defaults(self, body: dict[str, Any], caps: Capabilities) -> None:

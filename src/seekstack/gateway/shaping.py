@@ -73,6 +73,7 @@ class StreamShaper:
         self.meter = meter
         self.redactor = redactor if redactor is not None and redactor.policy != "off" else None
         self._filters: dict[tuple[int, str], StreamFilter] = {}
+        self._capture = meter is not None and meter.capture
         self.include_usage = include_usage
         self.splitter = ReasoningSplitter() if split_reasoning else None
         self.usage: dict[str, Any] | None = None
@@ -88,7 +89,8 @@ class StreamShaper:
         if payload == b"[DONE]":
             self.finished = True
             return DONE
-        if self._engine_model is not None and self.splitter is None and self.redactor is None and b'"usage"' not in payload \
+        if self._engine_model is not None and self.splitter is None and self.redactor is None and not self._capture \
+                and b'"usage"' not in payload \
                 and b'"timings"' not in payload and self._engine_model in payload:
             # Fast path for plain token chunks: only the model id changes. A quote inside a JSON
             # string is escaped, so the unescaped pattern can only be the top-level field.
@@ -112,6 +114,11 @@ class StreamShaper:
             return None
         if self.redactor is not None and not self._redact(chunk):
             return None
+        if self.meter is not None and self.meter.capture:
+            for choice in chunk.get("choices", []):
+                text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+                if text:
+                    self.meter.response_parts.append(text)
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def _redact(self, chunk: dict[str, Any]) -> bool:

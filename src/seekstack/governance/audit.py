@@ -50,6 +50,8 @@ GENESIS = "0" * 64
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, data TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (count INTEGER PRIMARY KEY, head TEXT NOT NULL, ts REAL NOT NULL, sig TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS anchor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, mac TEXT NOT NULL,
+                                   ts REAL NOT NULL, sig TEXT NOT NULL);
 """
 
 
@@ -63,6 +65,10 @@ def chain(key: bytes, previous: str, data: str) -> str:
 
 def checkpoint_message(count: int, head: str) -> bytes:
     return f"seekstack-audit-checkpoint:{count}:{head}".encode()
+
+
+def anchor_message(seq: int, mac: str) -> bytes:
+    return f"seekstack-audit-anchor:{seq}:{mac}".encode()
 
 
 @dataclass
@@ -161,6 +167,28 @@ class AuditLog:
         sig = base64.b64encode(self.keys.signing.sign(checkpoint_message(count, head))).decode()
         self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (count, head, time.time(), sig))
 
+    def purge(self, before: float) -> int:
+        """Delete the oldest records (those before ``before``) as a prefix of the chain.
+
+        The last deleted record's seq and mac become the signed *anchor* where verification
+        now starts, so retention never breaks ``verify``. Returns how many were deleted."""
+        self._flush()
+        row = self.db.execute("SELECT MAX(seq) FROM records WHERE ts < ?", (before,)).fetchone()
+        last = row[0] if row and row[0] is not None else None
+        if last is None:
+            return 0
+        last = min(last, self.seq - 1)  # never delete the head: the chain goes on from it
+        if last < 1 or self.db.execute("SELECT 1 FROM records WHERE seq = ?", (last,)).fetchone() is None:
+            return 0
+        mac = self.db.execute("SELECT mac FROM records WHERE seq = ?", (last,)).fetchone()[0]
+        sig = base64.b64encode(self.keys.signing.sign(anchor_message(last, mac))).decode()
+        with self.db:
+            first = self.db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+            self.db.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?, ?)", (last, mac, time.time(), sig))
+            self.db.execute("DELETE FROM records WHERE seq <= ?", (last,))
+            self.db.execute("DELETE FROM checkpoints WHERE count <= ?", (last,))
+        return last - first + 1
+
     def close(self) -> None:
         self._flush()
         if not self.broken and self.seq:
@@ -217,6 +245,13 @@ def verify_log(directory: Path) -> Verdict:
     db = sqlite3.connect(f"file:{directory / 'audit.db'}?mode=ro", uri=True)
     try:
         head, expected, count, macs = GENESIS, 1, 0, {}
+        anchor = db.execute("SELECT seq, mac, sig FROM anchor WHERE id = 1").fetchone()
+        if anchor is not None:  # retention removed records up to here; the signed anchor vouches for them
+            try:
+                keys.public.verify(base64.b64decode(anchor[2]), anchor_message(anchor[0], anchor[1]))
+            except (InvalidSignature, ValueError):
+                return Verdict(False, 0, 0, anchor[0], "the retention anchor has a bad signature")
+            head, expected, count = anchor[1], anchor[0] + 1, anchor[0]
         for seq, data, mac in db.execute("SELECT seq, data, mac FROM records ORDER BY seq"):
             if seq != expected:
                 return Verdict(False, count, 0, expected, f"record {expected} is missing (next present is {seq})")

@@ -14,6 +14,9 @@ class Meter:
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     pii: dict[str, int] = field(default_factory=dict)  # class → count found; never values
+    capture: bool = False                # keep the bodies (audit.capture_bodies): encrypted, never logged
+    request_body: dict[str, Any] | None = None
+    response_parts: list[str] = field(default_factory=list)
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:

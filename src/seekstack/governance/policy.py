@@ -54,6 +54,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/v1/usage"): "usage:read",
     ("GET", "/admin/v1/audit"): "audit:read",
     ("GET", "/admin/v1/audit/verify"): "audit:read",
+    ("GET", "/admin/v1/audit/bodies/{id}"): "audit:read",
+    ("POST", "/admin/v1/retention/run"): "config:manage",
     ("GET", "/admin/v1/whoami"): "self",
 }
 OPEN_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})  # probes: no key

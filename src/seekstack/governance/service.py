@@ -17,6 +17,7 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from .audit import AuditLog
+from .bodies import BodyVault
 from .meter import Meter
 from .quotas import Limits, MemoryCounters, Quotas, RedisCounters
 from .auth import Authenticator, Principal
@@ -39,6 +40,8 @@ class Governance:
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
         self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
         self.audit = AuditLog(audit_dir(settings))
+        self.bodies = BodyVault(audit_dir(settings), settings.audit.data_key_rotation_hours) \
+            if settings.audit.capture_bodies else None
         self.admin_key_file = admin_key_path(settings)
         q = settings.quotas
         self.quotas = Quotas(RedisCounters(q.redis_url) if q.store == "redis" else MemoryCounters(), self._limits_for)
@@ -59,6 +62,21 @@ class Governance:
         await self.quotas.counters.close()
         self.store.close()
         self.audit.close()
+        if self.bodies is not None:
+            self.bodies.close()
+
+    # ------------------------------------------------------------ retention
+    def run_retention(self) -> dict:
+        """Apply the retention policy now; the run is itself an audit record."""
+        now, a = time.time(), self.settings.audit
+        deleted = {"audit_records": self.audit.purge(now - a.retention_days * 86400),
+                   "bodies": self.bodies.purge(now - a.bodies_days * 86400, now - a.important_bodies_days * 86400)
+                   if self.bodies is not None else 0}
+        self.audit.append_nowait({"event": "retention", "decision": "allow", "retention_days": a.retention_days,
+                                  "bodies_days": a.bodies_days, "important_bodies_days": a.important_bodies_days,
+                                  **deleted})
+        log.info("retention: %s", deleted)
+        return deleted
 
     # ------------------------------------------------------------ quotas and usage
     def refresh_if_changed(self) -> None:
