@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install serve test bench docs clean
+.PHONY: install serve test bench bench-litellm docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test: install
 bench: install
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport tcp
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport unix
+	$(BIN)/python bench/governance_overhead.py $(if $(wildcard bench/.litellm-venv/bin/litellm),--litellm,)
+
+# LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py
+bench-litellm:
+	$(PYTHON) -m venv bench/.litellm-venv
+	bench/.litellm-venv/bin/python -m pip -q install 'litellm[proxy]'
+
 
 docs: install
 	$(BIN)/seekstack config docs > docs/configuration.md

@@ -119,7 +119,8 @@ class ModelConfig(_Section):
     name: str = Field(description="Model id clients send in `model`.", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     path: Path | None = Field(None, description="Local model file (GGUF for llamacpp) or directory.")
     source: str | None = Field(None, description="Where the model comes from when `path` is not set: `embedded` (the bundled SmolLM2-135M).")
-    engine: Literal["llamacpp", "vllm", "sglang"] = Field("llamacpp", description="Engine that serves this model.")
+    engine: Literal["llamacpp", "vllm", "sglang", "remote"] = Field("llamacpp", description="Engine that serves this model; `remote`: an OpenAI-compatible server at `url` that seekstack does not start.")
+    url: str | None = Field(None, description="Base URL of a `remote` engine (e.g. http://10.0.0.7:8000), without /v1.")
     quantization: str | None = Field(None, description="Quantization label (e.g. Q4_K_M, FP8); informational for GGUF.")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where to run: `cpu` forces gpu_layers 0.")
     replicas: int = Field(1, ge=1, le=64, description="Engine processes serving this model.")
@@ -135,6 +136,10 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _needs_a_location(self) -> "ModelConfig":
+        if self.engine == "remote":
+            if not self.url or not self.url.startswith(("http://", "https://", "unix://")):
+                raise ValueError("engine remote needs `url: http(s)://host:port` of an OpenAI-compatible server")
+            return self
         if self.path is None and self.source is None:
             raise ValueError("set `path` (a local model file) or `source: embedded`")
         if self.source is not None and self.source != "embedded":
@@ -307,6 +312,8 @@ def check_settings(settings: Settings) -> list[str]:
     problems = []
     for i, model in enumerate(settings.models):
         where = f"models[{i}] ({model.name})"
+        if model.engine == "remote":
+            continue
         try:
             path = model.resolved_path()
         except ConfigError as exc:

@@ -152,7 +152,7 @@ class Supervisor:
                 await replica.engine.stop()
             if not exited.done():
                 exited.cancel()
-            replica.last_exit = replica.engine._proc.returncode if replica.engine._proc else None
+            replica.last_exit = exited.result() if exited.done() and not exited.cancelled() else None
             if self._stopping:
                 return
             replica.state = RESTARTING

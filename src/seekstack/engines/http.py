@@ -1,7 +1,8 @@
 """HTTP/1.1 to engines, lean: asyncio transports + httptools, nothing between the bytes and us.
 
 Base URLs are ``unix:///path.sock`` (the default: engines listen in a private 0700 directory,
-so no local user can reach one around the gateway's controls) or ``http://127.0.0.1:PORT``.
+so no local user can reach one around the gateway's controls), ``http://127.0.0.1:PORT``, or
+``https://host[:port]`` for a remote engine (certificate verified against the system CAs).
 
 Why not a general client: this is the hot path of every token. A general client costs
 ~1 ms of CPU per request here (measured in bench/README.md); one write per request, one
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import time
 from typing import AsyncIterator
 
@@ -215,7 +217,8 @@ class EngineHTTP:
                     headers: dict[str, str] | None, timeout: float | None) -> EngineResponse:
         response = EngineResponse(self, base_url, proto)
         proto._response = response
-        head = [f"{method} {path} HTTP/1.1\r\nHost: engine\r\nContent-Length: {len(body)}\r\n".encode()]
+        host = "engine" if base_url.startswith(UNIX) else base_url.partition("://")[2].partition("/")[0]
+        head = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n".encode()]
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}\r\n".encode())
         head.append(b"\r\n")
@@ -244,8 +247,11 @@ class EngineHTTP:
                 if base_url.startswith(UNIX):
                     _, proto = await loop.create_unix_connection(_Protocol, base_url[len(UNIX):])
                 else:
-                    host, _, port = base_url.rpartition("//")[2].rpartition(":")
-                    _, proto = await loop.create_connection(_Protocol, host, int(port))
+                    scheme, _, hostport = base_url.partition("://")
+                    host, _, port = hostport.partition("/")[0].rpartition(":") if ":" in hostport else (hostport, "", "")
+                    tls = ssl.create_default_context() if scheme == "https" else None
+                    _, proto = await loop.create_connection(_Protocol, host, int(port or (443 if tls else 80)),
+                                                            ssl=tls, server_hostname=host if tls else None)
         except (OSError, TimeoutError) as exc:
             raise EngineConnectionError(f"cannot connect to the engine ({type(exc).__name__})") from None
         return proto

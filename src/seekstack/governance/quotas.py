@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import calendar
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -66,14 +67,18 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=4)
+def _calendar(minute: int) -> tuple[str, str, float, float]:
+    """Day and month names and their ends, for the UTC minute ``minute`` (cached: once a minute)."""
+    tm = time.gmtime(minute * 60)
+    next_month = calendar.timegm((tm.tm_year + (tm.tm_mon == 12), tm.tm_mon % 12 + 1, 1, 0, 0, 0))
+    return (time.strftime("%Y-%m-%d", tm), time.strftime("%Y-%m", tm), (minute * 60 // 86400 + 1) * 86400, next_month)
+
+
 def plan_checks(subjects: list[tuple[str, str, Limits]], now: float) -> list[Check]:
     """Counters for each (scope, name, limits), e.g. ("team", "radiology", Limits(rpm=60))."""
     minute = int(now // 60)
-    day = time.strftime("%Y-%m-%d", time.gmtime(now))
-    month = time.strftime("%Y-%m", time.gmtime(now))
-    next_day = (math.floor(now / 86400) + 1) * 86400
-    tm = time.gmtime(now)
-    next_month = calendar.timegm((tm.tm_year + (tm.tm_mon == 12), tm.tm_mon % 12 + 1, 1, 0, 0, 0))
+    day, month, next_day, next_month = _calendar(minute)
     checks = []
     for scope, name, limits in subjects:
         base = f"q:{scope}:{name}"

@@ -34,7 +34,8 @@ class Entity:
 
 def detect(text: str) -> list[Entity]:
     """Non-overlapping entities, left to right; on overlap the validated / longer one wins."""
-    found = [Entity(s, e, r.name, v) for r in RECOGNIZERS for s, e, v in r.find(text)]
+    lowered = text.lower()
+    found = [Entity(s, e, r.name, v) for r in RECOGNIZERS if r.could_match(text, lowered) for s, e, v in r.find(text)]
     found.sort(key=lambda x: (PRIORITY[x.cls], -(x.end - x.start), x.start))
     chosen: list[Entity] = []
     for entity in found:
@@ -149,7 +150,7 @@ class StreamFilter:
         window = max(0, len(text) - MAX_HOLD)
         start = len(text)
         for recognizer in RECOGNIZERS:
-            for m in recognizer.pattern.finditer(text, window, partial=True):
+            for m in recognizer.partial.finditer(text, window, partial=True):
                 if m.end() >= len(text) - GROW_SLACK and m.start() < start:
                     start = m.start()
         return len(text) - start

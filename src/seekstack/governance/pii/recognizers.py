@@ -14,8 +14,9 @@ label nearby or their distinctive shape.
 from __future__ import annotations
 
 import ipaddress
+import re
 
-import regex as re  # like `re`, plus partial matches (what a stream may still complete)
+import regex  # like `re`, plus partial matches: what a stream may still complete
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,6 +38,20 @@ class Recognizer:
     context: tuple[str, ...] = ()    # at least one must occur just before the match (case-insensitive)
     checksum: bool = False           # validated by a check digit (recall target 0.99)
     group: int = 0                   # which regex group is the value; -1: the first that matched
+    needs: tuple[str, ...] = ()      # cheap pre-check: skip the pattern unless one of these occurs
+
+    @property
+    def partial(self) -> "regex.Pattern":
+        """The same pattern for the `regex` module, which can report partial matches (streams)."""
+        compiled = _PARTIAL.get(self.name + self.pattern.pattern)
+        if compiled is None:
+            compiled = _PARTIAL[self.name + self.pattern.pattern] = regex.compile(self.pattern.pattern)
+        return compiled
+
+    def could_match(self, text: str, lowered: str) -> bool:
+        if self.needs and not any(n in text for n in self.needs):
+            return False
+        return not self.context or any(word in lowered for word in self.context)
 
     def find(self, text: str):
         for m in self.pattern.finditer(text):
@@ -51,6 +66,9 @@ class Recognizer:
                 if not any(word in before for word in self.context):
                     continue
             yield m.start(group), m.end(group), value
+
+
+_PARTIAL: dict[str, "regex.Pattern"] = {}
 
 
 def _digits(value: str) -> str:
@@ -104,7 +122,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
                re.compile(NDA + r"([A-Z]{1,2}[0-9]{6}\(?[0-9A]\)?)" + r"(?![0-9A-Za-z])"), checksums.hk_id, checksum=True, group=1),
     Recognizer("taiwan_id", "TAIWAN_ID",
                re.compile(NDA + r"([A-Z][1289][0-9]{8})" + ENDA), checksums.taiwan_id, checksum=True, group=1),
-    Recognizer("macau_id", "MACAU_ID", re.compile(ND + r"([157][0-9]{6}\([0-9]\))")),
+    Recognizer("macau_id", "MACAU_ID", re.compile(ND + r"([157][0-9]{6}\([0-9]\))"), needs=("(",)),
     Recognizer("cn_mobile", "CN_MOBILE",
                re.compile(ND + r"((?:\+?86[ -]?)?1[3-9][0-9](?:[0-9]{8}|[ -][0-9]{4}[ -][0-9]{4}))" + END), group=1),
     Recognizer("cn_landline", "CN_LANDLINE",
@@ -120,27 +138,30 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("taiwan_compatriot_permit", "TAIWAN_COMPATRIOT_PERMIT",
                re.compile(ND + r"([0-9]{8}|[0-9]{10}(?:\([A-Z]\))?)" + END), context=("台胞证", "臺胞證", "compatriot"), group=1),
     Recognizer("military_officer_id", "MILITARY_OFFICER_ID",
-               re.compile(r"([军兵士文职海空北沈兰济南广成政后装]字第[0-9]{6,8}号)")),
+               re.compile(r"([军兵士文职海空北沈兰济南广成政后装]字第[0-9]{6,8}号)"), needs=("字第",)),
     Recognizer("license_plate", "LICENSE_PLATE",
                re.compile(f"([{PROVINCES}][{PLATE_LETTER}][ ·]?(?:[DF][{PLATE_LETTER}0-9][0-9]{{4}}|[0-9]{{5}}[DF]|[{PLATE_LETTER}0-9]{{4}}[{PLATE_LETTER}0-9挂学警]))"
                           + ENDA)),
-    Recognizer("us_ssn", "US_SSN", re.compile(ND + r"((?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4})" + END), group=1),
+    Recognizer("us_ssn", "US_SSN", re.compile(ND + r"((?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4})" + END), group=1,
+               needs=("-",)),
     Recognizer("email", "EMAIL",
-               re.compile(r"(?<![A-Za-z0-9._%+-])([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})(?![A-Za-z])")),
+               re.compile(r"(?<![A-Za-z0-9._%+-])([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})(?![A-Za-z])"), needs=("@",)),
     Recognizer("ipv4", "IPV4",
                re.compile(r"(?<![0-9.])((?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?![0-9]|\.[0-9])"),
-               _ip),
-    Recognizer("ipv6", "IPV6", re.compile(r"(?<![0-9A-Fa-f:])([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![0-9A-Fa-f:])"), _ipv6),
-    Recognizer("mac_address", "MAC_ADDRESS", re.compile(r"(?<![0-9A-Fa-f:-])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2})(?![0-9A-Fa-f:-])")),
+               _ip, needs=(".",)),
+    Recognizer("ipv6", "IPV6", re.compile(r"(?<![0-9A-Fa-f:])([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![0-9A-Fa-f:])"), _ipv6, needs=(":",)),
+    Recognizer("mac_address", "MAC_ADDRESS", re.compile(r"(?<![0-9A-Fa-f:-])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2})(?![0-9A-Fa-f:-])"), needs=(":", "-")),
     Recognizer("person_name", "PERSON_NAME",
                re.compile(f"(?:(?:姓名|患者|病人|联系人|客户|申请人|收件人|持卡人)[:：\\s]*([{SURNAMES}][\u4e00-\u9fa5]{{1,2}}?)(?=[，,。.;；\\s、（(]|先生|女士|$)"
                           f"|([{SURNAMES}][\u4e00-\u9fa5]{{1,2}}?)(?=先生|女士|医生|护士|老师|同志)"
                           r"|(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)"
-                          r"|(?:[Nn]ame|[Pp]atient)\s*[:：]\s*([A-Z][a-z]+\s+[A-Z][a-z]+))"), group=-1),
+                          r"|(?:[Nn]ame|[Pp]atient)\s*[:：]\s*([A-Z][a-z]+\s+[A-Z][a-z]+))"), group=-1,
+               needs=("姓名", "患者", "病人", "联系人", "客户", "申请人", "收件人", "持卡人", "先生", "女士", "医生", "护士",
+                      "老师", "同志", "Mr", "Ms", "Miss", "Dr", "ame", "atient")),
     Recognizer("address", "ADDRESS",
                re.compile("(?:(?<![\u4e00-\u9fa5])|(?<=[在住于到往址是为自从去来的至]))(?![住址地家在于到往位居寄送是为])"
                           "((?:[\u4e00-\u9fa5]{2,6}?(?:省|自治区))?[\u4e00-\u9fa5]{2,3}(?:市|州|盟)(?:[\u4e00-\u9fa5]{1,6}(?:区|县|旗))?"
-                          "[\u4e00-\u9fa5]{1,10}?(?:路|街|大道|巷|弄|道)[0-9]{1,5}号(?:[0-9]{1,4}(?:室|楼|栋|单元))*)")),
+                          "[\u4e00-\u9fa5]{1,10}?(?:路|街|大道|巷|弄|道)[0-9]{1,5}号(?:[0-9]{1,4}(?:室|楼|栋|单元))*)"), needs=("号",)),
 )
 
 CLASSES = tuple(dict.fromkeys(r.name for r in RECOGNIZERS))
