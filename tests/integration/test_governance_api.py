@@ -125,6 +125,14 @@ def test_tenants_cannot_reach_each_other(server):
         assert a.post("/admin/v1/teams", json={"name": unique("t")}).status_code == 403
     with as_key(server, b_key) as b:
         assert b.get("/v1/models").status_code == 200  # B's key still works
+        assert b.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1}).status_code == 200
+    # usage: A's analyst sees A's rows only, never B's
+    a_analyst = make_key(server, make_user(server, "data_analyst", team_a))
+    with as_key(server, a_analyst) as a:
+        assert a.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1}).status_code == 200
+        rows = a.get("/admin/v1/usage").json()["data"]
+        assert rows and {r["team"] for r in rows} == {team_a}
+    assert team_b in {r["team"] for r in server.http.get("/admin/v1/usage").json()["data"]}  # B's usage exists
 
 
 def test_secrets_at_rest(server):

@@ -42,6 +42,10 @@ def _write(path, cert=None, key=None):
     return path
 
 
+def trusting(pki) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(pki["ca"]))
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
@@ -62,14 +66,14 @@ def start(tmp_path, tls) -> Server:
 
 def test_https_only_with_tls12_minimum(tmp_path, pki):
     srv = start(tmp_path, {"cert": str(pki["cert"]), "key": str(pki["key"])})
-    srv.start_tls(verify=str(pki["ca"]))
+    srv.start_tls(verify=trusting(pki))
     try:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key=srv.key, max_retries=0,
-                               http_client=httpx.Client(verify=str(pki["ca"])))
+                               http_client=httpx.Client(verify=trusting(pki)))
         reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
         assert reply.choices[0].message.content is not None
         client.close()  # an idle TLS keep-alive connection would hold the drain open until its timeout
-        with httpx.Client(verify=str(pki["ca"])) as c:
+        with httpx.Client(verify=trusting(pki)) as c:
             assert c.get(srv.url + "/healthz").extensions["network_stream"].get_extra_info("ssl_object").version() == "TLSv1.3"
         with pytest.raises(httpx.TransportError):  # plain HTTP on the same port is not served
             httpx.get(srv.url.replace("https://", "http://") + "/healthz", timeout=3)
@@ -95,7 +99,7 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path, pki):
     srv.start_tls(verify=with_cert)
     try:
         with pytest.raises(httpx.TransportError):
-            httpx.get(srv.url + "/healthz", verify=str(pki["ca"]), timeout=3).raise_for_status()
+            httpx.get(srv.url + "/healthz", verify=trusting(pki), timeout=3).raise_for_status()
         ok = httpx.get(srv.url + "/v1/models", verify=with_cert, headers={"Authorization": f"Bearer {srv.key}"})
         assert ok.status_code == 200
     finally:
@@ -109,3 +113,26 @@ def test_bad_certificate_is_one_line(tmp_path, pki):
     config.write_text(f"state_dir: {tmp_path}/s\nserver: {{tls: {{cert: {pki['key']}, key: {pki['key']}}}}}\n"
                       "models: [{name: m, source: embedded, context: 256, slots: 1}]\n")
     assert_one_line_error(cli("serve", "--config", str(config), "--port", "0", timeout=60), "TLS certificate")
+
+
+def test_doctor_warns_about_a_certificate_that_expires_soon(tmp_path, pki):
+    import json as _json
+
+    from cryptography.hazmat.primitives.asymmetric import ec as _ec
+
+    from test_cli import cli
+
+    key = _ec.generate_private_key(_ec.SECP256R1())
+    soon = _cert("127.0.0.1", key, None, key, days=10)
+    cert = _write(tmp_path / "soon.pem", soon)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"state_dir: {tmp_path}/s\nserver: {{tls: {{cert: {cert}, key: {pki['key']}}}}}\n")
+    result = cli("doctor", "--config", str(config), "--json")
+    rows = {r["name"]: r for r in _json.loads(result.stdout)}
+    assert rows["tls"]["status"] == "WARN" and "expires in 9 day" in rows["tls"]["detail"]
+    assert rows["gpu"]["status"] == "OK" and rows["configuration"]["status"] == "OK"
+    assert result.returncode == 1  # warnings, no failures
+    healthy = tmp_path / "ok.yaml"
+    healthy.write_text(f"state_dir: {tmp_path}/s2\nserver: {{tls: {{cert: {pki['cert']}, key: {pki['key']}}}}}\n")
+    rows = {r["name"]: r for r in _json.loads(cli("doctor", "--config", str(healthy), "--json").stdout)}
+    assert rows["tls"]["status"] == "OK" and "valid until" in rows["tls"]["detail"]

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import SeekstackError
-from . import admin, audit, config_cmd, info, run, serve
+from . import admin, audit, config_cmd, doctor, info, run, serve
 
 app = typer.Typer(
     name="seekstack",
@@ -25,6 +25,7 @@ app.command("run")(run.run)
 app.command("models")(info.models)
 app.command("ps")(info.ps)
 app.command("version")(info.version)
+app.command("doctor")(doctor.doctor)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(admin.keys, name="keys")
 app.add_typer(admin.users, name="users")
