@@ -65,6 +65,6 @@ def test_operations_guide_lists_every_client_error_code():
 def test_security_doc_has_the_generated_role_table():
     from seekstack.governance.policy import role_table
 
-    doc = (ROOT / "docs" / "security.md").read_text()
-    table = doc.split("<!-- role-table:start -->\n")[1].split("<!-- role-table:end -->")[0]
-    assert table == role_table(), "regenerate the table in docs/security.md from governance/policy.py"
+    from seekstack.markdown import block
+
+    assert block((ROOT / "docs" / "security.md").read_text(), "role-table") == role_table(), "regenerate the table in docs/security.md from governance/policy.py"

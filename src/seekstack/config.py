@@ -190,6 +190,11 @@ class Settings(_Section):
             raise ValueError("list at least one model")
         return models
 
+    @property
+    def state_path(self) -> Path:
+        """``state_dir`` with ``~`` expanded."""
+        return Path(self.state_dir).expanduser()
+
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 

@@ -69,7 +69,7 @@ def tls_check(settings: Settings) -> list[Check]:
 
 
 def secrets_check(settings: Settings) -> list[Check]:
-    state = Path(settings.state_dir).expanduser()
+    state = settings.state_path
     rows = []
     for path in [state / "admin.key", state / "pepper.key", state / "seekstack.db", *state.glob("audit*/*.key")]:
         if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
@@ -107,8 +107,8 @@ def resources_check(settings: Settings) -> list[Check]:
     status = OK if memory.available > need * 1.2 else WARN
     rows.append(Check("memory", status, f"{memory.available / 2**30:.1f} GiB available; model files need ~{need / 2**30:.1f} GiB",
                       "" if status == OK else "serve fewer replicas or a smaller quantization"))
-    free = shutil.disk_usage(Path(settings.state_dir).expanduser().parent if not Path(settings.state_dir).expanduser().exists()
-                             else Path(settings.state_dir).expanduser()).free
+    free = shutil.disk_usage(settings.state_path.parent if not settings.state_path.exists()
+                             else settings.state_path).free
     rows.append(Check("disk", OK if free > 2 * 2**30 else WARN, f"{free / 2**30:.1f} GiB free for state and logs",
                       "" if free > 2 * 2**30 else "free disk space: the audit log must always be writable"))
     gpus = _nvidia_gpus()

@@ -85,7 +85,7 @@ class Supervisor:
         self.replicas: dict[str, list[Replica]] = {}
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
-        logs = Path(settings.state_dir).expanduser() / "logs"
+        logs = settings.state_path / "logs"
         # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) if self.cfg.engine_transport == "unix" else None
         for model in settings.models:

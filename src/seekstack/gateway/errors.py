@@ -29,6 +29,16 @@ def error_response(exc: SeekstackError) -> Response:
     )
 
 
+async def send_error(send, exc: SeekstackError, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """The same error JSON, for the ASGI middlewares that answer before any route runs."""
+    message = exc.message if not exc.fix else f"{exc.message}. {exc.fix}"
+    body = error_body(message, exc.error_type, exc.code, exc.param)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra_headers]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def sse_error(exc: SeekstackError) -> bytes:
     """An error after the stream has started: one SSE event, as OpenAI does."""
     return b"data: " + error_body(exc.message, exc.error_type, exc.code) + b"\n\n"

@@ -26,7 +26,7 @@ from ..errors import NotFoundError, SeekstackError
 from ..governance import ANONYMOUS, Governance, route_permission
 from ..governance.meter import Meter
 from ..governance.policy import OPEN_ROUTES
-from .errors import error_body
+from .errors import send_error
 
 
 class GuardMiddleware:
@@ -108,12 +108,7 @@ class GuardMiddleware:
 
 
 async def refuse(send, exc: SeekstackError, request_id: str) -> None:
-    message = exc.message if not exc.fix else f"{exc.message}. {exc.fix}"
-    body = error_body(message, exc.error_type, exc.code, exc.param)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", request_id.encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
+    extra = [(b"x-request-id", request_id.encode())]
     if exc.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="seekstack"'))
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        extra.append((b"www-authenticate", b'Bearer realm="seekstack"'))
+    await send_error(send, exc, extra)

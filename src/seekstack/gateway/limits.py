@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .errors import error_body
+from ..errors import PayloadTooLargeError
+from .errors import send_error
 
 
 class BodyLimitMiddleware:
@@ -33,12 +34,9 @@ class BodyLimitMiddleware:
             await self._refuse(send)
 
     async def _refuse(self, send):
-        body = error_body(f"request body is larger than the limit of {self.max_bytes} bytes; send a smaller body "
-                          "or raise server.max_body_bytes", "invalid_request_error", "payload_too_large")
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, PayloadTooLargeError(f"request body is larger than the limit of {self.max_bytes} bytes",
+                                                    fix="send a smaller body or raise server.max_body_bytes"),
+                         [(b"connection", b"close")])
 
 
 class _TooLarge(Exception):

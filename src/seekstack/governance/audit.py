@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AuditUnavailableError
 from .keys import write_secret_file
+from .sqlite import open_private, open_readonly
 
 log = logging.getLogger("seekstack.audit")
 
@@ -201,12 +202,8 @@ class AuditLog:
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
-    path.chmod(0o600)
-    db.isolation_level = "DEFERRED"
+    db = open_private(path, SCHEMA, "synchronous=NORMAL")
+    db.isolation_level = "DEFERRED"  # `with db:` wraps each batch in one transaction
     return db
 
 
@@ -215,7 +212,7 @@ def _open(path: Path) -> sqlite3.Connection:
 
 def read_records(path: Path, *, since: float | None = None, until: float | None = None,
                  filters: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = open_readonly(path)
     try:
         sql, args = "SELECT data FROM records WHERE 1=1", []
         if since is not None:
@@ -242,7 +239,7 @@ class Verdict:
 def verify_log(directory: Path) -> Verdict:
     """Walk the chain and the signed checkpoints; name the first bad record."""
     keys = AuditKeys.load(directory)
-    db = sqlite3.connect(f"file:{directory / 'audit.db'}?mode=ro", uri=True)
+    db = open_readonly(directory / "audit.db")
     try:
         head, expected, count, macs = GENESIS, 1, 0, {}
         anchor = db.execute("SELECT seq, mac, sig FROM anchor WHERE id = 1").fetchone()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .keys import write_secret_file
+from .sqlite import open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS data_keys (id TEXT PRIMARY KEY, created REAL NOT NULL, sealed BLOB NOT NULL);
@@ -46,12 +46,8 @@ def _master_key(directory: Path) -> bytes:
 
 class BodyVault:
     def __init__(self, directory: Path, rotation_hours: float):
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = directory / "bodies.db"
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
-        self.path.chmod(0o600)
+        self.db = open_private(self.path, SCHEMA)
         self.master = AESGCM(_master_key(directory))
         self.rotation_s = rotation_hours * 3600
         self._keys: dict[str, AESGCM] = {}

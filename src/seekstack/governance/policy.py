@@ -140,11 +140,7 @@ def role_table() -> str:
 
 
 def write_role_table(doc_path: str) -> None:
-    """Replace the table between the role-table markers of a markdown file."""
-    from pathlib import Path
+    """Regenerate the role table block of a markdown file (``make docs``)."""
+    from ..markdown import replace_block
 
-    path = Path(doc_path)
-    head, rest = path.read_text().split("<!-- role-table:start -->\n")
-    _, tail = rest.split("<!-- role-table:end -->")
-    path.write_text(head + "<!-- role-table:start -->\n" + role_table() + "<!-- role-table:end -->" + tail)
-
+    replace_block(doc_path, "role-table", role_table())

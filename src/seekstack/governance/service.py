@@ -35,7 +35,7 @@ LIMITS_TTL_S = 5.0
 class Governance:
     def __init__(self, settings: Settings):
         self.settings = settings
-        state = Path(settings.state_dir).expanduser()
+        state = settings.state_path
         self.store = IdentityStore(state / "seekstack.db")
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
         self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
@@ -206,13 +206,13 @@ class Governance:
 def admin_key_path(settings: Settings) -> Path:
     if settings.auth.admin_key_file is not None:
         return Path(settings.auth.admin_key_file).expanduser()
-    return Path(settings.state_dir).expanduser() / "admin.key"
+    return settings.state_path / "admin.key"
 
 
 def audit_dir(settings: Settings) -> Path:
     if settings.audit.dir is not None:
         return Path(settings.audit.dir).expanduser()
-    return Path(settings.state_dir).expanduser() / "audit"
+    return settings.state_path / "audit"
 
 
 def _check_name(name: str, what: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConflictError, NotFoundError
+from .sqlite import open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS teams (name TEXT PRIMARY KEY, created REAL NOT NULL);
@@ -57,12 +58,7 @@ class KeyRecord:
 
 class IdentityStore:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        path.chmod(0o600)
+        self.db = open_private(path, SCHEMA, "foreign_keys=ON")
         self._seen_version = self._data_version()
 
     def _data_version(self) -> int:

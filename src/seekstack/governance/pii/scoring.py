@@ -59,8 +59,7 @@ def score(path: Path) -> Score:
 
 
 def write_table(corpus: str, doc: str) -> None:
-    """Replace the table between the pii-table markers of a markdown file with a fresh measurement."""
-    path = Path(doc)
-    head, rest = path.read_text().split("<!-- pii-table:start -->\n")
-    _, tail = rest.split("<!-- pii-table:end -->")
-    path.write_text(head + "<!-- pii-table:start -->\n" + score(Path(corpus)).table() + "<!-- pii-table:end -->" + tail)
+    """Regenerate the measured table block of a markdown file (``make docs``)."""
+    from ...markdown import replace_block
+
+    replace_block(doc, "pii-table", score(Path(corpus)).table())
