@@ -28,6 +28,7 @@ test: install
 bench: install
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport tcp
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport unix
+	$(BIN)/python bench/gateway_vs_direct.py --engine-transport tcp --controls off
 	$(BIN)/python bench/governance_overhead.py $(if $(wildcard bench/.litellm-venv/bin/litellm),--litellm,)
 
 # LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py

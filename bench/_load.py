@@ -54,7 +54,7 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict, result: Re
     result.tokens += tokens
 
 
-def client_for(url: str, concurrency: int = 1) -> tuple[httpx.AsyncClient, str]:
+def client_for(url: str, concurrency: int = 1, headers: dict | None = None) -> tuple[httpx.AsyncClient, str]:
     """A client and request URL; ``url`` may be ``unix:///path.sock/v1/...`` (an engine's Unix socket)."""
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=0)  # llama.cpp drops streamed conns
     transport = None
@@ -62,13 +62,13 @@ def client_for(url: str, concurrency: int = 1) -> tuple[httpx.AsyncClient, str]:
         sock, _, path = url[len("unix://"):].partition(".sock")
         transport = httpx.AsyncHTTPTransport(uds=sock + ".sock", limits=limits)
         url = "http://engine" + path
-    return httpx.AsyncClient(timeout=120, limits=limits, transport=transport), url
+    return httpx.AsyncClient(timeout=120, limits=limits, transport=transport, headers=headers), url
 
 
-async def run_load(url: str, body: dict, concurrency: int, requests: int) -> Result:
+async def run_load(url: str, body: dict, concurrency: int, requests: int, headers: dict | None = None) -> Result:
     result = Result()
     queue = list(range(requests))
-    client, url = client_for(url, concurrency)
+    client, url = client_for(url, concurrency, headers)
     async with client:
         async def worker():
             while queue:

@@ -1,6 +1,7 @@
 """Gateway vs the engine's native server: output tokens/s and TTFT at concurrency 1 and 8.
 
-One `seekstack serve` with the embedded model; the *same* engine replica is hit directly
+One `seekstack serve` with the embedded model and its default controls (API key, role check,
+PII detect, audit log); the *same* engine replica is hit directly
 (its TCP port or Unix socket, from /admin/v1/replicas) and through the gateway, in alternating rounds
 within one run, so machine noise affects both alike. Prints ratios against the targets:
 
@@ -8,7 +9,7 @@ within one run, so machine noise affects both alike. Prints ratios against the t
   added TTFT p50 <= 2 ms
   (c8/c1 gain through the gateway) / (c8/c1 gain direct) >= 0.95
 
-Usage: python bench/gateway_vs_direct.py [--rounds 5] [--tokens 64] [--engine-transport tcp|unix]
+Usage: python bench/gateway_vs_direct.py [--rounds 5] [--tokens 64] [--engine-transport tcp|unix] [--controls default|off]
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp: Path, slots: int, transport: str) -> tuple[subprocess.Popen, str]:
+def start_server(tmp: Path, slots: int, transport: str, controls: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = tmp / "bench.yaml"
-    config.write_text(json.dumps({"state_dir": str(tmp / "state"), "server": {"log_level": "warning"},
+    off = {} if controls else {"auth": {"enabled": False}, "pii": {"default": "off"}}
+    config.write_text(json.dumps({"state_dir": str(tmp / "state"), "server": {"log_level": "warning"}, **off,
                                   "supervisor": {"engine_transport": transport},
                                   "models": [{"name": "smollm2-135m", "source": "embedded", "context": 1024,
                                               "slots": slots}]}))
@@ -59,18 +61,19 @@ def start_server(tmp: Path, slots: int, transport: str) -> tuple[subprocess.Pope
     raise SystemExit("seekstack serve did not become ready")
 
 
-async def measure(gateway: str, engine: str, rounds: int, tokens: int) -> dict:
+async def measure(gateway: str, engine: str, rounds: int, tokens: int, key: str) -> dict:
     body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Write a short poem about the sea."}],
             "max_tokens": tokens, "stream": True, "ignore_eos": True, "temperature": 0.7}
     targets = {"gateway": gateway + "/v1/chat/completions", "direct": engine + "/v1/chat/completions"}
+    auth = {"gateway": {"Authorization": f"Bearer {key}"}, "direct": None}
     samples: dict[str, dict[int, list]] = {k: {1: [], 8: []} for k in targets}
     await run_load(targets["direct"], body, 8, 8)  # warm-up
     for r in range(rounds):
         for c, n in ((1, 6), (8, 24)):
             order = ("gateway", "direct") if r % 2 == 0 else ("direct", "gateway")
             for name in order:
-                samples[name][c].append(await run_load(targets[name], body, c, n))
-    out = {"added_ttft_paired_ms": await paired_ttft(targets, body, pairs=200)}
+                samples[name][c].append(await run_load(targets[name], body, c, n, auth[name]))
+    out = {"added_ttft_paired_ms": await paired_ttft(targets, body, pairs=200, key=key)}
     for name, by_c in samples.items():
         for c, results in by_c.items():
             assert not any(x.errors for x in results), f"{name} c={c} had errors"
@@ -79,14 +82,14 @@ async def measure(gateway: str, engine: str, rounds: int, tokens: int) -> dict:
     return out
 
 
-async def paired_ttft(targets: dict, body: dict, pairs: int) -> float:
+async def paired_ttft(targets: dict, body: dict, pairs: int, key: str) -> float:
     """Median over alternating direct/gateway request pairs of the TTFT difference (ms).
 
     Pairing cancels the machine's drift; the prompt is processed from cache after the first
     request, so the difference is the gateway's own cost on the way to the first token."""
     short = {**body, "max_tokens": 2}
     diffs = []
-    gw_client, gw_url = client_for(targets["gateway"])
+    gw_client, gw_url = client_for(targets["gateway"], headers={"Authorization": f"Bearer {key}"})
     eng_client, eng_url = client_for(targets["direct"])
     async with gw_client, eng_client:
         for i in range(pairs):
@@ -135,20 +138,25 @@ def main() -> None:
     parser.add_argument("--engine-transport", choices=["tcp", "unix"], default="tcp",
                         help="tcp: the client reaches gateway and engine alike over loopback TCP (like for like); "
                              "unix: the engine on its Unix socket (the default deployment), the gateway on TCP")
+    parser.add_argument("--controls", choices=["default", "off"], default="default",
+                        help="default: API key, audit, PII detect (as shipped); off: auth off (loopback) and PII off — "
+                             "the proxy alone (the audit log stays on)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(Path(tmp), slots=8, transport=args.engine_transport)
+        proc, url = start_server(Path(tmp), slots=8, transport=args.engine_transport, controls=args.controls == "default")
         try:
-            engine = httpx.get(url + "/admin/v1/replicas").json()["data"][0]["base_url"]
-            m = asyncio.run(measure(url, engine, args.rounds, args.tokens))
+            key_file = Path(tmp) / "state" / "admin.key"
+            key = key_file.read_text().strip() if key_file.exists() else "none"
+            engine = httpx.get(url + "/admin/v1/replicas", headers={"Authorization": f"Bearer {key}"}).json()["data"][0]["base_url"]
+            m = asyncio.run(measure(url, engine, args.rounds, args.tokens, key))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-    print(f"engine transport: {args.engine_transport}")
+    print(f"engine transport: {args.engine_transport}, controls: {args.controls}")
     result = report(m)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"gateway_vs_direct-{args.engine_transport}.json").write_text(json.dumps(result, indent=2))
+    (out / f"gateway_vs_direct-{args.engine_transport}-{args.controls}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -75,3 +75,19 @@ def test_detect_counts_classes_in_the_audit_only(server, role_keys):
         records = auditor.get("/admin/v1/audit", params={"limit": 10000}).json()["data"]
     outcome = next(x for x in records if x.get("request_id") == r.headers["x-request-id"] and x["event"] == "response")
     assert outcome["pii"] == {"cn_resident_id": 1, "cn_mobile": 1, "email": 1}
+
+
+def test_detect_counts_classes_in_a_streamed_answer_without_changing_it(server):
+    with server.http.stream("POST", "/v1/chat/completions", json={
+            "model": "smollm2-135m", "max_tokens": 24, "stream": True, "grammar": f'root ::= "Call {PHONE} now."',
+            "messages": [{"role": "user", "content": "Say a number."}]}) as r:
+        text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                       for line in r.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"
+                       and json.loads(line[6:])["choices"])
+        request_id = r.headers["x-request-id"]
+    assert text == f"Call {PHONE} now."  # detect (the default) changes nothing
+    auditor_key = make_key(server, make_user(server, "auditor"))
+    with as_key(server, auditor_key) as auditor:
+        records = auditor.get("/admin/v1/audit", params={"limit": 10000}).json()["data"]
+    outcome = next(x for x in records if x.get("request_id") == request_id and x["event"] == "response")
+    assert outcome["pii"] == {"cn_mobile": 1}

@@ -71,7 +71,12 @@ class StreamShaper:
                  redactor: Redactor | None = None):
         self.model_id = model_id
         self.meter = meter
-        self.redactor = redactor if redactor is not None and redactor.policy != "off" else None
+        # `detect` changes nothing: count once over the whole answer at the end (cheap), instead
+        # of filtering every chunk; `mask` / `tokenize` filter chunk by chunk.
+        policy = redactor.policy if redactor is not None else "off"
+        self.redactor = redactor if policy in ("mask", "tokenize") else None
+        self._detector = redactor if policy == "detect" else None
+        self._seen: list[bytes] = []  # detect: the payloads, parsed at the end
         self._filters: dict[tuple[int, str], StreamFilter] = {}
         self._capture = meter is not None and meter.capture
         self.include_usage = include_usage
@@ -88,7 +93,11 @@ class StreamShaper:
         payload = raw[5:].strip()
         if payload == b"[DONE]":
             self.finished = True
+            if self._detector is not None:
+                self._detect_answer()
             return DONE
+        if self._detector is not None:
+            self._seen.append(payload)
         if self._engine_model is not None and self.splitter is None and self.redactor is None and not self._capture \
                 and b'"usage"' not in payload \
                 and b'"timings"' not in payload and self._engine_model in payload:
@@ -120,6 +129,20 @@ class StreamShaper:
                 if text:
                     self.meter.response_parts.append(text)
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _detect_answer(self) -> None:
+        texts = []
+        for payload in self._seen:
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            for choice in chunk.get("choices") or []:
+                holder = choice.get("delta") or {} if "delta" in choice else choice
+                texts += [holder.get(k) or "" for k in ("content", "reasoning_content", "text")]
+        self._detector.outbound("".join(texts))
+        if self.meter is not None:
+            self.meter.pii = dict(self._detector.found)
 
     def _redact(self, chunk: dict[str, Any]) -> bool:
         """Mask / restore / count PII in the text fields; False when nothing is left to send."""
