@@ -8,7 +8,7 @@ import anyio
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..config import Settings
 from ..engines import Capabilities
@@ -19,6 +19,7 @@ from ..errors import (ContextLengthError, EngineError, InvalidRequestError, Mode
 from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ..supervisor import Supervisor
 from .errors import sse_error
+from .sse import EventStream
 from .shaping import StreamShaper, shape_chat, shape_completion, shape_embeddings
 from .upstream import Lease, Upstream
 
@@ -200,8 +201,7 @@ class InferenceService:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         lease = await self.upstream.send(model, path, body, stream=True)
-        return StreamingResponse(relay(lease, shaper), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        return EventStream(relay(lease, shaper))
 
 
 async def relay(lease: Lease, shaper: StreamShaper) -> AsyncIterator[bytes]:
