@@ -6,10 +6,11 @@ with the end of the response (one write instead of two)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import AsyncIterator
 
 from starlette.responses import Response
+
+from .disconnect import ClientGone, cancel_on_disconnect
 
 HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
            (b"x-accel-buffering", b"no")]
@@ -24,31 +25,18 @@ class EventStream(Response):
         self.raw_headers = list(HEADERS)
 
     async def __call__(self, scope, receive, send) -> None:
-        relay = asyncio.current_task()
-        watcher = asyncio.create_task(_cancel_on_disconnect(receive, relay))
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            ended = False
-            async for event in self.events:
-                ended = event.endswith(LAST)
-                await send({"type": "http.response.body", "body": event, "more_body": not ended})
-                if ended:
-                    break
-            if not ended:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled():  # the client left: not an error
-                relay.uncancel()
-                return
-            raise
+            async with cancel_on_disconnect(receive):
+                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                ended = False
+                async for event in self.events:
+                    ended = event.endswith(LAST)
+                    await send({"type": "http.response.body", "body": event, "more_body": not ended})
+                    if ended:
+                        break
+                if not ended:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except ClientGone:
+            pass  # the client left: not an error
         finally:
-            watcher.cancel()
             await self.events.aclose()  # closes the engine connection: the engine stops work
-
-
-async def _cancel_on_disconnect(receive, relay: asyncio.Task) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            relay.cancel()
-            return
