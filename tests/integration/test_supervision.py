@@ -5,7 +5,6 @@ import signal
 import threading
 import time
 
-import httpx
 import pytest
 
 from conftest import Server, pid_alive

@@ -8,7 +8,6 @@ from importlib.metadata import PackageNotFoundError, version as pkg_version
 from pathlib import Path
 from typing import Optional
 
-import typer
 from rich.table import Table
 
 from .. import __version__

@@ -17,8 +17,6 @@ from .keys import key_id, matches
 from .policy import BUILTIN_ROLES, Policy, Role
 from .store import IdentityStore, KeyRecord
 
-CACHE_TTL_S = 5.0
-
 
 @dataclass(frozen=True)
 class Principal:
@@ -61,7 +59,7 @@ class Authenticator:
         self.store = store
         self.pepper = pepper
         self.policy = policy
-        self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+        self._cache: dict[str, KeyRecord] = {}  # known keys only: unknown ids are never cached
         self._last_used: dict[str, float] = {}
 
     def authenticate(self, authorization: str | None) -> Principal:
@@ -88,12 +86,11 @@ class Authenticator:
         return Principal(record.id, record.user, record.team, role, record.models, record.endpoints)
 
     def _record(self, kid: str) -> KeyRecord | None:
-        cached = self._cache.get(kid)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < CACHE_TTL_S:
-            return cached[0]
-        record = self.store.key(kid)
-        self._cache[kid] = (record, now)
+        record = self._cache.get(kid)
+        if record is None:
+            record = self.store.key(kid)
+            if record is not None:
+                self._cache[kid] = record
         return record
 
     def forget(self, kid: str) -> None:

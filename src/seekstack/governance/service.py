@@ -29,7 +29,6 @@ log = logging.getLogger("seekstack.governance")
 
 BOOTSTRAP_TEAM = "default"
 BOOTSTRAP_USER = "admin"
-LIMITS_TTL_S = 5.0
 
 
 class Governance:
@@ -45,8 +44,7 @@ class Governance:
         self.admin_key_file = admin_key_path(settings)
         q = settings.quotas
         self.quotas = Quotas(RedisCounters(q.redis_url) if q.store == "redis" else MemoryCounters(), self._limits_for)
-        self._limits: dict[tuple[str, str], Limits] = {}
-        self._limits_loaded = -LIMITS_TTL_S
+        self._limits: dict[tuple[str, str], Limits] | None = None  # None: load on next use
         self._usage: dict[tuple[str, str, str], list] = {}
 
     def flush(self) -> None:
@@ -83,13 +81,11 @@ class Governance:
         """Another gateway sharing the database changed keys or limits: drop the caches at once."""
         if self.store.changed_elsewhere():
             self.auth.forget_all()
-            self._limits_loaded = -LIMITS_TTL_S
+            self._limits = None
 
     def _limits_for(self, scope: str, name: str) -> Limits | None:
-        now = time.monotonic()
-        if now - self._limits_loaded >= LIMITS_TTL_S:
+        if self._limits is None:
             self._limits = {(r["scope"], r["name"]): Limits(**{f: r[f] for f in LIMIT_FIELDS}) for r in self.store.limits()}
-            self._limits_loaded = now
         return self._limits.get((scope, name))
 
     def record_usage(self, principal: Principal, meter: Meter) -> None:
@@ -114,7 +110,7 @@ class Governance:
                 raise InvalidRequestError(f"{field_name}: must be one of {', '.join(LIMIT_FIELDS)} with a whole number ≥ 0",
                                           param=field_name)
         self.store.set_limits(scope, name, values)
-        self._limits_loaded = -LIMITS_TTL_S
+        self._limits = None
         return {"scope": scope, "name": name, **{f: values.get(f) for f in LIMIT_FIELDS}}
 
     def list_limits(self, caller: Principal) -> list[dict]:

@@ -13,6 +13,7 @@ label nearby or their distinctive shape.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -40,13 +41,10 @@ class Recognizer:
     group: int = 0                   # which regex group is the value; -1: the first that matched
     needs: tuple[str, ...] = ()      # cheap pre-check: skip the pattern unless one of these occurs
 
-    @property
+    @functools.cached_property
     def partial(self) -> "regex.Pattern":
         """The same pattern for the `regex` module, which can report partial matches (streams)."""
-        compiled = _PARTIAL.get(self.name + self.pattern.pattern)
-        if compiled is None:
-            compiled = _PARTIAL[self.name + self.pattern.pattern] = regex.compile(self.pattern.pattern)
-        return compiled
+        return regex.compile(self.pattern.pattern)
 
     def could_match(self, text: str, lowered: str) -> bool:
         if self.needs and not any(n in text for n in self.needs):
@@ -66,9 +64,6 @@ class Recognizer:
                 if not any(word in before for word in self.context):
                     continue
             yield m.start(group), m.end(group), value
-
-
-_PARTIAL: dict[str, "regex.Pattern"] = {}
 
 
 def _digits(value: str) -> str:
