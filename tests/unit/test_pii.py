@@ -82,8 +82,13 @@ def test_mask_never_emits_a_detected_value_and_tokenize_round_trips(parts, tail,
     for entity in detected:
         assert entity.value not in masked
     streamed = stream(StreamFilter(Redactor("mask")), text, size)
+    # A stream cannot take back what it sent: it must mask each occurrence that was detectable
+    # when it streamed past (" 李华，患者 李华" — the first 李华 is a name only in hindsight).
+    def knowable(e):
+        return any(p.start == e.start for p in detect(text[:e.end]))
     for entity in detected:
-        assert entity.value not in streamed
+        if all(knowable(o) for o in detected if o.value == entity.value):
+            assert entity.value not in streamed
     redactor = Redactor("tokenize")
     assert redactor.vault.restore(redactor.inbound(text)) == text
 

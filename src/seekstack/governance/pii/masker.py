@@ -41,6 +41,13 @@ def detect(text: str) -> list[Entity]:
     for entity in found:
         if all(entity.end <= c.start or entity.start >= c.end for c in chosen):
             chosen.append(entity)
+    for entity in list(chosen):  # a value found once (say, a name after 患者) is PII wherever it recurs
+        at = text.find(entity.value)
+        while at >= 0:
+            end = at + len(entity.value)
+            if all(end <= c.start or at >= c.end for c in chosen):
+                chosen.append(Entity(at, end, entity.cls, entity.value))
+            at = text.find(entity.value, at + 1)
     return sorted(chosen, key=lambda x: x.start)
 
 
