@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport unix
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport tcp --controls off
 	$(BIN)/python bench/governance_overhead.py $(if $(wildcard bench/.litellm-venv/bin/litellm),--litellm,)
+	$(BIN)/python bench/observability_overhead.py
 
 # LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py
 bench-litellm:
@@ -41,6 +42,7 @@ docs: install
 	$(BIN)/seekstack config docs > docs/configuration.md
 	$(BIN)/python -c "from seekstack.governance.policy import write_role_table; write_role_table('docs/security.md')"
 	$(BIN)/python -c "from seekstack.governance.pii.scoring import write_table; write_table('tests/data/pii/corpus.jsonl', 'docs/pii.md')"
+	$(BIN)/python -c "from seekstack.observability import write_docs; write_docs('docs/observability.md')"
 
 clean:
 	rm -rf $(VENV)

@@ -1,7 +1,7 @@
 """A fast OpenAI-compatible stub upstream for gateway benchmarks (raw asyncio + httptools).
 
 Answers POST /v1/chat/completions with a fixed completion (usage included), GET /health and
-GET /v1/models; keep-alive. Usage: python bench/stub_openai.py PORT
+GET /v1/models, and POST /v1/traces (an OTLP sink); keep-alive. Usage: python bench/stub_openai.py PORT
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class Stub(asyncio.Protocol):
     def on_message_complete(self):
         if self.url.startswith(b"/v1/chat/completions"):
             self.transport.write(response(COMPLETION))
+        elif self.url.startswith(b"/v1/traces"):  # an OTLP/HTTP sink for tracing benchmarks
+            self.transport.write(response(b"{}"))
         elif self.url.startswith(b"/health") or self.url.startswith(b"/v1/models"):
             self.transport.write(response(MODELS if b"models" in self.url else b'{"status":"ok"}'))
         else:

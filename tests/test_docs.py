@@ -68,3 +68,14 @@ def test_security_doc_has_the_generated_role_table():
     from seekstack.markdown import block
 
     assert block((ROOT / "docs" / "security.md").read_text(), "role-table") == role_table(), "regenerate the table in docs/security.md from governance/policy.py"
+
+
+def test_observability_doc_has_the_generated_tables():
+    from seekstack.config import AlertThresholds
+    from seekstack.markdown import block
+    from seekstack.observability import metrics_table
+    from seekstack.observability.alerts import alerts_table
+
+    doc = (ROOT / "docs" / "observability.md").read_text()
+    assert block(doc, "metrics-table") == metrics_table(), "run `make docs`"
+    assert block(doc, "alerts-table") == alerts_table(AlertThresholds()), "run `make docs`"

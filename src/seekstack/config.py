@@ -46,6 +46,7 @@ class ServerConfig(_Section):
     drain_timeout: float = Field(30.0, ge=0, le=3600, description="Seconds to let in-flight requests finish on SIGTERM/Ctrl-C before stopping engines.")
     tls: TLSConfig | None = Field(None, description="Serve HTTPS with this certificate and key.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level. Logs never contain prompt text.")
+    log_format: Literal["json", "text"] = Field("json", description="`json`: one JSON object per line (with request_id and trace_id), for log shippers; `text`: for reading in a terminal.")
 
 
 class AuthConfig(_Section):
@@ -90,6 +91,36 @@ class RoleConfig(_Section):
     resources: list[str] = Field(["*"], description="Model patterns the role may use, e.g. `deepseek-r1*`.")
     scope: Literal["team", "global"] = Field("team", description="`team`: manages only its own team's objects; `global`: every team's.")
     description: str = Field("custom role", description="What the role is for.")
+
+
+class TracingConfig(_Section):
+    enabled: bool = Field(False, description="Export OpenTelemetry spans for each request stage (authenticate, authorize, quota, pii, route, engine TTFT, stream).")
+    endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP (protobuf) traces endpoint of your collector.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent with each export, e.g. a collector token.")
+    service_name: str = Field("seekstack", description="`service.name` resource attribute of the spans.")
+    sample_ratio: float = Field(1.0, ge=0, le=1, description="Fraction of new traces recorded (a caller's `traceparent` sampling decision is followed).")
+
+
+class AlertThresholds(_Section):
+    gpu_utilization_warning: float = Field(0.85, gt=0, le=1, description="GPU utilisation (ratio) that raises a warning after 5 minutes.")
+    gpu_utilization_critical: float = Field(0.95, gt=0, le=1, description="GPU utilisation (ratio) that is critical after 5 minutes.")
+    gpu_memory_warning: float = Field(0.90, gt=0, le=1, description="GPU memory used (ratio) that raises a warning.")
+    gpu_memory_critical: float = Field(0.98, gt=0, le=1, description="GPU memory used (ratio) that is critical.")
+    token_latency_warning_ms: float = Field(50, gt=0, description="p95 time per output token (ms) that raises a warning.")
+    token_latency_critical_ms: float = Field(100, gt=0, description="p95 time per output token (ms) that is critical.")
+    ttft_p99_ms: float = Field(500, gt=0, description="p99 time to first token (ms) above which an alert fires.")
+    sustained_utilization: float = Field(0.90, gt=0, le=1, description="Slot utilisation (busy / total engine slots) that fires when held for 15 minutes.")
+    scale_up_utilization: float = Field(0.85, gt=0, le=1, description="Average slot utilisation over 5 minutes that asks for more replicas.")
+    scale_down_utilization: float = Field(0.30, ge=0, lt=1, description="Average slot utilisation over 30 minutes under which replicas could be removed.")
+    error_ratio: float = Field(0.05, gt=0, le=1, description="Share of requests answered with 5xx over 5 minutes that fires an alert.")
+    replica_down_for: str = Field("1m", pattern=r"^[0-9]+[smh]$", description="How long a replica must be down before the alert fires.")
+    certificate_expiry_days: float = Field(14, gt=0, description="Days before the TLS certificate expires that an alert fires (critical at a fifth of it).")
+
+
+class ObservabilityConfig(_Section):
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics (needs the `metrics:read` permission).")
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry tracing (off by default).")
+    alerts: AlertThresholds = Field(default_factory=AlertThresholds, description="Thresholds of the rule file `seekstack deploy alerts` writes.")
 
 
 class SchedulerConfig(_Section):
@@ -177,6 +208,7 @@ class Settings(_Section):
     pii: PiiConfig = Field(default_factory=PiiConfig, description="PII detection and masking in prompts and answers.")
     quotas: QuotaConfig = Field(default_factory=QuotaConfig, description="Rate limits and token budgets (the limits themselves are set per key, user and team with `seekstack limits`).")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Custom roles beside the six built-in ones.")
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Metrics, tracing and alert thresholds.")
     state_dir: Path = Field(Path("~/.seekstack"), description="Where seekstack keeps logs and state.")
 
     @field_validator("models")
@@ -363,9 +395,10 @@ def settings_reference() -> str:
              "Unknown keys are errors. `seekstack config check FILE` reports every problem at once.", ""]
     sections = [("(top level)", Settings, "")] + [
         (name, field.annotation if name != "models" else ModelConfig, name)
-        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "quotas", "models")]
+        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "quotas", "models", "observability")]
     sections += [("server.tls", TLSConfig, "server.tls"), ("models[].defaults", SamplingDefaults, "models[].defaults"),
-                 ("roles.<name>", RoleConfig, "roles.<name>")]
+                 ("roles.<name>", RoleConfig, "roles.<name>"), ("observability.tracing", TracingConfig, "observability.tracing"),
+                 ("observability.alerts", AlertThresholds, "observability.alerts")]
     for title, model, prefix in sections:
         lines += [f"## `{title}`", "", "| setting | type | default | meaning |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():

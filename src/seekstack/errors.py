@@ -118,10 +118,12 @@ class EngineUnavailableError(SeekstackError):
 class RateLimitError(SeekstackError):
     status, error_type, code = 429, "rate_limit_error", "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after: int = 1, limit_headers: dict[str, str] | None = None, **kw):
+    def __init__(self, message: str, *, retry_after: int = 1, limit_headers: dict[str, str] | None = None,
+                 scope: str = "", limit: str = "", **kw):
         super().__init__(message, **kw)
         self.retry_after = retry_after
         self.limit_headers = limit_headers or {}
+        self.scope, self.limit = scope, limit  # which quota refused: ("team", "tokens_per_minute")
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after), **self.limit_headers}

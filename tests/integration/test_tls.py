@@ -88,6 +88,14 @@ def test_https_only_with_tls12_minimum(tmp_path, pki):
         tls12 = ssl.create_default_context(cafile=str(pki["ca"]))
         tls12.maximum_version = ssl.TLSVersion.TLSv1_2
         assert httpx.get(srv.url + "/healthz", verify=tls12).status_code == 200
+        # the certificate's expiry is a metric, for the certificate-expiry alert
+        from cryptography import x509
+
+        not_after = x509.load_pem_x509_certificate(pki["cert"].read_bytes()).not_valid_after_utc.timestamp()
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {s.name: s.value for f in text_string_to_metric_families(srv.http.get("/metrics").text) for s in f.samples}
+        assert samples["seekstack_tls_certificate_expiry_timestamp_seconds"] == not_after
     finally:
         srv.stop()
 

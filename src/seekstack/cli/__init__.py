@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import SeekstackError
-from . import admin, audit, config_cmd, doctor, info, run, serve
+from . import admin, audit, bench, config_cmd, deploy, doctor, info, run, serve
 
 app = typer.Typer(
     name="seekstack",
@@ -34,6 +34,8 @@ app.add_typer(admin.roles, name="roles")
 app.add_typer(admin.limits, name="limits")
 app.command("usage")(admin.usage)
 app.add_typer(audit.app, name="audit")
+app.add_typer(deploy.app, name="deploy")
+app.add_typer(bench.app, name="bench")
 
 err = Console(stderr=True, highlight=False)
 

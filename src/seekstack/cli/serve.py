@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import ssl
 from pathlib import Path
 from typing import Optional
@@ -17,6 +16,7 @@ from ..config import Settings, check_settings, load_settings
 from ..errors import ConfigError
 from ..gateway.app import build_app
 from ..governance.service import admin_key_path
+from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
 from .common import console
 
 out = console()
@@ -37,8 +37,7 @@ def serve(
     if problems:
         raise ConfigError(f"cannot serve: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
                           fix="fix them, then run `seekstack config check FILE`")
-    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call/heartbeat is noise
+    configure_logging(settings.server.log_level, settings.server.log_format)
     try:
         import uvloop
 
@@ -57,7 +56,8 @@ async def run_server(settings: Settings) -> None:
         loop="none",
         http="httptools",
         lifespan="on",
-        access_log=False,
+        access_log=False,  # the guard writes one access line per request, with its ids
+        log_config=UVICORN_LOG_CONFIG,
         log_level=settings.server.log_level,
         timeout_graceful_shutdown=max(int(settings.server.drain_timeout), 1),
         ssl_certfile=str(tls.cert) if tls else None,

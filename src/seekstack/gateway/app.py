@@ -13,7 +13,8 @@ from ..engines.http import EngineHTTP
 from ..governance import Governance
 from ..router import Router
 from ..supervisor import Supervisor
-from . import admin_routes, health_routes, openai_routes
+from ..observability import Observability
+from . import admin_routes, health_routes, metrics_routes, openai_routes
 from .guard import GuardMiddleware
 from .errors import install_error_handlers
 from .inference import InferenceService
@@ -21,8 +22,9 @@ from .limits import BodyLimitMiddleware
 from .upstream import Upstream
 
 
-def build_app(settings: Settings) -> FastAPI:
+def build_app(settings: Settings, observability: Observability | None = None) -> FastAPI:
     governance = Governance(settings)
+    observability = observability or Observability(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -33,6 +35,8 @@ def build_app(settings: Settings) -> FastAPI:
         http = EngineHTTP(read_timeout=settings.scheduler.timeout)
         supervisor = Supervisor(settings, http)
         router = Router(supervisor, settings.scheduler.policy)
+        observability.attach(supervisor, http)
+        app.state.observability = observability
         app.state.settings = settings
         app.state.supervisor = supervisor
         app.state.router = router
@@ -46,14 +50,17 @@ def build_app(settings: Settings) -> FastAPI:
             await supervisor.stop()
             await http.close()
             await governance.aclose()
+            observability.shutdown()
 
     app = FastAPI(title="seekstack", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.include_router(openai_routes.router)
     app.include_router(health_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(metrics_routes.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
-    app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled)  # outermost: before any body is read
+    app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled,
+                       observability=observability)  # outermost: before any body is read
     return app
 
 

@@ -45,20 +45,24 @@ def sse_error(exc: SeekstackError) -> bytes:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    # Each handler notes the error code in request.state: the guard's metrics count refusals by it.
     @app.exception_handler(SeekstackError)
-    async def _seekstack(_: Request, exc: SeekstackError) -> Response:
+    async def _seekstack(request: Request, exc: SeekstackError) -> Response:
+        request.state.error_code = exc.code
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        request.state.error_code = "invalid_parameters"
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         return Response(error_body(f"{param}: {first['msg']}" if param else first["msg"], "invalid_request_error",
                                    "invalid_parameters", param), status_code=422, media_type="application/json")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        request.state.error_code = code
         return Response(error_body(str(exc.detail), "invalid_request_error", code), status_code=exc.status_code,
                         media_type="application/json", headers=getattr(exc, "headers", None))
 

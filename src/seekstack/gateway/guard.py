@@ -11,69 +11,95 @@
    the status, model, tokens and latency from the request's :class:`Meter`; the quota is
    settled (concurrency released, tokens charged) and usage is recorded.
 
-The principal and meter land in ``request.state`` for the routes. Every response carries
-``x-request-id``, the id in both audit records.
+The principal, meter and trace land in ``request.state`` for the routes. Every response
+carries ``x-request-id``, the id in both audit records (and ``x-trace-id`` when tracing is
+on). When the request ends — refused or answered — metrics, the trace and one access-log
+line are written (``_finish``).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 
 import anyio
 
-from ..errors import NotFoundError, SeekstackError
+from ..errors import NotFoundError, RateLimitError, SeekstackError
 from ..governance import ANONYMOUS, Governance, route_permission
 from ..governance.meter import Meter
-from ..governance.policy import OPEN_ROUTES
+from ..governance.policy import OPEN_ROUTES, route_pattern
+from ..observability import Observability, stage
 from .errors import send_error
+
+access_log = logging.getLogger("seekstack.access")
 
 
 class GuardMiddleware:
-    def __init__(self, app, governance: Governance, enabled: bool):
+    def __init__(self, app, governance: Governance, enabled: bool, observability: Observability):
         self.app = app
         self.governance = governance
         self.enabled = enabled
+        self.metrics = observability.metrics
+        self.tracing = observability.tracing
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or (scope["method"], scope["path"]) in OPEN_ROUTES:
             return await self.app(scope, receive, send)
         started = time.monotonic()
         method, path = scope["method"], scope["path"]
+        route = route_pattern(method, path) or "unknown"  # a bounded label: never the raw path
         request_id = "req_" + secrets.token_hex(8)
+        trace = self.tracing.begin(method, route, scope["headers"])
+        ids = [(b"x-request-id", request_id.encode())]
+        if trace is not None:
+            ids.append((b"x-trace-id", trace.trace_id.encode()))
         record = {"event": "request", "request_id": request_id, "method": method, "endpoint": path,
                   "ip": scope["client"][0] if scope.get("client") else None}
+        if trace is not None:
+            record["trace_id"] = trace.trace_id
         principal = None
         audit = self.governance.audit
         self.governance.refresh_if_changed()
         try:
-            principal = self._principal(scope)
+            with stage(trace, "authenticate"):
+                principal = self._principal(scope)
             record.update(key_id=principal.key_id, user=principal.user, team=principal.team, role=principal.role.name)
-            permission = route_permission(method, path)
-            if permission is None:
-                raise NotFoundError(f"{method} {path} is not an endpoint of this server",
-                                    fix="see the API reference for the endpoints")
-            principal.require(permission, method, path)
-            admission = await self.governance.quotas.admit(principal.key_id, principal.user, principal.team)
+            with stage(trace, "authorize"):
+                permission = route_permission(method, path)
+                if permission is None:
+                    raise NotFoundError(f"{method} {path} is not an endpoint of this server",
+                                        fix="see the API reference for the endpoints")
+                principal.require(permission, method, path)
+            with stage(trace, "quota"):
+                admission = await self.governance.quotas.admit(principal.key_id, principal.user, principal.team)
         except SeekstackError as exc:
             audit.append_nowait({**record, "decision": "deny", "reason": exc.code, "status": exc.status})
-            return await refuse(send, exc, request_id)
+            if isinstance(exc, RateLimitError) and self.metrics is not None:
+                self.metrics.quota_rejected(exc.scope, exc.limit)
+            self._finish(route, exc.status, started, None, exc.code, request_id, trace, principal, method)
+            return await refuse(send, exc, ids)
         try:
-            await audit.append({**record, "decision": "allow"})
+            with stage(trace, "audit"):
+                before_audit = time.monotonic()
+                await audit.append({**record, "decision": "allow"})
+                if self.metrics is not None:
+                    self.metrics.audit_write.observe(time.monotonic() - before_audit)
         except SeekstackError as exc:
             await self.governance.quotas.settle(admission, 0)
-            return await refuse(send, exc, request_id)
+            self._finish(route, exc.status, started, None, exc.code, request_id, trace, principal, method)
+            return await refuse(send, exc, ids)
 
-        meter = Meter(capture=self.governance.bodies is not None)
+        meter = Meter(capture=self.governance.bodies is not None, started=started)
         state = scope.setdefault("state", {})
-        state["principal"], state["meter"], state["request_id"] = principal, meter, request_id
+        state["principal"], state["meter"], state["request_id"], state["trace"] = principal, meter, request_id, trace
         status = 500
 
         async def send_with_id(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode()),
+                message["headers"] = [*message.get("headers", []), *ids,
                                       *((k.encode(), v.encode()) for k, v in admission.headers.items())]
             await send(message)
 
@@ -89,12 +115,34 @@ class GuardMiddleware:
                                     for k, v in scope["headers"])
                     self.governance.bodies.store(request_id, {"request": meter.request_body,
                                                               "response": "".join(meter.response_parts)}, important)
+            latency = self._finish(route, status, started, meter, state.get("error_code"), request_id, trace,
+                                   principal, method)
             audit.append_nowait({
                 "event": "response", "request_id": request_id, "key_id": principal.key_id, "team": principal.team,
                 "endpoint": path, "model": meter.model, "status": status,
                 "prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
                 "reasoning_tokens": meter.reasoning_tokens, "pii": meter.pii or None,
-                "latency_ms": round((time.monotonic() - started) * 1000, 2)})
+                "latency_ms": round(latency * 1000, 2)})
+
+    def _finish(self, route, status, started, meter, error_code, request_id, trace, principal, method) -> float:
+        """Metrics, trace and the access-log line of a finished (or refused) request; returns its latency."""
+        latency = time.monotonic() - started
+        if self.metrics is not None:
+            self.metrics.observe(route, status, latency, meter, error_code)
+        model = meter.model if meter is not None else None
+        if trace is not None:
+            if meter is not None and meter.first_token_at:
+                trace.add("stream", meter.first_token_at, meter.last_token_at or meter.first_token_at)
+            self.tracing.end(trace, status, {"seekstack.model": model, "seekstack.request_id": request_id,
+                                             "seekstack.team": principal.team if principal else None})
+        access_log.info("request", extra={
+            "request_id": request_id, "trace_id": trace.trace_id if trace is not None else None,
+            "method": method, "route": route, "status": status, "model": model,
+            "key_id": principal.key_id if principal else None, "error": error_code,
+            "prompt_tokens": meter.prompt_tokens if meter else None,
+            "completion_tokens": meter.completion_tokens if meter else None,
+            "latency_ms": round(latency * 1000, 2)})
+        return latency
 
     def _principal(self, scope):
         if not self.enabled:
@@ -107,8 +155,8 @@ class GuardMiddleware:
         return self.governance.auth.authenticate(authorization)
 
 
-async def refuse(send, exc: SeekstackError, request_id: str) -> None:
-    extra = [(b"x-request-id", request_id.encode())]
+async def refuse(send, exc: SeekstackError, ids: list[tuple[bytes, bytes]]) -> None:
+    extra = list(ids)
     if exc.status == 401:
         extra.append((b"www-authenticate", b'Bearer realm="seekstack"'))
     await send_error(send, exc, extra)

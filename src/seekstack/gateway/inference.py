@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -13,7 +14,9 @@ from starlette.responses import Response
 from ..config import Settings
 from ..engines import Capabilities
 from ..governance import Principal
+from ..governance.meter import Meter
 from ..governance.pii import Redactor, policy_for, redact_prompt
+from ..observability import Trace, stage
 from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
                       UnsupportedError, ValidationFailed)
 from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -95,10 +98,10 @@ class InferenceService:
         split = caps.reasoning_format != "none" and not caps.native_reasoning
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
-            return await self._stream(req.model, "/v1/chat/completions", body,
+            return await self._stream(request, req.model, "/v1/chat/completions", body,
                                       StreamShaper(req.model, include_usage=include, split_reasoning=split,
                                                   meter=request.state.meter, redactor=redactor))
-        data = shape_chat(await self._post(req.model, "/v1/chat/completions", body), req.model, split)
+        data = shape_chat(await self._post(request, req.model, "/v1/chat/completions", body), req.model, split)
         for choice in data.get("choices", []):
             message = choice.get("message") or {}
             for name in ("content", "reasoning_content"):
@@ -130,10 +133,10 @@ class InferenceService:
         await self._check_context(req.model, caps, bound, req.completion_budget(), "prompt", render)
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
-            return await self._stream(req.model, "/v1/completions", body,
+            return await self._stream(request, req.model, "/v1/completions", body,
                                       StreamShaper(req.model, include_usage=include, split_reasoning=False,
                                                   meter=request.state.meter, redactor=redactor))
-        data = shape_completion(await self._post(req.model, "/v1/completions", body), req.model)
+        data = shape_completion(await self._post(request, req.model, "/v1/completions", body), req.model)
         for choice in data.get("choices", []):
             if isinstance(choice.get("text"), str):
                 choice["text"] = redactor.outbound(choice["text"])
@@ -149,7 +152,7 @@ class InferenceService:
         if not caps.embeddings:
             raise UnsupportedError(f"model {req.model!r} does not serve embeddings",
                                    fix="set `embeddings: true` for it in seekstack.yaml", param="model")
-        data = shape_embeddings(await self._post(req.model, "/v1/embeddings", body), req.model)
+        data = shape_embeddings(await self._post(request, req.model, "/v1/embeddings", body), req.model)
         request.state.meter.add_usage(data.get("usage"))
         return _json(data)
 
@@ -159,7 +162,8 @@ class InferenceService:
         """Choose the PII policy for this caller and model; apply it to the prompt."""
         principal: Principal = request.state.principal
         redactor = Redactor(policy_for(self.settings.pii, principal.key_id, principal.team, model))
-        redact_prompt(body, redactor)
+        with stage(request.state.trace, "pii"):
+            redact_prompt(body, redactor)
         meter = request.state.meter
         meter.pii = dict(redactor.found)
         if meter.capture:
@@ -189,23 +193,33 @@ class InferenceService:
                                      f"{n_prompt + budget} tokens, more than the model's context length of {ctx}",
                                      fix=f"set max_tokens to at most {ctx - n_prompt}", param="max_tokens")
 
-    async def _post(self, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        lease = await self.upstream.send(model, path, body)
+    async def _post(self, request: Request, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        with stage(request.state.trace, "engine"):
+            lease = await self.upstream.send(model, path, body)
+        request.state.meter.replica = str(lease.replica.index)
         await lease.aclose()
         try:
             return orjson.loads(lease.content)
         except orjson.JSONDecodeError:
             raise EngineError("the engine sent a response that is not JSON") from None
 
-    async def _stream(self, model: str, path: str, body: dict[str, Any], shaper: StreamShaper) -> Response:
+    async def _stream(self, request: Request, model: str, path: str, body: dict[str, Any],
+                      shaper: StreamShaper) -> Response:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        lease = await self.upstream.send(model, path, body, stream=True)
-        return EventStream(relay(lease, shaper))
+        trace, sent = request.state.trace, time.monotonic()
+        with stage(trace, "route"):
+            lease = await self.upstream.send(model, path, body, stream=True)
+        meter = request.state.meter
+        meter.replica = str(lease.replica.index)
+        return EventStream(relay(lease, shaper, meter, trace, sent))
 
 
-async def relay(lease: Lease, shaper: StreamShaper) -> AsyncIterator[bytes]:
-    """Forward SSE events as they arrive; closing early (client gone) closes the engine connection."""
+async def relay(lease: Lease, shaper: StreamShaper, meter: Meter, trace: Trace | None = None,
+                sent: float = 0.0) -> AsyncIterator[bytes]:
+    """Forward SSE events as they arrive; closing early (client gone) closes the engine connection.
+
+    Notes the first and last token times in ``meter`` (TTFT/TPOT metrics, the stream span)."""
     buffer = b""
     try:
         async for piece in lease.response.iter_chunks():
@@ -217,6 +231,11 @@ async def relay(lease: Lease, shaper: StreamShaper) -> AsyncIterator[bytes]:
                 if out is not None:
                     outs.append(out)
             if outs:
+                now = meter.last_token_at = time.monotonic()
+                if not meter.first_token_at:
+                    meter.first_token_at = now
+                    if trace is not None:
+                        trace.add("engine_ttft", sent, now, replica=meter.replica)
                 yield outs[0] if len(outs) == 1 else b"".join(outs)
         if not shaper.finished:
             yield sse_error(EngineError("the engine ended the stream early"))

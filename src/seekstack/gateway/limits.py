@@ -16,7 +16,7 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
+            return await self._refuse(scope, send)
         seen = 0
 
         async def counting_receive():
@@ -31,9 +31,10 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, counting_receive, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(scope, send)
 
-    async def _refuse(self, send):
+    async def _refuse(self, scope, send):
+        scope.setdefault("state", {})["error_code"] = PayloadTooLargeError.code
         await send_error(send, PayloadTooLargeError(f"request body is larger than the limit of {self.max_bytes} bytes",
                                                     fix="send a smaller body or raise server.max_body_bytes"),
                          [(b"connection", b"close")])

@@ -1,5 +1,5 @@
 """What one request used, filled in by the inference service and read when the request ends
-(by the audit record, and by quotas and usage accounting)."""
+(by the audit record, quotas and usage accounting, and metrics)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from typing import Any
 @dataclass
 class Meter:
     model: str | None = None
+    started: float = 0.0                 # time.monotonic() at arrival
+    replica: str | None = None           # index of the replica that answered
+    first_token_at: float = 0.0          # streams: monotonic time of the first and last token sent
+    last_token_at: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0

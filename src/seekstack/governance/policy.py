@@ -57,6 +57,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/v1/audit/bodies/{id}"): "audit:read",
     ("POST", "/admin/v1/retention/run"): "config:manage",
     ("GET", "/admin/v1/whoami"): "self",
+    ("GET", "/metrics"): "metrics:read",
 }
 OPEN_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})  # probes: no key
 
@@ -113,19 +114,24 @@ class Policy:
         return self.roles.get(name)
 
 
-def route_permission(method: str, path: str) -> str | None:
-    """The permission a route needs; None when the route is unknown (denied)."""
-    exact = ROUTES.get((method, path))
-    if exact is not None:
-        return exact
+def route_pattern(method: str, path: str) -> str | None:
+    """The ROUTES pattern ``path`` matches (``/admin/v1/keys/{id}``), or None when unknown."""
+    if (method, path) in ROUTES:
+        return path
     parts = path.split("/")
-    for (m, pattern), permission in ROUTES.items():
+    for (m, pattern) in ROUTES:
         if m != method or "{" not in pattern:
             continue
         pparts = pattern.split("/")
         if len(pparts) == len(parts) and all(p == q or p.startswith("{") for p, q in zip(pparts, parts)):
-            return permission
+            return pattern
     return None
+
+
+def route_permission(method: str, path: str) -> str | None:
+    """The permission a route needs; None when the route is unknown (denied)."""
+    pattern = route_pattern(method, path)
+    return None if pattern is None else ROUTES[(method, pattern)]
 
 
 def role_table() -> str:

@@ -223,7 +223,8 @@ class Quotas:
             retry = max(1, math.ceil(check.reset_at - now))
             raise RateLimitError(f"rate limit reached: {check.label} is {check.limit}",
                                  fix=f"retry after {retry} s, or ask for a higher limit",
-                                 retry_after=retry, limit_headers=_headers(checks, values, now))
+                                 retry_after=retry, limit_headers=_headers(checks, values, now),
+                                 scope=check.key.split(":")[1], limit=check.label.rpartition(": ")[2].replace(" ", "_"))
         return Admission([c.key for c in checks if c.kind == "concurrent"],
                          [c for c in checks if c.kind == "tokens"], _headers(checks, values, now))
 

@@ -1,0 +1,64 @@
+"""`seekstack deploy alerts|dashboard`: files for Prometheus and Grafana, written atomically."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..config import load_settings
+from ..errors import ConfigError
+from ..observability.alerts import alerts, render_rules
+from ..observability.dashboard import render_dashboard
+from .common import console
+
+app = typer.Typer(help="Write monitoring files: Prometheus alert rules and a Grafana dashboard.", no_args_is_help=True)
+out = console()
+CONFIG = typer.Option(None, "--config", "-c", help="seekstack.yaml whose observability.alerts thresholds to use.")
+
+
+@app.command("alerts")
+def deploy_alerts(
+    output: Path = typer.Option(Path("seekstack-alerts.yml"), "--output", "-o", help="Rule file to write ('-' for stdout)."),
+    config: Optional[Path] = CONFIG,
+) -> None:
+    """Write the Prometheus alert rules (thresholds from observability.alerts); load them with `rule_files:`."""
+    settings = load_settings(config)
+    write(output, render_rules(settings.observability.alerts))
+    if str(output) != "-":
+        out.print(f"[green]wrote[/] {output}: {len(alerts(settings.observability.alerts))} alert rules "
+                  "(check with `promtool check rules`)")
+
+
+@app.command("dashboard")
+def deploy_dashboard(
+    output: Path = typer.Option(Path("seekstack-dashboard.json"), "--output", "-o", help="Dashboard JSON to write ('-' for stdout)."),
+) -> None:
+    """Write the Grafana dashboard (import it in Grafana, pick the Prometheus data source)."""
+    write(output, render_dashboard())
+    if str(output) != "-":
+        out.print(f"[green]wrote[/] {output}: import it under Dashboards → New → Import")
+
+
+def write(path: Path, text: str) -> None:
+    """Write all of ``text`` or nothing: a temporary file beside ``path``, then a rename."""
+    if str(path) == "-":
+        sys.stdout.write(text)
+        return
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}", fix="pick a writable --output path") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise ConfigError(f"cannot write {path}: {exc.strerror}", fix="pick a writable --output path") from None

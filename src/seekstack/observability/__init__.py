@@ -1,0 +1,59 @@
+"""Observability: Prometheus metrics, OpenTelemetry tracing, JSON logs, alert rules and dashboards.
+
+:class:`Observability` is what the gateway holds: the per-request metrics (or None when
+``observability.metrics`` is off), the scrape-time collectors, and tracing.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import ProcessCollector
+
+from ..config import Settings
+from .collectors import EngineMetrics, GpuCollector, ReplicaCollector, StaticCollector, certificate_expiry
+from .metrics import METRICS, GatewayMetrics, metrics_table
+from .tracing import Trace, Tracing, stage
+
+__all__ = ["Observability", "GatewayMetrics", "METRICS", "metrics_table", "Trace", "Tracing", "stage"]
+
+
+class Observability:
+    def __init__(self, settings: Settings, nvml=None):
+        self.settings = settings
+        self.metrics = GatewayMetrics() if settings.observability.metrics else None
+        self.tracing = Tracing(settings.observability.tracing)
+        self._engines: EngineMetrics | None = None
+        self._nvml = nvml
+
+    def attach(self, supervisor, http) -> None:
+        """Register the scrape-time collectors, once the supervisor exists."""
+        if self.metrics is None or self._engines is not None:
+            return
+        from .. import __version__
+
+        registry = self.metrics.registry
+        tls = self.settings.server.tls
+        registry.register(ReplicaCollector(supervisor))
+        self._engines = EngineMetrics(supervisor, http)
+        registry.register(self._engines)
+        registry.register(GpuCollector(self._nvml))
+        ProcessCollector(namespace="seekstack", registry=registry)
+        registry.register(StaticCollector(__version__, certificate_expiry(tls.cert) if tls else None))
+
+    async def render(self) -> bytes:
+        """The Prometheus exposition text, with the engines' metrics fetched now."""
+        if self._engines is not None:
+            await self._engines.scrape()
+        return self.metrics.render()
+
+    def shutdown(self) -> None:
+        self.tracing.shutdown()
+
+
+def write_docs(doc_path: str) -> None:
+    """Regenerate the metric and alert tables of docs/observability.md (``make docs``)."""
+    from ..config import AlertThresholds
+    from ..markdown import replace_block
+    from .alerts import alerts_table
+
+    replace_block(doc_path, "metrics-table", metrics_table())
+    replace_block(doc_path, "alerts-table", alerts_table(AlertThresholds()))

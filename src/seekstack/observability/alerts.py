@@ -1,0 +1,120 @@
+"""The Prometheus rule file ``seekstack deploy alerts`` writes, from ``observability.alerts``.
+
+Each rule is data: name, PromQL, how long it must hold, severity, a summary and a one-line
+runbook. Thresholds come from settings, so a site tunes them in seekstack.yaml and rewrites
+the file. A test parses every expression (and runs ``promtool check rules`` when present).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ..config import AlertThresholds
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    hold: str          # Prometheus `for:`
+    severity: str      # info | warning | critical
+    summary: str
+    runbook: str
+
+
+SLOT_UTILISATION = "sum by (model) (seekstack_requests_in_flight) / sum by (model) (seekstack_replica_slots)"
+
+
+def _quantile(q: float, metric: str, by: str = "model") -> str:
+    return f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket[5m])))"
+
+
+def alerts(t: AlertThresholds) -> list[Alert]:
+    days = 86400
+    crit_days = t.certificate_expiry_days / 5
+    return [
+        Alert("SeekstackGatewayAbsent", "absent(seekstack_build_info)", "5m", "critical",
+              "No seekstack gateway is being scraped.",
+              "Check the gateway process (`seekstack ps`, its log) and Prometheus' scrape config and key."),
+        Alert("SeekstackReplicaDown", "seekstack_replica_up == 0", t.replica_down_for, "critical",
+              "Replica {{ $labels.model }}/{{ $labels.replica }} is down.",
+              "Run `seekstack ps`; read the replica's last exit in the gateway log; `seekstack doctor` checks memory and model files."),
+        Alert("SeekstackReplicaRestarting", "increase(seekstack_replica_restarts_total[15m]) > 2", "0m", "warning",
+              "Replica {{ $labels.model }}/{{ $labels.replica }} restarted more than twice in 15 minutes.",
+              "A crash loop: look for out-of-memory kills (dmesg) and engine errors in the gateway log; lower context or slots."),
+        Alert("SeekstackErrorRateHigh",
+              f'sum by (model) (rate(seekstack_requests_total{{status=~"5.."}}[5m])) / sum by (model) (rate(seekstack_requests_total[5m])) > {t.error_ratio}',
+              "5m", "critical", f"More than {t.error_ratio:.0%} of requests to {{{{ $labels.model }}}} fail with 5xx.",
+              "Check replica health and the engine error codes in the access log (field `error`); 503s with Retry-After mean no healthy replica."),
+        Alert("SeekstackTokenLatencyWarning", f"{_quantile(0.95, 'seekstack_time_per_output_token_seconds')} > {t.token_latency_warning_ms / 1000}",
+              "5m", "warning", f"p95 time per output token of {{{{ $labels.model }}}} is above {t.token_latency_warning_ms:g} ms.",
+              "The replicas are saturated: add replicas, lower slots per replica, or move to faster hardware (`seekstack plan`)."),
+        Alert("SeekstackTokenLatencyCritical", f"{_quantile(0.95, 'seekstack_time_per_output_token_seconds')} > {t.token_latency_critical_ms / 1000}",
+              "5m", "critical", f"p95 time per output token of {{{{ $labels.model }}}} is above {t.token_latency_critical_ms:g} ms.",
+              "Users see a stalling stream: shed load (quotas) or add replicas now."),
+        Alert("SeekstackTTFTP99High", f"{_quantile(0.99, 'seekstack_time_to_first_token_seconds')} > {t.ttft_p99_ms / 1000}",
+              "5m", "warning", f"p99 time to first token of {{{{ $labels.model }}}} is above {t.ttft_p99_ms:g} ms.",
+              "Requests queue for slots or prompts are long: check seekstack_requests_queued and prompt token rates."),
+        Alert("SeekstackSustainedUtilization", f"{SLOT_UTILISATION} > {t.sustained_utilization}", "15m", "warning",
+              f"{{{{ $labels.model }}}} has used more than {t.sustained_utilization:.0%} of its engine slots for 15 minutes.",
+              "Capacity is short: add replicas or slots before latency alerts follow."),
+        Alert("SeekstackScaleUp", f"avg_over_time(({SLOT_UTILISATION})[5m:30s]) > {t.scale_up_utilization}", "0m", "info",
+              f"{{{{ $labels.model }}}}: average slot utilisation over 5 minutes is above {t.scale_up_utilization:.0%}; scale up.",
+              "Raise `replicas` for the model (or let the autoscaler act on this alert)."),
+        Alert("SeekstackScaleDown", f"avg_over_time(({SLOT_UTILISATION})[30m:1m]) < {t.scale_down_utilization}", "30m", "info",
+              f"{{{{ $labels.model }}}}: average slot utilisation is below {t.scale_down_utilization:.0%}; replicas could be removed.",
+              "Lower `replicas` for the model to free memory, keeping at least two for failover."),
+        Alert("SeekstackGPUUtilizationWarning", f"seekstack_gpu_utilization_ratio > {t.gpu_utilization_warning}", "5m", "warning",
+              f"GPU {{{{ $labels.gpu }}}} is over {t.gpu_utilization_warning:.0%} busy.",
+              "Expect queueing soon: plan more replicas or GPUs (`seekstack plan`)."),
+        Alert("SeekstackGPUUtilizationCritical", f"seekstack_gpu_utilization_ratio > {t.gpu_utilization_critical}", "5m", "critical",
+              f"GPU {{{{ $labels.gpu }}}} is over {t.gpu_utilization_critical:.0%} busy.",
+              "The GPU is the bottleneck: shed load with quotas or add capacity."),
+        Alert("SeekstackGPUMemoryWarning", f"seekstack_gpu_memory_used_bytes / seekstack_gpu_memory_total_bytes > {t.gpu_memory_warning}",
+              "5m", "warning", f"GPU {{{{ $labels.gpu }}}} memory is over {t.gpu_memory_warning:.0%} used.",
+              "Little headroom for KV cache: lower context or slots, or use a smaller quantization."),
+        Alert("SeekstackGPUMemoryCritical", f"seekstack_gpu_memory_used_bytes / seekstack_gpu_memory_total_bytes > {t.gpu_memory_critical}",
+              "2m", "critical", f"GPU {{{{ $labels.gpu }}}} memory is over {t.gpu_memory_critical:.0%} used.",
+              "An out-of-memory crash is near: stop extra replicas on this GPU or lower context now."),
+        Alert("SeekstackCertificateExpiring", f"seekstack_tls_certificate_expiry_timestamp_seconds - time() < {t.certificate_expiry_days * days:.0f}",
+              "1h", "warning", f"The gateway's TLS certificate expires in less than {t.certificate_expiry_days:g} days.",
+              "Renew server.tls.cert and restart the gateway (clients keep working through the restart drain)."),
+        Alert("SeekstackCertificateExpiryCritical", f"seekstack_tls_certificate_expiry_timestamp_seconds - time() < {crit_days * days:.0f}",
+              "10m", "critical", f"The gateway's TLS certificate expires in less than {crit_days:g} days.",
+              "Renew server.tls.cert today; an expired certificate stops every client."),
+        Alert("SeekstackAuditWriteSlow", "histogram_quantile(0.99, sum by (le) (rate(seekstack_audit_write_seconds_bucket[5m]))) > 0.05",
+              "10m", "warning", "p99 audit write is above 50 ms; every request waits for it.",
+              "Audit is fail-closed: check the audit disk (latency, free space) before requests start failing with 503."),
+    ]
+
+
+def rule_file(t: AlertThresholds) -> dict[str, Any]:
+    rules = []
+    for a in alerts(t):
+        rule: dict[str, Any] = {"alert": a.name, "expr": a.expr}
+        if a.hold != "0m":
+            rule["for"] = a.hold
+        rule["labels"] = {"severity": a.severity, "service": "seekstack"}
+        rule["annotations"] = {"summary": a.summary, "runbook": a.runbook}
+        rules.append(rule)
+    return {"groups": [{"name": "seekstack", "rules": rules}]}
+
+
+def render_rules(t: AlertThresholds) -> str:
+    header = "# Prometheus alert rules for seekstack, written by `seekstack deploy alerts`.\n" \
+             "# Thresholds come from observability.alerts in seekstack.yaml; edit there and rewrite.\n"
+    return header + yaml.safe_dump(rule_file(t), sort_keys=False, width=200, allow_unicode=True)
+
+
+def alerts_table(t: AlertThresholds) -> str:
+    """What each alert means (markdown), for docs/observability.md."""
+    lines = ["| alert | severity | fires when | runbook |", "|---|---|---|---|"]
+    for a in alerts(t):
+        when = a.summary.replace("Replica {{ $labels.model }}/{{ $labels.replica }}", "A replica") \
+            .replace("{{ $labels.model }}", "a model").replace("{{ $labels.gpu }}", "a")
+        held = f" (held {a.hold})" if a.hold != "0m" else ""
+        lines.append(f"| `{a.name}` | {a.severity} | {when}{held} | {a.runbook} |")
+    return "\n".join(lines) + "\n"

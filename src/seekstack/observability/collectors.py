@@ -1,0 +1,205 @@
+"""Metrics read off other parts when ``/metrics`` is scraped (never on the request path).
+
+- :class:`ReplicaCollector`: replica up/restarts, slots, in-flight and queued requests, and
+  each engine process's memory and CPU.
+- :class:`EngineMetrics`: the engines' own ``/metrics`` (llama.cpp ``llamacpp:…``, vLLM
+  ``vllm:…``), fetched concurrently before each render and renamed ``seekstack_engine_…``
+  with ``model``, ``replica`` and ``engine`` labels, so every engine reads the same way.
+- :class:`GpuCollector`: utilisation, memory, temperature and power per GPU via NVML;
+  ``seekstack_gpus 0`` when there is no GPU or no driver.
+- :class:`StaticCollector`: the build info and the TLS certificate's expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from .metrics import METRICS
+
+log = logging.getLogger("seekstack.metrics")
+ENGINE_PREFIX = "seekstack_engine_"
+SCRAPE_TIMEOUT_S = 2.0
+
+
+def _help(name: str) -> str:
+    return METRICS[name][2]
+
+
+class ReplicaCollector(Collector):
+    def __init__(self, supervisor):
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["model", "replica", "engine"]
+        up = GaugeMetricFamily("seekstack_replica_up", _help("seekstack_replica_up"), labels=labels)
+        restarts = CounterMetricFamily("seekstack_replica_restarts", _help("seekstack_replica_restarts_total"), labels=labels)
+        slots = GaugeMetricFamily("seekstack_replica_slots", _help("seekstack_replica_slots"), labels=labels)
+        memory = GaugeMetricFamily("seekstack_replica_resident_memory_bytes", _help("seekstack_replica_resident_memory_bytes"), labels=labels)
+        cpu = CounterMetricFamily("seekstack_replica_cpu_seconds", _help("seekstack_replica_cpu_seconds_total"), labels=labels)
+        in_flight = GaugeMetricFamily("seekstack_requests_in_flight", _help("seekstack_requests_in_flight"), labels=["model", "replica"])
+        queued = GaugeMetricFamily("seekstack_requests_queued", _help("seekstack_requests_queued"), labels=["model", "replica"])
+        for replica in self.supervisor.all():
+            ids = [replica.model.name, str(replica.index), replica.model.engine]
+            up.add_metric(ids, 1.0 if replica.routable else 0.0)
+            restarts.add_metric(ids, replica.restarts)
+            slots.add_metric(ids, replica.model.slots)
+            in_flight.add_metric(ids[:2], replica.outstanding)
+            queued.add_metric(ids[:2], max(0, replica.outstanding - replica.model.slots))
+            usage = _process_usage(replica.engine.pid)
+            if usage is not None:
+                memory.add_metric(ids, usage[0])
+                cpu.add_metric(ids, usage[1])
+        return [up, restarts, slots, in_flight, queued, memory, cpu]
+
+
+def _process_usage(pid: int | None) -> tuple[float, float] | None:
+    """(resident bytes, CPU seconds) of a process, or None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        import psutil
+
+        process = psutil.Process(pid)
+        with process.oneshot():
+            times = process.cpu_times()
+            return float(process.memory_info().rss), times.user + times.system
+    except Exception:  # exited between the listing and the read
+        return None
+
+
+class EngineMetrics(Collector):
+    """The engines' own metrics, as of the last :meth:`scrape`."""
+
+    def __init__(self, supervisor, http):
+        self.supervisor = supervisor
+        self.http = http
+        self._families: list[Metric] = []
+
+    async def scrape(self) -> None:
+        replicas = [r for r in self.supervisor.all() if r.routable and r.engine.base_url]
+        texts = await asyncio.gather(*(self._fetch(r.engine.base_url) for r in replicas))
+        self._families = relabel([(r.model.name, str(r.index), r.model.engine, text)
+                                  for r, text in zip(replicas, texts) if text])
+
+    async def _fetch(self, base_url: str) -> str | None:
+        try:
+            status, body = await self.http.get(base_url, "/metrics", timeout=SCRAPE_TIMEOUT_S)
+        except Exception as exc:  # an engine without /metrics, or one that is restarting
+            log.debug("engine metrics from %s unavailable: %s", base_url, exc)
+            return None
+        return body.decode("utf-8", "replace") if status == 200 else None
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def engine_metric_name(name: str) -> str | None:
+    """``llamacpp:prompt_tokens_total`` → ``seekstack_engine_prompt_tokens_total``; names without an
+    engine namespace (an engine's own process_* or python_* metrics) are left out."""
+    namespace, sep, rest = name.partition(":")
+    if not sep or not rest:
+        return None
+    return ENGINE_PREFIX + rest.replace(":", "_")
+
+
+def relabel(sources: list[tuple[str, str, str, str]]) -> list[Metric]:
+    """Merge engines' exposition texts ((model, replica, engine, text) each) into seekstack families."""
+    merged: dict[str, Metric] = {}
+    for model, replica, engine, text in sources:
+        try:
+            families = list(text_string_to_metric_families(text))
+        except Exception as exc:  # a malformed page: skip this engine, keep the others
+            log.warning("engine metrics of %s/%s are not Prometheus text: %s", model, replica, exc)
+            continue
+        for family in families:
+            name = engine_metric_name(family.name)
+            if name is None:
+                continue
+            target = merged.get(name)
+            if target is None:
+                target = merged[name] = Metric(name, family.documentation, family.type)
+            for sample in family.samples:
+                sample_name = engine_metric_name(sample.name)
+                if sample_name is None:
+                    continue
+                target.add_sample(sample_name, {**sample.labels, "model": model, "replica": replica, "engine": engine},
+                                  sample.value, sample.timestamp)
+    return list(merged.values())
+
+
+class GpuCollector(Collector):
+    """NVIDIA GPUs through NVML (``pynvml``). ``nvml`` is injectable: the library is the outer edge."""
+
+    def __init__(self, nvml: Any = None):
+        self._nvml = nvml
+        self._ready: bool | None = None
+
+    def _init(self) -> bool:
+        if self._ready is None:
+            try:
+                if self._nvml is None:
+                    import pynvml
+
+                    self._nvml = pynvml
+                self._nvml.nvmlInit()
+                self._ready = True
+            except Exception:  # no driver, no library, no GPU: report zero GPUs
+                self._ready = False
+        return self._ready
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["gpu", "name"]
+        count = GaugeMetricFamily("seekstack_gpus", _help("seekstack_gpus"))
+        util = GaugeMetricFamily("seekstack_gpu_utilization_ratio", _help("seekstack_gpu_utilization_ratio"), labels=labels)
+        used = GaugeMetricFamily("seekstack_gpu_memory_used_bytes", _help("seekstack_gpu_memory_used_bytes"), labels=labels)
+        total = GaugeMetricFamily("seekstack_gpu_memory_total_bytes", _help("seekstack_gpu_memory_total_bytes"), labels=labels)
+        temp = GaugeMetricFamily("seekstack_gpu_temperature_celsius", _help("seekstack_gpu_temperature_celsius"), labels=labels)
+        power = GaugeMetricFamily("seekstack_gpu_power_watts", _help("seekstack_gpu_power_watts"), labels=labels)
+        n = 0
+        if self._init():
+            nvml = self._nvml
+            try:
+                n = nvml.nvmlDeviceGetCount()
+                for i in range(n):
+                    handle = nvml.nvmlDeviceGetHandleByIndex(i)
+                    name = nvml.nvmlDeviceGetName(handle)
+                    ids = [str(i), name.decode() if isinstance(name, bytes) else str(name)]
+                    memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+                    util.add_metric(ids, nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0)
+                    used.add_metric(ids, float(memory.used))
+                    total.add_metric(ids, float(memory.total))
+                    temp.add_metric(ids, float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)))
+                    power.add_metric(ids, nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)
+            except Exception as exc:  # a GPU that fell off the bus must not break the scrape
+                log.warning("NVML read failed: %s", exc)
+        count.add_metric([], n)
+        return [count, util, used, total, temp, power]
+
+
+class StaticCollector(Collector):
+    def __init__(self, version: str, certificate_expiry: float | None):
+        self.version = version
+        self.certificate_expiry = certificate_expiry
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily("seekstack_build_info", _help("seekstack_build_info"), labels=["version"])
+        info.add_metric([self.version], 1)
+        yield info
+        if self.certificate_expiry is not None:
+            yield GaugeMetricFamily("seekstack_tls_certificate_expiry_timestamp_seconds",
+                                    _help("seekstack_tls_certificate_expiry_timestamp_seconds"), value=self.certificate_expiry)
+
+
+def certificate_expiry(cert_path) -> float | None:
+    """The notAfter time of the first certificate in a PEM file (Unix seconds)."""
+    from cryptography import x509
+
+    with open(cert_path, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    return cert.not_valid_after_utc.timestamp()

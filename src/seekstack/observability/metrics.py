@@ -1,0 +1,123 @@
+"""The gateway's Prometheus metrics: what each request did, recorded once when it ends.
+
+:class:`GatewayMetrics` owns a private registry. The guard calls :meth:`GatewayMetrics.observe`
+with the route, the status, the error code of a refusal and the request's :class:`Meter`
+(model, replica, tokens, first/last token times, PII classes); nothing else on the request
+path touches metrics. What is read off other parts — replicas, engines' own counters,
+process CPU/memory, GPUs, the TLS certificate — is collected when ``/metrics`` is scraped
+(:mod:`seekstack.observability.collectors`).
+
+``METRICS`` lists every family with its type, labels and meaning: docs/observability.md
+embeds it as a table, and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+
+from ..governance.meter import Meter
+
+disable_created_metrics()  # no *_created series: they double the page and no dashboard reads them
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
+TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
+AUDIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+# name → (type, labels, meaning). Engine families (seekstack_engine_*) come from the engines.
+METRICS: dict[str, tuple[str, str, str]] = {
+    "seekstack_requests_total": ("counter", "route, model, status", "Requests answered, by route, model and HTTP status (refusals included)."),
+    "seekstack_request_duration_seconds": ("histogram", "route, model", "Time from the request's arrival to its last byte (a stream: its end)."),
+    "seekstack_time_to_first_token_seconds": ("histogram", "model, replica", "Streamed requests: arrival at the gateway to the first token sent to the client (TTFT)."),
+    "seekstack_time_per_output_token_seconds": ("histogram", "model, replica", "Streamed requests: (last token − first token) ÷ (completion tokens − 1), as vLLM's TPOT."),
+    "seekstack_prompt_tokens_total": ("counter", "model", "Prompt tokens processed."),
+    "seekstack_completion_tokens_total": ("counter", "model", "Completion tokens generated, reasoning included."),
+    "seekstack_reasoning_tokens_total": ("counter", "model", "Completion tokens spent on reasoning."),
+    "seekstack_rejected_requests_total": ("counter", "route, reason", "Requests refused with a 4xx; `reason` is the error code (invalid_api_key, permission_denied, rate_limit_exceeded, context_length_exceeded, payload_too_large, model_not_found, …)."),
+    "seekstack_quota_rejections_total": ("counter", "scope, limit", "429s by the quota that refused: scope key|user|team, limit requests_per_minute, tokens_per_minute, concurrent_requests, tokens_per_day, tokens_per_month."),
+    "seekstack_pii_detections_total": ("counter", "class", "PII found in prompts and answers, by class (never values)."),
+    "seekstack_audit_write_seconds": ("histogram", "", "Time until a request's audit record is committed (the request waits for it: fail-closed)."),
+    "seekstack_requests_in_flight": ("gauge", "model, replica", "Requests the gateway has sent to the replica and not finished."),
+    "seekstack_requests_queued": ("gauge", "model, replica", "In-flight requests beyond the replica's engine slots: waiting for a slot."),
+    "seekstack_replica_slots": ("gauge", "model, replica, engine", "Parallel sequences (engine slots) of the replica."),
+    "seekstack_replica_up": ("gauge", "model, replica, engine", "1 when the replica passes its heartbeat and takes requests, else 0."),
+    "seekstack_replica_restarts_total": ("counter", "model, replica, engine", "Times the supervisor restarted the replica after a crash or a failed heartbeat."),
+    "seekstack_replica_resident_memory_bytes": ("gauge", "model, replica, engine", "Resident memory of the replica's engine process."),
+    "seekstack_replica_cpu_seconds_total": ("counter", "model, replica, engine", "CPU time used by the replica's engine process."),
+    "seekstack_engine_*": ("engine's", "model, replica, engine + the engine's", "The engine's own metrics (llama.cpp `llamacpp:x`, vLLM `vllm:x`) renamed `seekstack_engine_x` and labelled with model, replica and engine."),
+    "seekstack_process_cpu_seconds_total": ("counter", "", "CPU time of the gateway process."),
+    "seekstack_process_resident_memory_bytes": ("gauge", "", "Resident memory of the gateway process."),
+    "seekstack_gpus": ("gauge", "", "GPUs NVML reports (0: no GPU, or no NVIDIA driver)."),
+    "seekstack_gpu_utilization_ratio": ("gauge", "gpu, name", "GPU busy time over the last sample period, 0–1."),
+    "seekstack_gpu_memory_used_bytes": ("gauge", "gpu, name", "GPU memory in use."),
+    "seekstack_gpu_memory_total_bytes": ("gauge", "gpu, name", "GPU memory in all."),
+    "seekstack_gpu_temperature_celsius": ("gauge", "gpu, name", "GPU core temperature."),
+    "seekstack_gpu_power_watts": ("gauge", "gpu, name", "GPU power draw."),
+    "seekstack_tls_certificate_expiry_timestamp_seconds": ("gauge", "", "When the served TLS certificate expires (Unix time); absent without TLS."),
+    "seekstack_build_info": ("gauge", "version", "Always 1; the running seekstack version."),
+}
+
+
+class GatewayMetrics:
+    """Per-request metrics. ``observe`` runs once per request, after its last byte."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self.requests = Counter("seekstack_requests", _help("seekstack_requests_total"), ["route", "model", "status"], registry=r)
+        self.latency = Histogram("seekstack_request_duration_seconds", _help("seekstack_request_duration_seconds"),
+                                 ["route", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("seekstack_time_to_first_token_seconds", _help("seekstack_time_to_first_token_seconds"),
+                              ["model", "replica"], buckets=TTFT_BUCKETS, registry=r)
+        self.tpot = Histogram("seekstack_time_per_output_token_seconds", _help("seekstack_time_per_output_token_seconds"),
+                              ["model", "replica"], buckets=TPOT_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("seekstack_prompt_tokens", _help("seekstack_prompt_tokens_total"), ["model"], registry=r)
+        self.completion_tokens = Counter("seekstack_completion_tokens", _help("seekstack_completion_tokens_total"), ["model"], registry=r)
+        self.reasoning_tokens = Counter("seekstack_reasoning_tokens", _help("seekstack_reasoning_tokens_total"), ["model"], registry=r)
+        self.rejected = Counter("seekstack_rejected_requests", _help("seekstack_rejected_requests_total"), ["route", "reason"], registry=r)
+        self.quota_rejections = Counter("seekstack_quota_rejections", _help("seekstack_quota_rejections_total"),
+                                        ["scope", "limit"], registry=r)
+        self.pii = Counter("seekstack_pii_detections", _help("seekstack_pii_detections_total"), ["class"], registry=r)
+        self.audit_write = Histogram("seekstack_audit_write_seconds", _help("seekstack_audit_write_seconds"),
+                                     buckets=AUDIT_BUCKETS, registry=r)
+
+    def observe(self, route: str, status: int, elapsed: float, meter: Meter | None, error_code: str | None = None) -> None:
+        model = meter.model or "" if meter is not None else ""
+        self.requests.labels(route, model, str(status)).inc()
+        self.latency.labels(route, model).observe(elapsed)
+        if error_code is not None and 400 <= status < 500:
+            self.rejected.labels(route, error_code).inc()
+        if meter is None or meter.model is None:
+            return
+        if meter.prompt_tokens:
+            self.prompt_tokens.labels(model).inc(meter.prompt_tokens)
+        if meter.completion_tokens:
+            self.completion_tokens.labels(model).inc(meter.completion_tokens)
+        if meter.reasoning_tokens:
+            self.reasoning_tokens.labels(model).inc(meter.reasoning_tokens)
+        if meter.first_token_at:
+            replica = meter.replica or ""
+            self.ttft.labels(model, replica).observe(meter.first_token_at - meter.started)
+            if meter.completion_tokens > 1 and meter.last_token_at > meter.first_token_at:
+                self.tpot.labels(model, replica).observe(
+                    (meter.last_token_at - meter.first_token_at) / (meter.completion_tokens - 1))
+        for name, count in meter.pii.items():
+            self.pii.labels(name).inc(count)
+
+    def quota_rejected(self, scope: str, limit: str) -> None:
+        self.quota_rejections.labels(scope, limit).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _help(name: str) -> str:
+    return METRICS[name][2]
+
+
+def metrics_table() -> str:
+    """The metric reference (markdown) that docs/observability.md embeds."""
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for name, (kind, labels, meaning) in METRICS.items():
+        lines.append(f"| `{name}` | {kind} | {labels or '—'} | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,119 @@
+"""`seekstack deploy alerts|dashboard`: every expression parses, and names only metrics /metrics exposes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import promql_parser
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import SEEKSTACK
+from fakes import FakeNVML
+from seekstack.observability.collectors import GpuCollector, StaticCollector
+
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$model": ".*", "$replica": ".*"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Every metric an expression selects, found by really parsing it (a syntax error raises)."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    names: set[str] = set()
+
+    def visit(node):
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
+
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+def exposition_names(text: str) -> set[str]:
+    """Series names a page serves, and those its TYPE lines declare (a labelled family with no
+    child yet, e.g. reasoning tokens of a model that never reasons, has a TYPE line and no sample)."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {s.name for s in family.samples}
+        names |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ())}
+    return names
+
+
+@pytest.fixture(scope="module")
+def exposed(server) -> set[str]:
+    """Sample names the real gateway serves, plus those its GPU and TLS collectors serve where
+    there is a GPU (NVML faked: the driver is the edge) and a certificate."""
+    server.http.post("/v1/chat/completions", json={"model": "smollm2-135m", "max_tokens": 4, "stream": True,
+                                                   "messages": [{"role": "user", "content": "Hi"}]})
+    r = server.http.get("/metrics")
+    assert r.status_code == 200
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(FakeNVML()))
+    registry.register(StaticCollector("test", certificate_expiry=2e9))
+    return exposition_names(r.text) | exposition_names(generate_latest(registry).decode())
+
+
+def run(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*SEEKSTACK, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_alert_rules_parse_and_carry_severity_runbook_and_configured_thresholds(tmp_path, exposed):
+    config = tmp_path / "seekstack.yaml"
+    config.write_text(yaml.safe_dump({"observability": {"alerts": {"gpu_utilization_warning": 0.77, "ttft_p99_ms": 750}}}))
+    out = tmp_path / "rules.yml"
+    result = run("deploy", "alerts", "--config", str(config), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rules = yaml.safe_load(out.read_text())["groups"][0]["rules"]
+    assert len(rules) >= 15
+    for rule in rules:
+        names = metric_names(rule["expr"])
+        assert names and names <= exposed, (rule["alert"], names - exposed)
+        assert rule["labels"]["severity"] in ("info", "warning", "critical")
+        assert rule["annotations"]["runbook"] and "\n" not in rule["annotations"]["runbook"]
+        if "for" in rule:
+            promql_parser.parse_duration(rule["for"])
+    by_name = {r["alert"]: r for r in rules}
+    assert by_name["SeekstackGPUUtilizationWarning"]["expr"].endswith("> 0.77")
+    assert by_name["SeekstackTTFTP99High"]["expr"].endswith("> 0.75")
+    assert {"SeekstackErrorRateHigh", "SeekstackReplicaDown", "SeekstackCertificateExpiring", "SeekstackScaleUp",
+            "SeekstackScaleDown", "SeekstackGPUMemoryCritical", "SeekstackTokenLatencyCritical"} <= set(by_name)
+    if shutil.which("promtool"):  # Prometheus' own checker, when installed (Debian: prometheus)
+        check = subprocess.run(["promtool", "check", "rules", str(out)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_dashboard_queries_name_only_metrics_that_metrics_exposes(tmp_path, exposed):
+    out = tmp_path / "dashboard.json"
+    result = run("deploy", "dashboard", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    board = json.loads(out.read_text())
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len(panels) >= 20 and len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    used = set()
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = metric_names(target["expr"])
+            assert names and names <= exposed, (panel["title"], names - exposed)
+            used |= names
+    # the signals the issue names each have a panel: per model and replica, engines, GPUs
+    for needed in ("seekstack_time_to_first_token_seconds_bucket", "seekstack_time_per_output_token_seconds_bucket",
+                   "seekstack_requests_total", "seekstack_replica_up", "seekstack_requests_queued",
+                   "seekstack_engine_predicted_tokens_seconds", "seekstack_gpu_utilization_ratio",
+                   "seekstack_gpu_memory_used_bytes", "seekstack_pii_detections_total"):
+        assert needed in used, needed
+    assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "model", "replica"}
+
+
+def test_deploy_refuses_an_unwritable_path_in_one_line(tmp_path):
+    result = run("deploy", "dashboard", "-o", str(tmp_path / "missing-dir" / "d.json"))
+    assert result.returncode == 1
+    assert "cannot write" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "missing-dir").exists()
