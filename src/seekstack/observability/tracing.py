@@ -101,6 +101,9 @@ class Tracing:
 
     def end(self, trace: Trace, status: int, attributes: dict[str, Any]) -> None:
         """Turn the timed stages into child spans and end the root span."""
+        if not trace.root.is_recording():  # sampled out: nothing to export
+            trace.root.end()
+            return
         context = self._in_context(trace.root)
         for name, start, end, attrs in trace.stages:
             span = self._tracer.start_span(name, context=context, start_time=trace.ns(start), attributes=attrs)
