@@ -117,3 +117,15 @@ def test_a_bad_jsonl_line_is_named(tmp_path):
     data.write_text('{"prompt": "ok"}\n{"text": 1}\n')
     result = bench("--dataset-file", str(data), "-n", "1", timeout=30)
     assert result.returncode == 1 and "line 2" in result.stderr
+
+
+def test_the_run_is_bounded_in_time(server, tmp_path):
+    """--duration stops the run: what was still running is cancelled and reported as incomplete."""
+    result = bench("--base-url", server.url + "/v1", "--api-key", server.key, "--model", MODEL, "-n", "200",
+                   "--concurrency", "2", "--max-tokens", "400", "--ignore-eos", "--duration", "2",
+                   "-o", str(tmp_path / "c.json"))
+    summary = json.loads((tmp_path / "c.json").read_text())["summary"]
+    assert summary["completed"] < 200 and summary["incomplete"] >= 1
+    assert summary["completed"] + summary["failed"] + summary["incomplete"] <= 200
+    assert result.returncode in (0, 1)  # 1 only when not one request finished in time, said in one line
+    assert "Traceback" not in result.stderr

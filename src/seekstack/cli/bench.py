@@ -82,6 +82,9 @@ def bench(
     print_summary(summary)
     for where in filter(None, (output, html_report)):
         out.print(f"[green]wrote[/] {where}")
+    if summary["completed"] == 0 and summary["incomplete"] and not summary["failed"]:
+        raise InvalidRequestError(f"no request finished within --duration {duration:g} s",
+                                  fix="raise --duration, or lower --max-tokens")
     if summary["completed"] == 0:
         raise ServerUnreachableError(f"no request completed; first errors: {'; '.join(summary['errors'][:3]) or 'none'}",
                                      fix="check --base-url, --model and --api-key")
