@@ -161,3 +161,43 @@ def test_a_dedicated_scrape_key_reads_metrics_and_nothing_else(server):
     with as_key(server, key) as c:
         assert c.get("/metrics").status_code == 200
         assert c.get("/v1/models").status_code == 403
+
+
+def test_in_flight_and_queued_follow_the_engine_slots(server):
+    """Five long streams on a replica with two slots: five in flight, three waiting for a slot."""
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def hold():
+        body = {"model": "smollm2-small-ctx", "max_tokens": 200, "ignore_eos": True, "stream": True,
+                "messages": [{"role": "user", "content": "Go on."}]}
+        with httpx.Client(base_url=server.url, headers=server.http.headers, timeout=60) as c:
+            with c.stream("POST", CHAT, json=body) as r:
+                for _ in r.iter_bytes():
+                    if stop.is_set():
+                        return
+
+    threads = [threading.Thread(target=hold) for _ in range(5)]
+    for t in threads:
+        t.start()
+    try:
+        ids = dict(model="smollm2-small-ctx", replica="0")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            samples = scrape(server)
+            if value(samples, "seekstack_requests_in_flight", **ids) == 5:
+                break
+            time.sleep(0.1)
+        assert value(samples, "seekstack_requests_in_flight", **ids) == 5
+        assert value(samples, "seekstack_requests_queued", **ids) == 3
+        assert value(samples, "seekstack_replica_slots", engine="llamacpp", **ids) == 2
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    deadline = time.monotonic() + 20
+    while value(scrape(server), "seekstack_requests_in_flight", **ids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert value(scrape(server), "seekstack_requests_in_flight", **ids) == 0
