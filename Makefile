@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport tcp --controls off
 	$(BIN)/python bench/governance_overhead.py $(if $(wildcard bench/.litellm-venv/bin/litellm),--litellm,)
 	$(BIN)/python bench/observability_overhead.py
+	$(BIN)/python bench/planner_memory.py
 
 # LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py
 bench-litellm:

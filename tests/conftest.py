@@ -59,6 +59,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.key: str | None = None
         self.http: httpx.Client | None = None
+        self.extra_args: list[str] = []
 
     def start_tls(self, **httpx_kwargs) -> "Server":
         """Start a server whose config has server.tls; probe it with these httpx TLS options."""
@@ -67,7 +68,8 @@ class Server:
 
     def start(self, timeout: float = 90.0) -> "Server":
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([*SEEKSTACK, "serve", "--config", str(self.config_path), "--port", str(self.port)],
+        self.proc = subprocess.Popen([*SEEKSTACK, "serve", "--config", str(self.config_path), "--port", str(self.port),
+                                      *self.extra_args],
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.config_path.parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

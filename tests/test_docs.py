@@ -79,3 +79,22 @@ def test_observability_doc_has_the_generated_tables():
     doc = (ROOT / "docs" / "observability.md").read_text()
     assert block(doc, "metrics-table") == metrics_table(), "run `make docs`"
     assert block(doc, "alerts-table") == alerts_table(AlertThresholds()), "run `make docs`"
+
+
+def test_planner_worked_example_matches_the_planner():
+    """docs/planner.md's DeepSeek-R1 table is what `seekstack plan` computes."""
+    from seekstack.planner import make_plan, parse_hardware
+    from seekstack.planner.catalog import catalog_model
+
+    doc = (ROOT / "docs" / "planner.md").read_text()
+    r1 = catalog_model("deepseek-r1")
+    h200 = make_plan(r1, parse_hardware("8xH200"), quant_name="fp8", context=32768, concurrency=8)
+    h100 = make_plan(r1, parse_hardware("8xH100"), quant_name="fp8", context=32768, concurrency=8)
+    two = make_plan(r1, parse_hardware("2x8xH100"), quant_name="fp8", context=32768, concurrency=8)
+    assert h200.fits and h200.tensor_parallel == 8 and not h100.fits and two.tensor_parallel == 16
+    assert f"{h200.per_gpu_bytes / 1e9:.1f} GB of 0.9 × 141" in doc
+    assert f"{two.per_gpu_bytes / 1e9:.1f} GB of 72 GB" in doc
+    assert f"{h200.kv_bytes / 1e9:.2f} GB, on **every** rank" in doc
+    assert f"≈ {h200.decode_tps_single:,.0f} tok/s per sequence" in doc
+    assert f"≈ {round(h200.prefill_tps, -2):,.0f} tok/s" in doc
+    assert h100.smallest_fix.startswith("quantization q4_k_m") and "16 × H100 (2 nodes of 8)" in h100.smallest_fix

@@ -136,6 +136,7 @@ class SupervisorConfig(_Section):
     backoff_max: float = Field(30.0, gt=0, description="Longest restart delay.")
     stable_after: float = Field(60.0, gt=0, description="Seconds of health after which the restart delay resets.")
     engine_nice: int = Field(5, ge=0, le=19, description="CPU niceness of engine processes. Engines are throughput work; a positive value lets the gateway (auth, streaming, health probes) run first when engines keep every core busy.")
+    memory_budget_gb: float | None = Field(None, gt=0, description="Memory engines may use in all (GB), checked before loading (admission control); default: the memory available at start.")
     engine_transport: Literal["unix", "tcp"] = Field("unix", description="How the gateway reaches engines: Unix sockets in a private 0700 directory (no local user can bypass the gateway), or TCP on 127.0.0.1.")
 
 

@@ -92,42 +92,98 @@ def audit_check(settings: Settings) -> list[Check]:
                   "keep a copy as evidence; see docs/security.md")]
 
 
-def resources_check(settings: Settings) -> list[Check]:
-    import psutil
+def hardware_check(settings: Settings) -> list[Check]:
+    from .planner.hardware import detect
 
+    info = detect()
+    features = ", ".join(info["cpu_features"]) or "no AVX2"
+    status = OK if "AVX2" in info["cpu_features"] else WARN
+    return [Check("cpu", status, f"{info['cpu_model'] or 'unknown CPU'}: {info['cores']} cores, {features}, "
+                                 f"{info['ram_bytes'] / 2**30:.1f} GiB RAM",
+                  "" if status == OK else "llama.cpp is several times slower without AVX2: use a newer CPU or a GPU")]
+
+
+# The oldest CUDA driver API each engine's wheels run on (vLLM and SGLang ship CUDA 12 builds).
+MIN_CUDA = {"vllm": (12, 1), "sglang": (12, 1)}
+
+
+def gpu_check(settings: Settings) -> list[Check]:
+    from .planner.hardware import nvidia_gpus
+
+    gpus = nvidia_gpus()
+    needs_gpu = sorted({m.engine for m in settings.models if m.engine in MIN_CUDA})
     rows = []
-    memory = psutil.virtual_memory()
-    need = 0
-    for model in settings.models:
-        try:
-            if model.engine != "remote":
-                need += model.resolved_path().stat().st_size * model.replicas
-        except Exception:
-            pass
-    status = OK if memory.available > need * 1.2 else WARN
-    rows.append(Check("memory", status, f"{memory.available / 2**30:.1f} GiB available; model files need ~{need / 2**30:.1f} GiB",
-                      "" if status == OK else "serve fewer replicas or a smaller quantization"))
-    free = shutil.disk_usage(settings.state_path.parent if not settings.state_path.exists()
-                             else settings.state_path).free
-    rows.append(Check("disk", OK if free > 2 * 2**30 else WARN, f"{free / 2**30:.1f} GiB free for state and logs",
-                      "" if free > 2 * 2**30 else "free disk space: the audit log must always be writable"))
-    gpus = _nvidia_gpus()
-    rows.append(Check("gpu", OK, ", ".join(gpus) if gpus else "no GPU (llama.cpp runs on the CPU)"))
+    amd = _amd_gpus()
+    if not gpus and not amd:
+        if needs_gpu:
+            return [Check("gpu", FAIL, f"no GPU, but {', '.join(needs_gpu)} needs an NVIDIA GPU",
+                          "install the NVIDIA driver, or serve these models with engine: llamacpp")]
+        return [Check("gpu", OK, "no GPU (llama.cpp runs on the CPU)")]
+    for g in gpus:
+        rows.append(Check("gpu", OK, f"GPU {g['index']}: {g['name']}, {g['memory_bytes'] / 2**30:.0f} GiB, "
+                                     f"driver {g['driver']}, CUDA {g['cuda']}"))
+    if gpus:
+        cuda = tuple(int(x) for x in gpus[0]["cuda"].split("."))
+        for engine in needs_gpu:
+            if cuda < MIN_CUDA[engine]:
+                need = ".".join(map(str, MIN_CUDA[engine]))
+                rows.append(Check("cuda", FAIL, f"the driver supports CUDA {gpus[0]['cuda']}; {engine} needs CUDA {need} or newer",
+                                  "update the NVIDIA driver (535 or newer), or serve with engine: llamacpp"))
+    rows += [Check("gpu", OK, f"AMD: {name}") for name in amd]
     return rows
 
 
-def _nvidia_gpus() -> list[str]:
-    try:
-        import pynvml  # optional: present on GPU machines
+def _amd_gpus() -> list[str]:
+    if not shutil.which("rocm-smi"):
+        return []
+    text = os.popen("rocm-smi --showproductname 2>/dev/null").read()
+    return [line.split(":", 2)[-1].strip() for line in text.splitlines() if "Card series" in line or "Card Series" in line]
 
-        pynvml.nvmlInit()
-        return [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
-    except Exception:
-        return [line for line in os.popen("nvidia-smi -L 2>/dev/null").read().splitlines() if line.strip()]
+
+def models_check(settings: Settings) -> list[Check]:
+    """Every configured model file is there and is a complete GGUF (its header and tensor table read)."""
+    from .errors import SeekstackError
+    from .planner.gguf import read_header
+
+    rows = []
+    for model in settings.models:
+        if model.engine != "llamacpp":
+            continue
+        try:
+            path = model.resolved_path()
+            header = read_header(path)
+        except SeekstackError as exc:
+            rows.append(Check("model", FAIL, f"{model.name}: {exc.message}", exc.fix or ""))
+            continue
+        rows.append(Check("model", OK, f"{model.name}: GGUF v{header.version} {header.architecture}, "
+                                       f"{header.tensor_count} tensors, {header.tensor_bytes / 1e9:.2f} GB of weights"))
+    return rows
+
+
+def memory_check(settings: Settings) -> list[Check]:
+    """The planner's memory for every model and replica together, against what is available."""
+    from .planner.admission import admit
+
+    admission = admit(settings)
+    if admission is None:
+        return [Check("memory", OK, "no local engines to plan")]
+    detail = f"models need {admission.need_bytes / 2**30:.2f} GiB of {admission.budget_bytes / 2**30:.2f} GiB ({admission.where})"
+    if not admission.fits:
+        return [Check("memory", FAIL, detail, admission.smallest_fix())]
+    if admission.need_bytes > 0.8 * admission.budget_bytes:
+        return [Check("memory", WARN, detail + ": less than 20 % headroom", "expect swapping under load; see `seekstack plan`")]
+    return [Check("memory", OK, detail)]
+
+
+def disk_check(settings: Settings) -> list[Check]:
+    free = shutil.disk_usage(settings.state_path.parent if not settings.state_path.exists()
+                             else settings.state_path).free
+    return [Check("disk", OK if free > 2 * 2**30 else WARN, f"{free / 2**30:.1f} GiB free for state and logs",
+                  "" if free > 2 * 2**30 else "free disk space: the audit log must always be writable")]
 
 
 CHECKS: list[Callable[[Settings], list[Check]]] = [config_check, port_check, tls_check, secrets_check, audit_check,
-                                                   resources_check]
+                                                   hardware_check, gpu_check, models_check, memory_check, disk_check]
 
 
 def run_checks(settings: Settings) -> list[Check]:

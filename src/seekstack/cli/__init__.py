@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import SeekstackError
-from . import admin, audit, bench, config_cmd, deploy, doctor, info, run, serve
+from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve
 
 app = typer.Typer(
     name="seekstack",
@@ -26,6 +26,7 @@ app.command("models")(info.models)
 app.command("ps")(info.ps)
 app.command("version")(info.version)
 app.command("doctor")(doctor.doctor)
+app.command("plan")(plan.plan)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(admin.keys, name="keys")
 app.add_typer(admin.users, name="users")

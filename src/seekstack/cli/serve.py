@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..gateway.app import build_app
 from ..governance.service import admin_key_path
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
+from ..planner.admission import admit
 from .common import console
 
 out = console()
@@ -26,6 +27,7 @@ def serve(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="seekstack.yaml to serve (default: ./seekstack.yaml if present, else the embedded SmolLM2-135M)."),
     host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default 8800; 0 picks a free one)."),
+    force: bool = typer.Option(False, "--force", help="Start even when the planner says the models do not fit in memory."),
 ) -> None:
     """Start engines and the OpenAI/DeepSeek-compatible gateway (loopback only by default)."""
     settings = load_settings(config)
@@ -37,6 +39,12 @@ def serve(
     if problems:
         raise ConfigError(f"cannot serve: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
                           fix="fix them, then run `seekstack config check FILE`")
+    admission = admit(settings)
+    if admission is not None and not admission.fits:
+        if not force:
+            raise ConfigError(f"cannot serve: {admission.explain()}",
+                              fix=f"{admission.smallest_fix()}; or pass --force to try anyway")
+        out.print(f"[yellow]warning: --force: {admission.explain()}[/]", soft_wrap=True)
     configure_logging(settings.server.log_level, settings.server.log_format)
     try:
         import uvloop

@@ -1,0 +1,63 @@
+"""`seekstack plan MODEL`: memory, placement, throughput and a quantization comparison."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..planner import default_quant, detect, make_plan, parse_hardware, quantization_table, resolve_model
+from ..planner.catalog import GB
+from .common import JsonOption, console
+
+out = console()
+
+
+def plan(
+    model: str = typer.Argument(..., help="A catalog name (e.g. deepseek-r1, deepseek-r1-distill-qwen-7b) or a local .gguf file."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="bf16, fp8, int8, q8_0, q4_k_m, iq1_s, … (default: the file's, else native on GPU, q4_k_m on CPU)."),
+    context: int = typer.Option(8192, "--context", min=128, help="Tokens per sequence (prompt + completion)."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Sequences served at once per replica."),
+    hardware: str = typer.Option("auto", "--hardware", help="8xH100, 2x8xH100, 2xA100-80G, cpu, cpu:epyc-9654, or auto (detect)."),
+    engine: str = typer.Option("auto", "--engine", help="llamacpp, vllm, sglang or auto."),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV cache type: bf16/f16 (default), fp8, q8_0."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Plan MODEL: memory (weights, KV cache, overhead), fit and replicas, speed bounds, quantizations."""
+    spec = resolve_model(model)
+    info = detect()
+    hw = parse_hardware(hardware, info)
+    q = (quant or default_quant(spec, hw)).lower()
+    p = make_plan(spec, hw, quant_name=q, context=context, concurrency=concurrency, engine=engine, kv_dtype=kv_dtype)
+    table = quantization_table(spec, hw, context=context, concurrency=concurrency)
+    if as_json:
+        print(json.dumps({"plan": p.to_json(), "quantizations": table}, indent=1))
+        return
+    verdict = (f"[green]fits[/]: {p.tensor_parallel or 1} GPU(s) per replica, {p.replicas} replica(s)" if p.fits and hw.is_gpu
+               else f"[green]fits[/]: {p.replicas} replica(s) in RAM" if p.fits
+               else f"[red]does not fit[/] — smallest fix: {p.smallest_fix}")
+    out.print(f"[bold]{spec.name}[/] {q} on {hw.label}, engine {p.engine}, context {context:,} × {concurrency}: {verdict}")
+    memory = Table(title="Memory of one replica", show_header=True)
+    memory.add_column("part")
+    memory.add_column("GB", justify="right")
+    memory.add_column("how")
+    memory.add_row("weights", f"{p.weights_bytes / GB:,.2f}", p.weights_source)
+    memory.add_row("KV cache", f"{p.kv_bytes / GB:,.2f}", f"{p.kv_per_token_bytes:,.0f} B/token ({p.kv_dtype}) × {context:,} × {concurrency}")
+    memory.add_row("overhead", f"{p.overhead_bytes / GB:,.2f}", p.assumptions[2].removeprefix("overhead: "))
+    memory.add_row("[bold]total[/]", f"[bold]{p.total_bytes / GB:,.2f}[/]",
+                   f"per GPU {p.per_gpu_bytes / GB:,.2f} of {p.usable_per_device_bytes / GB:,.1f} usable" if p.per_gpu_bytes
+                   else f"{p.usable_per_device_bytes / GB:,.1f} usable")
+    out.print(memory)
+    out.print(f"decode ≤ {p.decode_tps_single:,.0f} tok/s per sequence, ≤ {p.decode_tps_aggregate:,.0f} tok/s in all "
+              f"at concurrency {concurrency}; prefill ≤ {p.prefill_tps:,.0f} tok/s")
+    quants = Table(title="Quantizations")
+    for column in ("quant", "engine", "size GB", "fits", "GPUs/replica", "replicas", "decode tok/s", "quality"):
+        quants.add_column(column, justify="right" if column not in ("quant", "engine", "quality") else "left")
+    for row in table:
+        quants.add_row(row["quantization"], row["engine"], f"{row['size_gb']:,.1f}", "yes" if row["fits"] else "no",
+                       str(row["gpus_per_replica"] or "—"), str(row["replicas"]), f"{row['decode_tps']:,.0f}", row["quality"])
+    out.print(quants)
+    for line in p.assumptions:
+        out.print(f"[dim]· {line}[/]", soft_wrap=True)

@@ -1,0 +1,73 @@
+"""Admission control: before ``serve`` loads anything, plan every configured model against this
+machine — all models and all their replicas together — and refuse what cannot fit, with the
+numbers and the smallest fix, instead of an out-of-memory crash halfway through loading.
+
+The budget is ``supervisor.memory_budget_gb`` when set, else the memory available now (RAM on
+a CPU machine; free memory of the GPUs when NVML sees some, with llama.cpp's layers on them).
+Engines seekstack does not start (``remote``) take nothing. ``serve --force`` goes ahead anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import ModelConfig, Settings
+from .catalog import spec_from_gguf
+from .hardware import GIB, detect, parse_hardware
+from .plan import Plan, make_plan
+
+
+@dataclass
+class Admission:
+    plans: list[tuple[ModelConfig, Plan]]
+    need_bytes: float
+    budget_bytes: float
+    where: str
+
+    @property
+    def fits(self) -> bool:
+        return self.need_bytes <= self.budget_bytes
+
+    def explain(self) -> str:
+        lines = [f"the models need {self.need_bytes / GIB:.2f} GiB but {self.budget_bytes / GIB:.2f} GiB is available ({self.where}):"]
+        for model, plan in self.plans:
+            lines.append(f"  {model.name}: {model.replicas} × ({plan.weights_bytes / GIB:.2f} weights + "
+                         f"{plan.kv_bytes / GIB:.2f} KV for context {model.context} × {model.slots} slots + "
+                         f"{plan.overhead_bytes / GIB:.2f} overhead) = {model.replicas * plan.total_bytes / GIB:.2f} GiB")
+        return "\n".join(lines)
+
+    def smallest_fix(self) -> str:
+        """The one change to the largest consumer that would make the whole set fit."""
+        model, plan = max(self.plans, key=lambda mp: mp[0].replicas * mp[1].total_bytes)
+        excess = self.need_bytes - self.budget_bytes
+        per_replica_kv = plan.kv_bytes
+        if per_replica_kv * model.replicas > excess:
+            keep = 1 - excess / (per_replica_kv * model.replicas)
+            context = int(model.context * keep) // 256 * 256
+            if context >= 512:
+                return f"set context: {context} (or fewer slots) for {model.name}"
+        if model.replicas > 1 and plan.total_bytes * (model.replicas - 1) >= excess:
+            fewer = model.replicas - int(-(-excess // plan.total_bytes))
+            return f"set replicas: {max(fewer, 1)} for {model.name}"
+        return f"serve {model.name} with a smaller quantization, or free memory (see `seekstack plan`)"
+
+
+def admit(settings: Settings, info: dict | None = None) -> Admission | None:
+    """Plan the configured llama.cpp models; None when there is nothing to plan."""
+    local = [m for m in settings.models if m.engine == "llamacpp"]
+    if not local:
+        return None
+    info = info if info is not None else detect()
+    hw = parse_hardware("auto", info)
+    plans = []
+    for model in local:
+        spec = spec_from_gguf(model.resolved_path())
+        plans.append((model, make_plan(spec, hw, quant_name="file", context=model.context, concurrency=model.slots,
+                                       engine="llamacpp")))
+    need = sum(m.replicas * p.total_bytes for m, p in plans)
+    budget_gb = settings.supervisor.memory_budget_gb
+    if budget_gb is not None:
+        return Admission(plans, need, budget_gb * 1e9, "supervisor.memory_budget_gb")
+    if hw.is_gpu and all(m.device != "cpu" for m in local):
+        return Admission(plans, need, hw.device.memory_gb * 1e9 * hw.gpus * 0.95, f"{hw.label} memory")
+    return Admission(plans, need, float(info["available_bytes"]), "RAM available now")

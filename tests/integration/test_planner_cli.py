@@ -1,0 +1,112 @@
+"""`seekstack plan` and admission control in `seekstack serve`, through the real commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import yaml
+
+from conftest import SEEKSTACK, Server
+from seekstack.embedded import embedded_model_path
+
+
+def run(*args, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run([*SEEKSTACK, *args], capture_output=True, text=True, timeout=timeout, env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"})
+
+
+def test_plan_json_for_a_catalog_model():
+    result = run("plan", "deepseek-r1", "--quant", "fp8", "--hardware", "8xH100", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    plan = data["plan"]
+    assert plan["fits"] is False and "16 × H100" in plan["smallest_fix"]
+    assert plan["kv_per_token_bytes"] == 70272 and round(plan["weights_bytes"] / 1e9) == 700
+    assert {row["quantization"] for row in data["quantizations"]} >= {"bf16", "fp8", "q4_k_m", "iq1_s"}
+
+
+def test_plan_table_for_the_embedded_file_on_this_machine():
+    result = run("plan", str(embedded_model_path()), "--context", "2048")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "q4_1" in out and "fits" in out and "the file's tensor table" in out and "23,040 B/token" in out
+    assert "decode ≤" in out and "Quantizations" in out
+
+
+def test_plan_refuses_bad_input_in_one_line(tmp_path):
+    for args, message in [(["gpt-5"], "not in the model catalog"), (["deepseek-r1", "--hardware", "8xV100"], "unknown GPU"),
+                          (["deepseek-r1", "--quant", "q3_weird"], "unknown quantization")]:
+        result = run("plan", *args)
+        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00")
+    result = run("plan", str(bad))
+    assert result.returncode == 1 and "not a complete GGUF file" in result.stderr
+
+
+def test_serve_refuses_models_that_do_not_fit_with_numbers_and_the_smallest_fix(tmp_path):
+    config = tmp_path / "tight.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "supervisor": {"memory_budget_gb": 0.6},
+                                      "models": [{"name": "m", "source": "embedded", "context": 4096, "slots": 4, "replicas": 2}]}))
+    result = run("serve", "--config", str(config), "--port", "0", timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the models need 0.95 GiB but 0.56 GiB is available" in result.stderr
+    assert "m: 2 × (0.09 weights + 0.35 KV for context 4096 × 4 slots" in result.stderr
+    assert "set context: 1792 (or fewer slots) for m" in result.stderr and "--force" in result.stderr
+    assert not (tmp_path / "state" / "admin.key").exists()  # refused before anything started
+    # the fix it names is enough
+    from seekstack.config import load_settings
+    from seekstack.planner.admission import admit
+
+    fixed = yaml.safe_load(config.read_text())
+    fixed["models"][0]["context"] = 1792
+    config.write_text(yaml.safe_dump(fixed))
+    assert admit(load_settings(config)).fits
+
+
+def test_serve_force_starts_anyway_with_a_warning(tmp_path):
+    server = Server(tmp_path, {"supervisor": {"memory_budget_gb": 0.1},
+                               "models": [{"name": "m", "source": "embedded", "context": 1024, "slots": 1}]})
+    server.extra_args = ["--force"]
+    server.start()
+    try:
+        r = server.http.post("/v1/chat/completions", json={"model": "m", "max_tokens": 2,
+                                                           "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 200
+    finally:
+        server.stop()
+    assert "warning: --force: the models need" in server.log_path.read_text()
+
+
+def doctor(config) -> tuple[int, dict[str, list[dict]]]:
+    result = run("doctor", "--config", str(config), "--json")
+    rows: dict[str, list[dict]] = {}
+    for row in json.loads(result.stdout):
+        rows.setdefault(row["name"], []).append(row)
+    return result.returncode, rows
+
+
+def test_doctor_on_this_machine_says_no_gpu_and_checks_the_model(tmp_path):
+    config = tmp_path / "ok.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "s"), "server": {"port": 0}}))
+    code, rows = doctor(config)
+    assert rows["gpu"][0]["status"] == "OK" and rows["gpu"][0]["detail"].startswith("no GPU")
+    assert "cores" in rows["cpu"][0]["detail"] and "GiB RAM" in rows["cpu"][0]["detail"]
+    assert rows["model"][0]["status"] == "OK" and "GGUF v3 llama, 272 tensors" in rows["model"][0]["detail"]
+    assert rows["memory"][0]["status"] == "OK" and "RAM available now" in rows["memory"][0]["detail"]
+
+
+def test_doctor_fails_a_broken_model_file_too_little_memory_and_a_gpu_engine_without_gpu(tmp_path):
+    broken = tmp_path / "cut.gguf"
+    broken.write_bytes(embedded_model_path().read_bytes()[:4096])  # an interrupted download
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "s"), "server": {"port": 0},
+                                      "supervisor": {"memory_budget_gb": 0.05},
+                                      "models": [{"name": "cut", "path": str(broken)},
+                                                 {"name": "ok", "source": "embedded"},
+                                                 {"name": "big", "engine": "vllm", "path": str(tmp_path)}]}))
+    code, rows = doctor(config)
+    assert code == 2
+    cut = next(r for r in rows["model"] if r["detail"].startswith("cut"))
+    assert cut["status"] == "FAIL" and "not a complete GGUF file" in cut["detail"] and cut["fix"]
+    assert rows["gpu"][0]["status"] == "FAIL" and "vllm needs an NVIDIA GPU" in rows["gpu"][0]["detail"]

@@ -1,0 +1,166 @@
+"""The planner against published figures (../shared/reference/deepseek-facts.md), within ±5 %."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from fakes import FakeNVML
+from seekstack.embedded import embedded_model_path
+from seekstack.errors import InvalidRequestError
+from seekstack.planner import default_quant, make_plan, parse_hardware, quantization_table, resolve_model
+from seekstack.planner.catalog import GB, catalog_model, spec_from_gguf
+from seekstack.planner.gguf import read_header
+from seekstack.planner.hardware import detect, match_gpu
+from seekstack.planner.plan import kv_bytes_per_token, weight_bytes
+
+CPU_BOX = {"ram_bytes": 64 * 2**30, "gpus": [], "cpu_model": "test", "cores": 8}
+
+
+def near(value: float, published: float, tolerance: float = 0.05) -> bool:
+    return abs(value - published) <= tolerance * published
+
+
+@pytest.mark.parametrize("model,quant,published_gb", [
+    ("deepseek-r1", "q4_k_m", 404), ("deepseek-r1", "iq1_s", 131), ("deepseek-r1", "fp8", 700),
+    ("deepseek-r1-distill-qwen-32b", "q4_k_m", 19.9), ("deepseek-r1-distill-qwen-32b", "q8_0", 34.8),
+    ("deepseek-r1-distill-qwen-7b", "q4_k_m", 4.7), ("deepseek-r1-distill-llama-70b", "q4_k_m", 43),
+])
+def test_weight_sizes_match_published_figures(model, quant, published_gb):
+    assert near(weight_bytes(catalog_model(model), quant)[0] / GB, published_gb)
+
+
+@pytest.mark.parametrize("model,quant,published_gb", [
+    ("deepseek-r1-distill-qwen-32b", "q4_k_m", 19.9), ("deepseek-r1-distill-llama-8b", "q4_k_m", 4.9),
+    ("deepseek-r1-distill-qwen-14b", "q4_k_m", 9.0), ("deepseek-r1", "bf16", 1340),
+])
+def test_the_bits_per_weight_formula_alone_lands_within_5_percent(model, quant, published_gb):
+    """params × bpw ÷ 8, without the catalog's published size."""
+    spec = catalog_model(model)
+    from dataclasses import replace
+
+    bare = replace(spec, sizes_gb={})
+    assert near(weight_bytes(bare, quant)[0] / GB, published_gb)
+
+
+@pytest.mark.parametrize("model,kv_dtype,per_token", [
+    ("deepseek-v3", "bf16", 70_272), ("deepseek-r1", "fp8", 35_136), ("deepseek-v2-lite", "bf16", 31_104),
+    ("deepseek-r1-distill-qwen-1.5b", "bf16", 28 * 1024), ("deepseek-r1-distill-qwen-7b", "bf16", 56 * 1024),
+    ("deepseek-r1-distill-llama-8b", "bf16", 128 * 1024), ("deepseek-r1-distill-qwen-14b", "bf16", 192 * 1024),
+    ("deepseek-r1-distill-qwen-32b", "bf16", 256 * 1024), ("deepseek-r1-distill-llama-70b", "bf16", 320 * 1024),
+])
+def test_kv_cache_per_token(model, kv_dtype, per_token):
+    assert kv_bytes_per_token(catalog_model(model), kv_dtype) == per_token  # exact: these are formulas
+
+
+def test_mla_is_not_the_full_kv_formula():
+    """Caching full K (nope 128 + rope 64) and V (128) per head: ≈4.77 MiB/token for V3, ≈71× the latent cache."""
+    v3 = catalog_model("deepseek-v3")
+    full = v3.layers * v3.heads * ((v3.head_dim + v3.qk_rope_head_dim) + v3.head_dim) * 2
+    assert near(full / 2**20, 4.77, 0.01)
+    assert 70 < full / kv_bytes_per_token(v3) < 72
+
+
+@pytest.mark.parametrize("hardware,fits", [("8xH200", True), ("8xH100", False), ("2x8xH100", True)])
+def test_r1_fp8_fit_verdicts(hardware, fits):
+    plan = make_plan(catalog_model("deepseek-r1"), parse_hardware(hardware, CPU_BOX), quant_name="fp8", context=8192)
+    assert plan.fits is fits
+    if fits:
+        assert plan.tensor_parallel == (8 if hardware == "8xH200" else 16) and plan.replicas == 1
+    else:
+        assert "16 × H100" in plan.smallest_fix
+
+
+def test_mla_cache_is_replicated_across_tensor_parallel_ranks_and_gqa_is_split():
+    hw = parse_hardware("8xH200")
+    r1 = make_plan(catalog_model("deepseek-r1"), hw, quant_name="fp8", context=32768, concurrency=4)
+    assert r1.per_gpu_bytes == pytest.approx(r1.weights_bytes / 8 + r1.kv_bytes + r1.overhead_bytes)
+    big = make_plan(catalog_model("deepseek-r1-distill-llama-70b"), parse_hardware("4xH100"), quant_name="bf16",
+                    context=32768, concurrency=4)
+    assert big.tensor_parallel == 4
+    assert big.per_gpu_bytes == pytest.approx(big.weights_bytes / 4 + big.kv_bytes / 4 + big.overhead_bytes)
+
+
+def test_replicas_count_every_gpu_and_throughput_uses_active_parameters():
+    hw = parse_hardware("8xH100")
+    small = make_plan(catalog_model("deepseek-r1-distill-qwen-7b"), hw, quant_name="bf16", context=8192, concurrency=8)
+    assert small.tensor_parallel == 1 and small.replicas == 8
+    assert small.decode_tps_aggregate == pytest.approx(small.replicas * min(
+        8 / ((small.weights_bytes + 8 * small.kv_per_token_bytes * 4096) / 3350e9), 989e12 / (2 * 7.62e9)))
+    r1 = make_plan(catalog_model("deepseek-r1"), parse_hardware("8xH200"), quant_name="fp8", context=8192)
+    # MoE: 37B of 671B are read per token, so R1 decodes faster than a dense 70B at the same bandwidth
+    dense = make_plan(catalog_model("deepseek-r1-distill-llama-70b"), parse_hardware("8xH200"), quant_name="fp8", context=8192)
+    assert r1.decode_tps_single / 8 > dense.decode_tps_single / dense.tensor_parallel
+
+
+def test_a_plan_that_does_not_fit_names_the_smallest_fix():
+    plan = make_plan(catalog_model("deepseek-r1-distill-qwen-32b"), parse_hardware("cpu", CPU_BOX), quant_name="bf16",
+                     context=8192)
+    assert not plan.fits and plan.smallest_fix.startswith("quantization")
+    long = make_plan(catalog_model("deepseek-r1-distill-qwen-7b"), parse_hardware("cpu", {**CPU_BOX, "ram_bytes": 8 * 2**30}),
+                     quant_name="q4_k_m", context=131072, concurrency=1)
+    assert not long.fits and long.smallest_fix.startswith("context")
+
+
+def test_quantization_table_has_the_published_quants():
+    rows = {r["quantization"]: r for r in quantization_table(catalog_model("deepseek-r1"), parse_hardware("8xH200"),
+                                                             context=8192, concurrency=1)}
+    assert {"bf16", "fp8", "q8_0", "q4_k_m", "iq1_s"} <= set(rows)
+    assert rows["fp8"]["fits"] and not rows["bf16"]["fits"] and rows["iq1_s"]["replicas"] > rows["fp8"]["replicas"]
+    assert "iq1_s" not in {r["quantization"] for r in quantization_table(
+        catalog_model("deepseek-r1-distill-qwen-7b"), parse_hardware("cpu", CPU_BOX), context=4096, concurrency=1)}
+
+
+def test_the_embedded_gguf_is_read_from_its_header():
+    spec = spec_from_gguf(embedded_model_path())
+    assert (spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.head_dim, spec.vocab) == (30, 576, 9, 3, 64, 49152)
+    assert spec.file_quant == "q4_1" and spec.file_bytes == read_header(embedded_model_path()).tensor_bytes
+    assert embedded_model_path().stat().st_size - spec.file_bytes < 2_000_000  # header and vocabulary only
+    assert kv_bytes_per_token(spec, "f16") == 2 * 30 * 3 * 64 * 2
+    hw = parse_hardware("cpu", CPU_BOX)
+    assert default_quant(spec, hw) == "q4_1"
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"NOPE" + b"\0" * 20, "not a GGUF file"),
+    (b"GGUF" + struct.pack("<IQQ", 3, 1, 1), "not a complete GGUF file"),
+    (b"GGUF" + struct.pack("<I", 9), "version 9"),
+])
+def test_bad_gguf_files_get_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content)
+    with pytest.raises(InvalidRequestError, match=message):
+        resolve_model(str(path))
+
+
+@pytest.mark.parametrize("text,label", [("8xH100", "8×H100"), ("2x8xH100", "2×8×H100"), ("2xA100-80G", "2×A100-80G"),
+                                        ("H200", "1×H200"), ("4x4090", "4×RTX-4090")])
+def test_hardware_specs(text, label):
+    assert parse_hardware(text).label == label
+
+
+def test_unknown_hardware_and_models_name_the_choices():
+    with pytest.raises(InvalidRequestError, match="unknown GPU"):
+        parse_hardware("8xV100")
+    with pytest.raises(InvalidRequestError, match="not in the model catalog"):
+        resolve_model("gpt-5")
+
+
+def test_detection_says_no_gpu_here_and_reads_gpus_through_nvml():
+    info = detect()
+    assert info["gpus"] == [] and info["cores"] >= 1 and info["ram_bytes"] > 2**30
+    assert not parse_hardware("auto", info).is_gpu
+
+    class WithDriver(FakeNVML):
+        def nvmlSystemGetDriverVersion(self):
+            return "550.54.15"
+
+        def nvmlSystemGetCudaDriverVersion(self):
+            return 12040
+
+    gpus = detect(WithDriver())["gpus"]
+    assert [(g["name"], g["cuda"], g["driver"]) for g in gpus] == [("NVIDIA H100 80GB HBM3", "12.4", "550.54.15")] * 2
+    hw = parse_hardware("auto", {**CPU_BOX, "gpus": gpus})
+    assert hw.label == "2×H100" and match_gpu("NVIDIA A100-SXM4-80GB", 80 * GB).name == "A100-80G"
+    assert match_gpu("NVIDIA A100-SXM4-40GB", 40 * GB).name == "A100-40G"
