@@ -99,7 +99,7 @@ class Plan:
 
 
 def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, concurrency: int = 1,
-              engine: str = "auto", kv_dtype: str | None = None) -> Plan:
+              engine: str = "auto", kv_dtype: str | None = None, explain: bool = True) -> Plan:
     if engine == "auto":
         engine = "llamacpp" if (not hw.is_gpu or spec.file_bytes is not None or quant_name.startswith(("q", "iq"))) else "vllm"
     kv_dtype = kv_dtype or ("f16" if engine == "llamacpp" else "bf16")
@@ -119,7 +119,7 @@ def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, c
     else:
         _place_on_cpu(plan, hw)
     _throughput(plan, spec, hw)
-    if not plan.fits:
+    if not plan.fits and explain:
         plan.smallest_fix = smallest_fix(spec, hw, plan)
     return plan
 
@@ -227,7 +227,7 @@ def smallest_fix(spec: ModelSpec, hw: Hardware, plan: Plan) -> str:
 
 def _fits(spec: ModelSpec, hw: Hardware, plan: Plan, **change) -> bool:
     args = {"quant_name": plan.quantization, "context": plan.context, "concurrency": plan.concurrency,
-            "engine": plan.engine, "kv_dtype": plan.kv_dtype, **change}
+            "engine": plan.engine, "kv_dtype": plan.kv_dtype, "explain": False, **change}
     try:
         p = make_plan(spec, hw, **args)
     except InvalidRequestError:
@@ -247,7 +247,7 @@ def quantization_table(spec: ModelSpec, hw: Hardware, *, context: int, concurren
             engine = "vllm"  # weight-only FP8 (Marlin) on GPUs without FP8 units
         else:
             engine = "llamacpp" if q.startswith(("q", "iq")) or not hw.is_gpu else "vllm"
-        p = make_plan(spec, hw, quant_name=q, context=context, concurrency=concurrency, engine=engine)
+        p = make_plan(spec, hw, quant_name=q, context=context, concurrency=concurrency, engine=engine, explain=False)
         rows.append({"quantization": q, "engine": engine, "size_gb": p.weights_bytes / GB, "fits": p.fits,
                      "gpus_per_replica": p.tensor_parallel, "replicas": p.replicas,
                      "decode_tps": p.decode_tps_single, "quality": quant(q).quality})
