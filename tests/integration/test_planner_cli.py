@@ -110,3 +110,13 @@ def test_doctor_fails_a_broken_model_file_too_little_memory_and_a_gpu_engine_wit
     cut = next(r for r in rows["model"] if r["detail"].startswith("cut"))
     assert cut["status"] == "FAIL" and "not a complete GGUF file" in cut["detail"] and cut["fix"]
     assert rows["gpu"][0]["status"] == "FAIL" and "vllm needs an NVIDIA GPU" in rows["gpu"][0]["detail"]
+
+
+def test_plan_tco_in_json_and_text():
+    result = run("plan", "deepseek-r1-distill-qwen-32b", "--hardware", "2xA100-80G", "--tco", "--years", "3",
+                 "--cloud-price", "3.0", "--json")
+    assert result.returncode == 0, result.stderr
+    cost = json.loads(result.stdout)["tco"]
+    assert cost["cloud_usd"] == 2 * 8760 * 3 * 3.0 and cost["gpus"] == 2
+    text = run("plan", "deepseek-r1-distill-qwen-32b", "--hardware", "2xA100-80G", "--tco").stdout
+    assert "TCO over 3 years" in text and "cloud = 2 GPUs × 8760 h × 3 y" in text and "on-prem = hardware + power" in text

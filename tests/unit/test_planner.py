@@ -164,3 +164,32 @@ def test_detection_says_no_gpu_here_and_reads_gpus_through_nvml():
     hw = parse_hardware("auto", {**CPU_BOX, "gpus": gpus})
     assert hw.label == "2×H100" and match_gpu("NVIDIA A100-SXM4-80GB", 80 * GB).name == "A100-80G"
     assert match_gpu("NVIDIA A100-SXM4-40GB", 40 * GB).name == "A100-40G"
+
+
+def test_tco_terms_follow_the_formula():
+    from seekstack.planner.tco import TCOInputs, tco
+
+    cost = tco(parse_hardware("2xA100-80G"), TCOInputs(years=3, utilization=0.5, cloud_usd_per_gpu_hour=3.0,
+                                                        gpu_price_usd=20_000, power_usd_per_kwh=0.15, pue=1.5,
+                                                        server_share=0.25, operations_rate=0.08))
+    hours = 8760 * 3
+    assert cost.cloud_usd == pytest.approx(2 * hours * 0.5 * 3.0)                        # 78,840
+    assert cost.hardware_usd == pytest.approx(2 * 20_000 * 1.25)                          # 50,000
+    assert cost.power_usd == pytest.approx(2 * 0.4 * hours * 0.5 * 1.5 * 0.15)            # 2,365.2
+    assert cost.operations_usd == pytest.approx(50_000 * 0.08 * 3)                        # 12,000
+    assert cost.on_prem_usd == pytest.approx(50_000 + 2_365.2 + 12_000)
+    assert cost.break_even_months == pytest.approx(50_000 / ((78_840 - 2_365.2 - 12_000) / 36))
+    assert len(cost.formula) == 5 and "78,840 USD" in cost.formula[0]
+
+
+def test_tco_uses_catalog_prices_and_says_when_the_cloud_stays_cheaper():
+    from seekstack.planner.catalog import gpu
+    from seekstack.planner.tco import TCOInputs, tco
+
+    cost = tco(parse_hardware("8xH100"), TCOInputs())
+    assert cost.inputs["cloud_usd_per_gpu_hour"] == gpu("H100").cloud_usd_per_hour
+    assert cost.hardware_usd == pytest.approx(8 * gpu("H100").price_usd * 1.25)
+    rarely = tco(parse_hardware("8xH100"), TCOInputs(utilization=0.02))
+    assert rarely.break_even_months is None and rarely.cloud_usd < rarely.on_prem_usd
+    with pytest.raises(InvalidRequestError, match="GPU servers"):
+        tco(parse_hardware("cpu", CPU_BOX), TCOInputs())

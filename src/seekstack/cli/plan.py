@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..planner import default_quant, detect, make_plan, parse_hardware, quantization_table, resolve_model
 from ..planner.catalog import GB
+from ..planner.tco import TCOInputs, tco
 from .common import JsonOption, console
 
 out = console()
@@ -23,6 +24,12 @@ def plan(
     hardware: str = typer.Option("auto", "--hardware", help="8xH100, 2x8xH100, 2xA100-80G, cpu, cpu:epyc-9654, or auto (detect)."),
     engine: str = typer.Option("auto", "--engine", help="llamacpp, vllm, sglang or auto."),
     kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV cache type: bf16/f16 (default), fp8, q8_0."),
+    with_tco: bool = typer.Option(False, "--tco", help="Also compare owning the GPUs with renting them over --years."),
+    years: float = typer.Option(3.0, "--years", min=0.1, help="TCO period in years."),
+    cloud_price: Optional[float] = typer.Option(None, "--cloud-price", min=0, help="Cloud USD per GPU-hour (default: the catalog's)."),
+    gpu_price: Optional[float] = typer.Option(None, "--gpu-price", min=0, help="Purchase USD per GPU (default: the catalog's)."),
+    utilization: float = typer.Option(1.0, "--utilization", min=0.01, max=1.0, help="Share of hours the GPUs work (and a cloud bills)."),
+    power_price: float = typer.Option(0.10, "--power-price", min=0, help="USD per kWh."),
     as_json: bool = JsonOption,
 ) -> None:
     """Plan MODEL: memory (weights, KV cache, overhead), fit and replicas, speed bounds, quantizations."""
@@ -32,8 +39,10 @@ def plan(
     q = (quant or default_quant(spec, hw)).lower()
     p = make_plan(spec, hw, quant_name=q, context=context, concurrency=concurrency, engine=engine, kv_dtype=kv_dtype)
     table = quantization_table(spec, hw, context=context, concurrency=concurrency)
+    cost = tco(hw, TCOInputs(years=years, utilization=utilization, cloud_usd_per_gpu_hour=cloud_price,
+                             gpu_price_usd=gpu_price, power_usd_per_kwh=power_price)) if with_tco else None
     if as_json:
-        print(json.dumps({"plan": p.to_json(), "quantizations": table}, indent=1))
+        print(json.dumps({"plan": p.to_json(), "quantizations": table, "tco": cost.to_json() if cost else None}, indent=1))
         return
     verdict = (f"[green]fits[/]: {p.tensor_parallel or 1} GPU(s) per replica, {p.replicas} replica(s)" if p.fits and hw.is_gpu
                else f"[green]fits[/]: {p.replicas} replica(s) in RAM" if p.fits
@@ -61,3 +70,10 @@ def plan(
     out.print(quants)
     for line in p.assumptions:
         out.print(f"[dim]· {line}[/]", soft_wrap=True)
+    if cost is not None:
+        verdict = (f"on-prem pays back in {cost.break_even_months:.1f} months" if cost.break_even_months is not None
+                   else "the cloud stays cheaper at this utilisation")
+        out.print(f"[bold]TCO over {years:g} years, {cost.gpus} × {hw.device.name}:[/] cloud {cost.cloud_usd:,.0f} USD, "
+                  f"on-prem {cost.on_prem_usd:,.0f} USD — {verdict}")
+        for line in cost.formula:
+            out.print(f"  {line}", soft_wrap=True)

@@ -71,6 +71,7 @@ class Accelerator:
     int8_tops: float | None = None
     interconnect: str = ""
     cores: int | None = None
+    cloud_usd_per_hour: float | None = None
 
 
 @functools.cache
