@@ -193,3 +193,55 @@ def test_tco_uses_catalog_prices_and_says_when_the_cloud_stays_cheaper():
     assert rarely.break_even_months is None and rarely.cloud_usd < rarely.on_prem_usd
     with pytest.raises(InvalidRequestError, match="GPU servers"):
         tco(parse_hardware("cpu", CPU_BOX), TCOInputs())
+
+
+def write_safetensors(path, tensors: dict[str, tuple[str, int]], header_override: bytes | None = None) -> int:
+    """A real safetensors file: header JSON + zeroed data; returns its tensor bytes."""
+    import json
+
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, (dtype, nbytes) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": [nbytes // 2], "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = header_override if header_override is not None else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * offset)
+    return offset
+
+
+def test_a_hugging_face_folder_is_planned_from_config_and_safetensors_headers(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584, "num_attention_heads": 28,
+        "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 131072}))
+    n = write_safetensors(tmp_path / "model-00001-of-00002.safetensors", {"a": ("BF16", 4096), "b": ("BF16", 2048)})
+    n += write_safetensors(tmp_path / "model-00002-of-00002.safetensors", {"c": ("BF16", 1024)})
+    spec = resolve_model(str(tmp_path))
+    assert spec.file_bytes == n == 7168 and spec.file_quant == "bf16" and spec.params_b == pytest.approx(7168 / 2 / 1e9)
+    assert kv_bytes_per_token(spec) == 56 * 1024  # the same shape as R1-Distill-Qwen-7B
+    plan = make_plan(spec, parse_hardware("cpu", CPU_BOX), quant_name=default_quant(spec, parse_hardware("cpu", CPU_BOX)),
+                     context=4096)
+    assert plan.weights_bytes == n and plan.weights_source == "the file's tensor table"
+
+
+@pytest.mark.parametrize("header,message", [
+    (b"[1, 2]", "not a JSON object"),
+    (b"{not json", "not JSON"),
+    (b'{"w": {"dtype": "BF16", "shape": [8], "data_offsets": [0, 999999]}}', "bad dtype or byte range"),
+])
+def test_bad_safetensors_headers_are_refused(tmp_path, header, message):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4}))
+    write_safetensors(tmp_path / "model.safetensors", {"w": ("BF16", 16)}, header_override=header)
+    with pytest.raises(InvalidRequestError, match=message):
+        resolve_model(str(tmp_path))
+
+
+def test_an_absurd_safetensors_header_length_is_refused(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4}))
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", 2**40) + b"{}")
+    with pytest.raises(InvalidRequestError, match="header length"):
+        resolve_model(str(tmp_path))

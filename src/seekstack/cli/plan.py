@@ -17,7 +17,7 @@ out = console()
 
 
 def plan(
-    model: str = typer.Argument(..., help="A catalog name (e.g. deepseek-r1, deepseek-r1-distill-qwen-7b) or a local .gguf file."),
+    model: str = typer.Argument(..., help="A catalog name (e.g. deepseek-r1, deepseek-r1-distill-qwen-7b), a local .gguf file, or a Hugging Face model folder."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="bf16, fp8, int8, q8_0, q4_k_m, iq1_s, … (default: the file's, else native on GPU, q4_k_m on CPU)."),
     context: int = typer.Option(8192, "--context", min=128, help="Tokens per sequence (prompt + completion)."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="Sequences served at once per replica."),

@@ -14,13 +14,16 @@ __all__ = ["ModelSpec", "Hardware", "Plan", "resolve_model", "default_quant", "m
 
 
 def resolve_model(name: str) -> ModelSpec:
-    """A catalog name, or a path to a local GGUF file."""
+    """A catalog name, a local GGUF file, or a Hugging Face folder (config.json + safetensors)."""
+    from ..errors import InvalidRequestError
+    from .safetensors import spec_from_hf_dir
+
     path = Path(name).expanduser()
+    if path.is_dir():
+        return spec_from_hf_dir(path)
     if path.suffix.lower() == ".gguf" or path.exists():
         if not path.is_file():
-            from ..errors import InvalidRequestError
-
-            raise InvalidRequestError(f"{path} is not a file", fix="pass a .gguf file or a catalog name")
+            raise InvalidRequestError(f"{path} does not exist", fix="pass a .gguf file, a model folder or a catalog name")
         return spec_from_gguf(path)
     return catalog_model(name)
 
