@@ -120,3 +120,19 @@ def test_plan_tco_in_json_and_text():
     assert cost["cloud_usd"] == 2 * 8760 * 3 * 3.0 and cost["gpus"] == 2
     text = run("plan", "deepseek-r1-distill-qwen-32b", "--hardware", "2xA100-80G", "--tco").stdout
     assert "TCO over 3 years" in text and "cloud = 2 GPUs × 8760 h × 3 y" in text and "on-prem = hardware + power" in text
+
+
+def test_serve_derives_context_from_the_plan_when_it_is_not_set(tmp_path):
+    """No context or slots in the config and 0.25 GB to spend: 4096 × 4 would need 0.47 GiB, so the
+    planner halves the context until it fits (1024), and the engine really runs with it."""
+    server = Server(tmp_path, {"supervisor": {"memory_budget_gb": 0.25}, "models": [{"name": "m", "source": "embedded"}]})
+    server.start()
+    try:
+        r = server.http.post("/v1/chat/completions", json={"model": "m", "max_tokens": 1024,
+                                                           "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 400 and "the model's context length is 1024 tokens" in r.json()["error"]["message"]
+        metrics = server.http.get("/metrics").text
+        assert 'seekstack_replica_slots{engine="llamacpp",model="m",replica="0"} 4.0' in metrics
+    finally:
+        server.stop()
+    assert "m: context 1024 × 4 slots (chosen from the memory plan" in server.log_path.read_text()

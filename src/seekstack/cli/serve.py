@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..gateway.app import build_app
 from ..governance.service import admin_key_path
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
-from ..planner.admission import admit
+from ..planner.admission import admit, derive
 from .common import console
 
 out = console()
@@ -39,6 +39,8 @@ def serve(
     if problems:
         raise ConfigError(f"cannot serve: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
                           fix="fix them, then run `seekstack config check FILE`")
+    for line in derive(settings):
+        out.print(f"[dim]{line}[/]", soft_wrap=True)
     admission = admit(settings)
     if admission is not None and not admission.fits:
         if not force:

@@ -9,7 +9,9 @@ Engines seekstack does not start (``remote``) take nothing. ``serve --force`` go
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import ModelConfig, Settings
 from .catalog import spec_from_gguf
@@ -61,7 +63,7 @@ def admit(settings: Settings, info: dict | None = None) -> Admission | None:
     hw = parse_hardware("auto", info)
     plans = []
     for model in local:
-        spec = spec_from_gguf(model.resolved_path())
+        spec = _spec(model.resolved_path())
         plans.append((model, make_plan(spec, hw, quant_name="file", context=model.context, concurrency=model.slots,
                                        engine="llamacpp")))
     need = sum(m.replicas * p.total_bytes for m, p in plans)
@@ -71,3 +73,48 @@ def admit(settings: Settings, info: dict | None = None) -> Admission | None:
     if hw.is_gpu and all(m.device != "cpu" for m in local):
         return Admission(plans, need, hw.device.memory_gb * 1e9 * hw.gpus * 0.95, f"{hw.label} memory")
     return Admission(plans, need, float(info["available_bytes"]), "RAM available now")
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_spec(path: str, mtime: float):
+    return spec_from_gguf(Path(path))
+
+
+def _spec(path: Path):
+    return _cached_spec(str(path), path.stat().st_mtime)
+
+
+CONTEXT_CAP = 4096   # derived context: the model's trained context, at most this
+DEFAULT_SLOTS = 4
+MIN_CONTEXT = 512
+
+
+def derive(settings: Settings, info: dict | None = None) -> list[str]:
+    """Choose ``context`` and ``slots`` for llama.cpp models that leave them unset: the model's
+    trained context (at most 4096) × 4 slots, halved — the largest first — until everything fits
+    the budget. Returns one line per model saying what was chosen."""
+    ctx_open = [m for m in settings.models if m.engine == "llamacpp" and "context" not in m.model_fields_set]
+    slots_open = [m for m in settings.models if m.engine == "llamacpp" and "slots" not in m.model_fields_set]
+    if not ctx_open and not slots_open:
+        return []
+    info = info if info is not None else detect()
+    for m in ctx_open:
+        m.context = max(MIN_CONTEXT, min(_spec(m.resolved_path()).max_context, CONTEXT_CAP))
+    for m in slots_open:
+        m.slots = DEFAULT_SLOTS
+    while True:
+        admission = admit(settings, info)
+        if admission is None or admission.fits:
+            break
+        weights = {id(m): m.replicas * p.kv_bytes for m, p in admission.plans}
+        shrinkable = [m for m in ctx_open if m.context > MIN_CONTEXT]
+        if shrinkable:
+            biggest = max(shrinkable, key=lambda m: weights[id(m)])
+            biggest.context = max(MIN_CONTEXT, biggest.context // 2)
+            continue
+        fewer = [m for m in slots_open if m.slots > 1]
+        if not fewer:
+            break  # nothing left to give: admission refuses with the numbers
+        max(fewer, key=lambda m: weights[id(m)]).slots -= 1
+    return [f"{m.name}: context {m.context} × {m.slots} slots (chosen from the memory plan; set context/slots to fix them)"
+            for m in {id(m): m for m in ctx_open + slots_open}.values()]
