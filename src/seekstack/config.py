@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .embedded import EMBEDDED_MODEL_ID, embedded_model_path
 from .errors import ConfigError
@@ -123,6 +123,14 @@ class ObservabilityConfig(_Section):
     alerts: AlertThresholds = Field(default_factory=AlertThresholds, description="Thresholds of the rule file `seekstack deploy alerts` writes.")
 
 
+class StoreConfig(_Section):
+    path: Path | None = Field(None, description="Where models are stored (blobs, manifests, snapshots); default `<state_dir>/models`.")
+    require_signature: bool = Field(False, description="Refuse to serve any model that is not a store model signed by one of `trusted_keys`.")
+    trusted_keys: list[Path] = Field(default_factory=list, description="Public keys (Ed25519 .pub) or HMAC key files whose signatures are trusted.")
+    hf_endpoint: str = Field("https://huggingface.co", description="Hugging Face hub or mirror for `hf:` pulls (e.g. https://hf-mirror.com).")
+    allow_pickle: bool = Field(False, description="Accept pickle weights (.bin, .pt, .pth, .pkl, .ckpt), which can run code when loaded.")
+
+
 class SchedulerConfig(_Section):
     policy: Literal["round-robin", "least-outstanding"] = Field("least-outstanding", description="How a request picks among a model's healthy replicas.")
     timeout: float = Field(600.0, gt=0, description="Seconds an engine may take to answer one request (read timeout between chunks).")
@@ -151,6 +159,7 @@ class ModelConfig(_Section):
     name: str = Field(description="Model id clients send in `model`.", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     path: Path | None = Field(None, description="Local model file (GGUF for llamacpp) or directory.")
     source: str | None = Field(None, description="Where the model comes from when `path` is not set: `embedded` (the bundled SmolLM2-135M).")
+    store: str | None = Field(None, description="A model in the store, `NAME` (its current version) or `NAME@VERSION`; verified at every load (see `store`).")
     engine: Literal["llamacpp", "vllm", "sglang", "remote"] = Field("llamacpp", description="Engine that serves this model; `remote`: an OpenAI-compatible server at `url` that seekstack does not start.")
     url: str | None = Field(None, description="Base URL of a `remote` engine (e.g. http://10.0.0.7:8000), without /v1.")
     quantization: str | None = Field(None, description="Quantization label (e.g. Q4_K_M, FP8); informational for GGUF.")
@@ -166,14 +175,20 @@ class ModelConfig(_Section):
     reasoning_parser: Literal["auto", "engine", "gateway"] = Field("auto", description="Who splits reasoning: the engine's native parser (preferred when it has one) or the gateway.")
     defaults: SamplingDefaults = Field(default_factory=SamplingDefaults, description="Sampling used when the client sets none; family defaults fill the rest.")
 
+    _store_path: Path | None = PrivateAttr(None)  # set by seekstack.store.resolve_models
+
     @model_validator(mode="after")
     def _needs_a_location(self) -> "ModelConfig":
         if self.engine == "remote":
             if not self.url or not self.url.startswith(("http://", "https://", "unix://")):
                 raise ValueError("engine remote needs `url: http(s)://host:port` of an OpenAI-compatible server")
             return self
+        if self.store is not None:
+            if self.path is not None or self.source is not None:
+                raise ValueError("set one of `store`, `path` or `source`, not several")
+            return self
         if self.path is None and self.source is None:
-            raise ValueError("set `path` (a local model file) or `source: embedded`")
+            raise ValueError("set `path` (a local model file), `store: NAME[@VERSION]` or `source: embedded`")
         if self.source is not None and self.source != "embedded":
             raise ValueError(f"unknown source {self.source!r}; use `embedded` or set `path`")
         return self
@@ -181,6 +196,11 @@ class ModelConfig(_Section):
     def resolved_path(self) -> Path:
         if self.path is not None:
             return self.path.expanduser()
+        if self.store is not None:  # serve and doctor resolve store models first (seekstack.store.resolve_models)
+            if self._store_path is not None:
+                return self._store_path
+            raise ConfigError(f"model {self.name}: the store model {self.store!r} is not resolved",
+                              fix="run it through `seekstack serve`, which resolves and verifies store models")
         return embedded_model_path()
 
     def reasoning_format(self) -> str:
@@ -210,6 +230,7 @@ class Settings(_Section):
     quotas: QuotaConfig = Field(default_factory=QuotaConfig, description="Rate limits and token budgets (the limits themselves are set per key, user and team with `seekstack limits`).")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Custom roles beside the six built-in ones.")
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Metrics, tracing and alert thresholds.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="The model store and its trust policy.")
     state_dir: Path = Field(Path("~/.seekstack"), description="Where seekstack keeps logs and state.")
 
     @field_validator("models")
@@ -396,7 +417,7 @@ def settings_reference() -> str:
              "Unknown keys are errors. `seekstack config check FILE` reports every problem at once.", ""]
     sections = [("(top level)", Settings, "")] + [
         (name, field.annotation if name != "models" else ModelConfig, name)
-        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "quotas", "models", "observability")]
+        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "quotas", "models", "observability", "store")]
     sections += [("server.tls", TLSConfig, "server.tls"), ("models[].defaults", SamplingDefaults, "models[].defaults"),
                  ("roles.<name>", RoleConfig, "roles.<name>"), ("observability.tracing", TracingConfig, "observability.tracing"),
                  ("observability.alerts", AlertThresholds, "observability.alerts")]

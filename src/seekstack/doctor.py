@@ -30,7 +30,16 @@ class Check:
 
 
 def config_check(settings: Settings) -> list[Check]:
+    from .errors import ConfigError
+    from .store import resolve_models
+
+    try:
+        rows = [Check("store", OK, line) for line in resolve_models(settings)]
+    except ConfigError as exc:
+        return [Check("store", FAIL, exc.message, exc.fix or "")]
     problems = check_settings(settings)
+    if rows and not problems:
+        return rows + [Check("configuration", OK, f"{len(settings.models)} model(s), valid")]
     if not problems:
         return [Check("configuration", OK, f"{len(settings.models)} model(s), valid")]
     return [Check("configuration", FAIL, p.split(" — ")[0], p.split(" — ")[1] if " — " in p else "") for p in problems]

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from ..errors import SeekstackError
-from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve
+from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve, store_cmd
 
 app = typer.Typer(
     name="seekstack",
@@ -22,7 +22,17 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("run")(run.run)
-app.command("models")(info.models)
+app.add_typer(info.models_app, name="models")
+info.models_app.command("history")(store_cmd.history)
+info.models_app.command("rollback")(store_cmd.rollback)
+app.command("pull")(store_cmd.pull)
+app.command("import")(store_cmd.import_)
+app.command("export")(store_cmd.export)
+app.command("rm")(store_cmd.rm)
+app.command("gc")(store_cmd.gc)
+app.command("sign")(store_cmd.sign)
+app.command("keygen")(store_cmd.keygen)
+app.command("verify")(store_cmd.verify)
 app.command("ps")(info.ps)
 app.command("version")(info.version)
 app.command("doctor")(doctor.doctor)

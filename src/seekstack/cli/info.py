@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version as pkg_version
 from pathlib import Path
 from typing import Optional
 
+import typer
 from rich.table import Table
 
 from .. import __version__
@@ -18,9 +19,21 @@ from .common import ApiKeyOption, ConfigOption, JsonOption, UrlOption, connect, 
 out = console()
 
 
-def models(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
-    """List configured models and whether their files are installed."""
+models_app = typer.Typer(help="Configured and stored models: list, history, rollback, catalog.", invoke_without_command=True)
+
+
+@models_app.callback()
+def models(ctx: typer.Context, config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
+    """List configured models and whether their files are installed (subcommands: history, rollback, catalog)."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = load_settings(config)
+    try:
+        from ..store import resolve_models
+
+        resolve_models(settings)
+    except ConfigError:
+        pass  # unresolved store models show as missing
     rows = []
     for m in settings.models:
         try:
@@ -81,3 +94,23 @@ def version() -> None:
     except PackageNotFoundError:
         engine = "not installed"
     out.print(f"seekstack {__version__} (xllamacpp {engine}, Python {platform.python_version()})")
+
+
+@models_app.command("catalog")
+def catalog(as_json: bool = JsonOption) -> None:
+    """The DeepSeek family the planner knows: architecture, published quantizations and sizes."""
+    from ..planner.catalog import catalog_model, model_names
+
+    rows = [catalog_model(n) for n in model_names()]
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(r) for r in rows], indent=1))
+        return
+    table = Table(title="model catalog")
+    for column in ("name", "params (B)", "active (B)", "layers", "attention", "max context", "native", "published sizes (GB)"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.name, f"{r.params_b:g}", f"{r.active_b:g}", str(r.layers), r.attention, f"{r.max_context:,}", r.native,
+                      ", ".join(f"{q} {gb:g}" for q, gb in r.sizes_gb.items()) or "-")
+    out.print(table)

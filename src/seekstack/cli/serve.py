@@ -18,6 +18,7 @@ from ..gateway.app import build_app
 from ..governance.service import admin_key_path
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
 from ..planner.admission import admit, derive
+from ..store import resolve_models
 from .common import console
 
 out = console()
@@ -35,6 +36,8 @@ def serve(
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    for line in resolve_models(settings):  # store models: verified (fast check) and trusted, or refused
+        out.print(f"[dim]{line}[/]", soft_wrap=True)
     problems = check_settings(settings)
     if problems:
         raise ConfigError(f"cannot serve: {len(problems)} problem(s):\n  " + "\n  ".join(problems),

@@ -1,0 +1,54 @@
+"""The model store: pull, import, export, versions, signatures and the trust policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import ConfigError
+from .store import FileEntry, Manifest, Store, split_ref
+from .verify import Verdict, verify
+
+__all__ = ["Store", "Manifest", "FileEntry", "Verdict", "open_store", "resolve_models", "split_ref", "verify"]
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(Path(settings.store.path).expanduser() if settings.store.path else settings.state_path / "models")
+
+
+def resolve_models(settings: Settings) -> list[str]:
+    """Point each `store:` model at its verified snapshot; enforce the trust policy.
+
+    Each load runs the fast check (signature, sizes, and the files' stat as of the last full
+    verify). Under ``store.require_signature`` every local model must be a store model signed by
+    a trusted key. Returns one line per store model; raises ConfigError with every problem."""
+    store = open_store(settings)
+    policy = settings.store
+    problems, lines = [], []
+    for model in settings.models:
+        if model.engine == "remote":
+            continue
+        if model.store is None:
+            if policy.require_signature:
+                where = model.path or "the embedded model"
+                problems.append(f"{model.name}: {where} is not a signed store model (store.require_signature is on) — "
+                                f"import it (`seekstack import PATH --name {model.name}`), sign it and set `store: {model.name}`")
+            continue
+        try:
+            manifest = store.manifest(model.store)
+        except Exception as exc:
+            problems.append(f"{model.name}: {getattr(exc, 'message', exc)}")
+            continue
+        verdict = verify(store, manifest, full=False, trusted_keys=policy.trusted_keys,
+                         require_signature=policy.require_signature)
+        if not verdict.ok:
+            problems.append(f"{model.name} ({manifest.name}@{manifest.version}): " + "; ".join(verdict.problems))
+            continue
+        model._store_path = store.path_of(manifest)
+        signed = f", signed by {verdict.signed_by}" if verdict.signed_by else ""
+        lines.append(f"{model.name}: {manifest.name}@{manifest.version} from the store{signed}")
+    if problems:
+        raise ConfigError("cannot serve: " + "; ".join(problems) if len(problems) == 1
+                          else "cannot serve:\n  " + "\n  ".join(problems),
+                          fix="run `seekstack verify NAME` for details; re-pull or re-import a changed model")
+    return lines

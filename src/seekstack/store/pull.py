@@ -1,0 +1,257 @@
+"""``seekstack pull``: download into the store — resumable, retried, verified, never half-done.
+
+Sources:
+- ``https://…/file.gguf`` (or http:// to a loopback mirror): one file; its ETag is the revision;
+- ``hf:ORG/REPO[@REVISION][:GLOB]``: the Hugging Face hub (or a mirror, ``store.hf_endpoint``);
+  the revision is resolved to a commit hash first and pinned, then the matching files are fetched;
+- a local path: the same as ``seekstack import``.
+
+Each file downloads to ``tmp/<key>.part``. A broken connection is retried with exponential
+backoff, asking only for the missing bytes (HTTP Range); a server that ignores Range restarts
+the file. The file is hashed and its format checked before it becomes a blob, and the manifest
+is written only when every file is in: an interrupted pull leaves nothing that looks usable.
+Proxies come from the environment (HTTPS_PROXY, NO_PROXY), which both httpx (the small API
+calls) and urllib (file bodies) read.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import http.client
+import queue
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from ..errors import InvalidRequestError, ServerUnreachableError
+from .safety import check_file, model_format
+from .store import FileEntry, Manifest, Store, model_name, safe_relpath
+from .transfer import _record_stats, import_path
+
+CHUNK = 1 << 20
+
+
+class Progress(Protocol):
+    def start(self, name: str, total: int | None, done: int) -> None: ...
+    def advance(self, name: str, n: int) -> None: ...
+
+
+class _Quiet:
+    def start(self, name, total, done):
+        pass
+
+    def advance(self, name, n):
+        pass
+
+
+@dataclass
+class PullOptions:
+    hf_endpoint: str = "https://huggingface.co"
+    retries: int = 5
+    backoff: float = 0.5          # seconds, doubled per retry
+    timeout: float = 30.0         # per read
+    allow_pickle: bool = False
+    token: str | None = None      # bearer token for gated repositories
+
+
+@dataclass
+class Remote:
+    relpath: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None     # published by the source (the hub's LFS pointer, or --sha256)
+
+
+def plan_source(source: str, options: PullOptions, client: httpx.Client) -> tuple[list[Remote], str | None, str]:
+    """(files to fetch, pinned revision, default name) for a source."""
+    if source.startswith("hf:"):
+        return _hf_files(source[3:], options, client)
+    if source.startswith(("https://", "http://")):
+        parts = urlsplit(source)
+        name = Path(parts.path).name
+        if not name:
+            raise InvalidRequestError(f"{source} does not name a file", fix="give the URL of the model file")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise InvalidRequestError("plain http is only accepted from this machine", fix="use https://")
+        return [Remote(safe_relpath(name), source)], None, Path(name).stem
+    raise InvalidRequestError(f"cannot pull {source!r}", fix="use https://URL, hf:ORG/REPO[@REV][:GLOB], or a local path")
+
+
+def _hf_files(spec: str, options: PullOptions, client: httpx.Client) -> tuple[list[Remote], str, str]:
+    repo, _, glob = spec.partition(":")
+    repo, _, revision = repo.partition("@")
+    if repo.count("/") != 1:
+        raise InvalidRequestError(f"hf:{spec}: expected hf:ORG/REPO[@REVISION][:GLOB]", fix="e.g. hf:unsloth/DeepSeek-R1-GGUF:*Q4_K_M*")
+    endpoint = options.hf_endpoint.rstrip("/")
+    url = f"{endpoint}/api/models/{repo}/revision/{quote(revision or 'main', safe='')}?blobs=true"
+    info = _get_json(client, url, f"hf:{repo}")
+    commit = info.get("sha")
+    siblings = [s for s in info.get("siblings", []) if isinstance(s, dict) and isinstance(s.get("rfilename"), str)]
+    chosen = [s for s in siblings if not glob or fnmatch.fnmatch(s["rfilename"], glob)]
+    if not commit or not chosen:
+        raise InvalidRequestError(f"hf:{repo}@{revision or 'main'} has no files matching {glob or '*'}",
+                                  fix="check the repository, revision and file glob")
+    return ([Remote(safe_relpath(s["rfilename"]), f"{endpoint}/{repo}/resolve/{commit}/{quote(s['rfilename'])}",
+                    size=(s.get("lfs") or {}).get("size"), sha256=(s.get("lfs") or {}).get("sha256"))
+             for s in chosen], commit, repo.split("/")[1])
+
+
+def _get_json(client: httpx.Client, url: str, what: str) -> dict:
+    try:
+        r = client.get(url)
+    except httpx.TransportError as exc:
+        raise ServerUnreachableError(f"cannot reach {what}: {exc}", fix="check the network, proxy, or store.hf_endpoint") from None
+    if r.status_code in (401, 403):
+        raise InvalidRequestError(f"{what} refused access (HTTP {r.status_code})", fix="pass --token for a gated repository")
+    if r.status_code == 404:
+        raise InvalidRequestError(f"{what} was not found (HTTP 404)", fix="check the repository name and revision")
+    if r.status_code != 200:
+        raise ServerUnreachableError(f"{what} answered HTTP {r.status_code}", fix="retry later")
+    return r.json()
+
+
+class _Hasher:
+    """SHA-256 on a thread of its own: hashlib releases the GIL on large blocks, so hashing runs
+    beside the network reads and file writes instead of after them."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self._blocks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while (block := self._blocks.get()) is not None:
+            self.digest.update(block)
+
+    def feed(self, block: bytes) -> None:
+        self._blocks.put(block)
+
+    def hexdigest(self) -> str:
+        self._blocks.put(None)
+        self._thread.join()
+        return self.digest.hexdigest()
+
+
+def download(remote: Remote, part: Path, options: PullOptions, progress: Progress) -> tuple[str | None, int, str]:
+    """Fetch ``remote`` into ``part``, resuming; return (ETag or None, bytes fetched in this call,
+    sha256 of the whole file — hashed as it arrives, so there is no second pass over it).
+
+    The body is read with urllib in 1 MiB blocks (it follows redirects and honours the proxy
+    environment); a dropped connection is retried asking only for the missing bytes."""
+    fetched, attempt, etag = 0, 0, None
+    opener = urllib.request.build_opener()
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        hasher = _Hasher()
+        if have:  # what an earlier attempt kept
+            with open(part, "rb") as f:
+                while block := f.read(CHUNK):
+                    hasher.feed(block)
+        headers = {"User-Agent": "seekstack", **({"Range": f"bytes={have}-"} if have else {})}
+        if options.token:
+            headers["Authorization"] = f"Bearer {options.token}"
+        try:
+            try:
+                response = opener.open(urllib.request.Request(remote.url, headers=headers), timeout=options.timeout)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code == 416 and have:  # already complete
+                    return etag, fetched, hasher.hexdigest()
+                if exc.code == 404:
+                    raise InvalidRequestError(f"{remote.relpath}: not found at {remote.url} (HTTP 404)", fix="check the source") from None
+                if exc.code in (401, 403):
+                    raise InvalidRequestError(f"{remote.relpath}: access refused (HTTP {exc.code})", fix="pass --token") from None
+                raise OSError(f"HTTP {exc.code}") from None
+            with response:
+                etag = response.headers.get("etag", etag)
+                if response.status == 200 and have:  # the server ignored Range: start over
+                    part.unlink()
+                    have, hasher = 0, _Hasher()
+                length = response.headers.get("content-length")
+                total = have + int(length) if length is not None else None
+                remote.size = total
+                progress.start(remote.relpath, total, have)
+                with open(part, "ab") as f:
+                    while block := response.read1(CHUNK):  # what has arrived, up to 1 MiB: progress keeps moving
+                        f.write(block)
+                        hasher.feed(block)
+                        fetched += len(block)
+                        progress.advance(remote.relpath, len(block))
+            if total is not None and part.stat().st_size < total:
+                raise OSError("the connection closed before the end of the file")
+            return etag, fetched, hasher.hexdigest()
+        except (OSError, http.client.HTTPException) as exc:  # URLError, resets, timeouts, IncompleteRead
+            hasher.hexdigest()  # stop its thread
+            attempt += 1
+            if attempt > options.retries:
+                raise ServerUnreachableError(f"{remote.relpath}: download failed after {options.retries} retries ({exc}); "
+                                             f"{part.stat().st_size if part.exists() else 0} bytes kept",
+                                             fix="run the same pull again: it resumes where it stopped") from None
+            time.sleep(options.backoff * 2 ** (attempt - 1))
+
+
+def pull(store: Store, source: str, name: str | None = None, options: PullOptions | None = None,
+         progress: Progress | None = None, sha256: str | None = None) -> Manifest:
+    options = options or PullOptions()
+    progress = progress or _Quiet()
+    local = Path(source).expanduser()
+    if not source.startswith(("hf:", "https://", "http://")) and local.exists():
+        return import_path(store, local, name, allow_pickle=options.allow_pickle)
+    headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
+    timeout = httpx.Timeout(options.timeout, connect=10.0)
+    with httpx.Client(follow_redirects=True, timeout=timeout, headers=headers, trust_env=True) as client:
+        remotes, revision, default_name = plan_source(source, options, client)
+        if sha256 is not None:
+            if len(remotes) != 1:
+                raise InvalidRequestError("--sha256 applies to a single file", fix="pull one file, or let the hub supply hashes")
+            remotes[0].sha256 = sha256.lower()
+        for remote in remotes:  # refuse pickle before downloading gigabytes of it
+            if remote.relpath.lower().endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) and not options.allow_pickle:
+                check_file(Path("/dev/null"), remote.relpath)
+        _check_disk(client, store, remotes)
+        entries, formats, etags = [], [], []
+        for remote in remotes:
+            key = hashlib.sha256(remote.url.encode()).hexdigest()[:24]
+            part = store.tmp_dir() / f"{key}.part"
+            etag, _, digest = download(remote, part, options, progress)
+            etags.append(etag)
+            if remote.sha256 is not None and digest != remote.sha256:
+                part.unlink()  # corrupt: never keep it, never resume from it
+                raise InvalidRequestError(f"{remote.relpath}: the downloaded bytes are corrupt (sha256 {digest[:16]}… "
+                                          f"but the source publishes {remote.sha256[:16]}…)", fix="pull again; "
+                                          "if it repeats, the mirror or a proxy is altering the file")
+            formats.append(check_file(part, remote.relpath, allow_pickle=options.allow_pickle))
+            entries.append(FileEntry(remote.relpath, part.stat().st_size, digest))
+            store.add_blob(part, digest, move=True)
+    revision = revision or (etags[0].strip('"') if len(etags) == 1 and etags[0] else None)
+    manifest = store.commit(model_name(name or default_name), entries, format=model_format(formats), source=source,
+                            revision=revision)
+    _record_stats(store, manifest)
+    return manifest
+
+
+def _check_disk(client: httpx.Client, store: Store, remotes: list[Remote]) -> None:
+    """Ask for each file's size (HEAD) and refuse when the store's disk cannot hold them."""
+    total = 0
+    for remote in remotes:
+        try:
+            r = client.head(remote.url)
+            if r.status_code == 200 and r.headers.get("content-length"):
+                remote.size = int(r.headers["content-length"])
+                total += remote.size
+        except httpx.TransportError:
+            pass  # the download itself will report it
+    free = shutil.disk_usage(store.tmp_dir()).free
+    if total > free:
+        raise InvalidRequestError(f"the pull needs {total / 1e9:.2f} GB but the store has {free / 1e9:.2f} GB free",
+                                  fix="free disk space, or set store.path to a larger disk")

@@ -1,0 +1,136 @@
+"""A loopback HTTP file server for download tests: Range requests, a Hugging-Face-like API, and
+fault injection (drop the connection after N bytes, corrupt a byte, go slowly, ignore Range)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass
+class Faults:
+    drop_after: int | None = None     # close the connection after this many body bytes …
+    drops: int = 0                    # … this many times
+    corrupt_at: int | None = None     # flip the byte at this offset in what is sent
+    delay: float = 0.0                # seconds between 64 KiB chunks
+    ignore_range: bool = False
+
+
+@dataclass
+class FileServer:
+    files: dict[str, bytes] = field(default_factory=dict)            # URL path → content
+    repos: dict[str, dict[str, bytes]] = field(default_factory=dict)  # "org/repo" → {file: content}
+    faults: dict[str, Faults] = field(default_factory=dict)          # URL path → faults
+    log: list[dict] = field(default_factory=list)                    # one entry per GET: path, range, bytes sent
+
+    def __post_init__(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._serve(head=True)
+
+            def do_GET(self):
+                self._serve(head=False)
+
+            def _serve(self, head: bool):
+                path = unquote(urlsplit(self.path).path)
+                if path.startswith("/api/models/"):
+                    return self._api(path)
+                content = server.content(path)
+                if content is None:
+                    self.send_response(404)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    if not head:
+                        self.wfile.write(b"{}")
+                    return
+                faults = server.faults.get(path, Faults())
+                start = 0
+                rng = self.headers.get("range")
+                if rng and not faults.ignore_range:
+                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    if start >= len(content):
+                        self.send_response(416)
+                        self.send_header("content-length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("content-range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+                else:
+                    self.send_response(200)
+                body = bytearray(content[start:])
+                if faults.corrupt_at is not None and faults.corrupt_at >= start:
+                    body[faults.corrupt_at - start] ^= 0xFF
+                self.send_header("content-length", str(len(body)))
+                self.send_header("etag", '"' + hashlib.sha256(content).hexdigest()[:20] + '"')
+                self.send_header("accept-ranges", "bytes")
+                self.end_headers()
+                if head:
+                    return
+                entry = {"path": path, "range": rng, "sent": 0}
+                server.log.append(entry)
+                limit = len(body)
+                if faults.drop_after is not None and faults.drops > 0:
+                    faults.drops -= 1
+                    limit = min(limit, faults.drop_after)
+                for i in range(0, limit, 65536):
+                    piece = bytes(body[i:min(i + 65536, limit)])
+                    try:
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+                    entry["sent"] += len(piece)
+                    if faults.delay:
+                        time.sleep(faults.delay)
+                if limit < len(body):
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+
+            def _api(self, path):
+                # /api/models/{org}/{repo}/revision/{rev}
+                parts = path.split("/")
+                repo = "/".join(parts[3:5])
+                files = server.repos.get(repo)
+                if files is None:
+                    body = b'{"error": "Repository not found"}'
+                    self.send_response(404)
+                else:
+                    import json
+
+                    commit = hashlib.sha1(repo.encode()).hexdigest()
+                    body = json.dumps({"sha": commit, "siblings": [
+                        {"rfilename": name, "lfs": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+                        for name, data in files.items()]}).encode()
+                    self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def content(self, path: str) -> bytes | None:
+        if path in self.files:
+            return self.files[path]
+        for repo, files in self.repos.items():  # /{org}/{repo}/resolve/{commit}/{file}
+            prefix = f"/{repo}/resolve/"
+            if path.startswith(prefix):
+                name = path[len(prefix):].split("/", 1)[1]
+                return files.get(name)
+        return None
+
+    def close(self):
+        self.httpd.shutdown()
