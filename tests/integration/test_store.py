@@ -380,3 +380,15 @@ def test_models_catalog_lists_the_deepseek_family():
     assert names == {"deepseek-r1", "deepseek-v2-lite", "deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b",
                      "deepseek-r1-distill-llama-8b", "deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-qwen-32b",
                      "deepseek-r1-distill-llama-70b"}
+
+
+def test_a_catalog_name_pulls_its_published_release_from_the_hub(store, files):
+    gguf = tiny_gguf("q", os.urandom(30_000))
+    files.repos["unsloth/DeepSeek-R1-Distill-Qwen-7B-GGUF"] = {
+        "DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.gguf": gguf, "DeepSeek-R1-Distill-Qwen-7B-Q8_0.gguf": b"not this one"}
+    manifest = pull(store, "deepseek-r1-distill-qwen:7b-q4_k_m", options=PullOptions(hf_endpoint=files.url))
+    assert manifest.name == "deepseek-r1-distill-qwen-7b-q4_k_m"
+    assert [f.path for f in manifest.files] == ["DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.gguf"]
+    assert manifest.revision == hashlib.sha1(b"unsloth/DeepSeek-R1-Distill-Qwen-7B-GGUF").hexdigest()
+    with pytest.raises(InvalidRequestError, match="no 'q9' release of deepseek-r1"):
+        pull(store, "deepseek-r1:q9", options=PullOptions(hf_endpoint=files.url))

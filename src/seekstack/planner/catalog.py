@@ -93,10 +93,36 @@ def catalog_model(name: str) -> ModelSpec:
     key = name.lower().split(":")[0]
     for canonical, entry in models.items():
         if key == canonical or key in entry.get("aliases", []):
-            fields = {k: v for k, v in entry.items() if k not in ("aliases", "experts")}
+            fields = {k: v for k, v in entry.items() if k not in ("aliases", "experts", "engine", "sampling", "sources")}
             return ModelSpec(name=canonical, **fields)
     raise InvalidRequestError(f"{name!r} is not in the model catalog",
                               fix=f"use one of {', '.join(models)}, or a path to a .gguf file")
+
+
+def catalog_entry(name: str) -> tuple[str, dict[str, Any]]:
+    """(canonical name, raw entry) — engine, sampling and sources included."""
+    spec = catalog_model(name)
+    return spec.name, _models()["models"][spec.name]
+
+
+def catalog_source(ref: str) -> tuple[str, str]:
+    """``deepseek-r1-distill-qwen:7b-q4_k_m`` or ``deepseek-r1-distill-qwen-7b:q4_k_m`` →
+    (a pull source such as ``hf:ORG/REPO:GLOB``, a store name)."""
+    left, _, right = ref.partition(":")
+    size, _, quant_name = right.rpartition("-")
+    candidates = [(f"{left}-{size}", quant_name)] if size else []
+    candidates.append((left, right))
+    for model, q in candidates:
+        try:
+            canonical, entry = catalog_entry(model)
+        except InvalidRequestError:
+            continue
+        sources = entry.get("sources", {})
+        if q.lower() in sources:
+            return sources[q.lower()], f"{canonical}-{q.lower()}"
+        raise InvalidRequestError(f"the catalog has no {q!r} release of {canonical}",
+                                  fix=f"use one of: {', '.join(f'{canonical}:{k}' for k in sources)}")
+    raise InvalidRequestError(f"{ref!r} is not in the model catalog", fix="see `seekstack models catalog`")
 
 
 def quant(name: str) -> Quant:

@@ -83,7 +83,14 @@ def plan_source(source: str, options: PullOptions, client: httpx.Client) -> tupl
         if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise InvalidRequestError("plain http is only accepted from this machine", fix="use https://")
         return [Remote(safe_relpath(name), source)], None, Path(name).stem
-    raise InvalidRequestError(f"cannot pull {source!r}", fix="use https://URL, hf:ORG/REPO[@REV][:GLOB], or a local path")
+    if ":" in source and not source.startswith(("modelscope:", "/", ".")):
+        from ..planner.catalog import catalog_source
+
+        hub_source, name = catalog_source(source)
+        remotes, revision, _ = plan_source(hub_source, options, client)
+        return remotes, revision, name
+    raise InvalidRequestError(f"cannot pull {source!r}",
+                              fix="use https://URL, hf:ORG/REPO[@REV][:GLOB], a catalog NAME:QUANT, or a local path")
 
 
 def _hf_files(spec: str, options: PullOptions, client: httpx.Client) -> tuple[list[Remote], str, str]:
