@@ -55,20 +55,21 @@ class FileServer:
                         self.wfile.write(b"{}")
                     return
                 faults = server.faults.get(path, Faults())
-                start = 0
+                start, end = 0, len(content) - 1
                 rng = self.headers.get("range")
                 if rng and not faults.ignore_range:
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    first, _, last = rng.removeprefix("bytes=").partition("-")
+                    start, end = int(first), min(int(last), end) if last else end
                     if start >= len(content):
                         self.send_response(416)
                         self.send_header("content-length", "0")
                         self.end_headers()
                         return
                     self.send_response(206)
-                    self.send_header("content-range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+                    self.send_header("content-range", f"bytes {start}-{end}/{len(content)}")
                 else:
                     self.send_response(200)
-                body = bytearray(content[start:])
+                body = bytearray(content[start:end + 1])
                 if faults.corrupt_at is not None and faults.corrupt_at >= start:
                     body[faults.corrupt_at - start] ^= 0xFF
                 self.send_header("content-length", str(len(body)))

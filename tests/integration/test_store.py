@@ -296,6 +296,8 @@ def test_the_cli_verify_names_the_bad_file_and_exits_2(tmp_path):
     assert signed.returncode == 0 and "signed v@1 (ed25519" in signed.stdout
     ok = cli("verify", "v", "--key", str(tmp_path / "k.pub"), config=config)
     assert ok.returncode == 0 and "signature by" in ok.stdout
+    listed = cli("models", config=config).stdout  # installed models are listed beside the configured ones
+    assert "store (" in listed and "│ v " in listed and "gguf" in listed
     blob = next((tmp_path / "store" / "blobs" / "sha256").iterdir())
     blob.chmod(0o644)
     blob.write_bytes(b"X" + blob.read_bytes()[1:])
@@ -392,3 +394,18 @@ def test_a_catalog_name_pulls_its_published_release_from_the_hub(store, files):
     assert manifest.revision == hashlib.sha1(b"unsloth/DeepSeek-R1-Distill-Qwen-7B-GGUF").hexdigest()
     with pytest.raises(InvalidRequestError, match="no 'q9' release of deepseek-r1"):
         pull(store, "deepseek-r1:q9", options=PullOptions(hf_endpoint=files.url))
+
+
+def test_a_large_file_comes_over_several_connections_each_resumable(store, files):
+    data = tiny_gguf("big", os.urandom(3_000_000))
+    files.files["/big.gguf"] = data
+    files.faults["/big.gguf"] = Faults(drop_after=250_000, drops=1)  # one of the ranges breaks once
+    options = PullOptions(connections=3, parallel_min=1_000_000, backoff=0.01)
+    manifest = pull(store, files.url + "/big.gguf", options=options)
+    assert store.blob(manifest.files[0]).read_bytes() == data and manifest.files[0].sha256 == sha(data)
+    gets = [e for e in files.log if e["path"] == "/big.gguf"]
+    size = len(data)
+    starts = sorted(int(e["range"].removeprefix("bytes=").split("-")[0]) for e in gets)
+    assert [i * size // 3 for i in range(3)] == sorted(set(starts) & {i * size // 3 for i in range(3)})
+    assert len(gets) == 4 and sum(e["sent"] for e in gets) == size  # three ranges + one resumed, no byte twice
+    assert not list(store.tmp.glob("*"))  # segments joined and removed

@@ -56,6 +56,25 @@ def models(ctx: typer.Context, config: Optional[Path] = ConfigOption, as_json: b
         table.add_row(r["name"], r["engine"], "yes" if r["installed"] else "[red]missing[/]", size, str(r["replicas"]),
                       f"{r['context']}×{r['slots']}", "yes" if r["embeddings"] else "no", r["reasoning"], r["path"] or "-")
     out.print(table)
+    _print_store(settings)
+
+
+def _print_store(settings) -> None:
+    """The models in the store (installed), when there are any."""
+    from ..store import open_store
+
+    store = open_store(settings)
+    names = store.names()
+    if not names:
+        return
+    table = Table(title=f"store ({store.root})")
+    for col in ("name", "current", "versions", "size", "format", "signed by", "source"):
+        table.add_column(col)
+    for name in names:
+        m = store.manifest(name)
+        table.add_row(name, str(m.version), str(len(store.versions(name))), f"{m.size / 2**20:.0f} MiB", m.format,
+                      ", ".join(s["key_id"] for s in m.signatures) or "-", m.source)
+    out.print(table)
 
 
 def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as_json: bool = JsonOption,

@@ -61,12 +61,13 @@ def pull(
     token: Optional[str] = typer.Option(None, "--token", help="Bearer token for gated repositories (default: $HF_TOKEN)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle weights (they can run code when loaded)."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 of a single-file download."),
+    connections: int = typer.Option(4, "--connections", min=1, max=16, help="Parallel ranges for files of 256 MiB or more."),
     config: Optional[Path] = ConfigOption,
 ) -> None:
     """Download a model into the store: resumable, retried, hashed and checked before it is usable."""
     settings = load_settings(config)
     options = PullOptions(hf_endpoint=settings.store.hf_endpoint, allow_pickle=allow_pickle or settings.store.allow_pickle,
-                          token=token or os.environ.get("HF_TOKEN"))
+                          token=token or os.environ.get("HF_TOKEN"), connections=connections)
     with _progress() as progress:
         manifest = pull_source(open_store(settings), source, name, options, BarProgress(progress), sha256=sha256)
     _print_manifest(manifest, "pulled")

@@ -8,7 +8,8 @@ Sources:
 
 Each file downloads to ``tmp/<key>.part``. A broken connection is retried with exponential
 backoff, asking only for the missing bytes (HTTP Range); a server that ignores Range restarts
-the file. The file is hashed and its format checked before it becomes a blob, and the manifest
+the file. A large file (≥ 256 MiB) from a server that accepts ranges comes over several
+connections at once, each range resumable on its own. The file is hashed and its format checked before it becomes a blob, and the manifest
 is written only when every file is in: an interrupted pull leaves nothing that looks usable.
 Proxies come from the environment (HTTPS_PROXY, NO_PROXY), which both httpx (the small API
 calls) and urllib (file bodies) read.
@@ -25,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -61,6 +63,8 @@ class PullOptions:
     timeout: float = 30.0         # per read
     allow_pickle: bool = False
     token: str | None = None      # bearer token for gated repositories
+    connections: int = 4          # parallel ranges for a large file, when the server accepts ranges
+    parallel_min: int = 256 * 2**20
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Remote:
     url: str
     size: int | None = None
     sha256: str | None = None     # published by the source (the hub's LFS pointer, or --sha256)
+    ranges: bool = False          # the server said Accept-Ranges: bytes
 
 
 def plan_source(source: str, options: PullOptions, client: httpx.Client) -> tuple[list[Remote], str | None, str]:
@@ -149,40 +154,64 @@ class _Hasher:
         return self.digest.hexdigest()
 
 
-def download(remote: Remote, part: Path, options: PullOptions, progress: Progress) -> tuple[str | None, int, str]:
-    """Fetch ``remote`` into ``part``, resuming; return (ETag or None, bytes fetched in this call,
-    sha256 of the whole file — hashed as it arrives, so there is no second pass over it).
+def _open(remote: Remote, headers: dict[str, str], options: PullOptions):
+    """Send a GET; the response, or None for 416 (nothing left to fetch). 404/401/403 are final."""
+    headers = {"User-Agent": "seekstack", **headers}
+    if options.token:
+        headers["Authorization"] = f"Bearer {options.token}"
+    try:
+        return urllib.request.build_opener().open(urllib.request.Request(remote.url, headers=headers), timeout=options.timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416:
+            return None
+        if exc.code == 404:
+            raise InvalidRequestError(f"{remote.relpath}: not found at {remote.url} (HTTP 404)", fix="check the source") from None
+        if exc.code in (401, 403):
+            raise InvalidRequestError(f"{remote.relpath}: access refused (HTTP {exc.code})", fix="pass --token") from None
+        raise OSError(f"HTTP {exc.code}") from None
 
-    The body is read with urllib in 1 MiB blocks (it follows redirects and honours the proxy
-    environment); a dropped connection is retried asking only for the missing bytes."""
-    fetched, attempt, etag = 0, 0, None
-    opener = urllib.request.build_opener()
+
+def _retrying(remote: Remote, target: Path, options: PullOptions, attempt_once):
+    """Run ``attempt_once`` until it succeeds; network errors are retried with backoff."""
+    attempt = 0
     while True:
+        try:
+            return attempt_once()
+        except (OSError, http.client.HTTPException) as exc:  # URLError, resets, timeouts, IncompleteRead
+            attempt += 1
+            if attempt > options.retries:
+                raise ServerUnreachableError(f"{remote.relpath}: download failed after {options.retries} retries ({exc}); "
+                                             f"{target.stat().st_size if target.exists() else 0} bytes kept",
+                                             fix="run the same pull again: it resumes where it stopped") from None
+            time.sleep(options.backoff * 2 ** (attempt - 1))
+
+
+def download(remote: Remote, part: Path, options: PullOptions, progress: Progress) -> tuple[str | None, str]:
+    """Fetch ``remote`` into ``part`` over one connection, resuming; return (ETag or None, sha256 of
+    the whole file — hashed as it arrives, so there is no second pass over it).
+
+    The body is read with urllib in blocks of up to 1 MiB (it follows redirects and honours the
+    proxy environment); a dropped connection is retried asking only for the missing bytes."""
+    etag: str | None = None
+
+    def once():
+        nonlocal etag
         have = part.stat().st_size if part.exists() else 0
         hasher = _Hasher()
-        if have:  # what an earlier attempt kept
-            with open(part, "rb") as f:
-                while block := f.read(CHUNK):
-                    hasher.feed(block)
-        headers = {"User-Agent": "seekstack", **({"Range": f"bytes={have}-"} if have else {})}
-        if options.token:
-            headers["Authorization"] = f"Bearer {options.token}"
         try:
-            try:
-                response = opener.open(urllib.request.Request(remote.url, headers=headers), timeout=options.timeout)
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                if exc.code == 416 and have:  # already complete
-                    return etag, fetched, hasher.hexdigest()
-                if exc.code == 404:
-                    raise InvalidRequestError(f"{remote.relpath}: not found at {remote.url} (HTTP 404)", fix="check the source") from None
-                if exc.code in (401, 403):
-                    raise InvalidRequestError(f"{remote.relpath}: access refused (HTTP {exc.code})", fix="pass --token") from None
-                raise OSError(f"HTTP {exc.code}") from None
+            if have:  # what an earlier attempt kept
+                with open(part, "rb") as f:
+                    while block := f.read(CHUNK):
+                        hasher.feed(block)
+            response = _open(remote, {"Range": f"bytes={have}-"} if have else {}, options)
+            if response is None:  # 416: already complete
+                return etag, hasher.hexdigest()
             with response:
                 etag = response.headers.get("etag", etag)
                 if response.status == 200 and have:  # the server ignored Range: start over
                     part.unlink()
+                    hasher.hexdigest()
                     have, hasher = 0, _Hasher()
                 length = response.headers.get("content-length")
                 total = have + int(length) if length is not None else None
@@ -192,19 +221,61 @@ def download(remote: Remote, part: Path, options: PullOptions, progress: Progres
                     while block := response.read1(CHUNK):  # what has arrived, up to 1 MiB: progress keeps moving
                         f.write(block)
                         hasher.feed(block)
-                        fetched += len(block)
                         progress.advance(remote.relpath, len(block))
             if total is not None and part.stat().st_size < total:
                 raise OSError("the connection closed before the end of the file")
-            return etag, fetched, hasher.hexdigest()
-        except (OSError, http.client.HTTPException) as exc:  # URLError, resets, timeouts, IncompleteRead
+            return etag, hasher.hexdigest()
+        except BaseException:
             hasher.hexdigest()  # stop its thread
-            attempt += 1
-            if attempt > options.retries:
-                raise ServerUnreachableError(f"{remote.relpath}: download failed after {options.retries} retries ({exc}); "
-                                             f"{part.stat().st_size if part.exists() else 0} bytes kept",
-                                             fix="run the same pull again: it resumes where it stopped") from None
-            time.sleep(options.backoff * 2 ** (attempt - 1))
+            raise
+
+    return _retrying(remote, part, options, once)
+
+
+def download_parallel(remote: Remote, part: Path, options: PullOptions, progress: Progress) -> str:
+    """Fetch a large file as ``options.connections`` byte ranges at once (each resumable), then join
+    them into ``part`` while hashing; return the sha256."""
+    size, n = remote.size or 0, options.connections
+    bounds = [(i * size // n, (i + 1) * size // n - 1) for i in range(n)]
+    segments = [part.with_name(f"{part.stem}.{i}.part") for i in range(n)]  # .part: gc keeps them for resuming
+    progress.start(remote.relpath, size, sum(s.stat().st_size for s in segments if s.exists()))
+
+    def fetch(segment: Path, first: int, last: int) -> None:
+        def once():
+            have = segment.stat().st_size if segment.exists() else 0
+            if first + have > last:
+                return
+            response = _open(remote, {"Range": f"bytes={first + have}-{last}"}, options)
+            if response is None:
+                return
+            with response:
+                if response.status != 206:
+                    raise InvalidRequestError(f"{remote.relpath}: the server ignored a Range request",
+                                              fix="pull again; it will use one connection")
+                left = last - first + 1 - have
+                with open(segment, "ab") as f:
+                    while left > 0 and (block := response.read1(min(CHUNK, left))):  # never past the range
+                        f.write(block)
+                        left -= len(block)
+                        progress.advance(remote.relpath, len(block))
+            if segment.stat().st_size < last - first + 1:
+                raise OSError("the connection closed before the end of the range")
+
+        _retrying(remote, segment, options, once)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for future in [pool.submit(fetch, seg, a, b) for seg, (a, b) in zip(segments, bounds)]:
+            future.result()
+    hasher = _Hasher()
+    with open(part, "wb") as out:
+        for segment in segments:
+            with open(segment, "rb") as f:
+                while block := f.read(CHUNK):
+                    out.write(block)
+                    hasher.feed(block)
+    for segment in segments:
+        segment.unlink()
+    return hasher.hexdigest()
 
 
 def pull(store: Store, source: str, name: str | None = None, options: PullOptions | None = None,
@@ -230,7 +301,11 @@ def pull(store: Store, source: str, name: str | None = None, options: PullOption
         for remote in remotes:
             key = hashlib.sha256(remote.url.encode()).hexdigest()[:24]
             part = store.tmp_dir() / f"{key}.part"
-            etag, _, digest = download(remote, part, options, progress)
+            if (options.connections > 1 and remote.ranges and (remote.size or 0) >= options.parallel_min
+                    and not part.exists()):
+                etag, digest = None, download_parallel(remote, part, options, progress)
+            else:
+                etag, digest = download(remote, part, options, progress)
             etags.append(etag)
             if remote.sha256 is not None and digest != remote.sha256:
                 part.unlink()  # corrupt: never keep it, never resume from it
@@ -255,6 +330,7 @@ def _check_disk(client: httpx.Client, store: Store, remotes: list[Remote]) -> No
             r = client.head(remote.url)
             if r.status_code == 200 and r.headers.get("content-length"):
                 remote.size = int(r.headers["content-length"])
+                remote.ranges = r.headers.get("accept-ranges", "").lower() == "bytes"
                 total += remote.size
         except httpx.TransportError:
             pass  # the download itself will report it
