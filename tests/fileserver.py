@@ -43,9 +43,12 @@ class FileServer:
                 self._serve(head=False)
 
             def _serve(self, head: bool):
-                path = unquote(urlsplit(self.path).path)
+                url = urlsplit(self.path)
+                path = unquote(url.path)
                 if path.startswith("/api/models/"):
                     return self._api(path)
+                if path.startswith("/api/v1/models/"):
+                    return self._modelscope(path, dict(p.split("=", 1) for p in url.query.split("&") if "=" in p), head)
                 content = server.content(path)
                 if content is None:
                     self.send_response(404)
@@ -97,6 +100,30 @@ class FileServer:
                 if limit < len(body):
                     self.close_connection = True
                     self.connection.shutdown(2)
+
+            def _modelscope(self, path, query, head):
+                # /api/v1/models/{org}/{repo}/repo/files?Revision=…  → the listing
+                # /api/v1/models/{org}/{repo}/repo?Revision=…&FilePath=…  → one file
+                import json
+
+                parts = path.split("/")
+                repo = "/".join(parts[4:6])
+                files = server.repos.get(repo, {})
+                commit = hashlib.sha1(repo.encode()).hexdigest()
+                if path.endswith("/repo/files"):
+                    body = json.dumps({"Code": 200, "Data": {"Files": [
+                        {"Name": n.split("/")[-1], "Path": n, "Type": "blob", "Size": len(d), "Revision": commit,
+                         "Sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()]}}).encode()
+                    status = 200 if repo in server.repos else 404
+                else:
+                    data = files.get(unquote(query.get("FilePath", "")))
+                    body, status = (data, 200) if data is not None else (b"{}", 404)
+                self.send_response(status)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+                    server.log.append({"path": path, "range": None, "sent": len(body)})
 
             def _api(self, path):
                 # /api/models/{org}/{repo}/revision/{rev}

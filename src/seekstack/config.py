@@ -128,6 +128,7 @@ class StoreConfig(_Section):
     require_signature: bool = Field(False, description="Refuse to serve any model that is not a store model signed by one of `trusted_keys`.")
     trusted_keys: list[Path] = Field(default_factory=list, description="Public keys (Ed25519 .pub) or HMAC key files whose signatures are trusted.")
     hf_endpoint: str = Field("https://huggingface.co", description="Hugging Face hub or mirror for `hf:` pulls (e.g. https://hf-mirror.com).")
+    modelscope_endpoint: str = Field("https://modelscope.cn", description="ModelScope hub for `modelscope:` pulls.")
     allow_pickle: bool = Field(False, description="Accept pickle weights (.bin, .pt, .pth, .pkl, .ckpt), which can run code when loaded.")
 
 

@@ -355,6 +355,7 @@ def test_rollback_then_serve_runs_the_old_version(tmp_path):
     finally:
         server.stop()
     assert "tiny: tiny@1 from the store" in server.log_path.read_text()
+    assert store.manifest("tiny@1").license == "apache-2.0"  # from the GGUF's own metadata
 
 
 def test_serve_refuses_unsigned_or_tampered_models_under_the_trust_policy(tmp_path):
@@ -362,15 +363,24 @@ def test_serve_refuses_unsigned_or_tampered_models_under_the_trust_policy(tmp_pa
     model = tmp_path / "t.gguf"
     model.write_bytes(tiny_gguf("t", os.urandom(5_000)))
     import_path(store, model, "t")
-    _, public = keygen(tmp_path / "trusted")
+    private, public = keygen(tmp_path / "trusted")
+    other = tmp_path / "u.gguf"
+    other.write_bytes(tiny_gguf("u", os.urandom(5_000)))
+    tampered = import_path(store, other, "u")
+    sign(tampered, load_key(private))
+    store.save_signatures(tampered)
+    blob = store.blob(tampered.files[0])
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:-1] + b"!")  # signed, then changed on disk
     config = tmp_path / "trust.yaml"
     config.write_text(yaml.safe_dump({
         "state_dir": str(tmp_path / "state"),
         "store": {"path": str(tmp_path / "store"), "require_signature": True, "trusted_keys": [str(public)]},
-        "models": [{"name": "t", "store": "t"}, {"name": "plain", "source": "embedded"}]}))
+        "models": [{"name": "t", "store": "t"}, {"name": "u", "store": "u"}, {"name": "plain", "source": "embedded"}]}))
     result = cli("serve", "--config", str(config), "--port", "0")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "t (t@1): signature: the manifest is not signed" in result.stderr
+    assert "u (u@1): u.gguf: changed since its last full verify" in result.stderr
     assert "plain: the embedded model is not a signed store model" in result.stderr
     assert not (tmp_path / "state" / "admin.key").exists()
 
@@ -409,3 +419,14 @@ def test_a_large_file_comes_over_several_connections_each_resumable(store, files
     assert [i * size // 3 for i in range(3)] == sorted(set(starts) & {i * size // 3 for i in range(3)})
     assert len(gets) == 4 and sum(e["sent"] for e in gets) == size  # three ranges + one resumed, no byte twice
     assert not list(store.tmp.glob("*"))  # segments joined and removed
+
+
+def test_modelscope_pull_pins_the_listed_commit_and_checks_hashes(store, files):
+    gguf = tiny_gguf("ms", os.urandom(40_000))
+    files.repos["deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B-GGUF"] = {"model-q4_k_m.gguf": gguf, "README.md": b"readme"}
+    manifest = pull(store, "modelscope:deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B-GGUF:*.gguf",
+                    options=PullOptions(modelscope_endpoint=files.url))
+    assert [f.path for f in manifest.files] == ["model-q4_k_m.gguf"] and manifest.files[0].sha256 == sha(gguf)
+    assert manifest.revision == hashlib.sha1(b"deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B-GGUF").hexdigest()
+    with pytest.raises(InvalidRequestError, match="HTTP 404"):
+        pull(store, "modelscope:nobody/nothing", options=PullOptions(modelscope_endpoint=files.url))

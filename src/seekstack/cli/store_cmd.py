@@ -56,7 +56,7 @@ def _print_manifest(manifest, verb: str) -> None:
 
 
 def pull(
-    source: str = typer.Argument(..., help="https://URL, hf:ORG/REPO[@REVISION][:GLOB], or a local path."),
+    source: str = typer.Argument(..., help="https://URL, hf:ORG/REPO[@REV][:GLOB], modelscope:ORG/REPO[@REV][:GLOB], a catalog NAME:QUANT, or a local path."),
     name: Optional[str] = typer.Option(None, "--name", help="Store name (default: from the source)."),
     token: Optional[str] = typer.Option(None, "--token", help="Bearer token for gated repositories (default: $HF_TOKEN)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle weights (they can run code when loaded)."),
@@ -66,7 +66,7 @@ def pull(
 ) -> None:
     """Download a model into the store: resumable, retried, hashed and checked before it is usable."""
     settings = load_settings(config)
-    options = PullOptions(hf_endpoint=settings.store.hf_endpoint, allow_pickle=allow_pickle or settings.store.allow_pickle,
+    options = PullOptions(hf_endpoint=settings.store.hf_endpoint, modelscope_endpoint=settings.store.modelscope_endpoint, allow_pickle=allow_pickle or settings.store.allow_pickle,
                           token=token or os.environ.get("HF_TOKEN"), connections=connections)
     with _progress() as progress:
         manifest = pull_source(open_store(settings), source, name, options, BarProgress(progress), sha256=sha256)

@@ -4,6 +4,9 @@ Sources:
 - ``https://…/file.gguf`` (or http:// to a loopback mirror): one file; its ETag is the revision;
 - ``hf:ORG/REPO[@REVISION][:GLOB]``: the Hugging Face hub (or a mirror, ``store.hf_endpoint``);
   the revision is resolved to a commit hash first and pinned, then the matching files are fetched;
+- ``modelscope:ORG/REPO[@REVISION][:GLOB]``: ModelScope (``store.modelscope_endpoint``), for
+  mainland sites; files are listed with their sha256 and fetched by path at the listed commit;
+- ``NAME:QUANT`` (``deepseek-r1-distill-qwen:7b-q4_k_m``): a release from the catalog;
 - a local path: the same as ``seekstack import``.
 
 Each file downloads to ``tmp/<key>.part``. A broken connection is retried with exponential
@@ -35,7 +38,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from ..errors import InvalidRequestError, ServerUnreachableError
-from .safety import check_file, model_format
+from .safety import check_file, gguf_license, model_format
 from .store import FileEntry, Manifest, Store, model_name, safe_relpath
 from .transfer import _record_stats, import_path
 
@@ -58,6 +61,7 @@ class _Quiet:
 @dataclass
 class PullOptions:
     hf_endpoint: str = "https://huggingface.co"
+    modelscope_endpoint: str = "https://modelscope.cn"
     retries: int = 5
     backoff: float = 0.5          # seconds, doubled per retry
     timeout: float = 30.0         # per read
@@ -80,6 +84,8 @@ def plan_source(source: str, options: PullOptions, client: httpx.Client) -> tupl
     """(files to fetch, pinned revision, default name) for a source."""
     if source.startswith("hf:"):
         return _hf_files(source[3:], options, client)
+    if source.startswith("modelscope:"):
+        return _modelscope_files(source[len("modelscope:"):], options, client)
     if source.startswith(("https://", "http://")):
         parts = urlsplit(source)
         name = Path(parts.path).name
@@ -88,7 +94,7 @@ def plan_source(source: str, options: PullOptions, client: httpx.Client) -> tupl
         if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise InvalidRequestError("plain http is only accepted from this machine", fix="use https://")
         return [Remote(safe_relpath(name), source)], None, Path(name).stem
-    if ":" in source and not source.startswith(("modelscope:", "/", ".")):
+    if ":" in source and not source.startswith(("/", ".")):
         from ..planner.catalog import catalog_source
 
         hub_source, name = catalog_source(source)
@@ -98,11 +104,36 @@ def plan_source(source: str, options: PullOptions, client: httpx.Client) -> tupl
                               fix="use https://URL, hf:ORG/REPO[@REV][:GLOB], a catalog NAME:QUANT, or a local path")
 
 
-def _hf_files(spec: str, options: PullOptions, client: httpx.Client) -> tuple[list[Remote], str, str]:
+def _split_spec(spec: str, scheme: str) -> tuple[str, str | None, str]:
     repo, _, glob = spec.partition(":")
     repo, _, revision = repo.partition("@")
     if repo.count("/") != 1:
-        raise InvalidRequestError(f"hf:{spec}: expected hf:ORG/REPO[@REVISION][:GLOB]", fix="e.g. hf:unsloth/DeepSeek-R1-GGUF:*Q4_K_M*")
+        raise InvalidRequestError(f"{scheme}:{spec}: expected {scheme}:ORG/REPO[@REVISION][:GLOB]",
+                                  fix=f"e.g. {scheme}:deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    return repo, revision or None, glob
+
+
+def _modelscope_files(spec: str, options: PullOptions, client: httpx.Client) -> tuple[list[Remote], str, str]:
+    """ModelScope (modelscope.cn): list the files of a revision with their sha256, fetch each by path.
+
+    The revision (default ``master``) is pinned to the commit the listing reports."""
+    repo, revision, glob = _split_spec(spec, "modelscope")
+    endpoint = options.modelscope_endpoint.rstrip("/")
+    rev = quote(revision or "master", safe="")
+    info = _get_json(client, f"{endpoint}/api/v1/models/{repo}/repo/files?Revision={rev}&Recursive=true", f"modelscope:{repo}")
+    entries = [f for f in ((info.get("Data") or {}).get("Files") or []) if isinstance(f, dict) and f.get("Type") == "blob"]
+    chosen = [f for f in entries if isinstance(f.get("Path"), str) and (not glob or fnmatch.fnmatch(f["Path"], glob))]
+    if not chosen:
+        raise InvalidRequestError(f"modelscope:{repo}@{revision or 'master'} has no files matching {glob or '*'}",
+                                  fix="check the repository, revision and file glob")
+    commit = chosen[0].get("Revision") or revision or "master"
+    return ([Remote(safe_relpath(f["Path"]),
+                    f"{endpoint}/api/v1/models/{repo}/repo?Revision={quote(commit, safe='')}&FilePath={quote(f['Path'])}",
+                    size=f.get("Size"), sha256=f.get("Sha256")) for f in chosen], commit, repo.split("/")[1])
+
+
+def _hf_files(spec: str, options: PullOptions, client: httpx.Client) -> tuple[list[Remote], str, str]:
+    repo, revision, glob = _split_spec(spec, "hf")
     endpoint = options.hf_endpoint.rstrip("/")
     url = f"{endpoint}/api/models/{repo}/revision/{quote(revision or 'main', safe='')}?blobs=true"
     info = _get_json(client, url, f"hf:{repo}")
@@ -297,7 +328,7 @@ def pull(store: Store, source: str, name: str | None = None, options: PullOption
             if remote.relpath.lower().endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) and not options.allow_pickle:
                 check_file(Path("/dev/null"), remote.relpath)
         _check_disk(client, store, remotes)
-        entries, formats, etags = [], [], []
+        entries, formats, etags, license = [], [], [], None
         for remote in remotes:
             key = hashlib.sha256(remote.url.encode()).hexdigest()[:24]
             part = store.tmp_dir() / f"{key}.part"
@@ -313,11 +344,13 @@ def pull(store: Store, source: str, name: str | None = None, options: PullOption
                                           f"but the source publishes {remote.sha256[:16]}…)", fix="pull again; "
                                           "if it repeats, the mirror or a proxy is altering the file")
             formats.append(check_file(part, remote.relpath, allow_pickle=options.allow_pickle))
+            if formats[-1] == "gguf" and license is None:
+                license = gguf_license(part)
             entries.append(FileEntry(remote.relpath, part.stat().st_size, digest))
             store.add_blob(part, digest, move=True)
     revision = revision or (etags[0].strip('"') if len(etags) == 1 and etags[0] else None)
     manifest = store.commit(model_name(name or default_name), entries, format=model_format(formats), source=source,
-                            revision=revision)
+                            revision=revision, license=license)
     _record_stats(store, manifest)
     return manifest
 

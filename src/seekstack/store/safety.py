@@ -42,3 +42,11 @@ def model_format(formats: list[str]) -> str:
         if kind in formats:
             return kind
     return "other"
+
+
+def gguf_license(path: Path) -> str | None:
+    """The license a GGUF file declares in its metadata (general.license), if any."""
+    from ..planner.gguf import read_header
+
+    value = read_header(path).metadata.get("general.license")
+    return str(value) if value else None

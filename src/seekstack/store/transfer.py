@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InvalidRequestError
-from .safety import check_file, model_format
+from .safety import check_file, gguf_license, model_format
 from .store import FileEntry, Manifest, Store, model_name, safe_relpath, sha256_file
 
 EXPORT_MANIFEST = "seekstack-manifest.json"
@@ -77,8 +77,9 @@ def import_path(store: Store, path: Path, name: str | None = None, *, allow_pick
                                 revision=carried.revision, license=carried.license, signatures=carried.signatures)
     else:
         default = path.stem if path.is_file() else path.name
+        ggufs = [f for rel, f in files if rel.lower().endswith(".gguf")]
         manifest = store.commit(model_name(name or default), entries, format=model_format(formats),
-                                source=f"file://{path.resolve()}")
+                                source=f"file://{path.resolve()}", license=gguf_license(ggufs[0]) if ggufs else None)
     _record_stats(store, manifest)
     return manifest
 
