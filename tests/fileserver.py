@@ -1,11 +1,14 @@
-"""A loopback HTTP file server for download tests: Range requests, a Hugging-Face-like API, and
-fault injection (drop the connection after N bytes, corrupt a byte, go slowly, ignore Range)."""
+"""A loopback HTTP file server for download tests: Range requests, Hugging-Face- and ModelScope-like
+APIs, and fault injection (drop the connection after N bytes, corrupt a byte, go slowly, ignore
+Range, claim a huge size); and a forward proxy that records what passes through it."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -18,6 +21,7 @@ class Faults:
     corrupt_at: int | None = None     # flip the byte at this offset in what is sent
     delay: float = 0.0                # seconds between 64 KiB chunks
     ignore_range: bool = False
+    claimed_length: int | None = None  # HEAD answers with this Content-Length (a huge file)
 
 
 @dataclass
@@ -75,7 +79,7 @@ class FileServer:
                 body = bytearray(content[start:end + 1])
                 if faults.corrupt_at is not None and faults.corrupt_at >= start:
                     body[faults.corrupt_at - start] ^= 0xFF
-                self.send_header("content-length", str(len(body)))
+                self.send_header("content-length", str(faults.claimed_length if head and faults.claimed_length else len(body)))
                 self.send_header("etag", '"' + hashlib.sha256(content).hexdigest()[:20] + '"')
                 self.send_header("accept-ranges", "bytes")
                 self.end_headers()
@@ -159,6 +163,52 @@ class FileServer:
                 name = path[len(prefix):].split("/", 1)[1]
                 return files.get(name)
         return None
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+class ForwardProxy:
+    """A plain HTTP forward proxy on loopback that records what passed through it."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        seen = self.seen
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _relay(self, method):
+                seen.append(f"{method} {self.path}")
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization", "user-agent")}
+                request = urllib.request.Request(self.path, headers=headers, method=method)
+                try:
+                    response = direct.open(request)
+                    status, body, reply = response.status, response.read(), response.headers
+                except urllib.error.HTTPError as exc:
+                    status, body, reply = exc.code, exc.read(), exc.headers
+                self.send_response(status)
+                for name in ("content-type", "etag", "accept-ranges", "content-range"):
+                    if reply.get(name):
+                        self.send_header(name, reply[name])
+                self.send_header("content-length", reply.get("content-length", str(len(body))) if method == "HEAD" else str(len(body)))
+                self.end_headers()
+                if method != "HEAD":
+                    self.wfile.write(body)
+
+            def do_GET(self):
+                self._relay("GET")
+
+            def do_HEAD(self):
+                self._relay("HEAD")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
         self.httpd.shutdown()

@@ -430,3 +430,29 @@ def test_modelscope_pull_pins_the_listed_commit_and_checks_hashes(store, files):
     assert manifest.revision == hashlib.sha1(b"deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B-GGUF").hexdigest()
     with pytest.raises(InvalidRequestError, match="HTTP 404"):
         pull(store, "modelscope:nobody/nothing", options=PullOptions(modelscope_endpoint=files.url))
+
+
+def test_free_disk_is_checked_before_any_byte_is_fetched(store, files):
+    files.files["/huge.gguf"] = tiny_gguf("huge", b"x" * 1000)
+    files.faults["/huge.gguf"] = Faults(claimed_length=10**16)  # the server says 10 PB
+    with pytest.raises(InvalidRequestError, match=r"the pull needs 10000000\.00 GB but the store has .* GB free"):
+        pull(store, files.url + "/huge.gguf", options=FAST)
+    assert not [e for e in files.log if e["path"] == "/huge.gguf"]  # no GET was made
+
+
+def test_proxies_from_the_environment_are_honoured(store, files, monkeypatch):
+    from fileserver import ForwardProxy
+
+    proxy = ForwardProxy()
+    try:
+        data = tiny_gguf("px", os.urandom(50_000))
+        files.files["/via/proxy.gguf"] = data
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        manifest = pull(store, files.url + "/via/proxy.gguf", options=FAST)
+    finally:
+        proxy.close()
+    assert store.blob(manifest.files[0]).read_bytes() == data
+    assert f"HEAD {files.url}/via/proxy.gguf" in proxy.seen and f"GET {files.url}/via/proxy.gguf" in proxy.seen
