@@ -7,7 +7,6 @@ so more (drivers, CUDA, model integrity, memory planning) slot in as more functi
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import socket
 import stat
@@ -117,20 +116,21 @@ MIN_CUDA = {"vllm": (12, 1), "sglang": (12, 1)}
 
 
 def gpu_check(settings: Settings) -> list[Check]:
-    from .planner.hardware import nvidia_gpus
+    from .planner.hardware import amd_gpus, nvidia_gpus
 
     gpus = nvidia_gpus()
     needs_gpu = sorted({m.engine for m in settings.models if m.engine in MIN_CUDA})
     rows = []
-    amd = _amd_gpus()
+    amd = amd_gpus()
     if not gpus and not amd:
         if needs_gpu:
             return [Check("gpu", FAIL, f"no GPU, but {', '.join(needs_gpu)} needs an NVIDIA GPU",
                           "install the NVIDIA driver, or serve these models with engine: llamacpp")]
         return [Check("gpu", OK, "no GPU (llama.cpp runs on the CPU)")]
     for g in gpus:
+        links = f", {g['nvlinks']} NVLink links" if g.get("nvlinks") else ", no NVLink"
         rows.append(Check("gpu", OK, f"GPU {g['index']}: {g['name']}, {g['memory_bytes'] / 2**30:.0f} GiB, "
-                                     f"driver {g['driver']}, CUDA {g['cuda']}"))
+                                     f"driver {g['driver']}, CUDA {g['cuda']}{links}"))
     if gpus:
         cuda = tuple(int(x) for x in gpus[0]["cuda"].split("."))
         for engine in needs_gpu:
@@ -140,13 +140,6 @@ def gpu_check(settings: Settings) -> list[Check]:
                                   "update the NVIDIA driver (535 or newer), or serve with engine: llamacpp"))
     rows += [Check("gpu", OK, f"AMD: {name}") for name in amd]
     return rows
-
-
-def _amd_gpus() -> list[str]:
-    if not shutil.which("rocm-smi"):
-        return []
-    text = os.popen("rocm-smi --showproductname 2>/dev/null").read()
-    return [line.split(":", 2)[-1].strip() for line in text.splitlines() if "Card series" in line or "Card Series" in line]
 
 
 def models_check(settings: Settings) -> list[Check]:

@@ -159,8 +159,14 @@ def test_detection_says_no_gpu_here_and_reads_gpus_through_nvml():
         def nvmlSystemGetCudaDriverVersion(self):
             return 12040
 
+        def nvmlDeviceGetNvLinkState(self, handle, link):
+            if link >= 18:
+                raise RuntimeError("NVML_ERROR_INVALID_ARGUMENT")
+            return 1  # an SXM H100: 18 links up
+
     gpus = detect(WithDriver())["gpus"]
-    assert [(g["name"], g["cuda"], g["driver"]) for g in gpus] == [("NVIDIA H100 80GB HBM3", "12.4", "550.54.15")] * 2
+    assert [(g["name"], g["cuda"], g["driver"], g["nvlinks"]) for g in gpus] == [
+        ("NVIDIA H100 80GB HBM3", "12.4", "550.54.15", 18)] * 2
     hw = parse_hardware("auto", {**CPU_BOX, "gpus": gpus})
     assert hw.label == "2×H100" and match_gpu("NVIDIA A100-SXM4-80GB", 80 * GB).name == "A100-80G"
     assert match_gpu("NVIDIA A100-SXM4-40GB", 40 * GB).name == "A100-40G"
@@ -245,3 +251,14 @@ def test_an_absurd_safetensors_header_length_is_refused(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", 2**40) + b"{}")
     with pytest.raises(InvalidRequestError, match="header length"):
         resolve_model(str(tmp_path))
+
+
+def test_amd_gpus_are_read_from_rocm_smi():
+    from seekstack.planner.hardware import amd_gpus
+
+    output = ("============================ ROCm System Management Interface ============================\n"
+              "GPU[0]\t\t: Card series: \t\tAMD Instinct MI300X OAM\n"
+              "GPU[0]\t\t: Card model: \t\t0x74a1\n"
+              "GPU[1]\t\t: Card series: \t\tAMD Instinct MI300X OAM\n")
+    assert amd_gpus(lambda: output) == ["AMD Instinct MI300X OAM"] * 2
+    assert amd_gpus() == []  # no rocm-smi on this machine

@@ -108,6 +108,38 @@ def detect(nvml: Any = None) -> dict[str, Any]:
             "gpus": nvidia_gpus(nvml)}
 
 
+NVLINK_MAX_LINKS = 18
+
+
+def _nvlinks(nvml: Any, handle: Any) -> int:
+    """Active NVLink links of a GPU (0 on PCIe-only cards, or when NVML cannot tell)."""
+    active = 0
+    for link in range(NVLINK_MAX_LINKS):
+        try:
+            if nvml.nvmlDeviceGetNvLinkState(handle, link):
+                active += 1
+        except Exception:  # no such link (or no NVLink at all): stop counting
+            break
+    return active
+
+
+def amd_gpus(run: Any = None) -> list[str]:
+    """AMD GPUs from `rocm-smi --showproductname` (its "Card series" lines), when rocm-smi is installed."""
+    import shutil
+    import subprocess
+
+    if run is None:
+        if not shutil.which("rocm-smi"):
+            return []
+        try:
+            text = subprocess.run(["rocm-smi", "--showproductname"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+    else:
+        text = run()
+    return [line.split(":", 2)[-1].strip() for line in text.splitlines() if "card series" in line.lower()]
+
+
 def nvidia_gpus(nvml: Any = None) -> list[dict[str, Any]]:
     """NVIDIA GPUs via NVML: name, memory, driver and CUDA version; [] when there is no driver."""
     try:
@@ -126,7 +158,7 @@ def nvidia_gpus(nvml: Any = None) -> list[dict[str, Any]]:
             out.append({"index": i, "name": name.decode() if isinstance(name, bytes) else str(name),
                         "memory_bytes": int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
                         "driver": driver.decode() if isinstance(driver, bytes) else str(driver),
-                        "cuda": f"{cuda // 1000}.{cuda % 1000 // 10}"})
+                        "cuda": f"{cuda // 1000}.{cuda % 1000 // 10}", "nvlinks": _nvlinks(nvml, handle)})
         return out
     except Exception:
         return []
