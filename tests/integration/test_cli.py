@@ -121,3 +121,10 @@ def test_config_check_ok(tmp_path):
 def test_without_a_key_the_cli_says_how_to_pass_one(server, tmp_path):
     result = cli("ps", "--url", server.url, env={"SEEKSTACK_API_KEY": "", "SEEKSTACK_STATE_DIR": str(tmp_path)})
     assert_one_line_error(result, "no API key", "--api-key")
+
+
+def test_usage_errors_and_bracketed_messages_print_cleanly():
+    bogus = cli("models", "--bogus")
+    assert bogus.returncode == 2 and "No such option" in bogus.stderr and "unexpected" not in bogus.stderr
+    bracketed = cli("pull", "nonsense")
+    assert bracketed.returncode == 1 and "hf:ORG/REPO[@REV][:GLOB]" in bracketed.stderr  # not eaten as markup

@@ -8,6 +8,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import SeekstackError
 from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve, store_cmd
@@ -50,26 +51,34 @@ app.add_typer(bench.app, name="bench")
 
 err = Console(stderr=True, highlight=False)
 
+try:  # recent typer raises its own vendored click's exceptions
+    from typer._click.exceptions import ClickException as _VendoredClickException
+    from typer.exceptions import Abort as _VendoredAbort
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _VendoredAbort, _VendoredClickException = click.exceptions.Abort, click.ClickException
+ABORTS = (click.exceptions.Abort, _VendoredAbort)
+USAGE_ERRORS = (click.ClickException, _VendoredClickException)
+
 
 def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
-    except SeekstackError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+    except SeekstackError as exc:  # messages may hold brackets ("hf:ORG/REPO[@REV]"): never markup
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, soft_wrap=True)
         if exc.fix:
-            err.print(f"[bold]fix:[/] {exc.fix}", markup=True, soft_wrap=True)
+            err.print(f"[bold]fix:[/] {escape(exc.fix)}", markup=True, soft_wrap=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except ABORTS:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except click.ClickException as exc:
+    except USAGE_ERRORS as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except Exception as exc:  # last resort: still one line, traceback only on request
         if os.environ.get("SEEKSTACK_DEBUG"):
             raise
-        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}", markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))}", markup=True, soft_wrap=True)
         err.print("[bold]fix:[/] set SEEKSTACK_DEBUG=1 for the full traceback and report it", markup=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

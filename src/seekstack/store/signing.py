@@ -24,8 +24,11 @@ from .store import Manifest
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot write {path}: {exc.strerror}", fix="pick a writable directory") from None
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 

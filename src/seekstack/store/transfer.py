@@ -100,10 +100,15 @@ def export_model(store: Store, manifest: Manifest, directory: Path) -> Path:
         raise InvalidRequestError(f"{target} exists", fix="pick an empty directory")
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    for entry in manifest.files:
-        out = staging / entry.path
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(store.blob(entry), out)
-    (staging / EXPORT_MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1))
-    os.replace(staging, target)
+    try:
+        for entry in manifest.files:
+            out = staging / entry.path
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store.blob(entry), out)
+        (staging / EXPORT_MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1))
+        os.replace(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left looking like an export
+        raise InvalidRequestError(f"cannot export to {target.parent}: {exc.strerror}",
+                                  fix="pick a writable directory with room for the model") from None
     return target
