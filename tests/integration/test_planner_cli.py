@@ -136,3 +136,13 @@ def test_serve_derives_context_from_the_plan_when_it_is_not_set(tmp_path):
     finally:
         server.stop()
     assert "m: context 1024 × 4 slots (chosen from the memory plan" in server.log_path.read_text()
+
+
+def test_plan_a_model_in_the_store_by_name(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state")}))
+    assert run("import", str(embedded_model_path()), "--name", "smol", "--config", str(config)).returncode == 0
+    result = run("plan", "smol", "--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)["plan"]
+    assert plan["model"] == "smol@1" and plan["weights_source"] == "the file's tensor table" and plan["quantization"] == "q4_1"

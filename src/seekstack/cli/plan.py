@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -11,13 +13,13 @@ from rich.table import Table
 from ..planner import default_quant, detect, make_plan, parse_hardware, quantization_table, resolve_model
 from ..planner.catalog import GB
 from ..planner.tco import TCOInputs, tco
-from .common import JsonOption, console
+from .common import ConfigOption, JsonOption, console
 
 out = console()
 
 
 def plan(
-    model: str = typer.Argument(..., help="A catalog name (e.g. deepseek-r1, deepseek-r1-distill-qwen-7b), a local .gguf file, or a Hugging Face model folder."),
+    model: str = typer.Argument(..., help="A catalog name (e.g. deepseek-r1), a model in the store (NAME[@VERSION]), a local .gguf file, or a Hugging Face model folder."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="bf16, fp8, int8, q8_0, q4_k_m, iq1_s, … (default: the file's, else native on GPU, q4_k_m on CPU)."),
     context: int = typer.Option(8192, "--context", min=128, help="Tokens per sequence (prompt + completion)."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="Sequences served at once per replica."),
@@ -30,10 +32,11 @@ def plan(
     gpu_price: Optional[float] = typer.Option(None, "--gpu-price", min=0, help="Purchase USD per GPU (default: the catalog's)."),
     utilization: float = typer.Option(1.0, "--utilization", min=0.01, max=1.0, help="Share of hours the GPUs work (and a cloud bills)."),
     power_price: float = typer.Option(0.10, "--power-price", min=0, help="USD per kWh."),
+    config: Optional[Path] = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Plan MODEL: memory (weights, KV cache, overhead), fit and replicas, speed bounds, quantizations."""
-    spec = resolve_model(model)
+    spec = _store_model(model, config) or resolve_model(model)
     info = detect()
     hw = parse_hardware(hardware, info)
     q = (quant or default_quant(spec, hw)).lower()
@@ -77,3 +80,20 @@ def plan(
                   f"on-prem {cost.on_prem_usd:,.0f} USD — {verdict}")
         for line in cost.formula:
             out.print(f"  {line}", soft_wrap=True)
+
+
+def _store_model(name: str, config: Optional[Path]):
+    """A model in the store (NAME or NAME@VERSION), planned from its files; None when it is not one."""
+    from ..config import load_settings
+    from ..errors import SeekstackError
+    from ..planner import resolve_model as from_path
+    from ..store import open_store
+
+    if "/" in name or name.endswith(".gguf"):
+        return None
+    try:
+        store = open_store(load_settings(config))
+        manifest = store.manifest(name)
+    except SeekstackError:
+        return None
+    return replace(from_path(str(store.path_of(manifest))), name=f"{manifest.name}@{manifest.version}")
