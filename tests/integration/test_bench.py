@@ -129,3 +129,14 @@ def test_the_run_is_bounded_in_time(server, tmp_path):
     assert summary["completed"] + summary["failed"] + summary["incomplete"] <= 200
     assert result.returncode in (0, 1)  # 1 only when not one request finished in time, said in one line
     assert "Traceback" not in result.stderr
+
+
+def test_warmup_requests_are_sent_but_not_counted(server, tmp_path):
+    before = scrape(server)
+    result = bench("--base-url", server.url + "/v1", "--api-key", server.key, "--model", MODEL, "-n", "3",
+                   "--warmup", "2", "--max-tokens", "4", "-o", str(tmp_path / "w.json"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "w.json").read_text())
+    after = scrape(server)
+    assert data["summary"]["completed"] == 3 and len(data["requests"]) == 3 and data["config"]["warmup"] == 2
+    assert delta(before, after, "seekstack_requests_total", route="/v1/chat/completions", model=MODEL, status="200") == 5

@@ -17,7 +17,8 @@ def run_benchmark(spec: LoadSpec, slos: dict[str, float], *, label: str = "",
     results, duration = asyncio.run(LoadGenerator(spec, on_done).run())
     config = {"label": label, "base_url": spec.base_url, "model": spec.model, "requests": len(spec.prompts),
               "concurrency": spec.concurrency, "rate": spec.rate, "max_tokens": spec.max_tokens,
-              "ignore_eos": spec.ignore_eos, "duration_limit_s": spec.duration, "seed": spec.seed}
+              "ignore_eos": spec.ignore_eos, "duration_limit_s": spec.duration, "seed": spec.seed,
+              "warmup": spec.warmup}
     return {"format": FORMAT, "config": config, "summary": summarize(results, duration, slos),
             "requests": [r.to_json() for r in results]}
 

@@ -71,6 +71,7 @@ class LoadSpec:
     duration: float = 300.0           # hard bound on the whole run, in seconds
     request_timeout: float = 600.0
     seed: int = 0
+    warmup: int = 0                   # requests sent first and not counted
 
 
 def split_url(base_url: str) -> tuple[str, str]:
@@ -94,7 +95,21 @@ class LoadGenerator:
         self._t0 = 0.0
 
     async def run(self) -> tuple[list[RequestResult], float]:
-        """Send every prompt (or stop at the duration); return the results and the run's length."""
+        """Send every prompt (or stop at the duration); return the results and the run's length.
+
+        ``warmup`` requests go first, at the same concurrency, and are not counted: they fill
+        connection pools and the engine's prompt cache, so the order of runs matters less."""
+        if self.spec.warmup:
+            measured, on_done = self.spec.prompts, self.on_done
+            self.spec.prompts = [measured[i % len(measured)] for i in range(self.spec.warmup)]
+            self.on_done = lambda r: None
+            self._t0 = time.monotonic()
+            try:
+                async with asyncio.timeout(self.spec.duration):
+                    await self._closed_loop()
+            except TimeoutError:
+                pass
+            self.spec.prompts, self.on_done, self.results = measured, on_done, []
         self._t0 = time.monotonic()
         try:
             async with asyncio.timeout(self.spec.duration):

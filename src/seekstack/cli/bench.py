@@ -49,6 +49,7 @@ def bench(
     html_report: Optional[Path] = typer.Option(None, "--html", help="Write the HTML report here."),
     label: str = typer.Option("", "--label", help="A name for this run, kept in the JSON."),
     seed: int = typer.Option(0, "--seed", help="Seed for prompt order and Poisson arrivals."),
+    warmup: int = typer.Option(0, "--warmup", min=0, max=10_000, help="Requests sent first and not counted (fills caches and pools)."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a target that is not on this machine."),
 ) -> None:
     """Load-test an endpoint: TTFT, TPOT, ITL, E2E (mean, p50, p90, p99), throughput and goodput."""
@@ -60,7 +61,7 @@ def bench(
     key = api_key_for(api_key, base_url)
     model = model or first_model(base_url, key)
     spec = LoadSpec(base_url=base_url, model=model, prompts=prompts, api_key=key, concurrency=concurrency, rate=rate,
-                    max_tokens=max_tokens, ignore_eos=ignore_eos, duration=duration, seed=seed)
+                    max_tokens=max_tokens, ignore_eos=ignore_eos, duration=duration, seed=seed, warmup=warmup)
     shape = f"Poisson {rate:g}/s (≤ {concurrency} in flight)" if rate else f"concurrency {concurrency}"
     out.print(f"[bold]seekstack bench[/] {model} at {base_url}: {num_requests} requests, {shape}, max_tokens {max_tokens}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
