@@ -40,7 +40,8 @@ import httpx
 from ..errors import InvalidRequestError, ServerUnreachableError
 from .safety import check_file, gguf_license, model_format
 from .store import FileEntry, Manifest, Store, model_name, safe_relpath
-from .transfer import _record_stats, import_path
+from .transfer import import_path
+from .verify import record_verified
 
 CHUNK = 1 << 20
 
@@ -351,7 +352,7 @@ def pull(store: Store, source: str, name: str | None = None, options: PullOption
     revision = revision or (etags[0].strip('"') if len(etags) == 1 and etags[0] else None)
     manifest = store.commit(model_name(name or default_name), entries, format=model_format(formats), source=source,
                             revision=revision, license=license)
-    _record_stats(store, manifest)
+    record_verified(store, manifest)
     return manifest
 
 

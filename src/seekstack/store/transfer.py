@@ -12,6 +12,7 @@ from typing import Callable
 from ..errors import InvalidRequestError
 from .safety import check_file, gguf_license, model_format
 from .store import FileEntry, Manifest, Store, model_name, safe_relpath, sha256_file
+from .verify import record_verified
 
 EXPORT_MANIFEST = "seekstack-manifest.json"
 
@@ -80,17 +81,8 @@ def import_path(store: Store, path: Path, name: str | None = None, *, allow_pick
         ggufs = [f for rel, f in files if rel.lower().endswith(".gguf")]
         manifest = store.commit(model_name(name or default), entries, format=model_format(formats),
                                 source=f"file://{path.resolve()}", license=gguf_license(ggufs[0]) if ggufs else None)
-    _record_stats(store, manifest)
+    record_verified(store, manifest)  # hashed on the way in: as good as a full verify
     return manifest
-
-
-def _record_stats(store: Store, manifest: Manifest) -> None:
-    """The files were hashed on the way in: that counts as a full verify."""
-    seen = {}
-    for entry in manifest.files:
-        st = store.blob(entry).stat()
-        seen[entry.sha256] = [st.st_size, st.st_mtime_ns]
-    (store.manifests / manifest.name / f"{manifest.version}.verified").write_text(json.dumps(seen))
 
 
 def export_model(store: Store, manifest: Manifest, directory: Path) -> Path:

@@ -41,7 +41,6 @@ def verify(store: Store, manifest: Manifest, *, full: bool = True, trusted_keys:
     stat_file = _stat_path(store, manifest)
     if not full and stat_file.exists():
         recorded = json.loads(stat_file.read_text())
-    seen = {}
     for entry in manifest.files:
         blob = store.blob(entry)
         try:
@@ -52,7 +51,6 @@ def verify(store: Store, manifest: Manifest, *, full: bool = True, trusted_keys:
         if st.st_size != entry.size:
             verdict.fail(f"{entry.path}: size {st.st_size} bytes, the manifest says {entry.size}")
             continue
-        seen[entry.sha256] = [st.st_size, st.st_mtime_ns]
         if full:
             actual = sha256_file(blob)
             if actual != entry.sha256:
@@ -60,7 +58,18 @@ def verify(store: Store, manifest: Manifest, *, full: bool = True, trusted_keys:
         elif recorded.get(entry.sha256) != [st.st_size, st.st_mtime_ns]:
             verdict.fail(f"{entry.path}: changed since its last full verify — run `seekstack verify {manifest.name}`")
     if full and verdict.ok:
-        staging = stat_file.with_suffix(".tmp")
-        staging.write_text(json.dumps(seen))
-        os.replace(staging, stat_file)
+        record_verified(store, manifest)
     return verdict
+
+
+def record_verified(store: Store, manifest: Manifest) -> None:
+    """Note each file's size and mtime now that its hash is known good: the fast check at every
+    load compares against this (pull and import hash files on the way in, so they call it too)."""
+    seen = {}
+    for entry in manifest.files:
+        st = store.blob(entry).stat()
+        seen[entry.sha256] = [st.st_size, st.st_mtime_ns]
+    stat_file = _stat_path(store, manifest)
+    staging = stat_file.with_suffix(".tmp")
+    staging.write_text(json.dumps(seen))
+    os.replace(staging, stat_file)
