@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python bench/governance_overhead.py $(if $(wildcard bench/.litellm-venv/bin/litellm),--litellm,)
 	$(BIN)/python bench/observability_overhead.py
 	$(BIN)/python bench/planner_memory.py
+	$(BIN)/python bench/store_throughput.py
 
 # LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py
 bench-litellm:
