@@ -133,13 +133,20 @@ def check_target(base_url: str, allow_remote: bool) -> None:
     split_url(base_url)  # validates the URL
     if allow_remote:
         return
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except socket.gaierror:
-        raise InvalidRequestError(f"cannot resolve {host!r}", fix="check --base-url") from None
-    if not all(is_loopback(a) for a in addresses):
+    local = is_local(host)
+    if local is None:
+        raise InvalidRequestError(f"cannot resolve {host!r}", fix="check --base-url")
+    if not local:
         raise InvalidRequestError(f"{host} is not this machine; a load test sends many requests",
                                   fix="pass --allow-remote if you mean to load-test it")
+
+
+def is_local(host: str | None) -> bool | None:
+    """Whether every address ``host`` resolves to is a loopback one; None when it does not resolve."""
+    try:
+        return all(is_loopback(info[4][0]) for info in socket.getaddrinfo(host or "", None))
+    except socket.gaierror:
+        return None
 
 
 def api_key_for(explicit: Optional[str], base_url: str) -> Optional[str]:
@@ -147,12 +154,7 @@ def api_key_for(explicit: Optional[str], base_url: str) -> Optional[str]:
     (never send seekstack's admin key to another host)."""
     if explicit or os.environ.get("SEEKSTACK_API_KEY"):
         return api_key(explicit, None)
-    host = urlsplit(base_url).hostname or ""
-    try:
-        local = all(is_loopback(info[4][0]) for info in socket.getaddrinfo(host, None))
-    except socket.gaierror:
-        local = False
-    return api_key(None, None) if local else None
+    return api_key(None, None) if is_local(urlsplit(base_url).hostname) else None
 
 
 def first_model(base_url: str, key: Optional[str]) -> str:

@@ -20,15 +20,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from .metrics import METRICS
+from .metrics import help_text as _help
 
 log = logging.getLogger("seekstack.metrics")
 ENGINE_PREFIX = "seekstack_engine_"
 SCRAPE_TIMEOUT_S = 2.0
-
-
-def _help(name: str) -> str:
-    return METRICS[name][2]
 
 
 class ReplicaCollector(Collector):

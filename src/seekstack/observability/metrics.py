@@ -64,21 +64,21 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry(auto_describe=False)
         r = self.registry
-        self.requests = Counter("seekstack_requests", _help("seekstack_requests_total"), ["route", "model", "status"], registry=r)
-        self.latency = Histogram("seekstack_request_duration_seconds", _help("seekstack_request_duration_seconds"),
+        self.requests = Counter("seekstack_requests", help_text("seekstack_requests_total"), ["route", "model", "status"], registry=r)
+        self.latency = Histogram("seekstack_request_duration_seconds", help_text("seekstack_request_duration_seconds"),
                                  ["route", "model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("seekstack_time_to_first_token_seconds", _help("seekstack_time_to_first_token_seconds"),
+        self.ttft = Histogram("seekstack_time_to_first_token_seconds", help_text("seekstack_time_to_first_token_seconds"),
                               ["model", "replica"], buckets=TTFT_BUCKETS, registry=r)
-        self.tpot = Histogram("seekstack_time_per_output_token_seconds", _help("seekstack_time_per_output_token_seconds"),
+        self.tpot = Histogram("seekstack_time_per_output_token_seconds", help_text("seekstack_time_per_output_token_seconds"),
                               ["model", "replica"], buckets=TPOT_BUCKETS, registry=r)
-        self.prompt_tokens = Counter("seekstack_prompt_tokens", _help("seekstack_prompt_tokens_total"), ["model"], registry=r)
-        self.completion_tokens = Counter("seekstack_completion_tokens", _help("seekstack_completion_tokens_total"), ["model"], registry=r)
-        self.reasoning_tokens = Counter("seekstack_reasoning_tokens", _help("seekstack_reasoning_tokens_total"), ["model"], registry=r)
-        self.rejected = Counter("seekstack_rejected_requests", _help("seekstack_rejected_requests_total"), ["route", "reason"], registry=r)
-        self.quota_rejections = Counter("seekstack_quota_rejections", _help("seekstack_quota_rejections_total"),
+        self.prompt_tokens = Counter("seekstack_prompt_tokens", help_text("seekstack_prompt_tokens_total"), ["model"], registry=r)
+        self.completion_tokens = Counter("seekstack_completion_tokens", help_text("seekstack_completion_tokens_total"), ["model"], registry=r)
+        self.reasoning_tokens = Counter("seekstack_reasoning_tokens", help_text("seekstack_reasoning_tokens_total"), ["model"], registry=r)
+        self.rejected = Counter("seekstack_rejected_requests", help_text("seekstack_rejected_requests_total"), ["route", "reason"], registry=r)
+        self.quota_rejections = Counter("seekstack_quota_rejections", help_text("seekstack_quota_rejections_total"),
                                         ["scope", "limit"], registry=r)
-        self.pii = Counter("seekstack_pii_detections", _help("seekstack_pii_detections_total"), ["class"], registry=r)
-        self.audit_write = Histogram("seekstack_audit_write_seconds", _help("seekstack_audit_write_seconds"),
+        self.pii = Counter("seekstack_pii_detections", help_text("seekstack_pii_detections_total"), ["class"], registry=r)
+        self.audit_write = Histogram("seekstack_audit_write_seconds", help_text("seekstack_audit_write_seconds"),
                                      buckets=AUDIT_BUCKETS, registry=r)
 
     def observe(self, route: str, status: int, elapsed: float, meter: Meter | None, error_code: str | None = None) -> None:
@@ -111,8 +111,10 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
 
-def _help(name: str) -> str:
+def help_text(name: str) -> str:
+    """The meaning of a metric, from METRICS (its HELP line)."""
     return METRICS[name][2]
+
 
 
 def metrics_table() -> str:
