@@ -18,6 +18,7 @@ from ..gateway.app import build_app
 from ..governance.service import admin_key_path
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
 from ..planner.admission import admit, derive
+from ..planner.hardware import detect
 from ..store import resolve_models
 from .common import console
 
@@ -42,9 +43,10 @@ def serve(
     if problems:
         raise ConfigError(f"cannot serve: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
                           fix="fix them, then run `seekstack config check FILE`")
-    for line in derive(settings):
+    hardware = detect()  # once, for both the derived sizes and the admission check
+    for line in derive(settings, hardware):
         out.print(f"[dim]{line}[/]", soft_wrap=True)
-    admission = admit(settings)
+    admission = admit(settings, hardware)
     if admission is not None and not admission.fits:
         if not force:
             raise ConfigError(f"cannot serve: {admission.explain()}",

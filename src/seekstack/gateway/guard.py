@@ -26,9 +26,9 @@ import time
 import anyio
 
 from ..errors import NotFoundError, RateLimitError, SeekstackError
-from ..governance import ANONYMOUS, Governance, route_permission
+from ..governance import ANONYMOUS, Governance
 from ..governance.meter import Meter
-from ..governance.policy import OPEN_ROUTES, route_pattern
+from ..governance.policy import OPEN_ROUTES, ROUTES, route_pattern
 from ..observability import Observability, stage
 from .errors import send_error
 
@@ -48,7 +48,8 @@ class GuardMiddleware:
             return await self.app(scope, receive, send)
         started = time.monotonic()
         method, path = scope["method"], scope["path"]
-        route = route_pattern(method, path) or "unknown"  # a bounded label: never the raw path
+        pattern = route_pattern(method, path)  # matched once: the metrics label and the permission
+        route = pattern or "unknown"  # a bounded label: never the raw path
         request_id = "req_" + secrets.token_hex(8)
         trace = self.tracing.begin(method, route, scope["headers"])
         ids = [(b"x-request-id", request_id.encode())]
@@ -66,7 +67,7 @@ class GuardMiddleware:
                 principal = self._principal(scope)
             record.update(key_id=principal.key_id, user=principal.user, team=principal.team, role=principal.role.name)
             with stage(trace, "authorize"):
-                permission = route_permission(method, path)
+                permission = ROUTES[(method, pattern)] if pattern is not None else None
                 if permission is None:
                     raise NotFoundError(f"{method} {path} is not an endpoint of this server",
                                         fix="see the API reference for the endpoints")

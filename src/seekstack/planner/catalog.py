@@ -191,9 +191,11 @@ def spec_from_gguf(path: Path) -> ModelSpec:
                      file_bytes=h.tensor_bytes, file_quant=FILE_TYPES.get(int(h.metadata.get("general.file_type", -1)), "unknown"))
 
 
-_BPW = {"f32": 32, "bf16": 16, "q4_0": 4.55, "q4_1": 5.0, "q8_0": 8.5, "q5_0": 5.5, "q5_1": 6.0, "q2_k": 2.63,
-        "q3_k_m": 3.91, "q4_k_s": 4.67, "q4_k_m": 4.89, "q5_k_s": 5.57, "q5_k_m": 5.70, "q6_k": 6.56, "iq1_s": 1.58, "iq1_m": 1.88}
+# bits per weight of GGUF file types the quantization catalog (models.yaml) does not list
+_OTHER_BPW = {"f32": 32, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0, "q2_k": 2.63, "q3_k_m": 3.91, "q5_k_s": 5.57}
 
 
 def _file_bpw(h) -> float:
-    return _BPW.get(FILE_TYPES.get(int(h.metadata.get("general.file_type", -1)), ""), 16.0)
+    name = FILE_TYPES.get(int(h.metadata.get("general.file_type", -1)), "")
+    table = _models()["quantizations"]
+    return float(table[name]["bpw"]) if name in table else _OTHER_BPW.get(name, 16.0)

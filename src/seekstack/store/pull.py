@@ -38,7 +38,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from ..errors import InvalidRequestError, ServerUnreachableError
-from .safety import check_file, gguf_license, model_format
+from .safety import check_file, model_format, refuse_pickle
 from .store import FileEntry, Manifest, Store, model_name, safe_relpath
 from .transfer import import_path
 from .verify import record_verified
@@ -326,8 +326,7 @@ def pull(store: Store, source: str, name: str | None = None, options: PullOption
                 raise InvalidRequestError("--sha256 applies to a single file", fix="pull one file, or let the hub supply hashes")
             remotes[0].sha256 = sha256.lower()
         for remote in remotes:  # refuse pickle before downloading gigabytes of it
-            if remote.relpath.lower().endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) and not options.allow_pickle:
-                check_file(Path("/dev/null"), remote.relpath)
+            refuse_pickle(remote.relpath, options.allow_pickle)
         _check_disk(client, store, remotes)
         entries, formats, etags, license = [], [], [], None
         for remote in remotes:
@@ -344,9 +343,9 @@ def pull(store: Store, source: str, name: str | None = None, options: PullOption
                 raise InvalidRequestError(f"{remote.relpath}: the downloaded bytes are corrupt (sha256 {digest[:16]}… "
                                           f"but the source publishes {remote.sha256[:16]}…)", fix="pull again; "
                                           "if it repeats, the mirror or a proxy is altering the file")
-            formats.append(check_file(part, remote.relpath, allow_pickle=options.allow_pickle))
-            if formats[-1] == "gguf" and license is None:
-                license = gguf_license(part)
+            checked = check_file(part, remote.relpath, allow_pickle=options.allow_pickle)
+            formats.append(checked.format)
+            license = license or checked.license
             entries.append(FileEntry(remote.relpath, part.stat().st_size, digest))
             store.add_blob(part, digest, move=True)
     revision = revision or (etags[0].strip('"') if len(etags) == 1 and etags[0] else None)

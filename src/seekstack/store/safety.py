@@ -9,32 +9,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import InvalidRequestError
 
 PICKLE = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
-def check_file(path: Path, relpath: str, *, allow_pickle: bool = False) -> str:
-    """Validate one file; return its format (gguf, safetensors, pickle or other)."""
+class Checked(NamedTuple):
+    format: str                # gguf | safetensors | pickle | other
+    license: str | None = None  # what a GGUF declares in general.license
+
+
+def refuse_pickle(relpath: str, allow_pickle: bool = False) -> bool:
+    """True for a pickle file that is allowed; raise for one that is not; False otherwise."""
+    if not relpath.lower().endswith(PICKLE):
+        return False
+    if not allow_pickle:
+        raise InvalidRequestError(f"{relpath} is a pickle file: loading it can run arbitrary code",
+                                  fix="use the safetensors or GGUF release of the model, or pass --allow-pickle "
+                                      "if you trust its source")
+    return True
+
+
+def check_file(path: Path, relpath: str, *, allow_pickle: bool = False) -> Checked:
+    """Validate one file (its header read once); return its format and declared license."""
     lowered = relpath.lower()
-    if lowered.endswith(PICKLE):
-        if not allow_pickle:
-            raise InvalidRequestError(f"{relpath} is a pickle file: loading it can run arbitrary code",
-                                      fix="use the safetensors or GGUF release of the model, or pass --allow-pickle "
-                                          "if you trust its source")
-        return "pickle"
+    if refuse_pickle(relpath, allow_pickle):
+        return Checked("pickle")
     if lowered.endswith(".gguf"):
         from ..planner.gguf import read_header
 
-        read_header(path)
-        return "gguf"
+        value = read_header(path).metadata.get("general.license")
+        return Checked("gguf", str(value) if value else None)
     if lowered.endswith(".safetensors"):
         from ..planner.safetensors import tensor_bytes
 
         tensor_bytes(path)
-        return "safetensors"
-    return "other"
+        return Checked("safetensors")
+    return Checked("other")
 
 
 def model_format(formats: list[str]) -> str:
@@ -43,10 +56,3 @@ def model_format(formats: list[str]) -> str:
             return kind
     return "other"
 
-
-def gguf_license(path: Path) -> str | None:
-    """The license a GGUF file declares in its metadata (general.license), if any."""
-    from ..planner.gguf import read_header
-
-    value = read_header(path).metadata.get("general.license")
-    return str(value) if value else None

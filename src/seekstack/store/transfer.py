@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InvalidRequestError
-from .safety import check_file, gguf_license, model_format
+from .safety import check_file, model_format
 from .store import FileEntry, Manifest, Store, model_name, safe_relpath, sha256_file
 from .verify import record_verified
 
@@ -55,9 +55,11 @@ def import_path(store: Store, path: Path, name: str | None = None, *, allow_pick
     if total > free:
         raise InvalidRequestError(f"importing needs {total / 1e9:.2f} GB but the store has {free / 1e9:.2f} GB free",
                                   fix="free disk space or set store.path to a larger disk")
-    entries, formats = [], []
+    entries, formats, license = [], [], None
     for rel, file in files:
-        formats.append(check_file(file, rel, allow_pickle=allow_pickle))
+        checked = check_file(file, rel, allow_pickle=allow_pickle)
+        formats.append(checked.format)
+        license = license or checked.license
         staging = store.tmp_dir() / f"import-{os.getpid()}-{len(entries)}"
         shutil.copyfile(file, staging)
         digest = sha256_file(staging)
@@ -78,9 +80,8 @@ def import_path(store: Store, path: Path, name: str | None = None, *, allow_pick
                                 revision=carried.revision, license=carried.license, signatures=carried.signatures)
     else:
         default = path.stem if path.is_file() else path.name
-        ggufs = [f for rel, f in files if rel.lower().endswith(".gguf")]
         manifest = store.commit(model_name(name or default), entries, format=model_format(formats),
-                                source=f"file://{path.resolve()}", license=gguf_license(ggufs[0]) if ggufs else None)
+                                source=f"file://{path.resolve()}", license=license)
     record_verified(store, manifest)  # hashed on the way in: as good as a full verify
     return manifest
 
