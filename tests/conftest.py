@@ -48,6 +48,8 @@ def free_port() -> int:
 class Server:
     """A real `seekstack serve` child process on a free loopback port."""
 
+    started: list["Server"] = []  # every one, so a failed test cannot leave its servers running
+
     def __init__(self, tmp: Path, config: dict, name: str = "serve"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,6 +69,7 @@ class Server:
         return self.start()
 
     def start(self, timeout: float = 90.0) -> "Server":
+        Server.started.append(self)
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([*SEEKSTACK, "serve", "--config", str(self.config_path), "--port", str(self.port),
                                       *self.extra_args],
@@ -98,6 +101,18 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def stop_servers_the_test_started():
+    """Stop the servers a test started itself, even when it failed before stopping them.
+
+    Module- and session-scoped fixtures are set up before this one, so theirs are left alone."""
+    first = len(Server.started)
+    yield
+    for srv in Server.started[first:]:
+        srv.stop()
+    del Server.started[first:]
 
 
 EMBEDDED = {"name": "smollm2-135m", "source": "embedded", "context": 2048, "slots": 4}

@@ -81,3 +81,33 @@ def test_client_disconnect_cancels_engine_work(tmp_path):
     ok = srv.http.post("/v1/chat/completions", json={"model": "m", "messages": LONG["messages"], "max_tokens": 3})
     assert ok.status_code == 200
     srv.stop()
+
+
+def test_client_leaving_a_non_streamed_request_cancels_engine_work_on_a_busy_engine(tmp_path):
+    """A client that times out on a long non-streamed answer frees the engine's slot, even while
+    another request keeps the engine busy (llama.cpp alone would then finish it for nobody)."""
+    srv = Server(tmp_path, {"models": [{**MODEL, "replicas": 1}]}).start()
+    engine = srv.replicas()[0]["base_url"]
+    before = engine_predicted(engine)
+    other_started, other_tokens = threading.Event(), []
+
+    def other():
+        with srv.http.stream("POST", "/v1/chat/completions", json={**LONG, "max_tokens": 300}, timeout=120) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    other_tokens.append(line)
+                    other_started.set()
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    assert other_started.wait(30)
+    with pytest.raises(httpx.ReadTimeout):
+        srv.http.post("/v1/chat/completions", json={**LONG, "stream": False, "max_tokens": 900},
+                      timeout=httpx.Timeout(60, read=1.0))
+    worker.join(120)
+    assert wait_until(lambda: not any(s["is_processing"] for s in engine_request(engine, "GET", "/slots").json()), 20)
+    produced = engine_predicted(engine) - before
+    assert produced < 300 + 300, produced  # the other answer's 300 and a cut-short part of the 900
+    ok = srv.http.post("/v1/chat/completions", json={"model": "m", "messages": LONG["messages"], "max_tokens": 3})
+    assert ok.status_code == 200
+    srv.stop()

@@ -33,6 +33,7 @@ class Capabilities:
     embeddings: bool = False
     reasoning_format: str = "none"      # "none" | "deepseek_r1"
     native_reasoning: bool = False      # the engine fills reasoning_content itself
+    cancels_only_streams: bool = False  # notices a departed client only on streams: non-streamed answers are streamed
     chat_template: str | None = None
     sampling_defaults: dict[str, Any] = field(default_factory=dict)
 

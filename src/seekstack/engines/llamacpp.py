@@ -32,6 +32,8 @@ class LlamaCppEngine(ProcessEngine):
             embeddings=model.embeddings,
             reasoning_format=fmt,
             native_reasoning=native,
+            # llama.cpp checks a non-streamed request's socket only while otherwise idle
+            cancels_only_streams=True,
             chat_template=model.chat_template,
             sampling_defaults=model.sampling_defaults(),
         )

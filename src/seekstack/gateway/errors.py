@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ..errors import SeekstackError
+from .disconnect import ClientGone
 
 log = logging.getLogger("seekstack.gateway")
 
@@ -65,6 +66,11 @@ def install_error_handlers(app: FastAPI) -> None:
         request.state.error_code = code
         return Response(error_body(str(exc.detail), "invalid_request_error", code), status_code=exc.status_code,
                         media_type="application/json", headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone) -> Response:
+        request.state.error_code = "client_closed_request"
+        return Response(status_code=499)  # nginx's "client closed request": for the logs and metrics only
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

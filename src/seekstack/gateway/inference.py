@@ -21,6 +21,8 @@ from ..errors import (ContextLengthError, EngineError, InvalidRequestError, Mode
                       UnsupportedError, ValidationFailed)
 from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ..supervisor import Supervisor
+from .assemble import Assembler
+from .disconnect import cancel_on_disconnect
 from .errors import sse_error
 from .sse import EventStream
 from .shaping import StreamShaper, shape_chat, shape_completion, shape_embeddings
@@ -101,7 +103,8 @@ class InferenceService:
             return await self._stream(request, req.model, "/v1/chat/completions", body,
                                       StreamShaper(req.model, include_usage=include, split_reasoning=split,
                                                   meter=request.state.meter, redactor=redactor))
-        data = shape_chat(await self._post(request, req.model, "/v1/chat/completions", body), req.model, split)
+        data = shape_chat(await self._answer(request, req.model, caps, "/v1/chat/completions", body, "chat"),
+                          req.model, split)
         for choice in data.get("choices", []):
             message = choice.get("message") or {}
             for name in ("content", "reasoning_content"):
@@ -136,7 +139,8 @@ class InferenceService:
             return await self._stream(request, req.model, "/v1/completions", body,
                                       StreamShaper(req.model, include_usage=include, split_reasoning=False,
                                                   meter=request.state.meter, redactor=redactor))
-        data = shape_completion(await self._post(request, req.model, "/v1/completions", body), req.model)
+        data = shape_completion(await self._answer(request, req.model, caps, "/v1/completions", body, "completion"),
+                                req.model)
         for choice in data.get("choices", []):
             if isinstance(choice.get("text"), str):
                 choice["text"] = redactor.outbound(choice["text"])
@@ -193,9 +197,39 @@ class InferenceService:
                                      f"{n_prompt + budget} tokens, more than the model's context length of {ctx}",
                                      fix=f"set max_tokens to at most {ctx - n_prompt}", param="max_tokens")
 
-    async def _post(self, request: Request, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _answer(self, request: Request, model: str, caps: Capabilities, path: str, body: dict[str, Any],
+                      kind: str) -> dict[str, Any]:
+        """The engine's whole answer to a non-streamed request, in its non-streamed form.
+
+        From an engine that notices a departed client only on streams, it is streamed and
+        assembled (gateway/assemble.py), so that a client that leaves stops the work."""
+        if not caps.cancels_only_streams:
+            return await self._post(request, model, path, body)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        broken: frozenset = frozenset()
         with stage(request.state.trace, "engine"):
-            lease = await self.upstream.send(model, path, body)
+            async with cancel_on_disconnect(request.receive):
+                for _ in range(self.upstream.retries + 1):
+                    lease = await self.upstream.send(model, path, body, stream=True, avoid=broken)
+                    request.state.meter.replica = str(lease.replica.index)
+                    assembler = Assembler(kind)
+                    try:
+                        async for events in sse_events(lease):
+                            for event in events:
+                                assembler.event(event)
+                        return assembler.result()
+                    except ConnectionError:  # nothing reached the client yet: ask another replica
+                        broken |= {lease.replica}
+                    finally:
+                        await lease.aclose()
+        raise EngineError("the engine connection broke while answering")
+
+    async def _post(self, request: Request, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send and wait for the whole answer; a client that leaves meanwhile cancels the request."""
+        with stage(request.state.trace, "engine"):
+            async with cancel_on_disconnect(request.receive):
+                lease = await self.upstream.send(model, path, body)
         request.state.meter.replica = str(lease.replica.index)
         await lease.aclose()
         try:
@@ -220,13 +254,10 @@ async def relay(lease: Lease, shaper: StreamShaper, meter: Meter, trace: Trace |
     """Forward SSE events as they arrive; closing early (client gone) closes the engine connection.
 
     Notes the first and last token times in ``meter`` (TTFT/TPOT metrics, the stream span)."""
-    buffer = b""
     try:
-        async for piece in lease.response.iter_chunks():
-            buffer += piece
+        async for events in sse_events(lease):
             outs = []  # events that arrived together leave together: one write to the client
-            while (end := buffer.find(b"\n\n")) >= 0:
-                event, buffer = buffer[:end], buffer[end + 2:]
+            for event in events:
                 out = shaper.event(event)
                 if out is not None:
                     outs.append(out)
@@ -244,6 +275,19 @@ async def relay(lease: Lease, shaper: StreamShaper, meter: Meter, trace: Trace |
     finally:
         with anyio.CancelScope(shield=True):
             await lease.aclose()
+
+
+async def sse_events(lease: Lease) -> AsyncIterator[list[bytes]]:
+    """The engine's SSE events (without their blank-line terminators), in the batches they arrived in."""
+    buffer = b""
+    async for piece in lease.response.iter_chunks():
+        buffer += piece
+        events = []
+        while (end := buffer.find(b"\n\n")) >= 0:
+            events.append(buffer[:end])
+            buffer = buffer[end + 2:]
+        if events:
+            yield events
 
 
 def _json(data: dict[str, Any]) -> Response:

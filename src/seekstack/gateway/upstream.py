@@ -50,18 +50,21 @@ class Upstream:
         self.retries = retries
         self.timeout = timeout
 
-    async def send(self, model: str, path: str, body: dict[str, Any], *, stream: bool = False) -> Lease:
-        """Send to a replica; on success return a Lease (stream: only the head has been read).
+    async def send(self, model: str, path: str, body: dict[str, Any], *, stream: bool = False,
+                   avoid: frozenset[Replica] = frozenset()) -> Lease:
+        """Send to a replica (not one in ``avoid`` while another is left); return a Lease
+        (stream: only the head has been read).
 
         The wait for the response head is bounded by ``scheduler.timeout``; a stream then has
         no timer per chunk (a hung engine is caught by the supervisor's heartbeat instead)."""
-        tried: set[Replica] = set()
+        tried: set[Replica] = set(avoid)
         last_error: Exception | None = None
         data = orjson.dumps(body)
         headers = STREAM_HEADERS if stream else JSON_HEADERS
         for _ in range(self.retries + 1):
             replica = self._pick(model, tried)
             replica.outstanding += 1
+            response = None
             try:
                 async with asyncio.timeout(self.timeout):
                     response = await self.http.request(replica.engine.base_url, "POST", path, data, headers=headers)
@@ -79,8 +82,10 @@ class Upstream:
             except EngineStreamError:
                 replica.outstanding -= 1
                 raise EngineError("the engine connection broke while answering") from None
-            except BaseException:
+            except BaseException:  # cancelled (the client left): the engine connection goes too
                 replica.outstanding -= 1
+                if response is not None:
+                    response.close()
                 raise
             if response.status != 200:
                 await lease.aclose()
