@@ -144,6 +144,9 @@ def test_replicas_engines_process_and_gpu_are_exposed(server):
     assert value(samples, "seekstack_process_resident_memory_bytes") > 10_000_000
     assert value(samples, "seekstack_process_cpu_seconds_total") > 0
     assert value(samples, "seekstack_gpus") == 0  # this machine has no GPU; NVML is tried and says so
+    # the start-up heap was frozen once the server was ready, and collections are timed
+    assert value(samples, "seekstack_gc_frozen_objects") > 10_000
+    assert value(samples, "seekstack_gc_pause_seconds_count", generation="0") > 0
     assert not any(name.startswith("llamacpp:") for name, _ in samples)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import ProcessCollector
 
 from ..config import Settings
-from .collectors import EngineMetrics, GpuCollector, ReplicaCollector, StaticCollector, certificate_expiry
+from .collectors import EngineMetrics, GcCollector, GpuCollector, ReplicaCollector, StaticCollector, certificate_expiry
 from .metrics import METRICS, GatewayMetrics, metrics_table
 from .tracing import Trace, Tracing, stage
 
@@ -22,6 +22,7 @@ class Observability:
         self.metrics = GatewayMetrics() if settings.observability.metrics else None
         self.tracing = Tracing(settings.observability.tracing)
         self._engines: EngineMetrics | None = None
+        self._gc: GcCollector | None = None
         self._nvml = nvml
 
     def attach(self, supervisor, http) -> None:
@@ -37,6 +38,8 @@ class Observability:
         registry.register(self._engines)
         registry.register(GpuCollector(self._nvml))
         ProcessCollector(namespace="seekstack", registry=registry)
+        self._gc = GcCollector()
+        registry.register(self._gc)
         registry.register(StaticCollector(__version__, certificate_expiry(tls.cert) if tls else None))
 
     async def render(self) -> bytes:
@@ -47,6 +50,8 @@ class Observability:
 
     def shutdown(self) -> None:
         self.tracing.shutdown()
+        if self._gc is not None:
+            self._gc.close()
 
 
 def write_docs(doc_path: str) -> None:

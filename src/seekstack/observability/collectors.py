@@ -13,10 +13,14 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import gc
+import itertools
 import logging
+import time
 from typing import Any, Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
@@ -176,6 +180,43 @@ class GpuCollector(Collector):
                 log.warning("NVML read failed: %s", exc)
         count.add_metric([], n)
         return [count, util, used, total, temp, power]
+
+
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+class GcCollector(Collector):
+    """Garbage-collection pauses of the gateway, timed by a ``gc.callbacks`` hook, and the
+    frozen start-up heap (``cli/serve.py`` freezes it so full collections stay short)."""
+
+    def __init__(self):
+        self._buckets = {g: [0] * (len(GC_BUCKETS) + 1) for g in range(3)}
+        self._sums = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause, generation = time.perf_counter() - self._started, info["generation"]
+        self._sums[generation] += pause
+        self._buckets[generation][bisect.bisect_left(GC_BUCKETS, pause)] += 1
+
+    def close(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def collect(self) -> Iterable[Metric]:
+        pauses = HistogramMetricFamily("seekstack_gc_pause_seconds", _help("seekstack_gc_pause_seconds"),
+                                       labels=["generation"])
+        for generation, counts in self._buckets.items():
+            cumulative = list(itertools.accumulate(counts))
+            buckets = [(str(b), c) for b, c in zip(GC_BUCKETS, cumulative)] + [("+Inf", cumulative[-1])]
+            pauses.add_metric([str(generation)], buckets, self._sums[generation])
+        yield pauses
+        yield GaugeMetricFamily("seekstack_gc_frozen_objects", _help("seekstack_gc_frozen_objects"),
+                                value=gc.get_freeze_count())
 
 
 class StaticCollector(Collector):

@@ -47,6 +47,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "seekstack_engine_*": ("engine's", "model, replica, engine + the engine's", "The engine's own metrics (llama.cpp `llamacpp:x`, vLLM `vllm:x`) renamed `seekstack_engine_x` and labelled with model, replica and engine."),
     "seekstack_process_cpu_seconds_total": ("counter", "", "CPU time of the gateway process."),
     "seekstack_process_resident_memory_bytes": ("gauge", "", "Resident memory of the gateway process."),
+    "seekstack_gc_pause_seconds": ("histogram", "generation", "How long each garbage collection of the gateway held its event loop (every request in flight waits)."),
+    "seekstack_gc_frozen_objects": ("gauge", "", "Start-up objects kept out of full collections (frozen once the gateway is ready; 0 before)."),
     "seekstack_gpus": ("gauge", "", "GPUs NVML reports (0: no GPU, or no NVIDIA driver)."),
     "seekstack_gpu_utilization_ratio": ("gauge", "gpu, name", "GPU busy time over the last sample period, 0–1."),
     "seekstack_gpu_memory_used_bytes": ("gauge", "gpu, name", "GPU memory in use."),
