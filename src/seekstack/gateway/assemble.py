@@ -17,7 +17,16 @@ from typing import Any
 import orjson
 
 from ..errors import EngineError
-from .upstream import engine_error
+from .upstream import Lease, engine_error
+
+
+async def assemble(lease: Lease, kind: str) -> dict[str, Any]:
+    """Read a streamed answer to its end and return it in non-streamed form."""
+    assembler = Assembler(kind)
+    async for events in lease.events():
+        for event in events:
+            assembler.event(event)
+    return assembler.result()
 
 
 class Assembler:

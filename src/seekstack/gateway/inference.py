@@ -21,7 +21,7 @@ from ..errors import (ContextLengthError, EngineError, InvalidRequestError, Mode
                       UnsupportedError, ValidationFailed)
 from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ..supervisor import Supervisor
-from .assemble import Assembler
+from .assemble import assemble
 from .disconnect import cancel_on_disconnect
 from .errors import sse_error
 from .sse import EventStream
@@ -213,12 +213,8 @@ class InferenceService:
                 for _ in range(self.upstream.retries + 1):
                     lease = await self.upstream.send(model, path, body, stream=True, avoid=broken)
                     request.state.meter.replica = str(lease.replica.index)
-                    assembler = Assembler(kind)
                     try:
-                        async for events in sse_events(lease):
-                            for event in events:
-                                assembler.event(event)
-                        return assembler.result()
+                        return await assemble(lease, kind)
                     except ConnectionError:  # nothing reached the client yet: ask another replica
                         broken |= {lease.replica}
                     finally:
@@ -255,7 +251,7 @@ async def relay(lease: Lease, shaper: StreamShaper, meter: Meter, trace: Trace |
 
     Notes the first and last token times in ``meter`` (TTFT/TPOT metrics, the stream span)."""
     try:
-        async for events in sse_events(lease):
+        async for events in lease.events():
             outs = []  # events that arrived together leave together: one write to the client
             for event in events:
                 out = shaper.event(event)
@@ -275,19 +271,6 @@ async def relay(lease: Lease, shaper: StreamShaper, meter: Meter, trace: Trace |
     finally:
         with anyio.CancelScope(shield=True):
             await lease.aclose()
-
-
-async def sse_events(lease: Lease) -> AsyncIterator[list[bytes]]:
-    """The engine's SSE events (without their blank-line terminators), in the batches they arrived in."""
-    buffer = b""
-    async for piece in lease.response.iter_chunks():
-        buffer += piece
-        events = []
-        while (end := buffer.find(b"\n\n")) >= 0:
-            events.append(buffer[:end])
-            buffer = buffer[end + 2:]
-        if events:
-            yield events
 
 
 def _json(data: dict[str, Any]) -> Response:

@@ -9,7 +9,7 @@ there is one). Engine error bodies are translated into the exception tree here, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AsyncIterator
 
 import asyncio
 
@@ -41,6 +41,18 @@ class Lease:
             self.response.close()  # back to the pool if it finished cleanly, else closed
         finally:
             self.release()
+
+    async def events(self) -> AsyncIterator[list[bytes]]:
+        """A streamed answer's SSE events (without their blank-line terminators), in the batches they arrived in."""
+        buffer = b""
+        async for piece in self.response.iter_chunks():
+            buffer += piece
+            events = []
+            while (end := buffer.find(b"\n\n")) >= 0:
+                events.append(buffer[:end])
+                buffer = buffer[end + 2:]
+            if events:
+                yield events
 
 
 class Upstream:

@@ -187,7 +187,10 @@ GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 class GcCollector(Collector):
     """Garbage-collection pauses of the gateway, timed by a ``gc.callbacks`` hook, and the
-    frozen start-up heap (``cli/serve.py`` freezes it so full collections stay short)."""
+    frozen start-up heap (``cli/serve.py`` freezes it so full collections stay short).
+
+    Counted in plain lists, not a prometheus_client Histogram: the hook runs inside any
+    allocation, and a Histogram's lock taken there could already be held by the interrupted code."""
 
     def __init__(self):
         self._buckets = {g: [0] * (len(GC_BUCKETS) + 1) for g in range(3)}
