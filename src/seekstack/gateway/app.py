@@ -52,9 +52,12 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
             await governance.aclose()
             observability.shutdown()
 
-    app = FastAPI(title="seekstack", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # FastAPI's own OpenTelemetry instrumentation stays off: seekstack traces requests itself
+    # (observability/tracing.py), and the check costs every request when nothing uses it.
+    app = FastAPI(title="seekstack", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     install_error_handlers(app)
-    app.include_router(openai_routes.router)
+    app.router.routes.extend(openai_routes.routes)  # plain routes: the hot path skips FastAPI's machinery
     app.include_router(health_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(metrics_routes.router)
