@@ -56,6 +56,18 @@ def test_group_commit_puts_one_loop_turn_in_one_transaction(audit_dir):
     log.close()
 
 
+def test_records_are_stored_as_canonical_json(audit_dir):
+    """The stored text is the chain's input: sorted keys, no spaces, UTF-8 kept, control characters escaped."""
+    log = AuditLog(audit_dir)
+    record = {"event": "request", "user": "张三", "team": None, "note": "a\u2028b\x01\"\\", "pii": {"cn_mobile": 1},
+              "latency_ms": 12.35, "ts": 1795800324.6775556}
+    asyncio.run(log.append(dict(record)))
+    log.close()
+    (data,) = db(audit_dir).execute("SELECT data FROM records WHERE seq = 1").fetchone()
+    assert data == json.dumps({"seq": 1, **record}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert verify_log(audit_dir).ok
+
+
 def test_edit_is_detected(audit_dir):
     fill(audit_dir, 12).close()
     data = json.loads(db(audit_dir).execute("SELECT data FROM records WHERE seq = 7").fetchone()[0])
