@@ -99,3 +99,17 @@ def test_detect_in_a_stream_delays_nothing_and_still_counts_split_entities():
     pieces = [text[i:i + 2] for i in range(0, len(text), 2)]
     assert [f.feed(p) for p in pieces] == pieces and f.finish() == ""
     assert f.redactor.found == {"cn_mobile": 1, "email": 1}
+
+
+def test_the_digit_precheck_skips_only_patterns_that_need_a_digit():
+    """`digit=True` lets detect() skip a pattern on text without an ASCII digit: it must never
+    have matched there. Every corpus text, with its digits turned into letters and CJK, is tried."""
+    from seekstack.governance.pii.recognizers import RECOGNIZERS
+
+    needing = [r for r in RECOGNIZERS if r.digit]
+    assert len(needing) >= 15
+    for sample in SAMPLES:
+        for replacement in ("A", "x", "号", " "):
+            text = "".join(replacement if c.isascii() and c.isdigit() else c for c in sample["text"])
+            for r in needing:
+                assert next(r.pattern.finditer(text), None) is None, (r.name, text)

@@ -22,6 +22,7 @@ PRIORITY = {r.name: min(0 if x.checksum else 1 if x.context or x.validate else 2
 MAX_HOLD = 64     # never hold back more than this many characters
 GROW_SLACK = 6    # a complete match this close to the end may still grow
 _OPEN_PLACEHOLDER = re.compile(r"\[[A-Z0-9_]*$")
+_DIGIT = re.compile("[0-9]")
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class Entity:
 
 def detect(text: str) -> list[Entity]:
     """Non-overlapping entities, left to right; on overlap the validated / longer one wins."""
-    lowered = text.lower()
-    found = [Entity(s, e, r.name, v) for r in RECOGNIZERS if r.could_match(text, lowered) for s, e, v in r.find(text)]
+    lowered, has_digit = text.lower(), _DIGIT.search(text) is not None
+    found = [Entity(s, e, r.name, v) for r in RECOGNIZERS if r.could_match(text, lowered, has_digit)
+             for s, e, v in r.find(text)]
     found.sort(key=lambda x: (PRIORITY[x.cls], -(x.end - x.start), x.start))
     chosen: list[Entity] = []
     for entity in found:

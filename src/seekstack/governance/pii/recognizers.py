@@ -40,13 +40,16 @@ class Recognizer:
     checksum: bool = False           # validated by a check digit (recall target 0.99)
     group: int = 0                   # which regex group is the value; -1: the first that matched
     needs: tuple[str, ...] = ()      # cheap pre-check: skip the pattern unless one of these occurs
+    digit: bool = False              # cheap pre-check: True when the pattern cannot match without an ASCII digit
 
     @functools.cached_property
     def partial(self) -> "regex.Pattern":
         """The same pattern for the `regex` module, which can report partial matches (streams)."""
         return regex.compile(self.pattern.pattern)
 
-    def could_match(self, text: str, lowered: str) -> bool:
+    def could_match(self, text: str, lowered: str, has_digit: bool = True) -> bool:
+        if self.digit and not has_digit:
+            return False
         if self.needs and not any(n in text for n in self.needs):
             return False
         return not self.context or any(word in lowered for word in self.context)
@@ -102,48 +105,48 @@ PLATE_LETTER = "A-HJ-NP-Z"
 RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("cn_resident_id", "CN_RESIDENT_ID",
                re.compile(ND + r"([1-6][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx])" + ENDA),
-               checksums.resident_id, checksum=True, group=1),
+               checksums.resident_id, checksum=True, group=1, digit=True),
     Recognizer("hmt_residence_permit", "HMT_RESIDENCE_PERMIT",
                re.compile(ND + r"(8[123]0000(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx])" + ENDA),
-               checksums.resident_id, checksum=True, group=1),
+               checksums.resident_id, checksum=True, group=1, digit=True),
     Recognizer("uscc", "USCC",
-               re.compile(NDA + r"([1-9ANY][1-9][1-6][0-9]{5}[0-9A-HJ-NP-RT-UW-Y]{10})" + ENDA), checksums.uscc, checksum=True, group=1),
+               re.compile(NDA + r"([1-9ANY][1-9][1-6][0-9]{5}[0-9A-HJ-NP-RT-UW-Y]{10})" + ENDA), checksums.uscc, checksum=True, group=1, digit=True),
     Recognizer("bank_card", "BANK_CARD",
                re.compile(ND + r"((?:62|4[0-9]|5[1-5]|3[47]|35|2[2-7])[0-9]{2}(?:[ -]?[0-9]{4}){2,3}(?:[ -]?[0-9]{1,3})?)" + END),
-               _bank_card, checksum=True, group=1),
+               _bank_card, checksum=True, group=1, digit=True),
     Recognizer("bank_card", "BANK_CARD", re.compile(ND + r"([0-9]{17,18})" + END), _bank_card_rare_length,
-               context=("卡号", "银行卡", "card", "账户", "account"), group=1),
+               context=("卡号", "银行卡", "card", "账户", "account"), group=1, digit=True),
     Recognizer("hk_id", "HK_ID",
-               re.compile(NDA + r"([A-Z]{1,2}[0-9]{6}\(?[0-9A]\)?)" + r"(?![0-9A-Za-z])"), checksums.hk_id, checksum=True, group=1),
+               re.compile(NDA + r"([A-Z]{1,2}[0-9]{6}\(?[0-9A]\)?)" + r"(?![0-9A-Za-z])"), checksums.hk_id, checksum=True, group=1, digit=True),
     Recognizer("taiwan_id", "TAIWAN_ID",
-               re.compile(NDA + r"([A-Z][1289][0-9]{8})" + ENDA), checksums.taiwan_id, checksum=True, group=1),
-    Recognizer("macau_id", "MACAU_ID", re.compile(ND + r"([157][0-9]{6}\([0-9]\))"), needs=("(",)),
+               re.compile(NDA + r"([A-Z][1289][0-9]{8})" + ENDA), checksums.taiwan_id, checksum=True, group=1, digit=True),
+    Recognizer("macau_id", "MACAU_ID", re.compile(ND + r"([157][0-9]{6}\([0-9]\))"), needs=("(",), digit=True),
     Recognizer("cn_mobile", "CN_MOBILE",
-               re.compile(ND + r"((?:\+?86[ -]?)?1[3-9][0-9](?:[0-9]{8}|[ -][0-9]{4}[ -][0-9]{4}))" + END), group=1),
+               re.compile(ND + r"((?:\+?86[ -]?)?1[3-9][0-9](?:[0-9]{8}|[ -][0-9]{4}[ -][0-9]{4}))" + END), group=1, digit=True),
     Recognizer("cn_landline", "CN_LANDLINE",
-               re.compile(ND + r"((?:\+86[ -]?)?(?:0[1-9][0-9]{1,2}-|\(0[1-9][0-9]{1,2}\))[2-9][0-9]{6,7})" + END), group=1),
-    Recognizer("cn_service_number", "CN_SERVICE_NUMBER", re.compile(ND + r"([48]00[ -]?[0-9]{3}[ -]?[0-9]{4})" + END), group=1),
+               re.compile(ND + r"((?:\+86[ -]?)?(?:0[1-9][0-9]{1,2}-|\(0[1-9][0-9]{1,2}\))[2-9][0-9]{6,7})" + END), group=1, digit=True),
+    Recognizer("cn_service_number", "CN_SERVICE_NUMBER", re.compile(ND + r"([48]00[ -]?[0-9]{3}[ -]?[0-9]{4})" + END), group=1, digit=True),
     Recognizer("cn_passport", "CN_PASSPORT",
                re.compile(NDA + r"([EeGg][0-9]{8}|E[A-HJ-NP-Z][0-9]{7}|[PSD][0-9]{7})" + ENDA),
-               context=("护照", "passport"), group=1),
+               context=("护照", "passport"), group=1, digit=True),
     Recognizer("hk_macau_permit", "HK_MACAU_PERMIT",
-               re.compile(NDA + r"(C[0-9]{8}|C[A-HJ-NP-Z][0-9]{7})" + ENDA), context=("通行证", "permit", "港澳"), group=1),
+               re.compile(NDA + r"(C[0-9]{8}|C[A-HJ-NP-Z][0-9]{7})" + ENDA), context=("通行证", "permit", "港澳"), group=1, digit=True),
     Recognizer("home_return_permit", "HOME_RETURN_PERMIT",
-               re.compile(NDA + r"([HM][0-9]{8}(?:[0-9]{2})?)" + ENDA), context=("回乡证", "回鄉證", "home return", "home-return"), group=1),
+               re.compile(NDA + r"([HM][0-9]{8}(?:[0-9]{2})?)" + ENDA), context=("回乡证", "回鄉證", "home return", "home-return"), group=1, digit=True),
     Recognizer("taiwan_compatriot_permit", "TAIWAN_COMPATRIOT_PERMIT",
-               re.compile(ND + r"([0-9]{8}|[0-9]{10}(?:\([A-Z]\))?)" + END), context=("台胞证", "臺胞證", "compatriot"), group=1),
+               re.compile(ND + r"([0-9]{8}|[0-9]{10}(?:\([A-Z]\))?)" + END), context=("台胞证", "臺胞證", "compatriot"), group=1, digit=True),
     Recognizer("military_officer_id", "MILITARY_OFFICER_ID",
-               re.compile(r"([军兵士文职海空北沈兰济南广成政后装]字第[0-9]{6,8}号)"), needs=("字第",)),
+               re.compile(r"([军兵士文职海空北沈兰济南广成政后装]字第[0-9]{6,8}号)"), needs=("字第",), digit=True),
     Recognizer("license_plate", "LICENSE_PLATE",
                re.compile(f"([{PROVINCES}][{PLATE_LETTER}][ ·]?(?:[DF][{PLATE_LETTER}0-9][0-9]{{4}}|[0-9]{{5}}[DF]|[{PLATE_LETTER}0-9]{{4}}[{PLATE_LETTER}0-9挂学警]))"
                           + ENDA)),
     Recognizer("us_ssn", "US_SSN", re.compile(ND + r"((?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4})" + END), group=1,
-               needs=("-",)),
+               needs=("-",), digit=True),
     Recognizer("email", "EMAIL",
                re.compile(r"(?<![A-Za-z0-9._%+-])([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})(?![A-Za-z])"), needs=("@",)),
     Recognizer("ipv4", "IPV4",
                re.compile(r"(?<![0-9.])((?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?![0-9]|\.[0-9])"),
-               _ip, needs=(".",)),
+               _ip, needs=(".",), digit=True),
     Recognizer("ipv6", "IPV6", re.compile(r"(?<![0-9A-Fa-f:])([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![0-9A-Fa-f:])"), _ipv6, needs=(":",)),
     Recognizer("mac_address", "MAC_ADDRESS", re.compile(r"(?<![0-9A-Fa-f:-])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2})(?![0-9A-Fa-f:-])"), needs=(":", "-")),
     Recognizer("person_name", "PERSON_NAME",
@@ -156,7 +159,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("address", "ADDRESS",
                re.compile("(?:(?<![\u4e00-\u9fa5])|(?<=[在住于到往址是为自从去来的至]))(?![住址地家在于到往位居寄送是为])"
                           "((?:[\u4e00-\u9fa5]{2,6}?(?:省|自治区))?[\u4e00-\u9fa5]{2,3}(?:市|州|盟)(?:[\u4e00-\u9fa5]{1,6}(?:区|县|旗))?"
-                          "[\u4e00-\u9fa5]{1,10}?(?:路|街|大道|巷|弄|道)[0-9]{1,5}号(?:[0-9]{1,4}(?:室|楼|栋|单元))*)"), needs=("号",)),
+                          "[\u4e00-\u9fa5]{1,10}?(?:路|街|大道|巷|弄|道)[0-9]{1,5}号(?:[0-9]{1,4}(?:室|楼|栋|单元))*)"), needs=("号",), digit=True),
 )
 
 CLASSES = tuple(dict.fromkeys(r.name for r in RECOGNIZERS))
