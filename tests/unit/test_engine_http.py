@@ -7,6 +7,7 @@ connection, break mid-body, refuse, answer slowly, stream more than a slow reade
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -108,6 +109,37 @@ def test_idle_connection_closed_by_engine_is_replaced_transparently(tmp_path):
         return peer.connections
 
     assert run(main()) == 2
+
+
+def test_a_connection_close_request_leaves_an_open_connection_for_the_next(tmp_path):
+    """Like llama.cpp after a stream: the peer hangs up after each answer. From the second
+    request on, each finds a connection already open (accepted long before its bytes came)."""
+    waited: list[float] = []  # per request: how long its connection was open before the request arrived
+
+    async def handler(reader, writer):
+        accepted = time.monotonic()
+        try:
+            await read_request(reader)
+        except asyncio.IncompleteReadError:
+            return  # a spare closed unused
+        waited.append(time.monotonic() - accepted)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def main():
+        peer = Peer(tmp_path / "s.sock", handler)
+        async with peer as url:
+            http = EngineHTTP(read_timeout=5)
+            for _ in range(3):
+                r = await http.request(url, "POST", "/stream", b"{}", headers={"connection": "close"})
+                assert await r.read() == b"ok"
+                r.close()
+                await asyncio.sleep(0.1)
+            await http.close()
+        return peer.connections
+
+    assert run(main()) == 4  # three answered, one spare left open at the end
+    assert waited[0] < 0.05 and all(w >= 0.05 for w in waited[1:]), waited
 
 
 def test_refused_connection_is_a_connection_error(tmp_path):

@@ -15,6 +15,10 @@ parser callback per body chunk, and a small keep-alive pool cost a third of that
   :data:`KEEPALIVE_S` seconds idle (before llama.cpp's own 5 s timeout). Streamed
   requests should send ``Connection: close``: llama.cpp drops the connection after a
   stream even though its headers say keep-alive.
+- A connection that does not go back to the pool (every stream's) is replaced in the
+  background once its response is done, so the next stream finds one open and does not
+  wait for a connect (and the engine's accept) before its first byte. Replacing it then,
+  rather than when the request starts, keeps the connect out of the engine's busiest moment.
 - Failures are :class:`EngineConnectionError` (nothing was answered: safe to retry) or
   :class:`EngineStreamError` (the connection broke mid-response).
 """
@@ -83,8 +87,9 @@ class _Protocol(asyncio.Protocol):
 class EngineResponse:
     """The answer to one request; the head is in when :meth:`EngineHTTP.request` returns."""
 
-    def __init__(self, http: "EngineHTTP", key: str, proto: _Protocol):
+    def __init__(self, http: "EngineHTTP", key: str, proto: _Protocol, reusable: bool = True):
         self.status = 0
+        self._reusable = reusable  # False when we asked for `Connection: close`
         self.headers: dict[str, str] = {}
         self._http, self._key, self._proto = http, key, proto
         self._parser = httptools.HttpResponseParser(self)
@@ -117,7 +122,7 @@ class EngineResponse:
 
     def on_message_complete(self) -> None:
         self._complete = True
-        self._keep_alive = self._parser.should_keep_alive()  # only valid inside this callback
+        self._keep_alive = self._reusable and self._parser.should_keep_alive()  # only valid inside this callback
         self._wake()
 
     # connection events
@@ -183,6 +188,7 @@ class EngineResponse:
                 self._released = True
                 self._proto._response = None
                 self._proto.close()
+                self._http._refill(self._key)
 
     def _release(self) -> None:
         if self._released:
@@ -193,6 +199,7 @@ class EngineResponse:
             self._http._put_back(self._key, self._proto)
         else:
             self._proto.close()
+            self._http._refill(self._key)
 
 
 class EngineHTTP:
@@ -201,6 +208,8 @@ class EngineHTTP:
     def __init__(self, *, read_timeout: float):
         self.read_timeout = read_timeout
         self._idle: dict[str, list[_Protocol]] = {}
+        self._refills: dict[str, asyncio.Task] = {}
+        self._closed = False
 
     async def request(self, base_url: str, method: str, path: str, body: bytes = b"", *,
                       headers: dict[str, str] | None = None, timeout: float | None = None) -> EngineResponse:
@@ -215,7 +224,7 @@ class EngineHTTP:
 
     async def _send(self, base_url: str, proto: _Protocol, method: str, path: str, body: bytes,
                     headers: dict[str, str] | None, timeout: float | None) -> EngineResponse:
-        response = EngineResponse(self, base_url, proto)
+        response = EngineResponse(self, base_url, proto, reusable=(headers or {}).get("connection") != "close")
         proto._response = response
         host = "engine" if base_url.startswith(UNIX) else base_url.partition("://")[2].partition("/")[0]
         head = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n".encode()]
@@ -270,7 +279,26 @@ class EngineHTTP:
         proto.idle_since = time.monotonic()
         self._idle.setdefault(key, []).append(proto)
 
+    def _refill(self, key: str) -> None:
+        """Open one connection to ``key`` in the background for the next request (one at a time)."""
+        if self._closed or key in self._refills or self._idle.get(key):
+            return
+
+        async def connect() -> None:
+            try:
+                self._put_back(key, await self._connect(key))
+            except EngineConnectionError:
+                pass  # the engine is down: the next request finds out (and the supervisor already has)
+            finally:
+                self._refills.pop(key, None)
+
+        self._refills[key] = asyncio.get_running_loop().create_task(connect())
+
     async def close(self) -> None:
+        self._closed = True
+        for task in list(self._refills.values()):
+            task.cancel()
+        self._refills.clear()
         for idle in self._idle.values():
             for proto in idle:
                 proto.close()
