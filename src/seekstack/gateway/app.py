@@ -57,10 +57,10 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
     app = FastAPI(title="seekstack", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     install_error_handlers(app)
-    app.router.routes.extend(openai_routes.routes)  # plain routes: the hot path skips FastAPI's machinery
     app.include_router(health_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(metrics_routes.router)
+    app.add_middleware(openai_routes.OpenAIRoutes)  # innermost: the inference routes, without FastAPI's router
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled,
                        observability=observability)  # outermost: before any body is read

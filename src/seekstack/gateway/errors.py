@@ -45,12 +45,20 @@ def sse_error(exc: SeekstackError) -> bytes:
     return b"data: " + error_body(exc.message, exc.error_type, exc.code) + b"\n\n"
 
 
+def route_error(request: Request, exc: SeekstackError | ClientGone) -> Response:
+    """A route's error as its response; the code goes in request.state, where the guard's metrics count it."""
+    if isinstance(exc, ClientGone):
+        request.state.error_code = "client_closed_request"
+        return Response(status_code=499)  # nginx's "client closed request": for the logs and metrics only
+    request.state.error_code = exc.code
+    return error_response(exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     # Each handler notes the error code in request.state: the guard's metrics count refusals by it.
     @app.exception_handler(SeekstackError)
     async def _seekstack(request: Request, exc: SeekstackError) -> Response:
-        request.state.error_code = exc.code
-        return error_response(exc)
+        return route_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -69,8 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ClientGone)
     async def _gone(request: Request, exc: ClientGone) -> Response:
-        request.state.error_code = "client_closed_request"
-        return Response(status_code=499)  # nginx's "client closed request": for the logs and metrics only
+        return route_error(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
