@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -161,10 +162,14 @@ class AuditLog:
             data = canonical(record)
             head = chain(self.keys.chain_key, head, data)
             rows.append((seq, record["ts"], data, head))
-        with self.db:
-            self.db.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", rows)
-            if seq // CHECKPOINT_EVERY > self.seq // CHECKPOINT_EVERY:
-                self._checkpoint(seq, head)
+        checkpoint = seq // CHECKPOINT_EVERY > self.seq // CHECKPOINT_EVERY
+        if len(rows) == 1 and not checkpoint:
+            self.db.execute(INSERT, rows[0])  # autocommit: one statement is its own transaction
+        else:
+            with transaction(self.db):
+                self.db.executemany(INSERT, rows)
+                if checkpoint:
+                    self._checkpoint(seq, head)
         self.seq, self.head = seq, head
 
     def _checkpoint(self, count: int, head: str) -> None:
@@ -186,7 +191,7 @@ class AuditLog:
             return 0
         mac = self.db.execute("SELECT mac FROM records WHERE seq = ?", (last,)).fetchone()[0]
         sig = base64.b64encode(self.keys.signing.sign(anchor_message(last, mac))).decode()
-        with self.db:
+        with transaction(self.db):
             first = self.db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
             self.db.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?, ?)", (last, mac, time.time(), sig))
             self.db.execute("DELETE FROM records WHERE seq <= ?", (last,))
@@ -197,17 +202,28 @@ class AuditLog:
         self._flush()
         if not self.broken and self.seq:
             try:
-                with self.db:
-                    self._checkpoint(self.seq, self.head)
+                self._checkpoint(self.seq, self.head)
             except sqlite3.Error as exc:
                 log.error("audit checkpoint at shutdown failed: %s", exc)
         self.db.close()
 
 
+INSERT = "INSERT INTO records VALUES (?, ?, ?, ?)"
+
+
 def _open(path: Path) -> sqlite3.Connection:
-    db = open_private(path, SCHEMA, "synchronous=NORMAL")
-    db.isolation_level = "DEFERRED"  # `with db:` wraps each batch in one transaction
-    return db
+    return open_private(path, SCHEMA, "synchronous=NORMAL")  # autocommit; batches use transaction()
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 # ---------------------------------------------------------------- reading and verifying
