@@ -19,6 +19,7 @@ line are written (``_finish``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
@@ -33,6 +34,10 @@ from ..observability import Observability, stage
 from .errors import send_error
 
 access_log = logging.getLogger("seekstack.access")
+# Request ids: a random tag per process start and a counter — unique, never reused, and no
+# system call per request (they need not be secret: they only join the two audit records).
+_PROCESS_TAG = secrets.token_hex(4)
+_REQUEST_NUMBERS = itertools.count()
 
 
 class GuardMiddleware:
@@ -50,7 +55,7 @@ class GuardMiddleware:
         method, path = scope["method"], scope["path"]
         pattern = route_pattern(method, path)  # matched once: the metrics label and the permission
         route = pattern or "unknown"  # a bounded label: never the raw path
-        request_id = "req_" + secrets.token_hex(8)
+        request_id = f"req_{_PROCESS_TAG}{next(_REQUEST_NUMBERS):08x}"
         trace = self.tracing.begin(method, route, scope["headers"])
         ids = [(b"x-request-id", request_id.encode())]
         if trace is not None:
