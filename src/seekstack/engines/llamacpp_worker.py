@@ -23,6 +23,9 @@ def build_params(spec: dict):
     p.model.path = spec["model_path"]
     p.n_ctx = spec["n_ctx"]
     p.n_parallel = spec["n_parallel"]
+    # HTTP threads: one per slot's stream, plus the gateway's spare connection, its heartbeat
+    # and a tokenize/template call (llama.cpp's default, slots + 2, leaves no room for them).
+    p.n_threads_http = spec["n_parallel"] + 4
     p.cpuparams.n_threads = spec["threads"]
     p.cpuparams_batch.n_threads = spec["threads"]
     p.n_gpu_layers = spec["gpu_layers"]
