@@ -6,7 +6,7 @@ by side: both servers run at once (each with its own engine; an idle one costs n
 batches of paired requests alternate between them, exactly as in gateway_vs_direct.py.
 
     git worktree add /tmp/base <commit>
-    .venv/bin/python bench/across_commits.py /tmp/base/src src [--batches 6 --pairs 60 --c8]
+    .venv/bin/python bench/across_commits.py /tmp/base/src src [--batches 6 --pairs 60 --c8 --engine-transport unix]
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ BODY = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Write
         "max_tokens": 64, "stream": True, "ignore_eos": True, "temperature": 0.7}
 
 
-def start(tmp: Path, src: str) -> tuple[subprocess.Popen, dict, str]:
+def start(tmp: Path, src: str, transport: str) -> tuple[subprocess.Popen, dict, str]:
     """`seekstack serve` from the checkout at ``src`` (PYTHONPATH comes before the editable install)."""
     port = free_port()
     config = tmp / "bench.yaml"
     config.write_text(json.dumps({"state_dir": str(tmp / "state"), "server": {"log_level": "warning"},
-                                  "supervisor": {"engine_transport": "tcp"},
+                                  "supervisor": {"engine_transport": transport},
                                   "models": [{"name": "smollm2-135m", "source": "embedded", "context": 1024, "slots": 8}]}))
     proc = subprocess.Popen([sys.executable, "-m", "seekstack", "serve", "--config", str(config), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": src})
@@ -90,9 +90,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--pairs", type=int, default=60, help="paired requests per batch")
     parser.add_argument("--c8", action="store_true", help="also measure the c=8 gateway/direct throughput per batch")
+    parser.add_argument("--engine-transport", choices=["tcp", "unix"], default="tcp")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
-        servers = {"base": start(Path(t1), args.base), "candidate": start(Path(t2), args.candidate)}
+        servers = {"base": start(Path(t1), args.base, args.engine_transport),
+                   "candidate": start(Path(t2), args.candidate, args.engine_transport)}
         ttft: dict[str, list[float]] = {k: [] for k in servers}
         c8: dict[str, list[float]] = {k: [] for k in servers}
 
