@@ -4,6 +4,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -106,4 +107,7 @@ def test_engines_run_niced_below_the_gateway(supervised):
         assert len(threads) > 1  # llama.cpp's worker threads exist by now, and inherited the value
         for tid in threads:
             assert os.getpriority(os.PRIO_PROCESS, int(tid)) == 5, (replica["model"], tid)
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1":
+            # the engine runs in its own session, so the kernel weighs it as a group: the group is niced too
+            assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == "5", replica["model"]
     assert os.getpriority(os.PRIO_PROCESS, supervised.proc.pid) == 0

@@ -125,6 +125,11 @@ class ProcessEngine(Engine):
                 # Still one thread (the interpreter is starting); threads it makes later inherit this.
                 with contextlib.suppress(ProcessLookupError):
                     os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
+                # With the kernel's autogroups on (most distributions), a process in its own session
+                # competes as a group, and its threads' nice values count only inside that group:
+                # the group gets the same value, or the setting would change nothing.
+                with contextlib.suppress(OSError):
+                    Path(f"/proc/{self._proc.pid}/autogroup").write_text(str(self.nice))
         finally:
             log.close()
 
