@@ -1,9 +1,9 @@
 """Added TTFT (and the c=8 throughput ratio) of two checkouts in one run — is a change an improvement?
 
 On this machine a slow quarter of an hour moves the added TTFT by more than most changes do
-(1.9–4.4 ms for the same code in successive batches), so two commits are only compared side
+(1.9–5.6 ms for the same code in successive batches), so two commits are only compared side
 by side: both servers run at once (each with its own engine; an idle one costs nothing) and
-batches of paired requests alternate between them, exactly as in gateway_vs_direct.py.
+batches of paired requests alternate between them, measured as in gateway_vs_direct.py.
 
     git worktree add /tmp/base <commit>
     .venv/bin/python bench/across_commits.py /tmp/base/src src [--batches 6 --pairs 60 --c8 --engine-transport unix]
@@ -13,66 +13,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _load import Result, client_for, one_stream, run_load  # noqa: E402
-from gateway_vs_direct import free_port  # noqa: E402
+from _load import run_load  # noqa: E402
+from gateway_vs_direct import start_server, ttft_differences  # noqa: E402
 
 BODY = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Write a short poem about the sea."}],
         "max_tokens": 64, "stream": True, "ignore_eos": True, "temperature": 0.7}
 
 
-def start(tmp: Path, src: str, transport: str) -> tuple[subprocess.Popen, dict, str]:
-    """`seekstack serve` from the checkout at ``src`` (PYTHONPATH comes before the editable install)."""
-    port = free_port()
-    config = tmp / "bench.yaml"
-    config.write_text(json.dumps({"state_dir": str(tmp / "state"), "server": {"log_level": "warning"},
-                                  "supervisor": {"engine_transport": transport},
-                                  "models": [{"name": "smollm2-135m", "source": "embedded", "context": 1024, "slots": 8}]}))
-    proc = subprocess.Popen([sys.executable, "-m", "seekstack", "serve", "--config", str(config), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": src})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    else:
-        raise SystemExit(f"seekstack serve from {src} did not become ready")
+def start(tmp: Path, src: str, transport: str):
+    """One checkout's server: its process, the gateway and direct URLs, and the admin key."""
+    proc, url = start_server(tmp, slots=8, transport=transport, controls=True, src=src)
     key = (tmp / "state" / "admin.key").read_text().strip()
     engine = httpx.get(url + "/admin/v1/replicas", headers={"Authorization": f"Bearer {key}"}).json()["data"][0]["base_url"]
     return proc, {"gateway": url + "/v1/chat/completions", "direct": engine + "/v1/chat/completions"}, key
-
-
-async def paired(targets: dict, key: str, n: int) -> list[float]:
-    """TTFT differences (s) of back-to-back gateway and direct requests, order alternating."""
-    short, diffs = {**BODY, "max_tokens": 2}, []
-    gw_client, gw_url = client_for(targets["gateway"], headers={"Authorization": f"Bearer {key}"})
-    eng_client, eng_url = client_for(targets["direct"])
-    async with gw_client, eng_client:
-        for i in range(n):
-            g, d = Result(), Result()
-            if i % 2:
-                await one_stream(gw_client, gw_url, short, g)
-                await one_stream(eng_client, eng_url, short, d)
-            else:
-                await one_stream(eng_client, eng_url, short, d)
-                await one_stream(gw_client, gw_url, short, g)
-            diffs.append(g.ttft[0] - d.ttft[0])
-    return diffs
 
 
 async def c8_ratio(targets: dict, key: str, gateway_first: bool) -> float:
@@ -100,11 +62,11 @@ def main() -> None:
 
         async def run() -> None:
             for _, targets, key in servers.values():
-                await paired(targets, key, 20)  # warm-up
+                await ttft_differences(targets, BODY, 20, key)  # warm-up
             for b in range(args.batches):
                 for name in ("base", "candidate") if b % 2 == 0 else ("candidate", "base"):
                     _, targets, key = servers[name]
-                    diffs = await paired(targets, key, args.pairs)
+                    diffs = await ttft_differences(targets, BODY, args.pairs, key)
                     ttft[name] += diffs
                     line = f"batch {b} {name:9}: added TTFT p50 {statistics.median(diffs) * 1000:.3f} ms"
                     if args.c8:

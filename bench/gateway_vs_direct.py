@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -39,7 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp: Path, slots: int, transport: str, controls: bool) -> tuple[subprocess.Popen, str]:
+def start_server(tmp: Path, slots: int, transport: str, controls: bool,
+                 src: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`seekstack serve` on a free port; ``src``: serve that checkout's code (PYTHONPATH comes first)."""
     port = free_port()
     config = tmp / "bench.yaml"
     off = {} if controls else {"auth": {"enabled": False}, "pii": {"default": "off"}}
@@ -47,8 +50,9 @@ def start_server(tmp: Path, slots: int, transport: str, controls: bool) -> tuple
                                   "supervisor": {"engine_transport": transport},
                                   "models": [{"name": "smollm2-135m", "source": "embedded", "context": 1024,
                                               "slots": slots}]}))
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     proc = subprocess.Popen([sys.executable, "-m", "seekstack", "serve", "--config", str(config), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -86,6 +90,11 @@ async def paired_ttft(targets: dict, body: dict, pairs: int, key: str) -> float:
 
     Pairing cancels the machine's drift; the prompt is processed from cache after the first
     request, so the difference is the gateway's own cost on the way to the first token."""
+    return median(await ttft_differences(targets, body, pairs, key)) * 1000
+
+
+async def ttft_differences(targets: dict, body: dict, pairs: int, key: str) -> list[float]:
+    """Gateway minus direct TTFT (s) of back-to-back request pairs, the order alternating."""
     short = {**body, "max_tokens": 2}
     diffs = []
     gw_client, gw_url = client_for(targets["gateway"], headers={"Authorization": f"Bearer {key}"})
@@ -100,7 +109,7 @@ async def paired_ttft(targets: dict, body: dict, pairs: int, key: str) -> float:
                 await one_stream(eng_client, eng_url, short, d)
                 await one_stream(gw_client, gw_url, short, g)
             diffs.append(g.ttft[0] - d.ttft[0])
-    return median(diffs) * 1000
+    return diffs
 
 
 def report(m: dict) -> dict:
