@@ -187,8 +187,7 @@ class EngineResponse:
             else:
                 self._released = True
                 self._proto._response = None
-                self._proto.close()
-                self._http._refill(self._key)
+                self._discard()
 
     def _release(self) -> None:
         if self._released:
@@ -198,8 +197,12 @@ class EngineResponse:
         if self._keep_alive and not self._proto.closed and not self._paused:
             self._http._put_back(self._key, self._proto)
         else:
-            self._proto.close()
-            self._http._refill(self._key)
+            self._discard()
+
+    def _discard(self) -> None:
+        """Close the connection; a spare replaces it in the background."""
+        self._proto.close()
+        self._http._refill(self._key)
 
 
 class EngineHTTP:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -44,7 +43,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AuditUnavailableError
 from .keys import write_secret_file
-from .sqlite import open_private, open_readonly
+from .sqlite import open_private, open_readonly, transaction
 
 log = logging.getLogger("seekstack.audit")
 
@@ -214,16 +213,6 @@ INSERT = "INSERT INTO records VALUES (?, ?, ?, ?)"
 def _open(path: Path) -> sqlite3.Connection:
     return open_private(path, SCHEMA, "synchronous=NORMAL")  # autocommit; batches use transaction()
 
-
-@contextlib.contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 # ---------------------------------------------------------------- reading and verifying

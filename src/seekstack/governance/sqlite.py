@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 
 def open_private(path: Path, schema: str, *pragmas: str) -> sqlite3.Connection:
-    """A connection in autocommit mode (use ``with db:`` for a transaction) to a 0600 database."""
+    """A connection in autocommit mode (use ``with transaction(db):`` for a transaction) to a 0600 database."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
@@ -20,3 +22,15 @@ def open_private(path: Path, schema: str, *pragmas: str) -> sqlite3.Connection:
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN … COMMIT (ROLLBACK on error) on an autocommit connection, where ``with db:`` begins nothing."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
