@@ -47,6 +47,17 @@ class ServerConfig(_Section):
     tls: TLSConfig | None = Field(None, description="Serve HTTPS with this certificate and key.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level. Logs never contain prompt text.")
     log_format: Literal["json", "text"] = Field("json", description="`json`: one JSON object per line (with request_id and trace_id), for log shippers; `text`: for reading in a terminal.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or networks (`10.0.0.0/8`) of reverse proxies in front of the gateway: only their `X-Forwarded-For` / `X-Forwarded-Proto` are believed, so the audit log records the real client. Empty (the default): those headers are ignored and the audit log records the connecting address, which no client can forge.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (write e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+        return entries
 
 
 class AuthConfig(_Section):

@@ -193,6 +193,33 @@ def test_every_request_is_audited_without_its_text(server, role_keys):
     assert b"Zhang" not in raw and b"11010519491231002X" not in raw and b"dosage" not in raw
 
 
+def test_the_audit_records_the_connecting_address_unless_a_named_proxy_forwards_it(server, role_keys, tmp_path):
+    from conftest import Server, free_port
+    from test_remote_engine import start_stub
+
+    def audited_ip(srv, auditor_key, request_id):
+        with as_key(srv, auditor_key) as auditor:
+            records = auditor.get("/admin/v1/audit", params={"limit": 10000}).json()["data"]
+        return next(r["ip"] for r in records if r.get("request_id") == request_id and r["event"] == "request")
+
+    forged = {"X-Forwarded-For": "203.0.113.9"}
+    r = server.http.get("/v1/models", headers=forged)
+    assert audited_ip(server, role_keys["auditor"], r.headers["x-request-id"]) == "127.0.0.1"  # a local client cannot forge it
+    port = free_port()
+    stub = start_stub(port)
+    behind_proxy = Server(tmp_path, {"server": {"trusted_proxies": ["127.0.0.0/8"]},
+                                     "models": [{"name": "upstream", "engine": "remote", "url": f"http://127.0.0.1:{port}"}]})
+    try:
+        behind_proxy.start()
+        r = behind_proxy.http.get("/v1/models", headers=forged)
+        auditor = make_key(behind_proxy, make_user(behind_proxy, "auditor"))
+        assert audited_ip(behind_proxy, auditor, r.headers["x-request-id"]) == "203.0.113.9"
+    finally:
+        behind_proxy.stop()
+        stub.kill()
+        stub.wait()
+
+
 def test_audit_cli_verifies_and_exports(server, tmp_path):
     from test_cli import cli
 

@@ -92,6 +92,8 @@ def test_a_stream_is_traced_stage_by_stage_under_the_callers_trace(traced):
     # in order: the stream starts when the engine's first token arrives
     assert spans["quota"].start_time_unix_nano >= spans["authorize"].end_time_unix_nano
     assert spans["engine_ttft"].end_time_unix_nano <= spans["stream"].start_time_unix_nano + 1_000
+    # PII `detect` (the default) changes nothing sent: the prompt is counted after the answer, off the first token's way
+    assert spans["pii"].start_time_unix_nano >= spans["engine_ttft"].end_time_unix_nano
     attributes = {a.key: a.value for a in root.attributes}
     assert attributes["http.response.status_code"].int_value == 200
     assert attributes["seekstack.model"].string_value == "smollm2-135m"

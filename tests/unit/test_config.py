@@ -67,6 +67,15 @@ models:
     assert "remove this key" in text and "use a number" in text
 
 
+def test_trusted_proxies_are_addresses_or_networks(tmp_path):
+    assert load_settings(write(tmp_path, "server: {trusted_proxies: [10.0.0.0/8, 192.168.1.7, '::1']}"),
+                         environ={}).server.trusted_proxies == ["10.0.0.0/8", "192.168.1.7", "::1"]
+    assert load_settings(write(tmp_path, "server: {}"), environ={}).server.trusted_proxies == []  # none by default
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "server: {trusted_proxies: [nginx.local]}"), environ={})
+    assert "server.trusted_proxies" in info.value.message and "'nginx.local' is not an IP address" in info.value.message
+
+
 def test_invalid_yaml_names_the_line(tmp_path):
     path = write(tmp_path, "server:\n  port: [1,\n")
     with pytest.raises(ConfigError) as info:

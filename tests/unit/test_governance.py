@@ -99,3 +99,14 @@ def test_config_check_guards_auth_and_roles():
     assert any("auth.enabled" in p and "loopback" in p for p in problems)
     problems = check_settings(Settings(roles={"x": {"permissions": ["inference:read"]}, "admin": {"permissions": []}}))
     assert any("roles.x.permissions" in p for p in problems) and any("roles.admin" in p for p in problems)
+
+
+def test_meter_runs_deferred_accounting_once_and_a_failure_does_not_stop_the_rest(caplog):
+    from seekstack.governance.meter import Meter
+
+    meter, ran = Meter(), []
+    meter.after += [lambda: ran.append("first"), lambda: 1 / 0, lambda: ran.append("third")]
+    meter.run_after()
+    meter.run_after()  # nothing left: each step runs once
+    assert ran == ["first", "third"]
+    assert "accounting after the answer failed" in caplog.text

@@ -73,6 +73,10 @@ async def run_server(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,  # the guard writes one access line per request, with its ids
+        # X-Forwarded-* only from the proxies the operator named: otherwise any local process
+        # could write another client's address into the audit log (uvicorn trusts 127.0.0.1).
+        proxy_headers=bool(settings.server.trusted_proxies),
+        forwarded_allow_ips=settings.server.trusted_proxies or None,
         log_config=UVICORN_LOG_CONFIG,
         log_level=settings.server.log_level,
         timeout_graceful_shutdown=max(int(settings.server.drain_timeout), 1),

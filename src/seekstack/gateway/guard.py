@@ -7,8 +7,9 @@
 4. An admitted request is audited *before* it runs — :meth:`AuditLog.append` returns only
    once the record is committed, so when the audit log cannot be written the request is
    refused with 503 and nothing is served unaudited (fail-closed).
-5. When the route finishes (a stream: after its last byte) an outcome record follows with
-   the status, model, tokens and latency from the request's :class:`Meter`; the quota is
+5. When the route finishes (a stream: after its last byte) the meter's deferred accounting
+   runs (:meth:`Meter.run_after`), then an outcome record follows with the status, model,
+   tokens, PII classes and latency from the request's :class:`Meter`; the quota is
    settled (concurrency released, tokens charged) and usage is recorded.
 
 The principal, meter and trace land in ``request.state`` for the routes. Every response
@@ -112,6 +113,7 @@ class GuardMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            meter.run_after()
             with anyio.CancelScope(shield=True):  # a client that left still counts
                 await self.governance.quotas.settle(admission, meter.total_tokens)
             if meter.model is not None:

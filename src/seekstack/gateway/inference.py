@@ -163,13 +163,23 @@ class InferenceService:
     # ------------------------------------------------------------ helpers
 
     def _redactor(self, request: Request, model: str, body: dict[str, Any]) -> Redactor:
-        """Choose the PII policy for this caller and model; apply it to the prompt."""
+        """Choose the PII policy for this caller and model; apply it to the prompt.
+
+        ``detect`` changes nothing that is sent, so the prompt is counted once the answer is out
+        (``meter.after``), not on the way to the first token; ``mask`` / ``tokenize`` rewrite it here."""
         principal: Principal = request.state.principal
         redactor = Redactor(policy_for(self.settings.pii, principal.key_id, principal.team, model))
-        with stage(request.state.trace, "pii"):
-            redact_prompt(body, redactor)
         meter = request.state.meter
-        meter.pii = dict(redactor.found)
+        if redactor.policy == "detect":
+            def count_prompt() -> None:
+                with stage(request.state.trace, "pii"):
+                    redact_prompt(body, redactor)
+                meter.pii = dict(redactor.found)
+            meter.after.append(count_prompt)
+        else:
+            with stage(request.state.trace, "pii"):
+                redact_prompt(body, redactor)
+            meter.pii = dict(redactor.found)
         if meter.capture:
             meter.request_body = {k: v for k, v in body.items() if k in ("messages", "prompt", "model")}
         return redactor

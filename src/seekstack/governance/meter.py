@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+log = logging.getLogger("seekstack.governance")
 
 
 @dataclass
@@ -21,6 +24,9 @@ class Meter:
     capture: bool = False                # keep the bodies (audit.capture_bodies): encrypted, never logged
     request_body: dict[str, Any] | None = None
     response_parts: list[str] = field(default_factory=list)
+    # Accounting that changes nothing the client gets (counting PII under `detect`), left for
+    # after the answer so that it is not on the way to the first token; run by run_after().
+    after: list[Callable[[], None]] = field(default_factory=list)
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:
@@ -29,6 +35,15 @@ class Meter:
         self.completion_tokens = int(usage.get("completion_tokens") or 0)
         details = usage.get("completion_tokens_details") or {}
         self.reasoning_tokens = int(details.get("reasoning_tokens") or 0)
+
+    def run_after(self) -> None:
+        """Run the work left for after the answer; the request has been served, so a failure is logged, not raised."""
+        work, self.after = self.after, []
+        for step in work:
+            try:
+                step()
+            except Exception:
+                log.exception("accounting after the answer failed")
 
     @property
     def total_tokens(self) -> int:
