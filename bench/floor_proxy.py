@@ -1,0 +1,73 @@
+"""The thinnest proxies in front of a llama.cpp server: what any Python proxy costs on this machine.
+
+    python bench/floor_proxy.py streams ENGINE_PORT PORT   # uvloop + asyncio streams, bytes relayed as they come
+    python bench/floor_proxy.py uvicorn ENGINE_PORT PORT   # a bare ASGI app on uvicorn (uvloop/httptools), as the gateway runs
+
+Each request gets its own engine connection; nothing is checked, parsed beyond the HTTP
+framing, or logged. bench/floors.py measures them beside the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvloop
+
+
+async def _engine(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+def streams(engine_port: int, port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:  # a connection that sent nothing (the readiness check)
+            writer.close()
+            return
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+        body = await reader.readexactly(length)
+        engine_reader, engine_writer = await _engine(engine_port)
+        engine_writer.write(head + body)
+        while chunk := await engine_reader.read(65536):  # the engine's response, verbatim
+            writer.write(chunk)
+        writer.close()
+        engine_writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
+def uvicorn_app(engine_port: int, port: int) -> None:
+    import uvicorn
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        engine_reader, engine_writer = await _engine(engine_port)
+        engine_writer.write(b"POST %s HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\n"
+                            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % (scope["path"].encode(), len(body)) + body)
+        await engine_reader.readuntil(b"\r\n\r\n")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        while size := int((await engine_reader.readuntil(b"\r\n")).split(b";")[0], 16):  # chunked, as llama.cpp sends
+            chunk = await engine_reader.readexactly(size + 2)
+            await send({"type": "http.response.body", "body": chunk[:-2], "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        engine_writer.close()
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools", lifespan="off",
+                            access_log=False, log_level="warning")
+    uvloop.run(uvicorn.Server(config).serve())
+
+
+if __name__ == "__main__":
+    kind, engine_port, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    {"streams": streams, "uvicorn": uvicorn_app}[kind](engine_port, port)
