@@ -114,7 +114,7 @@ class InferenceService:
                 request.state.meter.response_parts.append(message.get("content") or "")
         request.state.meter.add_usage(data["usage"])
         request.state.meter.pii = dict(redactor.found)
-        return _json(data)
+        return json_response(data)
 
     async def completions(self, request: Request) -> Response:
         body, req = await parse_body(request, CompletionRequest)
@@ -148,7 +148,7 @@ class InferenceService:
                     request.state.meter.response_parts.append(choice["text"])
         request.state.meter.add_usage(data.get("usage"))
         request.state.meter.pii = dict(redactor.found)
-        return _json(data)
+        return json_response(data)
 
     async def embeddings(self, request: Request) -> Response:
         body, req = await parse_body(request, EmbeddingRequest)
@@ -158,7 +158,7 @@ class InferenceService:
                                    fix="set `embeddings: true` for it in seekstack.yaml", param="model")
         data = shape_embeddings(await self._post(request, req.model, "/v1/embeddings", body), req.model)
         request.state.meter.add_usage(data.get("usage"))
-        return _json(data)
+        return json_response(data)
 
     # ------------------------------------------------------------ helpers
 
@@ -283,5 +283,5 @@ async def relay(lease: Lease, shaper: StreamShaper, meter: Meter, trace: Trace |
             await lease.aclose()
 
 
-def _json(data: dict[str, Any]) -> Response:
+def json_response(data: dict[str, Any]) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from typing import Awaitable, Callable
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import SeekstackError
 from .disconnect import ClientGone
 from .errors import route_error
+from .inference import json_response
 
 _CREATED = int(time.time())
 
@@ -27,9 +27,8 @@ _CREATED = int(time.time())
 async def list_models(request: Request) -> Response:
     principal = request.state.principal
     models = [m for m in request.app.state.settings.models if principal.may_use_model(m.name)]
-    return Response(orjson.dumps({"object": "list", "data": [
-        {"id": m.name, "object": "model", "created": _CREATED, "owned_by": "seekstack"} for m in models]}),
-        media_type="application/json")
+    return json_response({"object": "list", "data": [
+        {"id": m.name, "object": "model", "created": _CREATED, "owned_by": "seekstack"} for m in models]})
 
 
 async def chat_completions(request: Request) -> Response:
