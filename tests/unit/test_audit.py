@@ -108,12 +108,30 @@ def test_forged_checkpoint_is_detected(audit_dir):
     assert not verdict.ok and "signature" in verdict.problem
 
 
-def test_removed_store_fails_closed_and_stays_closed(audit_dir):
+def test_a_request_alone_commits_at_once_and_the_chain_holds(audit_dir):
+    log = fill(audit_dir, 5)
+    step = log.append({"event": "request", "key_id": "k9"}, alone=True)
+    with pytest.raises(StopIteration):
+        step.send(None)  # finished without waiting for a loop turn: committed already
+    assert [r["key_id"] for r in read_records(audit_dir / "audit.db")][-1] == "k9"
+
+    async def alone_after_queued():  # something queued first: it joins the group, in order
+        log.append_nowait({"event": "response", "key_id": "k10"})
+        await log.append({"event": "request", "key_id": "k11"}, alone=True)
+
+    asyncio.run(alone_after_queued())
+    log.close()
+    assert [r["key_id"] for r in read_records(audit_dir / "audit.db")][-3:] == ["k9", "k10", "k11"]
+    assert verify_log(audit_dir).ok
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_removed_store_fails_closed_and_stays_closed(audit_dir, alone):
     log = fill(audit_dir, 3)
     (audit_dir / "audit.db").rename(audit_dir / "moved.db")
 
     async def attempt():
-        await log.append({"event": "request"})
+        await log.append({"event": "request"}, alone=alone)
 
     with pytest.raises(AuditUnavailableError):
         asyncio.run(attempt())

@@ -6,7 +6,8 @@
 3. Quotas admit it (or 429 with Retry-After and x-ratelimit-* headers).
 4. An admitted request is audited *before* it runs — :meth:`AuditLog.append` returns only
    once the record is committed, so when the audit log cannot be written the request is
-   refused with 503 and nothing is served unaudited (fail-closed).
+   refused with 503 and nothing is served unaudited (fail-closed). Alone (nothing else in
+   flight) it commits at once; under load, records of one loop turn share a commit.
 5. When the route finishes (a stream: after its last byte) the meter's deferred accounting
    runs (:meth:`Meter.run_after`), then an outcome record follows with the status, model,
    tokens, PII classes and latency from the request's :class:`Meter`; the quota is
@@ -48,6 +49,7 @@ class GuardMiddleware:
         self.enabled = enabled
         self.metrics = observability.metrics
         self.tracing = observability.tracing
+        self.in_flight = 0  # admitted requests between their audit record and their end
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or (scope["method"], scope["path"]) in OPEN_ROUTES:
@@ -89,9 +91,8 @@ class GuardMiddleware:
         try:
             with stage(trace, "audit"):
                 before_audit = time.monotonic()
-                await audit.append({**record, "decision": "allow"})
-                if self.metrics is not None:
-                    self.metrics.audit_write.observe(time.monotonic() - before_audit)
+                await audit.append({**record, "decision": "allow"}, alone=self.in_flight == 0)
+                audit_wait = time.monotonic() - before_audit
         except SeekstackError as exc:
             await self.governance.quotas.settle(admission, 0)
             self._finish(route, exc.status, started, None, exc.code, request_id, trace, principal, method)
@@ -110,9 +111,11 @@ class GuardMiddleware:
                                       *((k.encode(), v.encode()) for k, v in admission.headers.items())]
             await send(message)
 
+        self.in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            self.in_flight -= 1
             meter.run_after()
             with anyio.CancelScope(shield=True):  # a client that left still counts
                 await self.governance.quotas.settle(admission, meter.total_tokens)
@@ -125,6 +128,8 @@ class GuardMiddleware:
                                                               "response": "".join(meter.response_parts)}, important)
             latency = self._finish(route, status, started, meter, state.get("error_code"), request_id, trace,
                                    principal, method)
+            if self.metrics is not None:  # observed now, not between the commit and the route
+                self.metrics.audit_write.observe(audit_wait)
             audit.append_nowait({
                 "event": "response", "request_id": request_id, "key_id": principal.key_id, "team": principal.team,
                 "endpoint": path, "model": meter.model, "status": status,

@@ -109,8 +109,17 @@ class AuditLog:
         self.broken: str | None = None
 
     # ------------------------------------------------------------ writing
-    async def append(self, record: dict[str, Any]) -> None:
-        """Commit ``record`` (with the others of this loop turn); raise AuditUnavailableError if it cannot be."""
+    async def append(self, record: dict[str, Any], *, alone: bool = False) -> None:
+        """Commit ``record``; raise AuditUnavailableError if it cannot be.
+
+        Records that arrive in one loop turn share one commit (group commit, for load). A
+        request that is ``alone`` — the caller knows nothing else is in flight — with nothing
+        queued commits at once, without the two loop turns that collecting a group costs."""
+        if alone and not self._pending:
+            error = self._commit([record])
+            if error is not None:
+                raise error
+            return
         future = asyncio.get_running_loop().create_future()
         self._enqueue(record, future)
         await future
@@ -130,20 +139,24 @@ class AuditLog:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        error = self._commit([record for record, _ in batch])
+        for _, future in batch:
+            if future is not None and not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+    def _commit(self, records: list[dict[str, Any]]) -> AuditUnavailableError | None:
+        """Write ``records`` in one commit; if that fails the log is broken from now on, and the error is returned."""
         try:
-            self._write([record for record, _ in batch])
+            self._write(records)
         except Exception as exc:  # disk full, file removed, database locked …
             self.broken = f"{type(exc).__name__}: {exc}"
             log.error("audit log unavailable (%s); refusing requests until it is restored", self.broken)
-            error = AuditUnavailableError("the audit log cannot be written, so the request was not served",
-                                          fix="an operator must restore the audit store; retry after Retry-After")
-            for _, future in batch:
-                if future is not None and not future.done():
-                    future.set_exception(error)
-            return
-        for _, future in batch:
-            if future is not None and not future.done():
-                future.set_result(None)
+            return AuditUnavailableError("the audit log cannot be written, so the request was not served",
+                                         fix="an operator must restore the audit store; retry after Retry-After")
+        return None
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         if self.broken:
