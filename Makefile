@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport tcp
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport unix
 	$(BIN)/python bench/gateway_vs_direct.py --engine-transport tcp --controls off
+	$(BIN)/python bench/floors.py
 	$(BIN)/python bench/governance_overhead.py $(if $(wildcard bench/.litellm-venv/bin/litellm),--litellm,)
 	$(BIN)/python bench/observability_overhead.py
 	$(BIN)/python bench/planner_memory.py
