@@ -42,8 +42,8 @@ class Meter:
         for step in work:
             try:
                 step()
-            except Exception:
-                log.exception("accounting after the answer failed")
+            except Exception as exc:  # the type only: an exception's text may quote the prompt
+                log.error("accounting after the answer failed (%s in %s)", type(exc).__name__, step.__qualname__)
 
     @property
     def total_tokens(self) -> int:
