@@ -12,6 +12,7 @@ non-streamed shaping, PII and metering apply to it unchanged.
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -23,9 +24,10 @@ from .upstream import Lease, engine_error
 async def assemble(lease: Lease, kind: str) -> dict[str, Any]:
     """Read a streamed answer to its end and return it in non-streamed form."""
     assembler = Assembler(kind)
-    async for events in lease.events():
-        for event in events:
-            assembler.event(event)
+    async with aclosing(lease.events()) as batches:
+        async for events in batches:
+            for event in events:
+                assembler.event(event)
     return assembler.result()
 
 

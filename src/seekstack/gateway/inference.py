@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -261,19 +262,20 @@ async def relay(lease: Lease, shaper: StreamShaper, meter: Meter, trace: Trace |
 
     Notes the first and last token times in ``meter`` (TTFT/TPOT metrics, the stream span)."""
     try:
-        async for events in lease.events():
-            outs = []  # events that arrived together leave together: one write to the client
-            for event in events:
-                out = shaper.event(event)
-                if out is not None:
-                    outs.append(out)
-            if outs:
-                now = meter.last_token_at = time.monotonic()
-                if not meter.first_token_at:
-                    meter.first_token_at = now
-                    if trace is not None:
-                        trace.add("engine_ttft", sent, now, replica=meter.replica)
-                yield outs[0] if len(outs) == 1 else b"".join(outs)
+        async with aclosing(lease.events()) as batches:
+            async for events in batches:
+                outs = []  # events that arrived together leave together: one write to the client
+                for event in events:
+                    out = shaper.event(event)
+                    if out is not None:
+                        outs.append(out)
+                if outs:
+                    now = meter.last_token_at = time.monotonic()
+                    if not meter.first_token_at:
+                        meter.first_token_at = now
+                        if trace is not None:
+                            trace.add("engine_ttft", sent, now, replica=meter.replica)
+                    yield outs[0] if len(outs) == 1 else b"".join(outs)
         if not shaper.finished:
             yield sse_error(EngineError("the engine ended the stream early"))
     except ConnectionError:

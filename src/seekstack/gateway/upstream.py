@@ -8,6 +8,7 @@ there is one). Engine error bodies are translated into the exception tree here, 
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -43,16 +44,20 @@ class Lease:
             self.release()
 
     async def events(self) -> AsyncIterator[list[bytes]]:
-        """A streamed answer's SSE events (without their blank-line terminators), in the batches they arrived in."""
+        """A streamed answer's SSE events (without their blank-line terminators), in the batches they arrived in.
+
+        Iterate it inside ``aclosing()``: a generator left suspended is closed by a task the
+        event loop starts when it is collected — one more task per request, after the fact."""
         buffer = b""
-        async for piece in self.response.iter_chunks():
-            buffer += piece
-            events = []
-            while (end := buffer.find(b"\n\n")) >= 0:
-                events.append(buffer[:end])
-                buffer = buffer[end + 2:]
-            if events:
-                yield events
+        async with aclosing(self.response.iter_chunks()) as pieces:
+            async for piece in pieces:
+                buffer += piece
+                events = []
+                while (end := buffer.find(b"\n\n")) >= 0:
+                    events.append(buffer[:end])
+                    buffer = buffer[end + 2:]
+                if events:
+                    yield events
 
 
 class Upstream:
