@@ -227,7 +227,6 @@ def _open(path: Path) -> sqlite3.Connection:
     return open_private(path, SCHEMA, "synchronous=NORMAL")  # autocommit; batches use transaction()
 
 
-
 # ---------------------------------------------------------------- reading and verifying
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConflictError, NotFoundError
-from .sqlite import open_private
+from .sqlite import open_private, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS teams (name TEXT PRIMARY KEY, created REAL NOT NULL);
@@ -137,7 +137,8 @@ class IdentityStore:
         self.db.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), kid))
 
     def touch_keys(self, last_used: dict[str, float]) -> None:
-        self.db.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
+        with transaction(self.db):  # one commit for the batch (autocommit would make one per row)
+            self.db.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
 
     # limits and usage
     def set_limits(self, scope: str, name: str, values: dict) -> None:
@@ -149,12 +150,13 @@ class IdentityStore:
         return [{"scope": r[0], "name": r[1], **dict(zip(LIMIT_FIELDS, r[2:]))} for r in rows]
 
     def add_usage(self, rows: list[tuple]) -> None:
-        """rows: (day, key_id, user, team, model, requests, prompt, completion, reasoning)."""
-        self.db.executemany(
-            "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE SET "
-            "requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-            "completion_tokens = completion_tokens + excluded.completion_tokens, "
-            "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens", rows)
+        """rows: (day, key_id, user, team, model, requests, prompt, completion, reasoning); one commit, all or none."""
+        with transaction(self.db):
+            self.db.executemany(
+                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE SET "
+                "requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = completion_tokens + excluded.completion_tokens, "
+                "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens", rows)
 
     def usage(self, *, team: str | None = None, since_day: str | None = None) -> list[dict]:
         sql, args = "SELECT day, key_id, user, team, model, requests, prompt_tokens, completion_tokens, reasoning_tokens FROM usage WHERE 1=1", []
