@@ -2,9 +2,13 @@
 
     python bench/floor_proxy.py streams ENGINE_PORT PORT   # uvloop + asyncio streams, bytes relayed as they come
     python bench/floor_proxy.py uvicorn ENGINE_PORT PORT   # a bare ASGI app on uvicorn (uvloop/httptools), as the gateway runs
+    python bench/floor_proxy.py controls ENGINE_PORT PORT STATE_DIR  # that app + seekstack's key check and audit commit
 
-Each request gets its own engine connection; nothing is checked, parsed beyond the HTTP
-framing, or logged. bench/floors.py measures them beside the gateway.
+Each request gets its own engine connection; nothing is parsed beyond the HTTP framing or
+logged. `controls` adds only the two checks that must finish before an engine sees a request
+(the key, and the fail-closed audit record committed), with seekstack's own code, so it is
+the least the default controls can cost on top of the server; it writes the bootstrap key
+to STATE_DIR/admin.key. bench/floors.py measures them beside the gateway.
 """
 
 from __future__ import annotations
@@ -42,12 +46,16 @@ def streams(engine_port: int, port: int) -> None:
     uvloop.run(main())
 
 
-def uvicorn_app(engine_port: int, port: int) -> None:
+def uvicorn_app(engine_port: int, port: int, state_dir: str | None = None) -> None:
     import uvicorn
+
+    check = _controls(state_dir) if state_dir else None
 
     async def app(scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        if check is not None:
+            await check(scope)
         body, more = b"", True
         while more:
             message = await receive()
@@ -68,6 +76,27 @@ def uvicorn_app(engine_port: int, port: int) -> None:
     uvloop.run(uvicorn.Server(config).serve())
 
 
+def _controls(state_dir: str):
+    """seekstack's key check and fail-closed audit append, as the guard runs them (nothing else)."""
+    from seekstack.config import Settings
+    from seekstack.governance import Governance
+
+    governance = Governance(Settings(state_dir=state_dir))
+    governance.bootstrap()
+
+    async def check(scope) -> None:  # requests come one at a time here: each commits alone, as in the guard
+        governance.refresh_if_changed()
+        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        principal = governance.auth.authenticate(authorization)  # raises on a bad key: the request fails
+        await governance.audit.append({"event": "request", "key_id": principal.key_id, "endpoint": scope["path"],
+                                       "decision": "allow"}, alone=True)
+
+    return check
+
+
 if __name__ == "__main__":
     kind, engine_port, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    {"streams": streams, "uvicorn": uvicorn_app}[kind](engine_port, port)
+    if kind == "controls":
+        uvicorn_app(engine_port, port, sys.argv[4])
+    else:
+        {"streams": streams, "uvicorn": uvicorn_app}[kind](engine_port, port)

@@ -1,9 +1,11 @@
 """What a proxy costs at the least on this machine, beside what the gateway costs: added TTFT and CPU.
 
-Three proxies in front of the same engine replica, in one run: the thinnest uvloop proxy
+Four proxies in front of the same engine replica, in one run: the thinnest uvloop proxy
 (asyncio streams, bytes relayed verbatim), a bare ASGI app on uvicorn (the server the gateway
-must run on), and `seekstack serve` with its default controls (API key, audit, PII detect).
-Requests rotate over direct / streams / uvicorn / seekstack (order permuted every round) and
+must run on), that app with seekstack's key check and fail-closed audit commit before the
+engine call (the least the default controls can cost), and `seekstack serve` with its
+default controls (API key, audit, PII detect).
+Requests rotate over direct and the proxies (order permuted every round) and
 each proxy's TTFT is paired with the direct request of its round. CPU is each proxy process's
 own (from /proc/PID/task/*/schedstat), per request of 2 tokens and per further token; the
 gateway's idle background (heartbeats, timers) is measured first and subtracted.
@@ -35,7 +37,7 @@ from gateway_vs_direct import free_port, start_server  # noqa: E402
 HERE = Path(__file__).parent
 BODY = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Write a short poem about the sea."}],
         "stream": True, "ignore_eos": True, "temperature": 0.7}
-PROXIES = ("streams", "uvicorn", "seekstack")
+PROXIES = ("streams", "uvicorn", "controls", "seekstack")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -49,9 +51,10 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def start_floor(kind: str, engine_port: int) -> tuple[subprocess.Popen, str]:
+def start_floor(kind: str, engine_port: int, state_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "floor_proxy.py"), kind, str(engine_port), str(port)])
+    extra = [str(state_dir)] if kind == "controls" else []
+    proc = subprocess.Popen([sys.executable, str(HERE / "floor_proxy.py"), kind, str(engine_port), str(port), *extra])
     for _ in range(100):  # listening yet?
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -61,8 +64,8 @@ def start_floor(kind: str, engine_port: int) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
-async def measure(targets: dict[str, str], pids: dict[str, int], key: str, rounds: int) -> dict:
-    headers = {"seekstack": {"Authorization": f"Bearer {key}"}}
+async def measure(targets: dict[str, str], pids: dict[str, int], keys: dict[str, str], rounds: int) -> dict:
+    headers = {name: {"Authorization": f"Bearer {key}"} for name, key in keys.items()}
     clients = {name: client_for(url, headers=headers.get(name)) for name, url in targets.items()}
     short, long = {**BODY, "max_tokens": 2}, {**BODY, "max_tokens": 64}
     added: dict[str, list[float]] = {name: [] for name in PROXIES}
@@ -113,24 +116,29 @@ def main() -> None:
             engine = httpx.get(url + "/admin/v1/replicas", headers={"Authorization": f"Bearer {key}"}).json()["data"][0]["base_url"]
             engine_port = int(engine.rsplit(":", 1)[1])
             targets, pids = {"direct": engine + "/v1/chat/completions"}, {"seekstack": proc.pid}
-            for kind in ("streams", "uvicorn"):
-                floor, targets[kind] = start_floor(kind, engine_port)
+            controls_state = Path(tmp) / "controls"
+            for kind in ("streams", "uvicorn", "controls"):
+                floor, targets[kind] = start_floor(kind, engine_port, controls_state)
                 floors.append(floor)
                 pids[kind] = floor.pid
             targets["seekstack"] = url + "/v1/chat/completions"
-            m = asyncio.run(measure(targets, pids, key, args.rounds))
+            keys = {"seekstack": key, "controls": (controls_state / "admin.key").read_text().strip()}
+            m = asyncio.run(measure(targets, pids, keys, args.rounds))
         finally:
             for floor in floors:
                 floor.kill()
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-    print(f"{'':34}{'added TTFT p50':>16}{'CPU/request':>14}{'CPU/token':>12}")
+    print(f"{'':40}{'added TTFT p50':>16}{'CPU/request':>14}{'CPU/token':>12}")
     labels = {"streams": "uvloop streams proxy (floor)", "uvicorn": "bare ASGI app on uvicorn",
-              "seekstack": "seekstack (default controls)"}
+              "controls": "  + key check, audit commit", "seekstack": "seekstack (default controls)"}
     for name in PROXIES:
         r = m[name]
-        print(f"{labels[name]:34}{r['added_ttft_ms']:>13.2f} ms{r['cpu_per_request_ms']:>11.2f} ms{r['cpu_per_token_ms']:>9.3f} ms")
+        print(f"{labels[name]:40}{r['added_ttft_ms']:>13.2f} ms{r['cpu_per_request_ms']:>11.2f} ms{r['cpu_per_token_ms']:>9.3f} ms")
     print(f"(seekstack's idle background, subtracted: {m['seekstack_idle_cpu_percent']:.2f}% of a core)")
+    over = m["seekstack"]["added_ttft_ms"] - m["controls"]["added_ttft_ms"]
+    print(f"seekstack over the least its controls can cost: {over:+.2f} ms TTFT, "
+          f"{m['seekstack']['cpu_per_request_ms'] - m['controls']['cpu_per_request_ms']:+.2f} ms CPU per request")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "floors.json").write_text(json.dumps(m, indent=2))
