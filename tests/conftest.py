@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pty
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,12 +70,20 @@ class Server:
         self._probe_kwargs = httpx_kwargs
         return self.start()
 
-    def start(self, timeout: float = 90.0) -> "Server":
+    def start(self, timeout: float = 90.0, terminal: bool = False) -> "Server":
+        """Start and wait until ready. Output goes to ``log_path``; with ``terminal`` it is first
+        written to a real terminal (a pseudo-terminal), as when someone runs `serve` by hand."""
         Server.started.append(self)
-        log = open(self.log_path, "wb")
+        if terminal:
+            log, tty = pty.openpty()
+            threading.Thread(target=_copy_terminal, args=(log, self.log_path), daemon=True).start()
+        else:
+            log = tty = open(self.log_path, "wb")
         self.proc = subprocess.Popen([*SEEKSTACK, "serve", "--config", str(self.config_path), "--port", str(self.port),
                                       *self.extra_args],
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.config_path.parent)
+                                     stdout=tty, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.config_path.parent)
+        if terminal:
+            os.close(tty)  # the child holds its own copy
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -101,6 +111,21 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _copy_terminal(master: int, path: Path) -> None:
+    """Copy what a child writes to its terminal into ``path`` until the child closes it."""
+    with open(path, "wb") as log:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child has exited
+                break
+            if not data:
+                break
+            log.write(data)
+            log.flush()
+    os.close(master)
 
 
 @pytest.fixture(autouse=True)

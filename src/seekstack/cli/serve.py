@@ -121,9 +121,12 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
     auth = ""
     if settings.auth.enabled:
         key_file = admin_key_path(settings)
-        if app.state.bootstrap_key:
+        if app.state.bootstrap_key and out.is_terminal:
             out.print(f"[bold]Created the first admin key[/] (shown once; also saved, mode 0600, in {key_file}):")
             out.print(f"  {app.state.bootstrap_key}", soft_wrap=True)
+        elif app.state.bootstrap_key:  # output captured by a log (systemd, docker, a file): never write the key there
+            out.print(f"[bold]Created the first admin key[/]: it is in {key_file} (mode 0600); not printed, "
+                      "because this output is not a terminal and keys do not belong in logs", soft_wrap=True)
         auth = f' -H "Authorization: Bearer $(cat {key_file})"'
     else:
         out.print("[yellow]auth is off (loopback only): every local process can use this server[/]")
