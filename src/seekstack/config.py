@@ -189,10 +189,26 @@ class ModelConfig(_Section):
 
     _store_path: Path | None = PrivateAttr(None)  # set by seekstack.store.resolve_models
 
+    # Checks of one field are field validators, so that they are reported together with every
+    # other field's problems; the model validator below runs only when all fields are valid.
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str | None) -> str | None:
+        if source is not None and source != "embedded":
+            raise ValueError(f"unknown source {source!r}; use `embedded` or set `path`")
+        return source
+
+    @field_validator("url")
+    @classmethod
+    def _engine_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://", "unix://")):
+            raise ValueError(f"{url!r}: use http://, https:// or unix:// — the base URL of an OpenAI-compatible server")
+        return url
+
     @model_validator(mode="after")
     def _needs_a_location(self) -> "ModelConfig":
         if self.engine == "remote":
-            if not self.url or not self.url.startswith(("http://", "https://", "unix://")):
+            if not self.url:
                 raise ValueError("engine remote needs `url: http(s)://host:port` of an OpenAI-compatible server")
             return self
         if self.store is not None:
@@ -201,8 +217,6 @@ class ModelConfig(_Section):
             return self
         if self.path is None and self.source is None:
             raise ValueError("set `path` (a local model file), `store: NAME[@VERSION]` or `source: embedded`")
-        if self.source is not None and self.source != "embedded":
-            raise ValueError(f"unknown source {self.source!r}; use `embedded` or set `path`")
         return self
 
     def resolved_path(self) -> Path:

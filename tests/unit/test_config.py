@@ -57,14 +57,23 @@ models:
     source: embedded
     slots: 0
     contxt: 10
+  - name: b
+    source: huggingface
+    slots: 0
+  - name: c
+    engine: remote
+    url: ftp://10.0.0.7
+    context: 1
 """)
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     text = info.value.message
-    for field in ("server.port", "server.colour", "scheduler.policy", "models[0].slots", "models[0].contxt"):
+    for field in ("server.port", "server.colour", "scheduler.policy", "models[0].slots", "models[0].contxt",
+                  "models[1].source", "models[1].slots", "models[2].url", "models[2].context"):
         assert field in text, field
-    assert "5 problem(s)" in text
+    assert "9 problem(s)" in text
     assert "remove this key" in text and "use a number" in text
+    assert "unknown source 'huggingface'" in text and "use http://, https:// or unix://" in text
 
 
 def test_trusted_proxies_are_addresses_or_networks(tmp_path):
