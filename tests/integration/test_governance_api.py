@@ -238,6 +238,9 @@ def test_the_audit_records_the_connecting_address_unless_a_named_proxy_forwards_
 def test_audit_cli_verifies_and_exports(server, tmp_path):
     from test_cli import cli
 
+    for _ in range(3):  # answered requests of its own, whatever else ran before
+        r = server.http.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1})
+        assert r.status_code == 200
     result = cli("audit", "verify", "--config", str(server.config_path))
     assert result.returncode == 0 and result.stdout.startswith("ok:"), result.stderr
     out = tmp_path / "audit.csv"
@@ -246,6 +249,7 @@ def test_audit_cli_verifies_and_exports(server, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = out.read_text().splitlines()
     assert rows[0].split(",")[0] and len(rows) > 3 and all(",response," in row for row in rows[1:])
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # records name keys, users and addresses
     bad = cli("audit", "export", "--config", str(server.config_path), "--since", "yesterday")
     assert bad.returncode == 1 and "ISO 8601" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,7 @@ from ..config import load_settings
 from ..errors import ConfigError, InvalidRequestError
 from ..governance.audit import read_records, verify_log
 from ..governance.service import audit_dir
-from .common import ConfigOption, JsonOption, console
+from .common import ConfigOption, JsonOption, console, output_file
 
 app = typer.Typer(help="The tamper-evident audit log: verify it, export it.", no_args_is_help=True)
 out = console()
@@ -51,7 +50,7 @@ def export(
     team: Optional[str] = typer.Option(None, "--team", help="Only this team's records."),
     key_id: Optional[str] = typer.Option(None, "--key-id", help="Only this key's records."),
     event: Optional[str] = typer.Option(None, "--event", help="request or response."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (default: stdout)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, mode 0600, whole or not at all (default: stdout)."),
 ) -> None:
     """Write audit records as JSONL or CSV, filtered."""
     if fmt not in ("jsonl", "csv"):
@@ -59,8 +58,9 @@ def export(
     filters = {k: v for k, v in {"team": team, "key_id": key_id, "event": event}.items() if v}
     records = read_records(_directory(config) / "audit.db", since=_when(since, "--since"), until=_when(until, "--until"),
                            filters=filters)
-    target = open(output, "w", newline="") if output else sys.stdout
-    try:
+    # A file appears whole or not at all, readable by its owner only: the records name keys,
+    # users, teams and client addresses.
+    with output_file(output or Path("-"), mode=0o600, newline="") as target:
         if fmt == "jsonl":
             for record in records:
                 target.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -71,9 +71,6 @@ def export(
             writer.writeheader()
             for r in rows:
                 writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
-    finally:
-        if output:
-            target.close()
 
 
 def _when(value: Optional[str], option: str) -> Optional[float]:

@@ -21,8 +21,7 @@ from ..benchmark.report import render_html
 from ..benchmark.stats import HEADLINE, lookup, parse_slo
 from ..config import is_loopback
 from ..errors import InvalidRequestError, ServerUnreachableError
-from .common import ApiKeyOption, api_key, console
-from .deploy import write
+from .common import ApiKeyOption, api_key, console, write
 
 app = typer.Typer(help="Load-test an OpenAI-compatible endpoint (seekstack, vLLM, llama.cpp, Ollama …) and compare runs.",
                   invoke_without_command=True)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import IO, Iterator, Optional
 
 import httpx
 import typer
 from rich.console import Console
 
 from ..config import Settings, load_settings
-from ..errors import AuthenticationError, InvalidRequestError, PermissionDeniedError, ServerUnreachableError
+from ..errors import (AuthenticationError, ConfigError, InvalidRequestError, PermissionDeniedError,
+                      ServerUnreachableError)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="seekstack.yaml to use (default: ./seekstack.yaml if present, else the embedded model).",
                             exists=False, dir_okay=False)
@@ -99,3 +103,34 @@ def console(stderr: bool = False) -> Console:
     """A console that never ellipsizes table cells when output is piped (Rich defaults to 80 columns)."""
     probe = Console(stderr=stderr)
     return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)
+
+
+@contextmanager
+def output_file(path: Path, mode: int = 0o644, newline: str | None = None) -> Iterator[IO[str]]:
+    """A text file that appears at ``path`` whole or not at all: written beside it under a
+    temporary name, renamed into place when the block ends; removed if the block fails.
+    ``-`` is standard output."""
+    if str(path) == "-":
+        yield sys.stdout
+        return
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}", fix="pick a writable --output path") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+            yield f
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ConfigError(f"cannot write {path}: {exc.strerror}", fix="pick a writable --output path") from None
+        raise
+
+
+def write(path: Path, text: str) -> None:
+    """Write all of ``text`` to ``path`` or nothing (``-``: standard output)."""
+    with output_file(path) as f:
+        f.write(text)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..config import load_settings
-from ..errors import ConfigError
 from ..observability.alerts import alerts, render_rules
 from ..observability.dashboard import render_dashboard
-from .common import console
+from .common import console, write
 
 app = typer.Typer(help="Write monitoring files: Prometheus alert rules and a Grafana dashboard.", no_args_is_help=True)
 out = console()
@@ -42,23 +38,3 @@ def deploy_dashboard(
     write(output, render_dashboard())
     if str(output) != "-":
         out.print(f"[green]wrote[/] {output}: import it under Dashboards → New → Import")
-
-
-def write(path: Path, text: str) -> None:
-    """Write all of ``text`` or nothing: a temporary file beside ``path``, then a rename."""
-    if str(path) == "-":
-        sys.stdout.write(text)
-        return
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}", fix="pick a writable --output path") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise ConfigError(f"cannot write {path}: {exc.strerror}", fix="pick a writable --output path") from None
