@@ -74,16 +74,16 @@ class Server:
         """Start and wait until ready. Output goes to ``log_path``; with ``terminal`` it is first
         written to a real terminal (a pseudo-terminal), as when someone runs `serve` by hand."""
         Server.started.append(self)
+        log = open(self.log_path, "wb")
+        output = log
         if terminal:
-            log, tty = pty.openpty()
-            threading.Thread(target=_copy_terminal, args=(log, self.log_path), daemon=True).start()
-        else:
-            log = tty = open(self.log_path, "wb")
+            master, output = pty.openpty()
+            threading.Thread(target=_copy_terminal, args=(master, log), daemon=True).start()
         self.proc = subprocess.Popen([*SEEKSTACK, "serve", "--config", str(self.config_path), "--port", str(self.port),
                                       *self.extra_args],
-                                     stdout=tty, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.config_path.parent)
+                                     stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.config_path.parent)
         if terminal:
-            os.close(tty)  # the child holds its own copy
+            os.close(output)  # the child holds its own copy
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -113,9 +113,9 @@ class Server:
                 self.proc.wait()
 
 
-def _copy_terminal(master: int, path: Path) -> None:
-    """Copy what a child writes to its terminal into ``path`` until the child closes it."""
-    with open(path, "wb") as log:
+def _copy_terminal(master: int, log) -> None:
+    """Copy what a child writes to its terminal into ``log`` until the child closes it."""
+    with log:
         while True:
             try:
                 data = os.read(master, 65536)
