@@ -10,7 +10,10 @@ each proxy's TTFT is paired with the direct request of its round. CPU is each pr
 own (from /proc/PID/task/*/schedstat), per request of 2 tokens and per further token; the
 gateway's idle background (heartbeats, timers) is measured first and subtracted.
 
-Usage: python bench/floors.py [--rounds 200]
+Usage: python bench/floors.py [--rounds 200] [--engine-threads N]
+
+`--engine-threads 1` leaves one of two cores to the proxies and the client: what the
+numbers look like when the engine does not take every core.
 """
 
 from __future__ import annotations
@@ -107,10 +110,11 @@ async def measure(targets: dict[str, str], pids: dict[str, int], keys: dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--engine-threads", type=int, default=None, help="engine CPU threads (default: all cores)")
     args = parser.parse_args()
     floors = []
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(Path(tmp), slots=8, transport="tcp", controls=True)
+        proc, url = start_server(Path(tmp), slots=8, transport="tcp", controls=True, threads=args.engine_threads)
         try:
             key = (Path(tmp) / "state" / "admin.key").read_text().strip()
             engine = httpx.get(url + "/admin/v1/replicas", headers={"Authorization": f"Bearer {key}"}).json()["data"][0]["base_url"]

@@ -41,15 +41,16 @@ def free_port() -> int:
 
 
 def start_server(tmp: Path, slots: int, transport: str, controls: bool,
-                 src: str | None = None) -> tuple[subprocess.Popen, str]:
-    """`seekstack serve` on a free port; ``src``: serve that checkout's code (PYTHONPATH comes first)."""
+                 src: str | None = None, threads: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`seekstack serve` on a free port; ``src``: serve that checkout's code (PYTHONPATH comes first);
+    ``threads``: the engine's CPU threads (default: all cores)."""
     port = free_port()
     config = tmp / "bench.yaml"
     off = {} if controls else {"auth": {"enabled": False}, "pii": {"default": "off"}}
     config.write_text(json.dumps({"state_dir": str(tmp / "state"), "server": {"log_level": "warning"}, **off,
                                   "supervisor": {"engine_transport": transport},
                                   "models": [{"name": "smollm2-135m", "source": "embedded", "context": 1024,
-                                              "slots": slots}]}))
+                                              "slots": slots, **({"threads": threads} if threads else {})}]}))
     env = {**os.environ, "PYTHONPATH": src} if src else None
     proc = subprocess.Popen([sys.executable, "-m", "seekstack", "serve", "--config", str(config), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
