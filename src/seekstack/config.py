@@ -392,24 +392,56 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_settings(settings: Settings) -> list[str]:
-    """Problems that types alone cannot see (files, combinations). Empty means OK."""
-    problems = []
-    for i, model in enumerate(settings.models):
-        where = f"models[{i}] ({model.name})"
-        if model.engine == "remote":
-            continue
+def check_config(path: Path, environ: dict[str, str] | None = None) -> list[str]:
+    """Every problem in a config file at once (``seekstack config check``): the schema's, and
+    the checks of :func:`check_settings` on every part that is valid on its own — a bad port
+    does not hide a missing model file. Empty means OK."""
+    data = _deep_merge(read_config_file(path), env_overrides(environ))
+    try:
+        return check_settings(Settings.model_validate(data))
+    except ValidationError as exc:
+        problems = describe_validation_error(exc)
+        failed = {err["loc"][0] for err in exc.errors() if err["loc"]}
+    models = data.get("models")
+    for i, raw in enumerate(models if isinstance(models, list) else []):
         try:
-            path = model.resolved_path()
-        except ConfigError as exc:
-            problems.append(f"{where}: {exc.message} — {exc.fix}")
-            continue
-        if not path.exists():
-            problems.append(f"{where}.path: {path} does not exist — point it at a model file")
-        elif model.engine == "llamacpp" and path.is_file() and path.suffix.lower() != ".gguf":
-            problems.append(f"{where}.path: llamacpp serves GGUF files, got {path.name} — convert to GGUF or pick engine vllm/sglang")
-        if model.engine in ("vllm", "sglang") and model.device == "cpu":
-            problems.append(f"{where}.device: {model.engine} needs a GPU — use engine llamacpp for CPU")
+            problems += check_model(i, ModelConfig.model_validate(raw))
+        except ValidationError:
+            pass  # reported above
+    valid = {key: value for key, value in data.items() if key not in failed and key != "models"}
+    try:
+        problems += check_settings(Settings.model_validate(valid), models=False)
+    except ValidationError:
+        pass  # a combination of sections is wrong: reported above
+    return problems
+
+
+def check_model(index: int, model: ModelConfig) -> list[str]:
+    """Problems of one model entry that types alone cannot see (its file, its engine and device)."""
+    where = f"models[{index}] ({model.name})"
+    if model.engine == "remote":
+        return []
+    problems = []
+    try:
+        path = model.resolved_path()
+    except ConfigError as exc:
+        return [f"{where}: {exc.message} — {exc.fix}"]
+    if not path.exists():
+        problems.append(f"{where}.path: {path} does not exist — point it at a model file")
+    elif model.engine == "llamacpp" and path.is_file() and path.suffix.lower() != ".gguf":
+        problems.append(f"{where}.path: llamacpp serves GGUF files, got {path.name} — convert to GGUF or pick engine vllm/sglang")
+    if model.engine in ("vllm", "sglang") and model.device == "cpu":
+        problems.append(f"{where}.device: {model.engine} needs a GPU — use engine llamacpp for CPU")
+    return problems
+
+
+def check_settings(settings: Settings, models: bool = True) -> list[str]:
+    """Problems that types alone cannot see (files, combinations). Empty means OK.
+    ``models=False``: only the other sections."""
+    problems = []
+    if models:
+        for i, model in enumerate(settings.models):
+            problems += check_model(i, model)
     if not settings.auth.enabled and not is_loopback(settings.server.host):
         problems.append(f"auth.enabled: false is allowed only on a loopback address, but server.host is "
                         f"{settings.server.host} — turn auth on, or bind 127.0.0.1")

@@ -111,6 +111,20 @@ def test_config_check_reports_all_problems(tmp_path):
     assert_one_line_error(result, "server.port", "server.extra", "models[0].slots", "3 problem(s)")
 
 
+def test_config_check_reports_file_problems_beside_schema_problems(tmp_path):
+    # A bad port (schema) must not hide a missing model file or an unknown permission (checks
+    # that need the rest of the entry to be valid): all at once, each with its fix.
+    config = tmp_path / "bad.yaml"
+    config.write_text("server: {port: 70000}\n"
+                      "roles: {reader: {permissions: ['nothing:*']}}\n"
+                      "models:\n"
+                      f"  - {{name: gone, path: {tmp_path / 'gone.gguf'}}}\n"
+                      "  - {name: m, source: embedded, slots: -1}\n")
+    result = cli("config", "check", str(config))
+    assert_one_line_error(result, "4 problem(s)", "server.port", "models[1].slots",
+                          "models[0] (gone).path", "does not exist", "roles.reader.permissions")
+
+
 def test_config_check_ok(tmp_path):
     config = tmp_path / "good.yaml"
     config.write_text("models:\n  - {name: m, source: embedded}\n")

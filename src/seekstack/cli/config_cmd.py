@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..config import check_settings, load_settings, settings_reference
+from ..config import check_config, load_settings, settings_reference
 from ..errors import ConfigError
 from .common import console
 
@@ -17,10 +17,10 @@ out = console()
 @app.command("check")
 def check(file: Path = typer.Argument(..., help="The seekstack.yaml to check.")) -> None:
     """Report every problem in FILE at once, naming the field and the fix."""
-    settings = load_settings(file)
-    problems = check_settings(settings)
+    problems = check_config(file)
     if problems:
         raise ConfigError(f"{file} has {len(problems)} problem(s):\n  " + "\n  ".join(problems), fix="fix the fields named above")
+    settings = load_settings(file)
     out.print(f"[green]ok:[/] {file} — {len(settings.models)} model(s): {', '.join(m.name for m in settings.models)}")
 
 
