@@ -396,31 +396,37 @@ def check_config(path: Path, environ: dict[str, str] | None = None) -> list[str]
     """Every problem in a config file at once (``seekstack config check``): the schema's, and
     the checks of :func:`check_settings` on every part that is valid on its own — a bad port
     does not hide a missing model file. Empty means OK."""
+    from .store import store_problems  # the store imports this module
+
     data = _deep_merge(read_config_file(path), env_overrides(environ))
     try:
-        return check_settings(Settings.model_validate(data))
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         problems = describe_validation_error(exc)
         failed = {err["loc"][0] for err in exc.errors() if err["loc"]}
+    else:
+        return store_problems(settings) + check_settings(settings)
     models = data.get("models")
+    entries = []  # (index in the file, entry) of each model that is valid on its own
     for i, raw in enumerate(models if isinstance(models, list) else []):
         try:
-            problems += check_model(i, ModelConfig.model_validate(raw))
+            entries.append((i, ModelConfig.model_validate(raw)))
         except ValidationError:
             pass  # reported above
-    valid = {key: value for key, value in data.items() if key not in failed and key != "models"}
     try:
-        problems += check_settings(Settings.model_validate(valid), models=False)
+        rest = Settings.model_validate({key: value for key, value in data.items() if key not in failed and key != "models"})
     except ValidationError:
-        pass  # a combination of sections is wrong: reported above
-    return problems
+        return problems  # a combination of sections is wrong: reported above
+    if entries:
+        problems += store_problems(rest.model_copy(update={"models": [model for _, model in entries]}))
+    return problems + [p for i, model in entries for p in check_model(i, model)] + check_settings(rest, models=False)
 
 
 def check_model(index: int, model: ModelConfig) -> list[str]:
     """Problems of one model entry that types alone cannot see (its file, its engine and device)."""
     where = f"models[{index}] ({model.name})"
-    if model.engine == "remote":
-        return []
+    if model.engine == "remote" or (model.store is not None and model._store_path is None):
+        return []  # a store model the store did not resolve: its problem is the store's to report
     problems = []
     try:
         path = model.resolved_path()

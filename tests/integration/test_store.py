@@ -385,6 +385,26 @@ def test_serve_refuses_unsigned_or_tampered_models_under_the_trust_policy(tmp_pa
     assert not (tmp_path / "state" / "admin.key").exists()
 
 
+def test_config_check_resolves_store_models_as_serve_does(tmp_path):
+    store = Store(tmp_path / "store")
+    model = tmp_path / "t.gguf"
+    model.write_bytes(tiny_gguf("t", os.urandom(5_000)))
+    import_path(store, model, "t")
+    base = {"state_dir": str(tmp_path / "state"), "store": {"path": str(tmp_path / "store")}}
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({**base, "models": [{"name": "t", "store": "t"}]}))
+    result = cli("config", "check", str(good))
+    assert result.returncode == 0 and "ok:" in result.stdout, result.stderr
+    bad = tmp_path / "bad.yaml"  # a schema problem too: the store is checked all the same
+    bad.write_text(yaml.safe_dump({**base, "server": {"port": 70000},
+                                   "models": [{"name": "t", "store": "t"}, {"name": "gone", "store": "gone"}]}))
+    result = cli("config", "check", str(bad))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "2 problem(s)" in result.stderr and "server.port" in result.stderr
+    assert "gone: model 'gone' is not in the store" in result.stderr and "pull it" in result.stderr
+    assert "not resolved" not in result.stderr
+
+
 def test_models_catalog_lists_the_deepseek_family():
     result = cli("models", "catalog", "--json")
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,8 @@ from ..errors import ConfigError
 from .store import FileEntry, Manifest, Store, split_ref
 from .verify import Verdict, verify
 
-__all__ = ["Store", "Manifest", "FileEntry", "Verdict", "open_store", "resolve_models", "split_ref", "verify"]
+__all__ = ["Store", "Manifest", "FileEntry", "Verdict", "open_store", "resolve_models", "split_ref", "store_problems",
+           "verify"]
 
 
 def open_store(settings: Settings) -> Store:
@@ -22,6 +23,21 @@ def resolve_models(settings: Settings) -> list[str]:
     Each load runs the fast check (signature, sizes, and the files' stat as of the last full
     verify). Under ``store.require_signature`` every local model must be a store model signed by
     a trusted key. Returns one line per store model; raises ConfigError with every problem."""
+    lines, problems = _resolve(settings)
+    if problems:
+        raise ConfigError("cannot serve: " + "; ".join(problems) if len(problems) == 1
+                          else "cannot serve:\n  " + "\n  ".join(problems),
+                          fix="run `seekstack verify NAME` for details; re-pull or re-import a changed model")
+    return lines
+
+
+def store_problems(settings: Settings) -> list[str]:
+    """What :func:`resolve_models` would refuse, one line each (for `seekstack config check`)."""
+    return [problem if " — " in problem else f"{problem} — run `seekstack verify NAME` for details; "
+            "re-pull or re-import a changed model" for problem in _resolve(settings)[1]]
+
+
+def _resolve(settings: Settings) -> tuple[list[str], list[str]]:
     store = open_store(settings)
     policy = settings.store
     problems, lines = [], []
@@ -37,7 +53,8 @@ def resolve_models(settings: Settings) -> list[str]:
         try:
             manifest = store.manifest(model.store)
         except Exception as exc:
-            problems.append(f"{model.name}: {getattr(exc, 'message', exc)}")
+            fix = getattr(exc, "fix", None)
+            problems.append(f"{model.name}: {getattr(exc, 'message', exc)}" + (f" — {fix}" if fix else ""))
             continue
         verdict = verify(store, manifest, full=False, trusted_keys=policy.trusted_keys,
                          require_signature=policy.require_signature)
@@ -47,8 +64,4 @@ def resolve_models(settings: Settings) -> list[str]:
         model._store_path = store.path_of(manifest)
         signed = f", signed by {verdict.signed_by}" if verdict.signed_by else ""
         lines.append(f"{model.name}: {manifest.name}@{manifest.version} from the store{signed}")
-    if problems:
-        raise ConfigError("cannot serve: " + "; ".join(problems) if len(problems) == 1
-                          else "cannot serve:\n  " + "\n  ".join(problems),
-                          fix="run `seekstack verify NAME` for details; re-pull or re-import a changed model")
-    return lines
+    return lines, problems
