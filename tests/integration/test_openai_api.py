@@ -206,6 +206,20 @@ def test_reasoning_content_sent_back_is_400(server, schema):
     assert_error(r, 400, schema, "reasoning_content")
 
 
+def test_image_and_audio_parts_to_a_text_only_model_are_400(server, schema):
+    # llama.cpp without a multimodal projector answers these with HTTP 500: a client error
+    # must not reach the client as the engine's failure (502).
+    for part in ({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                 {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}):
+        messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}]
+        r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": messages, "max_tokens": 2})
+        error = assert_error(r, 400, schema, "takes text only", part["type"])
+        assert error["param"] == "messages.0.content" and error["code"] == "unsupported"
+    text_parts = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": text_parts, "max_tokens": 2})
+    assert r.status_code == 200, r.text
+
+
 def test_unknown_route_is_json_404(server, schema):
     r = server.http.get("/v1/nothing-here")
     assert_error(r, 404, schema)

@@ -30,6 +30,7 @@ class LlamaCppEngine(ProcessEngine):
             chat=not model.embeddings,
             completions=not model.embeddings,
             embeddings=model.embeddings,
+            media_input=False,  # needs a multimodal projector (mmproj), which seekstack does not load
             reasoning_format=fmt,
             native_reasoning=native,
             # llama.cpp checks a non-streamed request's socket only while otherwise idle

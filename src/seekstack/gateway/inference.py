@@ -33,7 +33,7 @@ from .upstream import Lease, Upstream
 # chat templates add a few tokens per message and a fixed preamble.
 PER_MESSAGE_SLACK = 16
 TEMPLATE_SLACK = 256
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_tokens")
+MEDIA_PARTS = frozenset({"image_url", "input_audio"})  # OpenAI's non-text parts of a chat message
 
 
 async def parse_body(request: Request, model: type[BaseModel]) -> tuple[dict[str, Any], Any]:
@@ -92,6 +92,13 @@ class InferenceService:
             if message.reasoning_content is not None:
                 raise InvalidRequestError(f"messages[{i}].reasoning_content must not be sent back to the model",
                                           fix="drop reasoning_content from earlier assistant turns", param=f"messages.{i}")
+            if isinstance(message.content, list) and not caps.media_input:
+                media = next((part.get("type") for part in message.content
+                              if isinstance(part, dict) and part.get("type") in MEDIA_PARTS), None)
+                if media is not None:
+                    raise UnsupportedError(f"model {req.model!r} takes text only, but messages[{i}] has an {media} part",
+                                           fix="send text parts only, or serve a model that accepts images and audio",
+                                           param=f"messages.{i}.content")
         self._apply_defaults(body, caps)
         redactor = self._redactor(request, req.model, body)
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
