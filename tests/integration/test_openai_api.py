@@ -3,6 +3,8 @@
 Every response body and stream chunk is validated against OpenAI's published schemas.
 """
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -82,6 +84,40 @@ def test_completions_stream(client, schema):
     for chunk in chunks:
         schema("CompletionStreamChunk", chunk.model_dump(exclude_unset=True))
     assert "".join(c.choices[0].text for c in chunks)
+
+
+def test_batched_completions_answer_each_prompt_and_count_them_all(server, client, schema):
+    """A list of prompts (strings or token ids) gets one choice per prompt, and usage — what the
+    quotas charge and the usage table records — covers every prompt, not only the last one."""
+    from conftest import as_key, make_key, make_user
+
+    texts = ["One, two,", "Red, green,"]
+    alone = sum(client.completions.create(model=MODEL, prompt=text, max_tokens=1).usage.prompt_tokens for text in texts)
+    user = make_user(server, "api_consumer")
+    caller = as_key(server, make_key(server, user))
+    for prompt, prompt_tokens in ((texts, alone), ([[16, 17, 18], [19, 20, 21]], 6)):
+        for stream in (False, True):
+            body = {"model": MODEL, "prompt": prompt, "max_tokens": 3, "ignore_eos": True, "stream": stream}
+            if stream:
+                body["stream_options"] = {"include_usage": True}
+            r = caller.post("/v1/completions", json=body)
+            assert r.status_code == 200, r.text
+            if stream:
+                chunks = [json.loads(line[6:]) for line in r.text.splitlines()
+                          if line.startswith("data: ") and line != "data: [DONE]"]
+                for chunk in chunks:
+                    schema("CompletionStreamChunk", chunk)
+                usage = [c["usage"] for c in chunks if c.get("usage")][-1]  # the last report: the whole request
+                indexes = {choice["index"] for c in chunks for choice in c["choices"]}
+            else:
+                reply = r.json()
+                schema("CreateCompletionResponse", reply)
+                usage, indexes = reply["usage"], {choice["index"] for choice in reply["choices"]}
+            assert indexes == {0, 1}, (prompt, stream)
+            assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == \
+                (prompt_tokens, 6, prompt_tokens + 6), (prompt, stream, usage)
+    rows = [row for row in server.http.get("/admin/v1/usage").json()["data"] if row["user"] == user]
+    assert sum(row["requests"] for row in rows) == 4 and sum(row["completion_tokens"] for row in rows) == 4 * 6
 
 
 def test_embeddings(client, schema):

@@ -82,3 +82,21 @@ def test_an_answer_without_its_end_is_refused_not_passed_off_as_whole():
     assembler.event(b"data: " + json.dumps({**HEAD, "choices": [{"index": 0, "delta": {"content": "Hal"}}]}).encode())
     with pytest.raises(EngineError, match="ended its answer early"):
         assembler.result()
+
+
+def test_a_batched_completions_stream_gives_a_choice_per_prompt_and_their_summed_usage():
+    """llama.cpp's shape for `prompt: [a, b]`: `data: null` first, then each prompt's chunks by
+    index, each prompt's usage on its own last chunk."""
+    head = {"id": "chatcmpl-2", "created": 1, "model": "engine-id", "object": "text_completion"}
+    usage = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6, "prompt_tokens_details": {"cached_tokens": 1}}
+    result = feed("completion", events(
+        b"null",
+        {**head, "choices": [{"index": 0, "text": "a", "finish_reason": None}]},
+        {**head, "choices": [{"index": 1, "text": "b", "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "text": "c", "finish_reason": "length"}], "usage": usage},
+        {**head, "choices": [{"index": 1, "text": "d", "finish_reason": "length"}], "usage": {**usage, "prompt_tokens": 5, "total_tokens": 7}},
+    ))
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in result["choices"]] == [(0, "ac", "length"), (1, "bd", "length")]
+    assert result["usage"] == {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13,
+                               "prompt_tokens_details": {"cached_tokens": 2},
+                               "completion_tokens_details": {"reasoning_tokens": 0}}

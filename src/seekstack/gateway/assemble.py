@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from ..errors import EngineError
+from .shaping import UsageTally
 from .upstream import Lease, engine_error
 
 
@@ -39,6 +40,7 @@ class Assembler:
         self.head: dict[str, Any] = {}
         self.choices: dict[int, dict[str, Any]] = {}
         self.usage: dict[str, Any] | None = None
+        self._tally = UsageTally()
         self.finished = False
 
     def event(self, raw: bytes) -> None:
@@ -49,12 +51,14 @@ class Assembler:
             self.finished = True
             return
         chunk = orjson.loads(payload)
+        if not isinstance(chunk, dict):
+            return  # llama.cpp opens a batched completions stream with `data: null`
         if "error" in chunk:
             raise engine_error(500, payload)
         if not self.head:
             self.head = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
         if chunk.get("usage"):
-            self.usage = chunk["usage"]
+            self.usage = self._tally.add(chunk)
         for choice in chunk.get("choices") or []:
             self._add(choice)
 

@@ -29,6 +29,29 @@ def shape_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     return usage
 
 
+class UsageTally:
+    """A request's usage from an engine that reports it in parts: llama.cpp sends one report per
+    prompt of a batched completions request, on that prompt's last chunk. Reports are kept per
+    choice index (a later one for the same index replaces it) and summed."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int | None, dict[str, Any]] = {}
+
+    def add(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """Take ``chunk``'s usage; return the request's whole usage so far (unshaped)."""
+        choices = chunk.get("choices") or []
+        index = choices[0].get("index", 0) if choices and isinstance(choices[0], dict) else None
+        self._parts[index] = chunk["usage"]
+        if len(self._parts) == 1:
+            return chunk["usage"]
+        total: dict[str, Any] = {}
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            total[key] = sum(int(part.get(key) or 0) for part in self._parts.values())
+        for details, field in (("prompt_tokens_details", "cached_tokens"), ("completion_tokens_details", "reasoning_tokens")):
+            total[details] = {field: sum(int((part.get(details) or {}).get(field) or 0) for part in self._parts.values())}
+        return total
+
+
 def shape_chat(data: dict[str, Any], model_id: str, split: bool) -> dict[str, Any]:
     data.pop("timings", None)
     data["model"] = model_id
@@ -82,6 +105,7 @@ class StreamShaper:
         self.include_usage = include_usage
         self.splitter = ReasoningSplitter() if split_reasoning else None
         self.usage: dict[str, Any] | None = None
+        self._tally = UsageTally()
         self.finished = False
         self._engine_model: bytes | None = None  # b'"model":"<engine id>"', learnt from the first chunk
         self._our_model = b'"model":' + orjson.dumps(model_id)
@@ -105,6 +129,8 @@ class StreamShaper:
             # string is escaped, so the unescaped pattern can only be the top-level field.
             return b"data: " + payload.replace(self._engine_model, self._our_model, 1) + b"\n\n"
         chunk = orjson.loads(payload)
+        if not isinstance(chunk, dict):
+            return None  # llama.cpp opens a batched completions stream with `data: null`
         if self._engine_model is None and isinstance(chunk.get("model"), str):
             self._engine_model = b'"model":' + orjson.dumps(chunk["model"])
         if "error" in chunk:
@@ -112,7 +138,7 @@ class StreamShaper:
         chunk.pop("timings", None)
         chunk["model"] = self.model_id
         if "usage" in chunk:
-            self.usage = chunk["usage"] = shape_usage(chunk["usage"])
+            self.usage = chunk["usage"] = shape_usage(self._tally.add(chunk))  # the request's whole usage so far
             if self.meter is not None:
                 self.meter.add_usage(self.usage)
             if not self.include_usage:
@@ -136,6 +162,8 @@ class StreamShaper:
             try:
                 chunk = orjson.loads(payload)
             except orjson.JSONDecodeError:
+                continue
+            if not isinstance(chunk, dict):
                 continue
             for choice in chunk.get("choices") or []:
                 holder = choice.get("delta") or {} if "delta" in choice else choice
