@@ -147,12 +147,14 @@ SMALL_CTX = {"name": "smollm2-small-ctx", "source": "embedded", "context": 256, 
 
 # A team-scoped key manager, to show tenants cannot reach each other.
 TEAM_KEYMASTER = {"permissions": ["keys:manage", "users:manage", "inference:*", "models:read"], "scope": "team"}
+# A team's own auditor: reads the audit log, but only its team's records and bodies.
+TEAM_AUDITOR = {"permissions": ["audit:read"], "scope": "team"}
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("serve"), {"models": [EMBEDDED, SMALL_CTX, EMBEDDER],
-                                                    "roles": {"team_keymaster": TEAM_KEYMASTER},
+                                                    "roles": {"team_keymaster": TEAM_KEYMASTER, "team_auditor": TEAM_AUDITOR},
                                                     "pii": {"teams": {"pii_mask": "mask", "pii_token": "tokenize",
                                                                       "pii_off": "off"}}}).start()
     yield srv

@@ -133,6 +133,27 @@ def test_tenants_cannot_reach_each_other(server):
         rows = a.get("/admin/v1/usage").json()["data"]
         assert rows and {r["team"] for r in rows} == {team_a}
     assert team_b in {r["team"] for r in server.http.get("/admin/v1/usage").json()["data"]}  # B's usage exists
+    bad = server.http.get("/admin/v1/usage", params={"since": "last week"})
+    assert bad.status_code == 400 and "YYYY-MM-DD" in bad.json()["error"]["message"]
+
+
+def test_a_team_scoped_auditor_reads_only_its_own_teams_audit_records(server):
+    team, started = unique("teamAudit"), time.time() - 1
+    assert server.http.post("/admin/v1/teams", json={"name": team}).status_code == 201
+    with as_key(server, make_key(server, make_user(server, "api_consumer", team))) as member:
+        ours = member.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1})
+    theirs = server.http.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1})
+    assert ours.status_code == theirs.status_code == 200
+    with as_key(server, make_key(server, make_user(server, "team_auditor", team))) as auditor:
+        for params in ({"since": started}, {"since": started, "team": "default"}):  # asking for another team changes nothing
+            records = auditor.get("/admin/v1/audit", params=params).json()["data"]
+            ids = {r.get("request_id") for r in records}
+            assert ours.headers["x-request-id"] in ids and theirs.headers["x-request-id"] not in ids
+            assert {r["team"] for r in records} == {team}
+        assert auditor.get("/admin/v1/audit", params={"limit": 0}).status_code == 422
+    with as_key(server, make_key(server, make_user(server, "auditor"))) as everyone:  # the global auditor sees both
+        ids = {r.get("request_id") for r in everyone.get("/admin/v1/audit", params={"since": started}).json()["data"]}
+        assert {ours.headers["x-request-id"], theirs.headers["x-request-id"]} <= ids
 
 
 def test_secrets_at_rest(server):
@@ -277,9 +298,9 @@ def test_audit_store_gone_means_nothing_is_served(tmp_path):
 
 
 def test_captured_bodies_are_encrypted_and_only_auditors_read_them(tmp_path):
-    from conftest import Server, make_key, make_user
+    from conftest import TEAM_AUDITOR, Server, make_key, make_user
 
-    srv = Server(tmp_path, {"audit": {"capture_bodies": True},
+    srv = Server(tmp_path, {"audit": {"capture_bodies": True}, "roles": {"team_auditor": TEAM_AUDITOR},
                             "models": [{"name": "m", "source": "embedded", "context": 256, "slots": 1}]}).start()
     try:
         r = srv.http.post("/v1/chat/completions", headers={"x-seekstack-important": "true"}, json={
@@ -293,6 +314,19 @@ def test_captured_bodies_are_encrypted_and_only_auditors_read_them(tmp_path):
         assert body["request"]["messages"][0]["content"] == "Patient Qian asks about dosage"
         assert body["response"] == "fine"
         assert srv.http.get(f"/admin/v1/audit/bodies/{rid}").status_code == 403  # not even the admin
+        # a team's own auditor reads its team's bodies; another team's look like missing ones
+        assert srv.http.post("/admin/v1/teams", json={"name": "ward7"}).status_code == 201
+        with as_key(srv, make_key(srv, make_user(srv, "api_consumer", "ward7"))) as member:
+            ours = member.post("/v1/chat/completions", json={"model": "m", "max_tokens": 2,
+                                                             "messages": [{"role": "user", "content": "Ward 7 note"}]})
+        assert ours.status_code == 200
+        with as_key(srv, make_key(srv, make_user(srv, "team_auditor", "ward7"))) as ward_auditor:
+            mine = ward_auditor.get(f"/admin/v1/audit/bodies/{ours.headers['x-request-id']}")
+            assert mine.status_code == 200 and mine.json()["request"]["messages"][0]["content"] == "Ward 7 note"
+            other, missing = (ward_auditor.get(f"/admin/v1/audit/bodies/{x}") for x in (rid, "req_nosuchrequest"))
+            assert other.status_code == missing.status_code == 404
+            assert other.json()["error"]["message"].replace(rid, "X") == \
+                missing.json()["error"]["message"].replace("req_nosuchrequest", "X")
         raw = b"".join(p.read_bytes() for p in (srv.key_path.parent / "audit").glob("bodies.db*"))
         assert b"dosage" not in raw and b"Qian" not in raw
         # retention runs on request too; it is audited and keeps the chain verifiable

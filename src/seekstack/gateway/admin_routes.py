@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import NotFoundError
-from ..governance.audit import read_records, verify_log
+from ..governance.audit import verify_log
 
 router = APIRouter(prefix="/admin/v1")
 
@@ -121,16 +120,11 @@ async def usage(request: Request, since: Optional[str] = None) -> dict:
 @router.get("/audit")
 async def audit_records(request: Request, since: Optional[float] = None, until: Optional[float] = None,
                         team: Optional[str] = None, key_id: Optional[str] = None, event: Optional[str] = None,
-                        limit: int = 1000) -> dict:
+                        limit: int = Query(1000, ge=1, le=10000)) -> dict:
     """Audit records (metadata only), oldest first; ``since``/``until`` are Unix times."""
-    audit = _gov(request).audit
     filters = {k: v for k, v in {"team": team, "key_id": key_id, "event": event}.items() if v}
-    records = []
-    for record in read_records(audit.path, since=since, until=until, filters=filters):
-        records.append(record)
-        if len(records) >= min(limit, 10000):
-            break
-    return {"object": "list", "data": records}
+    return {"object": "list", "data": _gov(request).audit_records(request.state.principal, since=since, until=until,
+                                                                  filters=filters, limit=limit)}
 
 
 @router.get("/audit/verify")
@@ -141,12 +135,7 @@ async def audit_verify(request: Request) -> dict:
 @router.get("/audit/bodies/{request_id}")
 async def audit_body(request_id: str, request: Request) -> dict:
     """A captured body, decrypted (auditors only; needs audit.capture_bodies)."""
-    vault = _gov(request).bodies
-    body = vault.read(request_id) if vault is not None else None
-    if body is None:
-        raise NotFoundError(f"no captured body for request {request_id!r}",
-                            fix="bodies are kept only with audit.capture_bodies: true, and only for their retention time")
-    return {"request_id": request_id, **body}
+    return _gov(request).audit_body(request.state.principal, request_id)
 
 
 @router.post("/retention/run")

@@ -124,7 +124,7 @@ class GuardMiddleware:
                 if meter.capture and meter.request_body is not None:
                     important = any(k == b"x-seekstack-important" and v.lower() in (b"1", b"true", b"yes")
                                     for k, v in scope["headers"])
-                    self.governance.bodies.store(request_id, {"request": meter.request_body,
+                    self.governance.bodies.store(request_id, {"request": meter.request_body, "team": principal.team,
                                                               "response": "".join(meter.response_parts)}, important)
             latency = self._finish(route, status, started, meter, state.get("error_code"), request_id, trace,
                                    principal, method)

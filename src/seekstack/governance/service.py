@@ -10,13 +10,14 @@ Tenant rules, enforced here once for the admin API and the CLI alike:
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import InvalidRequestError, NotFoundError, PermissionDeniedError
-from .audit import AuditLog
+from .audit import AuditLog, read_records
 from .bodies import BodyVault
 from .meter import Meter
 from .quotas import Limits, MemoryCounters, Quotas, RedisCounters
@@ -122,8 +123,36 @@ class Governance:
         return [r for r in rows if (r["scope"], r["name"]) in visible]
 
     def usage(self, caller: Principal, *, since_day: str | None = None) -> list[dict]:
+        if since_day is not None:
+            try:
+                datetime.date.fromisoformat(since_day)
+            except ValueError:
+                raise InvalidRequestError(f"since {since_day!r} is not a day", fix="use YYYY-MM-DD, e.g. 2026-11-01",
+                                          param="since") from None
         self.flush()
         return self.store.usage(team=None if caller.is_global else caller.team, since_day=since_day)
+
+    # ------------------------------------------------------------ reading the audit log
+    def audit_records(self, caller: Principal, *, since: float | None = None, until: float | None = None,
+                      filters: dict[str, str] | None = None, limit: int = 1000) -> list[dict]:
+        """Audit records, oldest first; a ``team``-scoped caller reads only its own team's."""
+        filters = dict(filters or {})
+        if not caller.is_global:
+            filters["team"] = caller.team
+        records = []
+        for record in read_records(self.audit.path, since=since, until=until, filters=filters):
+            records.append(record)
+            if len(records) >= limit:
+                break
+        return records
+
+    def audit_body(self, caller: Principal, request_id: str) -> dict:
+        """A captured request and answer, decrypted; another team's answers like one that does not exist."""
+        body = self.bodies.read(request_id) if self.bodies is not None else None
+        if body is None or not caller.sees_team(body.get("team")):
+            raise NotFoundError(f"no captured body for request {request_id!r}",
+                                fix="bodies are kept only with audit.capture_bodies: true, and only for their retention time")
+        return {"request_id": request_id, **{k: v for k, v in body.items() if k != "team"}}
 
     def bootstrap(self) -> str | None:
         """With no key at all: create the admin user and key, write it to a 0600 file, return it (once)."""
