@@ -148,6 +148,14 @@ def test_a_404_is_a_clear_error_and_leaves_nothing(store, files, tmp_path):
     assert result.returncode == 1 and "was not found (HTTP 404)" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_url_scheme_we_do_not_fetch_is_named(store):
+    for source in ("ftp://mirror.example/model.gguf", "s3://bucket/model.gguf"):
+        with pytest.raises(InvalidRequestError, match=r"is not supported") as info:
+            pull(store, source, options=FAST)
+        assert source.partition("://")[0] + "://" in info.value.message and "https://" in info.value.fix
+    assert store.names() == []
+
+
 def test_hf_pull_pins_the_commit_and_keeps_split_gguf_together(store, files):
     part1, part2 = tiny_gguf("p1", os.urandom(100_000)), tiny_gguf("p2", os.urandom(100_000))
     files.repos["org/big"] = {"big-00001-of-00002.gguf": part1, "big-00002-of-00002.gguf": part2, "README.md": b"hi"}

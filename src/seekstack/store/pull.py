@@ -95,6 +95,10 @@ def plan_source(source: str, options: PullOptions, client: httpx.Client) -> tupl
         if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise InvalidRequestError("plain http is only accepted from this machine", fix="use https://")
         return [Remote(safe_relpath(name), source)], None, Path(name).stem
+    if "://" in source:  # a URL, but not one we fetch (ftp://, s3://, file:// …)
+        raise InvalidRequestError(f"cannot pull {source!r}: {source.partition('://')[0]}:// is not supported",
+                                  fix="use https://URL, hf:ORG/REPO[@REV][:GLOB], modelscope:ORG/REPO, a catalog "
+                                      "NAME:QUANT, or `seekstack import PATH` for a file already here")
     if ":" in source and not source.startswith(("/", ".")):
         from ..planner.catalog import catalog_source
 
