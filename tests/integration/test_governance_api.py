@@ -133,8 +133,10 @@ def test_tenants_cannot_reach_each_other(server):
         rows = a.get("/admin/v1/usage").json()["data"]
         assert rows and {r["team"] for r in rows} == {team_a}
     assert team_b in {r["team"] for r in server.http.get("/admin/v1/usage").json()["data"]}  # B's usage exists
-    bad = server.http.get("/admin/v1/usage", params={"since": "last week"})
-    assert bad.status_code == 400 and "YYYY-MM-DD" in bad.json()["error"]["message"]
+    for since in ("last week", "20261101"):  # the table's days are YYYY-MM-DD: anything else would match wrongly
+        bad = server.http.get("/admin/v1/usage", params={"since": since})
+        assert bad.status_code == 400 and "YYYY-MM-DD" in bad.json()["error"]["message"]
+    assert server.http.get("/admin/v1/usage", params={"since": "2026-11-01"}).status_code == 200
 
 
 def test_a_team_scoped_auditor_reads_only_its_own_teams_audit_records(server):

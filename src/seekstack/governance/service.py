@@ -125,7 +125,8 @@ class Governance:
     def usage(self, caller: Principal, *, since_day: str | None = None) -> list[dict]:
         if since_day is not None:
             try:
-                datetime.date.fromisoformat(since_day)
+                if datetime.date.fromisoformat(since_day).isoformat() != since_day:  # 20261101, 2026-W48 …
+                    raise ValueError(since_day)
             except ValueError:
                 raise InvalidRequestError(f"since {since_day!r} is not a day", fix="use YYYY-MM-DD, e.g. 2026-11-01",
                                           param="since") from None
