@@ -205,6 +205,17 @@ def test_huge_prompt_does_not_stall(client, server, schema):
     assert client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices
 
 
+def test_embedding_input_longer_than_context_is_400_with_both_numbers(client, server, schema):
+    # llama.cpp answers an over-long embedding input with HTTP 500 ("increase the physical batch
+    # size"): the gateway checks it first, like a prompt, for text and for token ids.
+    for text in ("word " * 2000, ["short", "word " * 700], list(range(1, 700)), [[1, 2], list(range(1, 700))]):
+        r = server.http.post("/v1/embeddings", json={"model": "smollm2-135m-embed", "input": text})
+        err = assert_error(r, 400, schema, "context length is 512 tokens")
+        assert err["code"] == "context_length_exceeded" and err["param"] == "input"
+        assert int(err["message"].split("the prompt is ")[1].split(" ")[0]) > 512
+    assert client.embeddings.create(model="smollm2-135m-embed", input="still here").data  # and it keeps serving
+
+
 def test_max_tokens_beyond_context_is_400(server, schema):
     r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 100_000})
     err = assert_error(r, 400, schema, "max_tokens is 100000", "2048")

@@ -54,6 +54,24 @@ async def parse_body(request: Request, model: type[BaseModel]) -> tuple[dict[str
         raise ValidationFailed(f"{param}: {first['msg']}{more}", param=param) from None
 
 
+def longest_input(value: str | list) -> tuple[int, Callable[[], Awaitable[str]] | None]:
+    """A completions prompt or embeddings input — a string, strings, token ids or lists of them —
+    as (an upper bound of its longest item in tokens, how to render that item for tokenizing;
+    None when the bound is exact: token ids)."""
+    items = value if isinstance(value, list) and value and not isinstance(value[0], int) else [value]
+    ids = [item for item in items if isinstance(item, list)]
+    texts = [item for item in items if isinstance(item, str)]
+    longest_ids = max((len(item) for item in ids), default=0)
+    longest = max(texts, key=lambda t: len(t.encode("utf-8")), default="")
+    text_bound = len(longest.encode("utf-8")) + PER_MESSAGE_SLACK if texts else 0
+    if longest_ids >= text_bound:
+        return longest_ids, None
+
+    async def render() -> str:
+        return longest
+    return text_bound, render
+
+
 def text_bytes(content: Any) -> int:
     if isinstance(content, str):
         return len(content.encode("utf-8"))
@@ -131,16 +149,7 @@ class InferenceService:
             raise UnsupportedError(f"model {req.model!r} does not serve completions", param="model")
         self._apply_defaults(body, caps)
         redactor = self._redactor(request, req.model, body)
-        prompt = req.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
-            bound, render = len(prompt), None
-        else:
-            texts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
-            longest = max(texts, key=lambda t: len(t.encode("utf-8")), default="")
-            bound = len(longest.encode("utf-8")) + PER_MESSAGE_SLACK
-
-            async def render() -> str:
-                return longest
+        bound, render = longest_input(req.prompt)
         await self._check_context(req.model, caps, bound, req.completion_budget(), "prompt", render)
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
@@ -164,6 +173,8 @@ class InferenceService:
         if not caps.embeddings:
             raise UnsupportedError(f"model {req.model!r} does not serve embeddings",
                                    fix="set `embeddings: true` for it in seekstack.yaml", param="model")
+        bound, render = longest_input(req.input)  # each input is embedded on its own: the longest must fit
+        await self._check_context(req.model, caps, bound, None, "input", render)
         data = shape_embeddings(await self._post(request, req.model, "/v1/embeddings", body), req.model)
         request.state.meter.add_usage(data.get("usage"))
         return json_response(data)
