@@ -79,6 +79,11 @@ def test_run_unknown_model_is_one_line(server):
     assert_one_line_error(result, "HTTP 404", "available models")
 
 
+def test_run_refuses_a_max_tokens_below_one(server):
+    result = cli("run", "smollm2-135m", "hi", *as_operator(server), "--max-tokens", "0")  # 0 meant "no limit"
+    assert result.returncode == 2 and "--max-tokens" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_ps_without_server_is_one_line():
     result = cli("ps", "--url", "http://127.0.0.1:9")
     assert_one_line_error(result, "cannot reach seekstack", "seekstack serve")

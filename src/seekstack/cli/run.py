@@ -21,7 +21,7 @@ def run(
     prompt: Optional[str] = typer.Argument(None, help="Ask once and exit (default: interactive chat; piped stdin is one prompt)."),
     url: Optional[str] = UrlOption,
     config: Optional[Path] = ConfigOption,
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest answer, in tokens."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Longest answer, in tokens."),
     key: Optional[str] = ApiKeyOption,
 ) -> None:
     """Chat with MODEL on a running `seekstack serve` (type /bye or Ctrl-D to leave)."""
@@ -48,7 +48,7 @@ def run(
 def _turn(gateway: GatewayClient, model: str, history: list[dict], text: str, max_tokens: Optional[int]) -> None:
     history.append({"role": "user", "content": text})
     body: dict = {"model": model, "messages": history, "stream": True}
-    if max_tokens:
+    if max_tokens is not None:
         body["max_tokens"] = max_tokens
     answer = []
     in_reasoning = False
