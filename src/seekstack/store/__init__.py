@@ -13,6 +13,9 @@ __all__ = ["Store", "Manifest", "FileEntry", "Verdict", "open_store", "resolve_m
            "verify"]
 
 
+VERIFY_FIX = "run `seekstack verify NAME` for details; re-pull or re-import a changed model"
+
+
 def open_store(settings: Settings) -> Store:
     return Store(Path(settings.store.path).expanduser() if settings.store.path else settings.state_path / "models")
 
@@ -27,14 +30,13 @@ def resolve_models(settings: Settings) -> list[str]:
     if problems:
         raise ConfigError("cannot serve: " + "; ".join(problems) if len(problems) == 1
                           else "cannot serve:\n  " + "\n  ".join(problems),
-                          fix="run `seekstack verify NAME` for details; re-pull or re-import a changed model")
+                          fix=VERIFY_FIX)
     return lines
 
 
 def store_problems(settings: Settings) -> list[str]:
     """What :func:`resolve_models` would refuse, one line each (for `seekstack config check`)."""
-    return [problem if " — " in problem else f"{problem} — run `seekstack verify NAME` for details; "
-            "re-pull or re-import a changed model" for problem in _resolve(settings)[1]]
+    return [problem if " — " in problem else f"{problem} — {VERIFY_FIX}" for problem in _resolve(settings)[1]]
 
 
 def _resolve(settings: Settings) -> tuple[list[str], list[str]]:
