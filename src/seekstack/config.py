@@ -72,6 +72,7 @@ class AuditConfig(_Section):
     bodies_days: int = Field(90, ge=1, description="Days captured bodies are kept.")
     important_bodies_days: int = Field(180, ge=1, description="Days bodies of requests marked `x-seekstack-important: true` are kept.")
     data_key_rotation_hours: float = Field(72, gt=0, description="A new body-encryption data key after this many hours; old ones stay to decrypt.")
+    max_bytes: int | None = Field(10 * 2**30, ge=1 << 20, description="Size budget of the audit store (bytes the records take). At it, requests are refused (fail-closed) until retention or an operator frees room; the `SeekstackAuditStoreFilling` alert fires at 80 %. `null`: no budget.")
 
     @field_validator("retention_days")
     @classmethod

@@ -87,16 +87,17 @@ def secrets_check(settings: Settings) -> list[Check]:
 
 
 def audit_check(settings: Settings) -> list[Check]:
-    from .governance.audit import verify_log
+    from .governance.audit_verify import verify_log
     from .governance.service import audit_dir
 
     directory = audit_dir(settings)
-    if not (directory / "audit.db").exists():
+    if not (directory / "audit.db").exists() and not (directory / "audit-chain.key").exists():
         return [Check("audit", OK, "no audit log yet (made on first serve)")]
     verdict = verify_log(directory)
     if verdict.ok:
         return [Check("audit", OK, f"chain intact: {verdict.records} records, {verdict.checkpoints} signed checkpoint(s)")]
-    return [Check("audit", FAIL, f"first bad record #{verdict.first_bad}: {verdict.problem}",
+    where = f"first bad record #{verdict.first_bad}: " if verdict.first_bad is not None else ""
+    return [Check("audit", FAIL, f"{where}{verdict.problem}",
                   "keep a copy as evidence; see docs/security.md")]
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from seekstack.errors import AuditUnavailableError
 from seekstack.governance import audit as audit_mod
-from seekstack.governance.audit import AuditLog, read_records, verify_log
+from seekstack.governance.audit import AuditLog, read_records
+from seekstack.governance.audit_verify import verify_log
 
 
 def fill(directory, n: int, checkpoint_every: int = 10) -> AuditLog:
@@ -39,7 +40,7 @@ def db(directory):
 def test_intact_log_verifies_with_checkpoints(audit_dir):
     fill(audit_dir, 25).close()
     verdict = verify_log(audit_dir)
-    assert verdict.ok and verdict.records == 25 and verdict.checkpoints == 3  # at 10, 20 and at close (25)
+    assert verdict.ok and verdict.records == 25 and verdict.checkpoints == 4  # at 1, 10, 20 and at close (25)
     assert [r["seq"] for r in read_records(audit_dir / "audit.db")] == list(range(1, 26))
 
 
@@ -177,3 +178,165 @@ def test_retention_never_deletes_the_head(audit_dir):
     assert log.purge(_time.time() + 10) == 2  # all are "old", but the newest stays to carry the chain
     log.close()
     assert verify_log(audit_dir).ok
+
+
+# ---------------------------------------------------------------- tampering that needs no key (issue 15)
+def test_an_edited_time_index_is_detected_and_retention_deletes_nothing_by_it(audit_dir):
+    """The ts column is only an index: editing it to make records look old neither fools verify
+    nor makes retention delete them (it deletes by the chained time, and stops at a bad record)."""
+    import time as _time
+
+    log = fill(audit_dir, 30)
+    db(audit_dir).execute("UPDATE records SET ts = 0 WHERE seq <= 25")
+    verdict = verify_log(audit_dir)
+    assert not verdict.ok and verdict.first_bad == 1 and "time" in verdict.problem
+    with pytest.raises(audit_mod.AuditTamperedError):
+        log.purge(_time.time() - 184 * 86400)
+    assert db(audit_dir).execute("SELECT COUNT(*) FROM records").fetchone()[0] == 30
+    log.close()
+
+
+def test_an_edited_record_time_is_found_even_with_its_index(audit_dir):
+    fill(audit_dir, 12).close()
+    conn = db(audit_dir)
+    data = json.loads(conn.execute("SELECT data FROM records WHERE seq = 4").fetchone()[0])
+    data["ts"] = 0
+    conn.execute("UPDATE records SET data = ?, ts = 0 WHERE seq = 4", (audit_mod.canonical(data),))
+    verdict = verify_log(audit_dir)
+    assert not verdict.ok and verdict.first_bad == 4 and "edited" in verdict.problem
+
+
+def test_tail_trimmed_with_its_checkpoint_rows_is_found_by_the_checkpoint_file(audit_dir):
+    fill(audit_dir, 25).close()
+    conn = db(audit_dir)
+    conn.execute("DELETE FROM records WHERE seq > 12")
+    conn.execute("DELETE FROM checkpoints WHERE count > 12")
+    verdict = verify_log(audit_dir)
+    assert not verdict.ok and "truncated" in verdict.problem and verdict.first_bad == 13
+
+
+def test_deleted_checkpoint_rows_are_found(audit_dir):
+    fill(audit_dir, 25).close()
+    db(audit_dir).execute("DELETE FROM checkpoints")
+    verdict = verify_log(audit_dir)
+    assert not verdict.ok and "missing from the database" in verdict.problem
+
+
+@pytest.mark.parametrize("what", ["rows", "database", "checkpoint file", "both"])
+def test_an_emptied_or_deleted_log_is_found(audit_dir, what):
+    fill(audit_dir, 25).close()
+    if what in ("rows",):
+        conn = db(audit_dir)
+        for table in ("records", "checkpoints", "anchor"):
+            conn.execute(f"DELETE FROM {table}")
+    if what in ("database", "both"):
+        for suffix in ("", "-wal", "-shm"):
+            (audit_dir / f"audit.db{suffix}").unlink(missing_ok=True)
+    if what in ("checkpoint file", "both"):
+        (audit_dir / "audit-checkpoints.jsonl").unlink()
+    verdict = verify_log(audit_dir)
+    assert not verdict.ok and verdict.problem, verdict
+
+
+def test_a_missing_chain_key_is_an_error_never_a_new_key(audit_dir):
+    from seekstack.errors import AuditUnavailableError
+
+    fill(audit_dir, 5).close()
+    (audit_dir / "audit-chain.key").unlink()
+    verdict = verify_log(audit_dir)
+    assert not verdict.ok and "chain key" in verdict.problem
+    assert not (audit_dir / "audit-chain.key").exists()  # verify made none
+    with pytest.raises(AuditUnavailableError, match="audit-chain.key is missing"):
+        AuditLog(audit_dir)  # nor does the writer
+    assert not (audit_dir / "audit-chain.key").exists()
+
+
+def test_a_shipped_copy_of_the_log_stream_finds_a_trim_the_local_files_hide(audit_dir, tmp_path_factory):
+    """Someone who trims the tail and the checkpoint file alike is caught by the copy shipped off the machine."""
+    fill(audit_dir, 25).close()
+    shipped = tmp_path_factory.mktemp("worm") / "gateway.log"
+    lines = (audit_dir / "audit-checkpoints.jsonl").read_text().splitlines()
+    shipped.write_text("".join(json.dumps({"level": "info", "logger": "seekstack.audit", "audit_checkpoint": json.loads(l)}) + "\n"
+                               for l in lines))
+    conn = db(audit_dir)
+    conn.execute("DELETE FROM records WHERE seq > 9")
+    conn.execute("DELETE FROM checkpoints WHERE count > 9")
+    (audit_dir / "audit-checkpoints.jsonl").write_text("\n".join(lines[:2]) + "\n")  # genesis and the checkpoint at 1
+    assert verify_log(audit_dir).ok  # the local files agree with each other ...
+    verdict = verify_log(audit_dir, external=shipped)
+    assert not verdict.ok and "shipped" in verdict.problem and verdict.first_bad == 10  # ... the shipped copy does not
+
+
+def test_checkpoints_reach_the_log_stream(audit_dir, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="seekstack.audit"):
+        fill(audit_dir, 3).close()
+    entries = [r.audit_checkpoint for r in caplog.records if hasattr(r, "audit_checkpoint")]
+    assert [e["kind"] for e in entries] == ["genesis", "checkpoint", "checkpoint"] and entries[-1]["count"] == 3
+
+
+def test_retention_proves_what_it_deleted(audit_dir):
+    import time as _time
+
+    log = AuditLog(audit_dir)
+    old = _time.time() - 200 * 86400
+
+    async def write():
+        for i in range(12):
+            await log.append({"event": "request", "n": i, "ts": old + i if i < 8 else _time.time()})
+
+    asyncio.run(write())
+    plan = log.retention_plan(_time.time() - 184 * 86400)
+    proof = log.apply_retention(plan)
+    assert proof["deleted"] == 8 and proof["first_seq"] == 1 and proof["last_seq"] == 8
+    log.close()
+    entries = [json.loads(l) for l in (audit_dir / "audit-checkpoints.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "retention" and e["count"] == 8 and e["head"] == proof["last_mac"] for e in entries)
+    assert verify_log(audit_dir).ok
+    # rolling the anchor back (to hide that records are missing) is found
+    conn = db(audit_dir)
+    conn.execute("DELETE FROM anchor")
+    assert not verify_log(audit_dir).ok
+
+
+def test_an_unwritable_store_refuses_then_recovers_by_itself(audit_dir, monkeypatch):
+    """Disk full, I/O error: requests are refused, logged once, and served again once the store takes writes."""
+    log = fill(audit_dir, 3)
+    monkeypatch.setattr(audit_mod, "RETRY_SECONDS", 0.0)
+    real = log._write
+    failing = {"on": True}
+
+    def write(records):
+        if failing["on"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        real(records)
+
+    log._write = write
+
+    async def attempt():
+        await log.append({"event": "request"})
+
+    for _ in range(3):
+        with pytest.raises(AuditUnavailableError):
+            asyncio.run(attempt())
+    assert log.unavailable == "OperationalError: database or disk is full"  # one line, not nested
+    failing["on"] = False
+    asyncio.run(attempt())
+    assert log.unavailable is None and log.seq == 4
+    log.close()
+    assert verify_log(audit_dir).ok
+
+
+def test_over_its_size_budget_the_store_refuses(audit_dir, monkeypatch):
+    log = fill(audit_dir, 3)
+    log.max_bytes = 1 << 20
+    monkeypatch.setattr(log, "used_bytes", lambda: 2 << 20)
+
+    async def attempt():
+        await log.append({"event": "request"})
+
+    with pytest.raises(AuditUnavailableError):
+        asyncio.run(attempt())
+    assert "budget" in log.unavailable
+    log.close()

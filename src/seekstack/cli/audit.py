@@ -13,7 +13,8 @@ import typer
 
 from ..config import load_settings
 from ..errors import ConfigError, InvalidRequestError
-from ..governance.audit import read_records, verify_log
+from ..governance.audit import read_records
+from ..governance.audit_verify import verify_log
 from ..governance.service import audit_dir
 from .common import ConfigOption, JsonOption, console, output_file
 
@@ -23,21 +24,26 @@ out = console()
 
 def _directory(config: Optional[Path]) -> Path:
     directory = audit_dir(load_settings(config))
-    if not (directory / "audit.db").exists():
+    if not (directory / "audit.db").exists() and not (directory / "audit-chain.key").exists():
         raise ConfigError(f"no audit log at {directory}", fix="pass the --config that `serve` uses (its state_dir)")
     return directory
 
 
 @app.command("verify")
-def verify(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) -> None:
-    """Check every record's chain mac, the sequence, and the signed checkpoints; name the first bad record."""
-    verdict = verify_log(_directory(config))
+def verify(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption,
+           shipped: Optional[Path] = typer.Option(None, "--checkpoints", help="A copy of the gateway's log stream (or of "
+                                                  "audit-checkpoints.jsonl) kept off this machine: the log must reach "
+                                                  "every checkpoint in it.")) -> None:
+    """Check every record's chain mac, the sequence, and the signed checkpoints in the database, the
+    checkpoint file and (with --checkpoints) a shipped copy; name the first bad record."""
+    verdict = verify_log(_directory(config), external=shipped)
     if as_json:
         print(json.dumps(verdict.__dict__, indent=2))
     elif verdict.ok:
         out.print(f"ok: {verdict.records} records, chain intact, {verdict.checkpoints} signed checkpoint(s) valid")
     if not verdict.ok:
-        raise InvalidRequestError(f"audit log tampered: first bad record is #{verdict.first_bad}: {verdict.problem}",
+        where = f"first bad record is #{verdict.first_bad}: " if verdict.first_bad is not None else ""
+        raise InvalidRequestError(f"audit log tampered: {where}{verdict.problem}",
                                   fix="keep this copy as evidence; compare with an exported copy or backup")
 
 

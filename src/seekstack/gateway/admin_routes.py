@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+import anyio
+
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..governance.audit import verify_log
+from ..governance.audit_verify import verify_log
 
 router = APIRouter(prefix="/admin/v1")
 
@@ -129,7 +131,8 @@ async def audit_records(request: Request, since: Optional[float] = None, until: 
 
 @router.get("/audit/verify")
 async def audit_verify(request: Request) -> dict:
-    return verify_log(_gov(request).audit.path.parent).__dict__
+    verdict = await anyio.to_thread.run_sync(verify_log, _gov(request).audit.path.parent)
+    return verdict.__dict__
 
 
 @router.get("/audit/bodies/{request_id}")
@@ -141,4 +144,4 @@ async def audit_body(request_id: str, request: Request) -> dict:
 @router.post("/retention/run")
 async def retention_run(request: Request) -> dict:
     """Apply the retention policy now (it also runs daily); returns what was deleted."""
-    return _gov(request).run_retention()
+    return await _gov(request).run_retention()

@@ -79,7 +79,7 @@ async def _retention_daily(governance: Governance, first_after: float = 60.0) ->
     await asyncio.sleep(first_after)
     while True:
         try:
-            governance.run_retention()
+            await governance.run_retention()
         except Exception:  # a failed purge must not stop the gateway; the next run retries
             logging.getLogger("seekstack.governance").exception("retention run failed")
         await asyncio.sleep(86400)

@@ -1,30 +1,35 @@
-"""The audit log: fail-closed, tamper-evident, group-committed.
+"""The audit log: fail-closed, tamper-evident, group-committed, recovering by itself.
 
-Records live in SQLite (``<state_dir>/audit.db``, WAL, 0600), one row per record:
-``seq`` (1, 2, 3 … with no gaps), the record as canonical JSON, and
-``mac = HMAC-SHA256(chain key, previous mac ‖ record)``. Every ``CHECKPOINT_EVERY`` records
-(and at shutdown) a checkpoint — count and head mac — is signed with Ed25519. So:
+Records live in SQLite (``<audit dir>/audit.db``, WAL, 0600), one row per record:
+``seq`` (1, 2, 3 … with no gaps), the record as canonical JSON — every field, its time
+included — and ``mac = HMAC-SHA256(chain key, previous mac ‖ record)``. The ``ts`` column
+is only an index: whatever reads or deletes by time checks it against the record's own.
 
-- an edited record breaks its own mac; a reordered one breaks the chain at that point;
-- a deleted record leaves a gap in ``seq``;
-- a truncated tail falls short of the last signed checkpoint.
+Checkpoints (count and head mac, signed with Ed25519) are written at the first record,
+every ``CHECKPOINT_EVERY`` records or ``CHECKPOINT_SECONDS``, and at shutdown — into the
+database *and* outside it (:mod:`.checkpoints`: an append-only file and the log stream).
+``audit_verify.verify_log`` checks records against both, so deleting a tail together with
+its checkpoint rows, or the whole database, is found. Keys are 0600 files beside the
+database (``audit-chain.key``, ``audit-signing.key``); ``audit-signing.pub`` lets anyone
+check signatures. A missing key is never made anew over an existing log.
 
-``verify_log()`` names the first bad record. Keys are 0600 files beside the database
-(``audit-chain.key``, ``audit-signing.key``); ``audit-signing.pub`` lets anyone check
-checkpoints. Someone holding both private keys could rewrite history: copy the public key
-and checkpoints off the machine (``seekstack audit export``) to close that gap.
+Retention deletes only a prefix of the chain whose records it has verified, by their covered
+time, and proves what it deleted: a signed anchor (last seq and mac), the same in the
+checkpoint file, and a chained ``retention`` record with the count and first and last macs.
 
 Fail-closed: :meth:`AuditLog.append` returns only once the record is committed, and raises
-:class:`~seekstack.errors.AuditUnavailableError` (503) when it cannot be — the gateway then
-serves nothing. Records arriving in the same event-loop turn share one transaction (group
-commit). The writer also refuses when the database file was removed or replaced under it.
+:class:`~seekstack.errors.AuditUnavailableError` (503) when it cannot be. Records arriving
+in the same event-loop turn share one transaction (group commit). While the store cannot be
+written — disk full, I/O errors, over ``max_bytes`` — every request is refused, ``unavailable``
+says why (``/readyz`` reports it), and a write is tried again at most once a second: when it
+succeeds, service resumes by itself. The state changes are logged once each. A database file
+removed or replaced under the writer stays refused until an operator restarts it.
 Records carry metadata only — never prompt or completion text, never PII values.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
@@ -37,18 +42,23 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AuditUnavailableError
+from . import checkpoints
+from .checkpoints import CheckpointFile, Entry
 from .keys import write_secret_file
 from .sqlite import open_private, open_readonly, transaction
 
 log = logging.getLogger("seekstack.audit")
 
 CHECKPOINT_EVERY = 1000
+CHECKPOINT_SECONDS = 60.0
+RETRY_SECONDS = 1.0      # while the store is unavailable, a write is tried again at most this often
+BUDGET_CHECK_SECONDS = 1.0
 GENESIS = "0" * 64
+KEY_FILES = ("audit-chain.key", "audit-signing.key", "audit-signing.pub")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, data TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (count INTEGER PRIMARY KEY, head TEXT NOT NULL, ts REAL NOT NULL, sig TEXT NOT NULL);
@@ -67,27 +77,31 @@ def chain(key: bytes, previous: str, data: str) -> str:
     return hmac.new(key, previous.encode() + data.encode(), hashlib.sha256).hexdigest()
 
 
-def checkpoint_message(count: int, head: str) -> bytes:
-    return f"seekstack-audit-checkpoint:{count}:{head}".encode()
-
-
-def anchor_message(seq: int, mac: str) -> bytes:
-    return f"seekstack-audit-anchor:{seq}:{mac}".encode()
+class AuditKeyError(AuditUnavailableError):
+    """A key of an existing audit log is missing: making a new one would hide the old log."""
 
 
 @dataclass
 class AuditKeys:
     chain_key: bytes
-    signing: Ed25519PrivateKey
+    signing: Ed25519PrivateKey | None
     public: Ed25519PublicKey
 
     @classmethod
-    def load(cls, directory: Path) -> "AuditKeys":
-        chain_file, signing_file, public_file = (directory / n for n in ("audit-chain.key", "audit-signing.key", "audit-signing.pub"))
-        if not chain_file.exists():
-            write_secret_file(chain_file, os.urandom(32))
-        if not signing_file.exists():
-            write_secret_file(signing_file, Ed25519PrivateKey.generate().private_bytes_raw())
+    def load(cls, directory: Path, *, create: bool = False) -> "AuditKeys":
+        """The log's keys; made only when ``create`` (a new log), otherwise a missing one is an error."""
+        chain_file, signing_file, public_file = (directory / n for n in KEY_FILES)
+        if create:
+            if not chain_file.exists():
+                write_secret_file(chain_file, os.urandom(32))
+            if not signing_file.exists():
+                write_secret_file(signing_file, Ed25519PrivateKey.generate().private_bytes_raw())
+        missing = [f.name for f in (chain_file, signing_file) if not f.exists()]
+        if missing:
+            raise AuditKeyError(f"the audit log in {directory} exists but its {' and '.join(missing)} is missing, "
+                                "so it can be neither checked nor continued",
+                                fix="restore the key file from backup; to start a new log on purpose, move the "
+                                    "audit directory aside (keep it as evidence)")
         signing = Ed25519PrivateKey.from_private_bytes(signing_file.read_bytes())
         public = signing.public_key()
         if not public_file.exists():
@@ -95,18 +109,56 @@ class AuditKeys:
         return cls(chain_file.read_bytes(), signing, public)
 
 
+def _log_exists(directory: Path) -> bool:
+    return (directory / "audit.db").exists() or CheckpointFile(directory).exists()
+
+
 class AuditLog:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *, max_bytes: int | None = None):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = directory / "audit.db"
-        self.keys = AuditKeys.load(directory)
+        self.sidecar = CheckpointFile(directory)
+        fresh = not _log_exists(directory)
+        if fresh and (directory / KEY_FILES[0]).exists():
+            raise AuditKeyError(f"the audit keys in {directory} remain but the log they sign (audit.db, "
+                                f"{checkpoints.FILE_NAME}) is gone",
+                                fix="restore the log from backup; to start a new log on purpose, move the audit "
+                                    "directory aside (keep it as evidence)")
+        if not fresh and not self.sidecar.exists():
+            raise AuditUnavailableError(f"the audit log in {directory} has no {checkpoints.FILE_NAME}, the checkpoints "
+                                        "that vouch for it outside the database",
+                                        fix="restore the file from backup; to start a new log on purpose, move the "
+                                            "audit directory aside (keep it as evidence)")
+        self.keys = AuditKeys.load(directory, create=fresh)
         self.db = _open(self.path)
         self._inode = self.path.stat().st_ino
-        row = self.db.execute("SELECT seq, mac FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-        self.seq, self.head = (row[0], row[1]) if row else (0, GENESIS)
+        if fresh:
+            self.sidecar.append(self._entry("genesis", 0, GENESIS))
+        self.seq, self.head = self._stored_head()
+        row = self.db.execute("SELECT MAX(ts) FROM checkpoints").fetchone()
+        self._checkpointed_at = row[0] if row and row[0] is not None else time.time()
         self._pending: list[tuple[dict[str, Any], asyncio.Future | None]] = []
         self._flush_scheduled = False
-        self.broken: str | None = None
+        self.max_bytes = max_bytes
+        self._budget_checked_at = 0.0
+        self.unavailable: str | None = None  # why the store cannot be written now; None when it can
+        self.permanent = False               # the file was removed or replaced: only an operator restores it
+        self._retry_at = 0.0
+        self._refused = 0
+
+    @property
+    def broken(self) -> str | None:
+        return self.unavailable
+
+    def _stored_head(self) -> tuple[int, str]:
+        row = self.db.execute("SELECT seq, mac FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        if row:
+            return row[0], row[1]
+        anchor = self.db.execute("SELECT seq, mac FROM anchor WHERE id = 1").fetchone()
+        return (anchor[0], anchor[1]) if anchor else (0, GENESIS)
+
+    def _entry(self, kind: str, count: int, head: str) -> Entry:
+        return Entry(kind, count, head, time.time(), checkpoints.sign(self.keys.signing, kind, count, head))
 
     # ------------------------------------------------------------ writing
     async def append(self, record: dict[str, Any], *, alone: bool = False) -> None:
@@ -125,7 +177,7 @@ class AuditLog:
         await future
 
     def append_nowait(self, record: dict[str, Any]) -> None:
-        """Queue ``record``; a failure marks the log broken, which refuses every later request."""
+        """Queue ``record``; a failure makes the log unavailable, which refuses later requests until it recovers."""
         self._enqueue(record, None)
 
     def _enqueue(self, record: dict[str, Any], future: asyncio.Future | None) -> None:
@@ -148,24 +200,61 @@ class AuditLog:
                     future.set_exception(error)
 
     def _commit(self, records: list[dict[str, Any]]) -> AuditUnavailableError | None:
-        """Write ``records`` in one commit; if that fails the log is broken from now on, and the error is returned."""
+        """Write ``records`` in one commit, or return the error that refuses them.
+
+        While unavailable, a write is tried again only every RETRY_SECONDS (and never after
+        the file was removed or replaced); the others are refused at once."""
+        now = time.monotonic()
+        if self.unavailable is not None and (self.permanent or now < self._retry_at):
+            self._refused += len(records)
+            return _refusal()
         try:
+            self._check_file()
+            self._check_budget(now)
             self._write(records)
-        except Exception as exc:  # disk full, file removed, database locked …
-            self.broken = f"{type(exc).__name__}: {exc}"
-            log.error("audit log unavailable (%s); refusing requests until it is restored", self.broken)
-            return AuditUnavailableError("the audit log cannot be written, so the request was not served",
-                                         fix="an operator must restore the audit store; retry after Retry-After")
+        except Exception as exc:  # disk full, I/O error, over budget, file removed …
+            self._refused += len(records)
+            self._retry_at = now + RETRY_SECONDS
+            self.permanent = isinstance(exc, _StoreGone)
+            self._become_unavailable(_reason(exc))
+            return _refusal()
+        if self.unavailable is not None:
+            log.warning("audit log writable again after %s; serving requests (%d refused meanwhile)",
+                        self.unavailable, self._refused)
+            self.unavailable, self._refused = None, 0
         return None
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
-        if self.broken:
-            raise RuntimeError(self.broken)
+    def _become_unavailable(self, reason: str) -> None:
+        if reason != self.unavailable:  # logged once per change of state, never nested
+            log.error("audit log unavailable: %s; refusing requests until it can be written again", reason)
+            self.unavailable = reason
+
+    def _check_file(self) -> None:
         try:
             if os.stat(self.path).st_ino != self._inode:
-                raise RuntimeError("audit.db was replaced")
+                raise _StoreGone("audit.db was replaced")
         except FileNotFoundError:
-            raise RuntimeError("audit.db was removed") from None
+            raise _StoreGone("audit.db was removed") from None
+        if self.unavailable is not None:  # recovering: the chain goes on from what was committed
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self.seq, self.head = self._stored_head()
+
+    def _check_budget(self, now: float) -> None:
+        if self.max_bytes is None or (self.unavailable is None and now - self._budget_checked_at < BUDGET_CHECK_SECONDS):
+            return
+        self._budget_checked_at = now
+        used = self.used_bytes()
+        if used >= self.max_bytes:
+            raise _OverBudget(f"the audit store holds {used} bytes, its budget audit.max_bytes is {self.max_bytes}")
+
+    def used_bytes(self) -> int:
+        """Bytes the records take (free pages left by retention are reused, so they do not count)."""
+        pages, free, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size"))
+        wal = self.path.with_name(self.path.name + "-wal")
+        return (pages - free) * size + (wal.stat().st_size if wal.exists() else 0)
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
         seq, head, rows = self.seq, self.head, []
         now = time.time()
         for record in records:
@@ -174,50 +263,113 @@ class AuditLog:
             data = canonical(record)
             head = chain(self.keys.chain_key, head, data)
             rows.append((seq, record["ts"], data, head))
-        checkpoint = seq // CHECKPOINT_EVERY > self.seq // CHECKPOINT_EVERY
-        if len(rows) == 1 and not checkpoint:
+        checkpoint = (self.seq == 0 or seq // CHECKPOINT_EVERY > self.seq // CHECKPOINT_EVERY
+                      or now - self._checkpointed_at >= CHECKPOINT_SECONDS)
+        entry = self._entry("checkpoint", seq, head) if checkpoint else None
+        if len(rows) == 1 and entry is None:
             self.db.execute(INSERT, rows[0])  # autocommit: one statement is its own transaction
         else:
             with transaction(self.db):
                 self.db.executemany(INSERT, rows)
-                if checkpoint:
-                    self._checkpoint(seq, head)
+                if entry is not None:
+                    self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                                    (entry.count, entry.head, entry.ts, entry.sig))
         self.seq, self.head = seq, head
+        if entry is not None:
+            self._checkpointed_at = now
+            self.sidecar.append(entry)  # after the commit: the file never vouches for what the database lacks
 
-    def _checkpoint(self, count: int, head: str) -> None:
-        sig = base64.b64encode(self.keys.signing.sign(checkpoint_message(count, head))).decode()
-        self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", (count, head, time.time(), sig))
+    # ------------------------------------------------------------ retention
+    def retention_plan(self, before: float) -> "RetentionPlan | None":
+        """The verified prefix of records whose own (chained) time is before ``before``; never the head.
+
+        Reads through its own connection, so it may run in a worker thread; raises
+        :class:`AuditTamperedError` rather than delete anything past a record that fails its check."""
+        db = open_readonly(self.path)
+        try:
+            db.execute("BEGIN")
+            anchor = db.execute("SELECT seq, mac FROM anchor WHERE id = 1").fetchone()
+            head, expected = (anchor[1], anchor[0] + 1) if anchor else (GENESIS, 1)
+            first = last = None
+            rows = db.execute("SELECT seq, ts, data, mac FROM records WHERE seq < ? ORDER BY seq", (self.seq,))
+            for seq, ts, data, mac in rows:
+                record = json.loads(data)
+                head = chain(self.keys.chain_key, head, data)
+                if seq != expected or record.get("seq") != seq or record.get("ts") != ts or head != mac:
+                    raise AuditTamperedError(f"record {expected} fails its check; retention deleted nothing",
+                                             fix="run `seekstack audit verify` and keep this copy as evidence")
+                if not isinstance(record.get("ts"), (int, float)) or record["ts"] >= before:
+                    break
+                first = first or (seq, mac)
+                last, expected = (seq, mac), seq + 1
+            return None if last is None else RetentionPlan(first[0], first[1], last[0], last[1])
+        finally:
+            db.close()
+
+    def apply_retention(self, plan: "RetentionPlan") -> dict[str, Any]:
+        """Delete the planned prefix under a signed anchor, noted first in the checkpoint file; returns the proof."""
+        self._flush()
+        entry = self._entry("retention", plan.last_seq, plan.last_mac)
+        self.sidecar.append(entry)
+        with transaction(self.db):
+            self.db.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?, ?)",
+                            (entry.count, entry.head, entry.ts, entry.sig))
+            self.db.execute("DELETE FROM records WHERE seq <= ?", (plan.last_seq,))
+            self.db.execute("DELETE FROM checkpoints WHERE count <= ?", (plan.last_seq,))
+        return plan.proof()
 
     def purge(self, before: float) -> int:
-        """Delete the oldest records (those before ``before``) as a prefix of the chain.
-
-        The last deleted record's seq and mac become the signed *anchor* where verification
-        now starts, so retention never breaks ``verify``. Returns how many were deleted."""
-        self._flush()
-        row = self.db.execute("SELECT MAX(seq) FROM records WHERE ts < ?", (before,)).fetchone()
-        last = row[0] if row and row[0] is not None else None
-        if last is None:
-            return 0
-        last = min(last, self.seq - 1)  # never delete the head: the chain goes on from it
-        if last < 1 or self.db.execute("SELECT 1 FROM records WHERE seq = ?", (last,)).fetchone() is None:
-            return 0
-        mac = self.db.execute("SELECT mac FROM records WHERE seq = ?", (last,)).fetchone()[0]
-        sig = base64.b64encode(self.keys.signing.sign(anchor_message(last, mac))).decode()
-        with transaction(self.db):
-            first = self.db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
-            self.db.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?, ?)", (last, mac, time.time(), sig))
-            self.db.execute("DELETE FROM records WHERE seq <= ?", (last,))
-            self.db.execute("DELETE FROM checkpoints WHERE count <= ?", (last,))
-        return last - first + 1
+        """Retention in one call (tests and tools); the gateway plans in a worker thread. Returns the count deleted."""
+        plan = self.retention_plan(before)
+        return 0 if plan is None else self.apply_retention(plan)["deleted"]
 
     def close(self) -> None:
         self._flush()
-        if not self.broken and self.seq:
+        if self.unavailable is None and self.seq:
             try:
-                self._checkpoint(self.seq, self.head)
-            except sqlite3.Error as exc:
-                log.error("audit checkpoint at shutdown failed: %s", exc)
+                entry = self._entry("checkpoint", self.seq, self.head)
+                self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                                (entry.count, entry.head, entry.ts, entry.sig))
+                self.sidecar.append(entry)
+            except (sqlite3.Error, OSError) as exc:
+                log.error("audit checkpoint at shutdown failed: %s", type(exc).__name__)
         self.db.close()
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    first_seq: int
+    first_mac: str
+    last_seq: int
+    last_mac: str
+
+    def proof(self) -> dict[str, Any]:
+        return {"deleted": self.last_seq - self.first_seq + 1, "first_seq": self.first_seq, "first_mac": self.first_mac,
+                "last_seq": self.last_seq, "last_mac": self.last_mac}
+
+
+class AuditTamperedError(AuditUnavailableError):
+    """The log fails its own check where an operation needed it intact."""
+
+
+class _StoreGone(Exception):
+    pass
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _reason(exc: Exception) -> str:
+    """One line, whatever the exception: never the text of an earlier refusal nested inside."""
+    if isinstance(exc, (_StoreGone, _OverBudget)):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"[:200]
+
+
+def _refusal() -> AuditUnavailableError:
+    return AuditUnavailableError("the audit log cannot be written, so the request was not served",
+                                 fix="an operator must restore the audit store (see /readyz); retry after Retry-After")
 
 
 INSERT = "INSERT INTO records VALUES (?, ?, ?, ?)"
@@ -243,57 +395,5 @@ def read_records(path: Path, *, since: float | None = None, until: float | None 
             record = json.loads(data)
             if all(str(record.get(k)) == v for k, v in (filters or {}).items()):
                 yield record
-    finally:
-        db.close()
-
-
-@dataclass
-class Verdict:
-    ok: bool
-    records: int
-    checkpoints: int
-    first_bad: int | None = None
-    problem: str = ""
-
-
-def verify_log(directory: Path) -> Verdict:
-    """Walk the chain and the signed checkpoints; name the first bad record."""
-    keys = AuditKeys.load(directory)
-    db = open_readonly(directory / "audit.db")
-    try:
-        head, expected, count, macs = GENESIS, 1, 0, {}
-        anchor = db.execute("SELECT seq, mac, sig FROM anchor WHERE id = 1").fetchone()
-        if anchor is not None:  # retention removed records up to here; the signed anchor vouches for them
-            try:
-                keys.public.verify(base64.b64decode(anchor[2]), anchor_message(anchor[0], anchor[1]))
-            except (InvalidSignature, ValueError):
-                return Verdict(False, 0, 0, anchor[0], "the retention anchor has a bad signature")
-            head, expected, count = anchor[1], anchor[0] + 1, anchor[0]
-        for seq, data, mac in db.execute("SELECT seq, data, mac FROM records ORDER BY seq"):
-            if seq != expected:
-                return Verdict(False, count, 0, expected, f"record {expected} is missing (next present is {seq})")
-            try:
-                inner = json.loads(data).get("seq")
-            except ValueError:
-                inner = None
-            if inner != seq:
-                return Verdict(False, count, 0, seq, f"record {seq} carries sequence number {inner}: moved")
-            head = chain(keys.chain_key, head, data)
-            if not hmac.compare_digest(head, mac):
-                return Verdict(False, count, 0, seq, f"record {seq} does not match its chain mac: edited or reordered")
-            macs[seq] = mac
-            expected, count = seq + 1, count + 1
-        checkpoints = db.execute("SELECT count, head, sig FROM checkpoints ORDER BY count").fetchall()
-        for cp_count, cp_head, sig in checkpoints:
-            try:
-                keys.public.verify(base64.b64decode(sig), checkpoint_message(cp_count, cp_head))
-            except (InvalidSignature, ValueError):
-                return Verdict(False, count, len(checkpoints), cp_count, f"checkpoint at {cp_count} has a bad signature")
-            if cp_count > count:
-                return Verdict(False, count, len(checkpoints), count + 1,
-                               f"the log ends at record {count} but a signed checkpoint covers {cp_count}: truncated")
-            if macs.get(cp_count) != cp_head:
-                return Verdict(False, count, len(checkpoints), cp_count, f"record {cp_count} differs from its signed checkpoint")
-        return Verdict(True, count, len(checkpoints))
     finally:
         db.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+
+import anyio
 from pathlib import Path
 
 from ..config import Settings
@@ -39,7 +41,7 @@ class Governance:
         self.store = IdentityStore(state / "seekstack.db")
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
         self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
-        self.audit = AuditLog(audit_dir(settings))
+        self.audit = AuditLog(audit_dir(settings), max_bytes=settings.audit.max_bytes)
         self.bodies = BodyVault(audit_dir(settings), settings.audit.data_key_rotation_hours) \
             if settings.audit.capture_bodies else None
         self.admin_key_file = admin_key_path(settings)
@@ -65,15 +67,20 @@ class Governance:
             self.bodies.close()
 
     # ------------------------------------------------------------ retention
-    def run_retention(self) -> dict:
-        """Apply the retention policy now; the run is itself an audit record."""
+    async def run_retention(self) -> dict:
+        """Apply the retention policy now; the run is itself an audit record that proves what it deleted.
+
+        The records to delete are found and verified in a worker thread (a walk over the
+        oldest part of the chain); only the delete itself runs on the event loop."""
         now, a = time.time(), self.settings.audit
-        deleted = {"audit_records": self.audit.purge(now - a.retention_days * 86400),
+        plan = await anyio.to_thread.run_sync(self.audit.retention_plan, now - a.retention_days * 86400)
+        proof = self.audit.apply_retention(plan) if plan is not None else {"deleted": 0}
+        deleted = {"audit_records": proof["deleted"],
                    "bodies": self.bodies.purge(now - a.bodies_days * 86400, now - a.important_bodies_days * 86400)
                    if self.bodies is not None else 0}
-        self.audit.append_nowait({"event": "retention", "decision": "allow", "retention_days": a.retention_days,
-                                  "bodies_days": a.bodies_days, "important_bodies_days": a.important_bodies_days,
-                                  **deleted})
+        await self.audit.append({"event": "retention", "decision": "allow", "retention_days": a.retention_days,
+                                 "bodies_days": a.bodies_days, "important_bodies_days": a.important_bodies_days,
+                                 "bodies": deleted["bodies"], **proof})
         log.info("retention: %s", deleted)
         return deleted
 
