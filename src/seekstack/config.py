@@ -39,6 +39,12 @@ class TLSConfig(_Section):
     min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version accepted; 1.3 is preferred whenever the client offers it.")
 
 
+class SourceLimits(_Section):
+    failures_per_minute: int = Field(60, ge=1, description="Requests refused before authentication (no key, a wrong key, an unknown route) a client address may have in a sliding minute; past it, its requests without a valid key get 429 with Retry-After (a valid key is still served).")
+    audited_failures: int = Field(20, ge=1, description="Of those, how many a minute get an audit record each; the rest are counted into one `refusals` record per address, so a flood cannot fill the audit store.")
+    requests_per_second: float | None = Field(None, gt=0, description="Requests per second a client address may send at all, checked before its key (429 past it). Off by default: quotas limit each key.")
+
+
 class ServerConfig(_Section):
     host: str = Field("127.0.0.1", description="Address the gateway binds. Loopback by default; use 0.0.0.0 only behind auth and TLS.")
     port: int = Field(8800, ge=0, le=65535, description="TCP port of the gateway (0 picks a free one).")
@@ -47,6 +53,7 @@ class ServerConfig(_Section):
     tls: TLSConfig | None = Field(None, description="Serve HTTPS with this certificate and key.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level. Logs never contain prompt text.")
     log_format: Literal["json", "text"] = Field("json", description="`json`: one JSON object per line (with request_id and trace_id), for log shippers; `text`: for reading in a terminal.")
+    source_limits: SourceLimits = Field(default_factory=SourceLimits, description="Limits per client address, applied before authentication.")
     trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or networks (`10.0.0.0/8`) of reverse proxies in front of the gateway: only their `X-Forwarded-For` / `X-Forwarded-Proto` are believed, so the audit log records the real client. Empty (the default): those headers are ignored and the audit log records the connecting address, which no client can forge.")
 
     @field_validator("trusted_proxies")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import ssl
 from pathlib import Path
 from typing import Optional
@@ -12,11 +13,11 @@ from typing import Optional
 import typer
 import uvicorn
 
-from .. import __version__
+from .. import __version__, statelock
 from ..config import Settings, check_settings, load_settings
 from ..errors import ConfigError
 from ..gateway.app import build_app
-from ..governance.service import admin_key_path
+from ..governance.service import admin_key_path, audit_dir
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
 from ..planner.admission import admit, derive
 from ..planner.hardware import detect
@@ -24,6 +25,7 @@ from ..store import resolve_models
 from .common import console
 
 out = console()
+settings_lock: list[Path | None] = [None]  # this process's state lock, rewritten with the bound port
 
 
 def serve(
@@ -38,6 +40,8 @@ def serve(
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    # One writer per audit chain: gateways may share a state_dir only with an audit.dir each.
+    settings_lock[0] = statelock.hold(audit_dir(settings), host=settings.server.host, port=settings.server.port)
     for line in resolve_models(settings):  # store models: verified (fast check) and trusted, or refused
         out.print(f"[dim]{line}[/]", soft_wrap=True)
     problems = check_settings(settings)
@@ -109,6 +113,8 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
     ready = await app.state.supervisor.wait_ready(settings.supervisor.startup_timeout)
     freeze_startup_heap()
     sock = server.servers[0].sockets[0].getsockname()
+    if settings_lock[0] is not None:
+        statelock.record(settings_lock[0], pid=os.getpid(), host=sock[0], port=sock[1])
     scheme = "https" if settings.server.tls else "http"
     base = f"{scheme}://{_display_host(sock[0])}:{sock[1]}"
     model = settings.models[0].name

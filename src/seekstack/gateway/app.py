@@ -19,19 +19,23 @@ from .guard import GuardMiddleware
 from .errors import install_error_handlers
 from .inference import InferenceService
 from .limits import BodyLimitMiddleware
+from .sources import SourceGuard
 from .upstream import Upstream
 
 
 def build_app(settings: Settings, observability: Observability | None = None) -> FastAPI:
     governance = Governance(settings)
     observability = observability or Observability(settings)
+    limits = settings.server.source_limits
+    sources = SourceGuard(limits.failures_per_minute, limits.audited_failures, limits.requests_per_second)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.governance = governance
         app.state.bootstrap_key = governance.bootstrap() if settings.auth.enabled else None
-        flusher = asyncio.create_task(_flush_periodically(governance))
+        flusher = asyncio.create_task(_flush_periodically(governance, sources))
         retention = asyncio.create_task(_retention_daily(governance))
+        audit_watch = asyncio.create_task(_recover_audit(governance))
         http = EngineHTTP(read_timeout=settings.scheduler.timeout)
         supervisor = Supervisor(settings, http)
         router = Router(supervisor, settings.scheduler.policy)
@@ -47,6 +51,7 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
         finally:
             flusher.cancel()
             retention.cancel()
+            audit_watch.cancel()
             await supervisor.stop()
             await http.close()
             await governance.aclose()
@@ -63,15 +68,25 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
     app.add_middleware(openai_routes.OpenAIRoutes)  # innermost: the inference routes, without FastAPI's router
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled,
-                       observability=observability)  # outermost: before any body is read
+                       observability=observability, sources=sources)  # outermost: before any body is read
     return app
 
 
-async def _flush_periodically(governance: Governance, every: float = 10.0) -> None:
+async def _flush_periodically(governance: Governance, sources: SourceGuard, every: float = 10.0) -> None:
     """Write keys' last-used times and usage rows back in batches, off the request path."""
     while True:
         await asyncio.sleep(every)
         governance.flush()
+        for record in sources.summaries():  # refusals counted, not recorded one by one
+            governance.audit.append_nowait(record)
+
+
+async def _recover_audit(governance: Governance, every: float = 1.0) -> None:
+    """While the audit store cannot be written, try it again every second, with or without traffic."""
+    while True:
+        await asyncio.sleep(every)
+        if governance.audit.unavailable is not None:
+            governance.audit.try_recover()
 
 
 async def _retention_daily(governance: Governance, first_after: float = 60.0) -> None:

@@ -28,24 +28,27 @@ import time
 
 import anyio
 
-from ..errors import NotFoundError, RateLimitError, SeekstackError
+from ..errors import AuthenticationError, NotFoundError, RateLimitError, SeekstackError
 from ..governance import ANONYMOUS, Governance
 from ..governance.meter import Meter
 from ..governance.policy import OPEN_ROUTES, ROUTES, route_pattern
 from ..observability import Observability, stage
 from .errors import send_error
+from .sources import SourceGuard
 
 access_log = logging.getLogger("seekstack.access")
 # Request ids: a random tag per process start and a counter — unique, never reused, and no
 # system call per request (they need not be secret: they only join the two audit records).
 _PROCESS_TAG = secrets.token_hex(4)
 _REQUEST_NUMBERS = itertools.count()
+MAX_RECORDED_PATH = 256  # a request path is cut to this in audit records: a client chooses its length
 
 
 class GuardMiddleware:
-    def __init__(self, app, governance: Governance, enabled: bool, observability: Observability):
+    def __init__(self, app, governance: Governance, enabled: bool, observability: Observability, sources: SourceGuard):
         self.app = app
         self.governance = governance
+        self.sources = sources
         self.enabled = enabled
         self.metrics = observability.metrics
         self.tracing = observability.tracing
@@ -63,14 +66,19 @@ class GuardMiddleware:
         ids = [(b"x-request-id", request_id.encode())]
         if trace is not None:
             ids.append((b"x-trace-id", trace.trace_id.encode()))
-        record = {"event": "request", "request_id": request_id, "method": method, "endpoint": path,
-                  "ip": scope["client"][0] if scope.get("client") else None}
+        ip = scope["client"][0] if scope.get("client") else None
+        record = {"event": "request", "request_id": request_id, "method": method, "endpoint": bounded_path(path),
+                  "ip": ip}
         if trace is not None:
             record["trace_id"] = trace.trace_id
         principal = None
         audit = self.governance.audit
         self.governance.refresh_if_changed()
         try:
+            wait = self.sources.admit(ip)
+            if wait is not None:
+                raise RateLimitError("too many requests from this address", fix="slow down",
+                                     retry_after=max(1, round(wait + 0.5)), scope="source", limit="requests_per_second")
             with stage(trace, "authenticate"):
                 principal = self._principal(scope)
             record.update(key_id=principal.key_id, user=principal.user, team=principal.team, role=principal.role.name)
@@ -83,7 +91,12 @@ class GuardMiddleware:
             with stage(trace, "quota"):
                 admission = await self.governance.quotas.admit(principal.key_id, principal.user, principal.team)
         except SeekstackError as exc:
-            audit.append_nowait({**record, "decision": "deny", "reason": exc.code, "status": exc.status})
+            if principal is None:  # refused before authentication: bounded per source
+                exc = self._before_authentication(exc, ip)
+                if self.sources.refused(ip):
+                    audit.append_nowait({**record, "decision": "deny", "reason": exc.code, "status": exc.status})
+            else:
+                audit.append_nowait({**record, "decision": "deny", "reason": exc.code, "status": exc.status})
             if isinstance(exc, RateLimitError) and self.metrics is not None:
                 self.metrics.quota_rejected(exc.scope, exc.limit)
             self._finish(route, exc.status, started, None, exc.code, request_id, trace, principal, method)
@@ -132,7 +145,7 @@ class GuardMiddleware:
                 self.metrics.audit_write.observe(audit_wait)
             audit.append_nowait({
                 "event": "response", "request_id": request_id, "key_id": principal.key_id, "team": principal.team,
-                "endpoint": path, "model": meter.model, "status": status,
+                "endpoint": bounded_path(path), "model": meter.model, "status": status,
                 "prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
                 "reasoning_tokens": meter.reasoning_tokens, "pii": meter.pii or None,
                 "latency_ms": round(latency * 1000, 2)})
@@ -157,6 +170,15 @@ class GuardMiddleware:
             "latency_ms": round(latency * 1000, 2)})
         return latency
 
+    def _before_authentication(self, exc: SeekstackError, ip: str | None) -> SeekstackError:
+        """A source past its refusals a minute gets 429 for requests without a valid key."""
+        retry = self.sources.blocked(ip) if isinstance(exc, AuthenticationError) else None
+        if retry is None:
+            return exc
+        return RateLimitError("too many refused requests from this address", retry_after=retry,
+                              fix="send a valid API key; refused requests are limited per address",
+                              scope="source", limit="failures_per_minute")
+
     def _principal(self, scope):
         if not self.enabled:
             return ANONYMOUS
@@ -166,6 +188,10 @@ class GuardMiddleware:
                 authorization = value.decode("latin-1")
                 break
         return self.governance.auth.authenticate(authorization)
+
+
+def bounded_path(path: str) -> str:
+    return path if len(path) <= MAX_RECORDED_PATH else path[:MAX_RECORDED_PATH] + f"…(+{len(path) - MAX_RECORDED_PATH})"
 
 
 async def refuse(send, exc: SeekstackError, ids: list[tuple[bytes, bytes]]) -> None:

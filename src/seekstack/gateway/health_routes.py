@@ -17,9 +17,12 @@ async def healthz() -> dict:
 async def readyz(request: Request) -> JSONResponse:
     supervisor = request.app.state.supervisor
     models = {name: sum(r.routable for r in group) for name, group in supervisor.replicas.items()}
-    ready = all(models.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "healthy_replicas": models},
-                        status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
+    audit = request.app.state.governance.audit.unavailable  # fail-closed: nothing can be served
+    ready = all(models.values()) and audit is None
+    body = {"status": "ready" if ready else "not ready", "healthy_replicas": models}
+    if audit is not None:
+        body["audit"] = f"unavailable: {audit}"
+    return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
 
 
 @router.get("/admin/v1/replicas")

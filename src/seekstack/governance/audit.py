@@ -224,6 +224,19 @@ class AuditLog:
             self.unavailable, self._refused = None, 0
         return None
 
+    def try_recover(self) -> bool:
+        """While unavailable, try a write — a record of the outage itself; True once the store takes it.
+
+        Called periodically, so a gateway that a load balancer stopped sending requests to
+        (``/readyz`` says not ready) still comes back by itself."""
+        if self.unavailable is None:
+            return True
+        if self.permanent:
+            return False
+        self._flush()
+        return self._commit([{"event": "audit_outage", "decision": "allow", "reason": self.unavailable,
+                              "refused": self._refused}]) is None
+
     def _become_unavailable(self, reason: str) -> None:
         if reason != self.unavailable:  # logged once per change of state, never nested
             log.error("audit log unavailable: %s; refusing requests until it can be written again", reason)
@@ -376,7 +389,10 @@ INSERT = "INSERT INTO records VALUES (?, ?, ?, ?)"
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    return open_private(path, SCHEMA, "synchronous=NORMAL")  # autocommit; batches use transaction()
+    # Autocommit; batches use transaction(). The writer runs on the event loop and is the log's
+    # only writer: a lock held by another process fails the write at once (fail-closed, retried
+    # every second) instead of stalling every stream for the default five seconds.
+    return open_private(path, SCHEMA, "synchronous=NORMAL", busy_timeout=0.05)
 
 
 # ---------------------------------------------------------------- reading and verifying

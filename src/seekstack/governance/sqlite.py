@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Iterator
 
 
-def open_private(path: Path, schema: str, *pragmas: str) -> sqlite3.Connection:
-    """A connection in autocommit mode (use ``with transaction(db):`` for a transaction) to a 0600 database."""
+def open_private(path: Path, schema: str, *pragmas: str, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (use ``with transaction(db):`` for a transaction) to a 0600 database.
+
+    ``busy_timeout``: how long a write waits for another process's lock before it fails."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
     db.execute("PRAGMA journal_mode=WAL")
     for pragma in pragmas:
         db.execute(f"PRAGMA {pragma}")
