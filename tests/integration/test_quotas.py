@@ -51,20 +51,47 @@ def test_requests_per_minute_is_exact_under_concurrency(server):
 
 
 def test_token_budget_and_usage_records(server):
+    """A request reserves its prompt plus max_tokens: what would not fit is refused before it runs."""
     user = make_user(server, "api_consumer")
     key = make_key(server, user)
-    set_limits(server, "user", user, tpm=20)
-    away_from_minute_edge()
+    set_limits(server, "user", user, tpm=60)
     with as_key(server, key) as c:
         first = c.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 8})
-        assert first.status_code == 200 and first.headers["x-ratelimit-limit-tokens"] == "20"
+        assert first.status_code == 200 and first.headers["x-ratelimit-limit-tokens"] == "60"
         used = first.json()["usage"]["total_tokens"]
-        assert used > 20  # the chat template alone is longer: this one ends over the budget …
+        assert 30 < used <= 60 - 8 + 8  # the chat template makes the prompt ~30 tokens
         second = c.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 8})
-        assert second.status_code == 429 and "tokens per minute" in second.json()["error"]["message"]  # … so the next waits
+        assert second.status_code == 429 and "tokens per minute" in second.json()["error"]["message"]
+        assert "needs up to" in second.json()["error"]["message"]  # prompt + max_tokens no longer fits
     rows = [r for r in server.http.get("/admin/v1/usage").json()["data"] if r["user"] == user]
     assert len(rows) == 1 and rows[0]["requests"] == 1 and rows[0]["prompt_tokens"] + rows[0]["completion_tokens"] == used
     assert rows[0]["model"] == "smollm2-135m" and rows[0]["team"] == "default"
+
+
+def test_token_limits_hold_under_30_concurrent_requests(server):
+    """tpm 100 once admitted 30 of 30 concurrent requests using 1,170 tokens: now their sum stays within it."""
+    user = make_user(server, "api_consumer")
+    key = make_key(server, user)
+    set_limits(server, "user", user, tpm=100)
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Tell me a story."}]}
+    responses = asyncio.run(burst([(server.url, key)], 30, "POST", "/v1/chat/completions", body))
+    served = [r.json()["usage"]["total_tokens"] for r in responses if r.status_code == 200]
+    assert served and sum(served) <= 100, served
+    assert {r.status_code for r in responses} <= {200, 429}
+
+
+def test_a_daily_budget_bounds_one_request_without_max_tokens(server):
+    """daily_tokens 50 let one request use 231: without max_tokens the answer is cut at what the budget has left."""
+    user = make_user(server, "api_consumer")
+    key = make_key(server, user)
+    set_limits(server, "user", user, daily_tokens=50)
+    with as_key(server, key) as c:
+        r = c.post("/v1/chat/completions", json={"model": "smollm2-135m", "ignore_eos": True,
+                                                 "messages": [{"role": "user", "content": "Write a long essay."}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
+        assert r.json()["usage"]["total_tokens"] <= 50
+        again = c.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO})
+        assert again.status_code == 429 and "tokens per day" in again.json()["error"]["message"]
 
 
 def test_team_limits_are_for_global_admins_only(server):

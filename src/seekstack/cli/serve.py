@@ -68,6 +68,12 @@ def serve(
 
 async def run_server(settings: Settings) -> None:
     tls = settings.server.tls
+    if tls:  # before anything is opened or logged: a bad certificate is one line
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert, tls.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot use the TLS certificate or key: {exc}",
+                              fix="check server.tls.cert / key (PEM, matching pair, readable)") from None
     app = build_app(settings)
     config = uvicorn.Config(
         app,

@@ -32,6 +32,7 @@ class Capabilities:
     completions: bool = True
     embeddings: bool = False
     media_input: bool = False           # takes image / audio parts in chat messages (else text only)
+    counts_tokens: bool = True          # answers /tokenize (and /apply-template) for exact prompt sizes
     reasoning_format: str = "none"      # "none" | "deepseek_r1"
     native_reasoning: bool = False      # the engine fills reasoning_content itself
     cancels_only_streams: bool = False  # notices a departed client only on streams: non-streamed answers are streamed

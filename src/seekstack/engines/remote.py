@@ -27,6 +27,7 @@ class RemoteEngine(Engine):
             context_length=model.context, slots=model.slots, embeddings=model.embeddings,
             chat=not model.embeddings, completions=not model.embeddings,
             media_input=True,  # unknown here: the server accepts or refuses image and audio parts itself
+            counts_tokens=False,  # OpenAI servers have no /tokenize: prompts are bounded by their size
             reasoning_format=model.reasoning_format(), native_reasoning=False,
             chat_template=model.chat_template, sampling_defaults=model.sampling_defaults())
 

