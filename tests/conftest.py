@@ -62,7 +62,8 @@ class Server:
         self.key_path = Path(config["state_dir"]) / "admin.key"
         self.proc: subprocess.Popen | None = None
         self.key: str | None = None
-        self.http: httpx.Client | None = None
+        self.http: httpx.Client | None = None       # the system admin's key (admin.key)
+        self.security: httpx.Client | None = None   # the security admin's key: people, keys, limits
         self.extra_args: list[str] = []
 
     def start_tls(self, **httpx_kwargs) -> "Server":
@@ -94,6 +95,9 @@ class Server:
                     self.key = self.key_path.read_text().strip() if self.key_path.exists() else None
                     headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
                     self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60, **probe)
+                    security = self.key_path.with_name("security-admin.key")
+                    self.security = httpx.Client(base_url=self.url, timeout=60, **probe, headers={
+                        "Authorization": f"Bearer {security.read_text().strip()}"} if security.exists() else {})
                     return self
             except httpx.TransportError:
                 pass
@@ -223,16 +227,25 @@ def as_key(server, key: str) -> httpx.Client:
 
 
 def make_key(server, user: str, **extra) -> str:
-    r = server.http.post("/admin/v1/keys", json={"user": user, "name": "test", **extra})
+    r = server.security.post("/admin/v1/keys", json={"user": user, "name": "test", **extra})
     assert r.status_code == 201, r.text
     return r.json()["key"]
 
 
 def make_user(server, role: str, team: str = "default", caller: "httpx.Client | None" = None) -> str:
     name = unique(role)
-    r = (caller or server.http).post("/admin/v1/users", json={"name": name, "role": role, "team": team})
+    r = (caller or server.security).post("/admin/v1/users", json={"name": name, "role": role, "team": team})
     assert r.status_code == 201, r.text
     return name
+
+
+def auditor_key(server, role: str = "auditor", team: str = "default") -> str:
+    """A key for a new user of a role no API caller may give — the audit or system duty (separation
+    of duties) — provisioned on the host, as an operator would (`seekstack users create --local`)."""
+    result = subprocess.run([*SEEKSTACK, "users", "create", unique(role), "--role", role, "--team", team, "--local",
+                             "--json", "--config", str(server.config_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["key"]
 
 
 
@@ -241,4 +254,7 @@ def role_keys(server):
     """A key for a user of each built-in role, on the session server."""
     from seekstack.governance.policy import BUILTIN_ROLES
 
-    return {role: make_key(server, make_user(server, role)) for role in BUILTIN_ROLES}
+    from seekstack.governance.policy import DUTIES
+
+    return {role: auditor_key(server, role) if BUILTIN_ROLES[role].granted & (DUTIES["audit"] | DUTIES["system"])
+            else make_key(server, make_user(server, role)) for role in BUILTIN_ROLES}

@@ -459,11 +459,14 @@ def check_settings(settings: Settings, models: bool = True) -> list[str]:
     if not settings.auth.enabled and not is_loopback(settings.server.host):
         problems.append(f"auth.enabled: false is allowed only on a loopback address, but server.host is "
                         f"{settings.server.host} — turn auth on, or bind 127.0.0.1")
-    from .governance.policy import BUILTIN_ROLES, PERMISSIONS
+    from .governance.policy import BUILTIN_ROLES, PERMISSIONS, Role, mixed_duties
 
     for name, role in settings.roles.items():
         if name in BUILTIN_ROLES:
             problems.append(f"roles.{name}: is a built-in role — pick another name")
+        mixed = mixed_duties(Role(name, tuple(role.permissions), tuple(role.resources), role.scope))
+        if mixed:
+            problems.append(f"roles.{name}: {mixed} — the system, security and audit duties stay apart; split it into two roles")
         for pattern in role.permissions:
             if not any(fnmatchcase(p, pattern) for p in PERMISSIONS):
                 problems.append(f"roles.{name}.permissions: {pattern!r} matches no permission — "

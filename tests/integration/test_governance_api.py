@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from seekstack.governance.policy import BUILTIN_ROLES, ROUTES
 
-from conftest import as_key, make_key, make_user, unique
+from conftest import as_key, make_key, make_user, unique, auditor_key
 
 HELLO = [{"role": "user", "content": "Hi"}]
 def request_for(method: str, path: str) -> tuple[str, str, dict | None]:
@@ -68,10 +69,10 @@ def test_revoked_key_is_refused_at_once(server):
     with as_key(server, key) as c:
         assert c.get("/v1/models").status_code == 200
         kid = c.get("/admin/v1/whoami").json()["key_id"]
-        assert server.http.delete(f"/admin/v1/keys/{kid}").status_code == 200
+        assert server.security.delete(f"/admin/v1/keys/{kid}").status_code == 200
         r = c.get("/v1/models")
         assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
-    listed = {k["id"]: k for k in server.http.get("/admin/v1/keys").json()["data"]}
+    listed = {k["id"]: k for k in server.security.get("/admin/v1/keys").json()["data"]}
     assert listed[kid]["revoked"] is not None
 
 
@@ -102,7 +103,7 @@ def test_model_and_endpoint_allow_lists(server):
 def test_tenants_cannot_reach_each_other(server):
     team_a, team_b = unique("teamA"), unique("teamB")
     for team in (team_a, team_b):
-        assert server.http.post("/admin/v1/teams", json={"name": team}).status_code == 201
+        assert server.security.post("/admin/v1/teams", json={"name": team}).status_code == 201
     a_mgr = make_key(server, make_user(server, "team_keymaster", team_a))
     b_user = make_user(server, "api_consumer", team_b)
     b_key = make_key(server, b_user)
@@ -141,19 +142,19 @@ def test_tenants_cannot_reach_each_other(server):
 
 def test_a_team_scoped_auditor_reads_only_its_own_teams_audit_records(server):
     team, started = unique("teamAudit"), time.time() - 1
-    assert server.http.post("/admin/v1/teams", json={"name": team}).status_code == 201
+    assert server.security.post("/admin/v1/teams", json={"name": team}).status_code == 201
     with as_key(server, make_key(server, make_user(server, "api_consumer", team))) as member:
         ours = member.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1})
     theirs = server.http.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1})
     assert ours.status_code == theirs.status_code == 200
-    with as_key(server, make_key(server, make_user(server, "team_auditor", team))) as auditor:
+    with as_key(server, auditor_key(server, "team_auditor", team)) as auditor:
         for params in ({"since": started}, {"since": started, "team": "default"}):  # asking for another team changes nothing
             records = auditor.get("/admin/v1/audit", params=params).json()["data"]
             ids = {r.get("request_id") for r in records}
             assert ours.headers["x-request-id"] in ids and theirs.headers["x-request-id"] not in ids
             assert {r["team"] for r in records} == {team}
         assert auditor.get("/admin/v1/audit", params={"limit": 0}).status_code == 422
-    with as_key(server, make_key(server, make_user(server, "auditor"))) as everyone:  # the global auditor sees both
+    with as_key(server, auditor_key(server)) as everyone:  # the global auditor sees both
         ids = {r.get("request_id") for r in everyone.get("/admin/v1/audit", params={"since": started}).json()["data"]}
         assert {ours.headers["x-request-id"], theirs.headers["x-request-id"]} <= ids
 
@@ -210,7 +211,7 @@ def test_every_request_is_audited_without_its_text(server, role_keys):
     secret_prompt = "Patient Zhang San, ID 11010519491231002X, asks about dosage"
     ok = server.http.post("/v1/chat/completions", json={"model": "smollm2-135m", "max_tokens": 2,
                                                         "messages": [{"role": "user", "content": secret_prompt}]})
-    denied = httpx.get(server.url + "/admin/v1/keys", headers={"Authorization": f"Bearer {role_keys['api_consumer']}"})
+    denied = httpx.get(server.url + "/admin/v1/users", headers={"Authorization": f"Bearer {role_keys['api_consumer']}"})
     assert ok.status_code == 200 and denied.status_code == 403
     with as_key(server, role_keys["auditor"]) as auditor:
         records = auditor.get("/admin/v1/audit", params={"limit": 10000}).json()["data"]
@@ -250,7 +251,7 @@ def test_the_audit_records_the_connecting_address_unless_a_named_proxy_forwards_
     try:
         behind_proxy.start()
         r = behind_proxy.http.get("/v1/models", headers=forged)
-        auditor = make_key(behind_proxy, make_user(behind_proxy, "auditor"))
+        auditor = auditor_key(behind_proxy)
         assert audited_ip(behind_proxy, auditor, r.headers["x-request-id"]) == "203.0.113.9"
     finally:
         behind_proxy.stop()
@@ -310,19 +311,19 @@ def test_captured_bodies_are_encrypted_and_only_auditors_read_them(tmp_path):
             "messages": [{"role": "user", "content": "Patient Qian asks about dosage"}]})
         assert r.status_code == 200
         rid = r.headers["x-request-id"]
-        auditor = make_key(srv, make_user(srv, "auditor"))
+        auditor = auditor_key(srv)
         with as_key(srv, auditor) as a:
             body = a.get(f"/admin/v1/audit/bodies/{rid}").json()
         assert body["request"]["messages"][0]["content"] == "Patient Qian asks about dosage"
         assert body["response"] == "fine"
         assert srv.http.get(f"/admin/v1/audit/bodies/{rid}").status_code == 403  # not even the admin
         # a team's own auditor reads its team's bodies; another team's look like missing ones
-        assert srv.http.post("/admin/v1/teams", json={"name": "ward7"}).status_code == 201
+        assert srv.security.post("/admin/v1/teams", json={"name": "ward7"}).status_code == 201
         with as_key(srv, make_key(srv, make_user(srv, "api_consumer", "ward7"))) as member:
             ours = member.post("/v1/chat/completions", json={"model": "m", "max_tokens": 2,
                                                              "messages": [{"role": "user", "content": "Ward 7 note"}]})
         assert ours.status_code == 200
-        with as_key(srv, make_key(srv, make_user(srv, "team_auditor", "ward7"))) as ward_auditor:
+        with as_key(srv, auditor_key(srv, "team_auditor", "ward7")) as ward_auditor:
             mine = ward_auditor.get(f"/admin/v1/audit/bodies/{ours.headers['x-request-id']}")
             assert mine.status_code == 200 and mine.json()["request"]["messages"][0]["content"] == "Ward 7 note"
             other, missing = (ward_auditor.get(f"/admin/v1/audit/bodies/{x}") for x in (rid, "req_nosuchrequest"))
@@ -339,3 +340,30 @@ def test_captured_bodies_are_encrypted_and_only_auditors_read_them(tmp_path):
         assert "retention" in events
     finally:
         srv.stop()
+
+
+def test_separation_of_duties_through_the_api(server):
+    """Each finding, against the real gateway: no duty reaches another's; `keys create` hands out the least role."""
+    from test_cli import cli
+
+    auditor_user = server.security.get("/admin/v1/users").json()["data"]
+    assert {u["role"] for u in auditor_user if u["name"] in ("admin", "security", "auditor")} == \
+        {"admin", "security_admin", "auditor"}  # bootstrap made one principal per duty
+    # the admin no longer manages people or keys; the security admin cannot mint a key for the auditor
+    assert server.http.post("/admin/v1/keys", json={"user": "auditor"}).status_code == 403
+    r = server.security.post("/admin/v1/keys", json={"user": "auditor"})
+    assert r.status_code == 403 and "audit:read" in r.json()["error"]["message"]
+    # the security admin cannot make an admin (and so run retention or read the config)
+    r = server.security.post("/admin/v1/users", json={"name": unique("evil"), "role": "admin"})
+    assert r.status_code == 403 and "config:manage" in r.json()["error"]["message"]
+    assert server.security.post("/admin/v1/retention/run").status_code == 403
+    # `seekstack keys create` with no options: the least-privileged role, not the caller's own
+    created = cli("keys", "create", "--json", "--config", str(server.config_path))
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["role"] == "api_consumer"
+    # everyone manages their own keys: an auditor rotates its key without keys:manage
+    with as_key(server, auditor_key(server)) as auditor:
+        new = auditor.post("/admin/v1/keys", json={"name": "rotated"})
+        assert new.status_code == 201 and new.json()["role"] == "auditor"
+        mine = auditor.get("/admin/v1/keys").json()["data"]
+        assert {k["user"] for k in mine} == {new.json()["user"]}  # its own keys only

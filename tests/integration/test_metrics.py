@@ -107,7 +107,7 @@ def test_quota_rejections_count_by_scope_and_limit(server):
     key = make_key(server, make_user(server, "api_consumer"))
     with as_key(server, key) as c:
         key_id = c.get("/admin/v1/whoami").json()["key_id"]
-        assert server.http.put("/admin/v1/limits", json={"scope": "key", "name": key_id, "concurrent": 0}).status_code == 200
+        assert server.security.put("/admin/v1/limits", json={"scope": "key", "name": key_id, "concurrent": 0}).status_code == 200
         before = scrape(server)
         assert c.get("/v1/models").status_code == 429
         assert c.get("/v1/models").status_code == 429
@@ -160,7 +160,7 @@ def test_metrics_need_the_metrics_read_permission(server, role_keys, role, statu
 
 def test_a_dedicated_scrape_key_reads_metrics_and_nothing_else(server):
     """Prometheus gets a key of its own: a user whose role grants only metrics:read, limited to /metrics."""
-    key = make_key(server, make_user(server, "model_operator"), endpoints=["/metrics"])
+    key = make_key(server, make_user(server, "data_analyst"), endpoints=["/metrics"])
     with as_key(server, key) as c:
         assert c.get("/metrics").status_code == 200
         assert c.get("/v1/models").status_code == 403

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import as_key, make_key, make_user
+from conftest import as_key, make_key, make_user, auditor_key
 
 RESIDENT_ID = "11010519491231002X"
 PHONE = "13812345678"
@@ -18,7 +18,7 @@ PHONE = "13812345678"
 def team_keys(server):
     keys = {}
     for team in ("pii_mask", "pii_token", "pii_off"):
-        if server.http.post("/admin/v1/teams", json={"name": team}).status_code not in (201, 409):
+        if server.security.post("/admin/v1/teams", json={"name": team}).status_code not in (201, 409):
             raise AssertionError(team)
         keys[team] = make_key(server, make_user(server, "api_consumer", team))
     return keys
@@ -86,8 +86,8 @@ def test_detect_counts_classes_in_a_streamed_answer_without_changing_it(server):
                        and json.loads(line[6:])["choices"])
         request_id = r.headers["x-request-id"]
     assert text == f"Call {PHONE} now."  # detect (the default) changes nothing
-    auditor_key = make_key(server, make_user(server, "auditor"))
-    with as_key(server, auditor_key) as auditor:
+    audit_key = auditor_key(server)
+    with as_key(server, audit_key) as auditor:
         records = auditor.get("/admin/v1/audit", params={"limit": 10000}).json()["data"]
     outcome = next(x for x in records if x.get("request_id") == request_id and x["event"] == "response")
     assert outcome["pii"] == {"cn_mobile": 1}

@@ -22,7 +22,7 @@ def away_from_minute_edge(margin: float = 15.0) -> None:
 
 
 def set_limits(server, scope, name, **limits):
-    r = server.http.put("/admin/v1/limits", json={"scope": scope, "name": name, **limits})
+    r = server.security.put("/admin/v1/limits", json={"scope": scope, "name": name, **limits})
     assert r.status_code == 200, r.text
 
 
@@ -164,5 +164,5 @@ def test_a_revoke_on_one_gateway_applies_on_the_other_at_once(two_gateways):
     with as_key(b, key) as on_b:
         assert on_b.get("/v1/models").status_code == 200  # b has the key cached now
         kid = on_b.get("/admin/v1/whoami").json()["key_id"]
-        assert a.http.delete(f"/admin/v1/keys/{kid}").status_code == 200
+        assert a.security.delete(f"/admin/v1/keys/{kid}").status_code == 200
         assert on_b.get("/v1/models").status_code == 401

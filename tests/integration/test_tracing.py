@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from conftest import EMBEDDED, Server, as_key, make_key, make_user, unique
+from conftest import EMBEDDED, Server, as_key, make_key, make_user, unique, auditor_key
 
 CHAT = "/v1/chat/completions"
 
@@ -106,7 +106,7 @@ def test_the_trace_id_is_in_the_audit_record_and_a_refusal_is_traced(traced):
     trace_id = r.headers["x-trace-id"]
     spans = by_name(receiver.trace(trace_id, 7))
     assert "engine" in spans and "stream" not in spans  # non-streamed: one engine span
-    with as_key(server, make_key(server, make_user(server, "auditor"))) as auditor:
+    with as_key(server, auditor_key(server)) as auditor:
         records = auditor.get("/admin/v1/audit", params={"limit": 1000}).json()["data"]
     request = next(x for x in records if x.get("request_id") == r.headers["x-request-id"] and x["event"] == "request")
     assert request["trace_id"] == trace_id

@@ -47,8 +47,9 @@ def test_authenticate_refuses_bad_headers(gov):
             gov.auth.authenticate(header)
 
 
-def test_team_scoped_caller_is_confined_to_its_team(gov):
-    admin = gov.auth.authenticate("Bearer " + gov.bootstrap())
+def test_team_scoped_caller_is_confined_to_its_team(gov, tmp_path):
+    gov.bootstrap()
+    admin = gov.auth.authenticate("Bearer " + (tmp_path / "security-admin.key").read_text().strip())
     gov.create_team(admin, "a")
     gov.create_team(admin, "b")
     gov.create_user(admin, name="amgr", team="a", role="keymaster")
@@ -85,10 +86,14 @@ def test_every_app_route_has_a_permission(tmp_path):
 
 
 def test_roles_are_separated():
+    from seekstack.governance.policy import DUTIES
+
     readers = [name for name, role in BUILTIN_ROLES.items() if role.grants("audit:read")]
     assert readers == ["auditor"]
-    assert not BUILTIN_ROLES["admin"].grants("audit:read")
-    assert not BUILTIN_ROLES["security_admin"].grants("inference:chat")
+    assert not BUILTIN_ROLES["admin"].grants("audit:read") and not BUILTIN_ROLES["admin"].grants("keys:manage")
+    assert not BUILTIN_ROLES["security_admin"].grants("config:manage")
+    for role in BUILTIN_ROLES.values():  # no built-in role holds two duties
+        assert sum(bool(role.granted & duty) for duty in DUTIES.values()) <= 1, role.name
     custom = Policy.with_custom({"r1_only": {"permissions": ["inference:chat"], "resources": ["deepseek-r1*"]}})
     role = custom.role("r1_only")
     assert role.grants("inference:chat", "deepseek-r1-distill") and not role.grants("inference:chat", "qwen")

@@ -50,12 +50,16 @@ def keys_create(
     models: list[str] = typer.Option(["*"], "--model", help="Allowed model pattern; repeat for several (e.g. 'deepseek-r1*')."),
     endpoints: list[str] = typer.Option(["*"], "--endpoint", help="Allowed path pattern; repeat for several (e.g. '/v1/chat/*')."),
     expires_in_days: Optional[float] = typer.Option(None, "--expires-in-days", help="Expire after this many days."),
+    role: str = typer.Option("least", "--role", help="The key's role: `least` (the default: the least-privileged "
+                                                      "role its user holds), a role no greater than the user's, or "
+                                                      "`user` for the user's own role."),
     url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Create an API key. It is printed once; only its hash is kept."""
-    created = connect(url, key, config).request("POST", "/admin/v1/keys", {
-        "name": name, "user": user, "models": models, "endpoints": endpoints, "expires_in_days": expires_in_days})
+    created = connect(url, key, config, "security").request("POST", "/admin/v1/keys", {
+        "name": name, "user": user, "models": models, "endpoints": endpoints, "expires_in_days": expires_in_days,
+        "role": None if role == "user" else role})
     if as_json:
         print(json.dumps(created, indent=2))
         return
@@ -68,7 +72,7 @@ def keys_create(
 def keys_list(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
               as_json: bool = JsonOption) -> None:
     """List keys (ids and metadata; never the secrets)."""
-    data = connect(url, key, config).get("/admin/v1/keys")["data"]
+    data = connect(url, key, config, "security").get("/admin/v1/keys")["data"]
     _print(data, as_json, "keys", ["id", "name", "user", "team", "role", "models", "expires", "revoked", "last_used"])
 
 
@@ -77,7 +81,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (from `keys
                 url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
                 as_json: bool = JsonOption) -> None:
     """Revoke a key at once."""
-    revoked = connect(url, key, config).request("DELETE", f"/admin/v1/keys/{key_id}")
+    revoked = connect(url, key, config, "security").request("DELETE", f"/admin/v1/keys/{key_id}")
     if as_json:
         print(json.dumps(revoked, indent=2))
     else:
@@ -88,10 +92,25 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (from `keys
 def users_create(name: str = typer.Argument(..., help="User name."),
                  role: str = typer.Option(..., "--role", help="A role from `seekstack roles list`."),
                  team: Optional[str] = typer.Option(None, "--team", help="Team (default: the caller's)."),
+                 local: bool = typer.Option(False, "--local", help="On the gateway's host: write the user, with any "
+                                            "role, and its first key straight into the state directory (for roles "
+                                            "no one may give through the API, such as another auditor)."),
                  url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
                  as_json: bool = JsonOption) -> None:
-    """Create a user in a team with a role."""
-    user = connect(url, key, config).request("POST", "/admin/v1/users", {"name": name, "role": role, "team": team})
+    """Create a user in a team with a role (the caller must hold every permission of the role)."""
+    if local:
+        from ..config import load_settings
+        from ..governance.service import provision_locally
+
+        secret = provision_locally(load_settings(config), name, role, team or "default")
+        if as_json:
+            print(json.dumps({"name": name, "team": team or "default", "role": role, "key": secret}, indent=2))
+            return
+        out.print(f"user [bold]{name}[/] (team {team or 'default'}, role {role}) and its first key:")
+        print(secret)
+        out.print("[dim]store it now; it is not shown again[/]")
+        return
+    user = connect(url, key, config, "security").request("POST", "/admin/v1/users", {"name": name, "role": role, "team": team})
     _print([user], as_json, "user created", ["name", "team", "role"])
 
 
@@ -99,7 +118,7 @@ def users_create(name: str = typer.Argument(..., help="User name."),
 def users_list(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
                as_json: bool = JsonOption) -> None:
     """List users you may see."""
-    _print(connect(url, key, config).get("/admin/v1/users")["data"], as_json, "users", ["name", "team", "role", "created"])
+    _print(connect(url, key, config, "security").get("/admin/v1/users")["data"], as_json, "users", ["name", "team", "role", "created"])
 
 
 @teams.command("create")
@@ -107,14 +126,14 @@ def teams_create(name: str = typer.Argument(..., help="Team name."),
                  url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
                  as_json: bool = JsonOption) -> None:
     """Create a team (global administrators only)."""
-    _print([connect(url, key, config).request("POST", "/admin/v1/teams", {"name": name})], as_json, "team created", ["name"])
+    _print([connect(url, key, config, "security").request("POST", "/admin/v1/teams", {"name": name})], as_json, "team created", ["name"])
 
 
 @teams.command("list")
 def teams_list(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
                as_json: bool = JsonOption) -> None:
     """List teams you may see."""
-    _print(connect(url, key, config).get("/admin/v1/teams")["data"], as_json, "teams", ["name", "created"])
+    _print(connect(url, key, config, "security").get("/admin/v1/teams")["data"], as_json, "teams", ["name", "created"])
 
 
 @roles.command("list")
@@ -138,7 +157,7 @@ def limits_set(
     as_json: bool = JsonOption,
 ) -> None:
     """Set the limits of a key, user or team (unset options mean no limit)."""
-    row = connect(url, key, config).request("PUT", "/admin/v1/limits", {
+    row = connect(url, key, config, "security").request("PUT", "/admin/v1/limits", {
         "scope": scope, "name": name, "rpm": rpm, "tpm": tpm, "concurrent": concurrent,
         "daily_tokens": daily_tokens, "monthly_tokens": monthly_tokens})
     _print([row], as_json, "limits set", LIMIT_COLUMNS)
@@ -148,7 +167,7 @@ def limits_set(
 def limits_list(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
                 as_json: bool = JsonOption) -> None:
     """List the limits you may see."""
-    _print(connect(url, key, config).get("/admin/v1/limits")["data"], as_json, "limits", LIMIT_COLUMNS)
+    _print(connect(url, key, config, "security").get("/admin/v1/limits")["data"], as_json, "limits", LIMIT_COLUMNS)
 
 
 LIMIT_COLUMNS = ["scope", "name", "rpm", "tpm", "concurrent", "daily_tokens", "monthly_tokens"]
@@ -159,5 +178,5 @@ def usage(since: Optional[str] = typer.Option(None, "--since", help="From this d
           as_json: bool = JsonOption) -> None:
     """Usage per day, key, user, team and model (your team's, unless you are a global role)."""
     path = "/admin/v1/usage" + (f"?since={since}" if since else "")
-    _print(connect(url, key, config).get(path)["data"], as_json, "usage",
+    _print(connect(url, key, config, "security").get(path)["data"], as_json, "usage",
            ["day", "team", "user", "key_id", "model", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens"])

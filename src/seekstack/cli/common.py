@@ -24,7 +24,7 @@ UrlOption = typer.Option(None, "--url", help="Gateway URL (default: $SEEKSTACK_U
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
-ApiKeyOption = typer.Option(None, "--api-key", help="API key (default: $SEEKSTACK_API_KEY, else the admin key file that `serve` wrote).")
+ApiKeyOption = typer.Option(None, "--api-key", help="API key (default: $SEEKSTACK_API_KEY, else the key file that `serve` wrote for the command's duty: admin.key, or security-admin.key for keys, users, teams and limits).")
 
 
 def gateway_url(url: Optional[str], config: Optional[Path]) -> str:
@@ -33,22 +33,44 @@ def gateway_url(url: Optional[str], config: Optional[Path]) -> str:
     if os.environ.get("SEEKSTACK_URL"):
         return os.environ["SEEKSTACK_URL"].rstrip("/")
     settings: Settings = load_settings(config)
-    host = settings.server.host
+    host, port = settings.server.host, settings.server.port
+    running = running_server(settings)  # the server `serve` started with this state, on whatever --port
+    if running is not None:
+        host, port = running.get("host", host), running.get("port", port)
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
     scheme = "https" if settings.server.tls else "http"
-    return f"{scheme}://{host}:{settings.server.port}"
+    return f"{scheme}://{host}:{port}"
 
 
-def api_key(explicit: Optional[str], config: Optional[Path]) -> Optional[str]:
-    """--api-key, else $SEEKSTACK_API_KEY, else the bootstrap admin key file when this user can read it."""
+def running_server(settings: Settings) -> Optional[dict]:
+    """What the running `serve` of this state directory recorded (pid, host, port), if one runs."""
+    from .. import statelock
+    from ..governance.service import audit_dir
+
+    holder = statelock.holder_of(audit_dir(settings) / "serve.lock")
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or not isinstance(holder.get("port"), int) or not holder["port"]:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, under another user
+        pass
+    return holder
+
+
+def api_key(explicit: Optional[str], config: Optional[Path], duty: str = "system") -> Optional[str]:
+    """--api-key, else $SEEKSTACK_API_KEY, else the bootstrap key file of ``duty`` when this user can read it."""
     if explicit:
         return explicit.strip()
     if os.environ.get("SEEKSTACK_API_KEY"):
         return os.environ["SEEKSTACK_API_KEY"].strip()
-    from ..governance.service import admin_key_path
+    from ..governance.service import duty_key_path
 
     try:
-        return admin_key_path(load_settings(config)).read_text().strip() or None
+        return duty_key_path(load_settings(config), duty).read_text().strip() or None
     except OSError:
         return None
 
@@ -88,8 +110,8 @@ def check(response: httpx.Response) -> None:
     raise InvalidRequestError(f"HTTP {response.status_code}: {message}")
 
 
-def connect(url: Optional[str], key: Optional[str], config: Optional[Path]) -> GatewayClient:
-    return GatewayClient(gateway_url(url, config), api_key(key, config))
+def connect(url: Optional[str], key: Optional[str], config: Optional[Path], duty: str = "system") -> GatewayClient:
+    return GatewayClient(gateway_url(url, config), api_key(key, config, duty))
 
 
 def error_message(response: httpx.Response) -> str:

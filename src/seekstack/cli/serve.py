@@ -139,6 +139,10 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
         elif app.state.bootstrap_key:  # output captured by a log (systemd, docker, a file): never write the key there
             out.print(f"[bold]Created the first admin key[/]: it is in {key_file} (mode 0600); not printed, "
                       "because this output is not a terminal and keys do not belong in logs", soft_wrap=True)
+        if app.state.bootstrap_key:
+            out.print(f"[dim]The security admin's key (people, keys, limits) is in "
+                      f"{key_file.with_name('security-admin.key')} and the auditor's in "
+                      f"{key_file.with_name('auditor.key')}: hand each to its own person.[/]", soft_wrap=True)
         auth = f' -H "Authorization: Bearer $(cat {key_file})"'
     else:
         out.print("[yellow]auth is off (loopback only): every local process can use this server[/]")

@@ -24,6 +24,8 @@ class NewKey(_Body):
     models: list[str] = ["*"]
     endpoints: list[str] = ["*"]
     expires_in_days: Optional[float] = None
+    role: Optional[str] = Field(None, description="the key's role: its user's when unset; a lesser role; or `least`, "
+                                                  "the least-privileged built-in role the user's role holds")
 
 
 class NewUser(_Body):
@@ -66,7 +68,7 @@ async def list_keys(request: Request) -> dict:
 async def create_key(body: NewKey, request: Request) -> dict:
     record, key = _gov(request).create_key(request.state.principal, user=body.user, name=body.name,
                                            models=body.models, endpoints=body.endpoints,
-                                           expires_in_days=body.expires_in_days)
+                                           expires_in_days=body.expires_in_days, role=body.role)
     return {**record.public(), "key": key, "note": "store this key now; it is not shown again"}
 
 

@@ -39,7 +39,7 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
         http = EngineHTTP(read_timeout=settings.scheduler.timeout)
         supervisor = Supervisor(settings, http)
         router = Router(supervisor, settings.scheduler.policy)
-        observability.attach(supervisor, http)
+        observability.attach(supervisor, http, governance.audit)
         app.state.observability = observability
         app.state.settings = settings
         app.state.supervisor = supervisor

@@ -82,6 +82,11 @@ class Authenticator:
         if role is None:
             raise PermissionDeniedError(f"the key's role {record.role!r} is not defined",
                                         fix="define the role in `roles:` or give the user a built-in role")
+        if record.role != record.user_role:  # a key of its own role: never more than its user's (roles change)
+            user_role = self.policy.role(record.user_role)
+            if user_role is None or not user_role.holds(role):
+                raise PermissionDeniedError(f"the key's role {record.role!r} now exceeds its user's role "
+                                            f"{record.user_role!r}", fix="mint a new key for the user")
         self._last_used[record.id] = now
         return Principal(record.id, record.user, record.team, role, record.models, record.endpoints)
 

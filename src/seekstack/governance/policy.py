@@ -10,7 +10,15 @@ identity comes from the key, never from the request.
 
 Duties are separated: the system ``admin`` runs models and configuration; the
 ``security_admin`` manages people, keys and roles; only the ``auditor`` reads the audit
-log, and no role can change it.
+log, and no role can change it. No role — built in or custom — holds two duties
+(``DUTIES``), and no sequence of admin calls lets anyone obtain a permission
+they do not hold (:meth:`Role.holds`, enforced by the governance service):
+
+- a key carries its user's role or a lesser one, and is minted only by a caller whose role
+  holds the key's role entirely (for oneself too: a lesser key cannot mint a greater one);
+- a user is given a role only by a caller whose role holds it entirely;
+- a limit remembers the rank (global over team) of whoever imposed it, and only a caller of
+  that rank or above may loosen it.
 """
 
 from __future__ import annotations
@@ -41,9 +49,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/embeddings"): "inference:embeddings",
     ("GET", "/v1/models"): "models:read",
     ("GET", "/admin/v1/replicas"): "models:manage",
-    ("GET", "/admin/v1/keys"): "keys:manage",
-    ("POST", "/admin/v1/keys"): "keys:manage",
-    ("DELETE", "/admin/v1/keys/{id}"): "keys:manage",
+    ("GET", "/admin/v1/keys"): "self",          # one's own keys; keys:manage: the team's or everyone's
+    ("POST", "/admin/v1/keys"): "self",
+    ("DELETE", "/admin/v1/keys/{id}"): "self",
     ("GET", "/admin/v1/users"): "users:manage",
     ("POST", "/admin/v1/users"): "users:manage",
     ("GET", "/admin/v1/teams"): "users:manage",
@@ -60,6 +68,20 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "metrics:read",
 }
 OPEN_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})  # probes: no key
+
+
+# The three duties: no role, built in or custom, holds permissions of two of them.
+DUTIES: dict[str, frozenset[str]] = {
+    "system": frozenset({"models:manage", "config:manage"}),
+    "security": frozenset({"keys:manage", "users:manage", "quotas:manage"}),
+    "audit": frozenset({"audit:read"}),
+}
+RANKS = {"team": 1, "global": 2}
+
+
+def expand(patterns: tuple[str, ...]) -> frozenset[str]:
+    """The concrete permissions a tuple of patterns grants."""
+    return frozenset(p for p in PERMISSIONS if any(fnmatchcase(p, q) for q in patterns))
 
 
 @dataclass(frozen=True)
@@ -80,13 +102,39 @@ class Role:
     def covers(self, resource: str) -> bool:
         return any(fnmatchcase(resource, r) for r in self.resources)
 
+    @property
+    def rank(self) -> int:
+        return RANKS[self.scope]
+
+    @property
+    def granted(self) -> frozenset[str]:
+        return expand(self.permissions)
+
+    def holds(self, other: "Role") -> bool:
+        """Whether everything ``other`` grants, this role grants too: permissions, models and reach."""
+        return (other.granted <= self.granted and other.rank <= self.rank
+                and all(self.covers(r) for r in other.resources))
+
+    def duties(self) -> set[str]:
+        return {name for name, permissions in DUTIES.items() if permissions & self.granted}
+
+    def lacks(self, other: "Role") -> str:
+        """What ``other`` grants that this role does not, in words (for a refusal)."""
+        missing = sorted(other.granted - self.granted)
+        if missing:
+            return ", ".join(missing)
+        if other.rank > self.rank:
+            return f"{other.scope} reach"
+        return "models " + ", ".join(r for r in other.resources if not self.covers(r))
+
 
 BUILTIN_ROLES: dict[str, Role] = {r.name: r for r in (
-    Role("admin", ("inference:*", "models:*", "keys:manage", "users:manage", "roles:read", "quotas:manage", "usage:read",
-                   "metrics:read", "config:manage"), scope="global",
-         description="runs the system: models, configuration, and (to bootstrap) people and keys; not the audit log"),
-    Role("security_admin", ("keys:manage", "users:manage", "roles:read", "quotas:manage", "usage:read"), scope="global",
-         description="people, teams, keys and roles; no inference, no audit log"),
+    Role("admin", ("inference:*", "models:*", "roles:read", "usage:read", "metrics:read", "config:manage"),
+         scope="global", description="runs the system: models, replicas and configuration; not people, not the audit log"),
+    Role("security_admin", ("keys:manage", "users:manage", "roles:read", "quotas:manage", "usage:read", "inference:*",
+                            "models:read", "metrics:read"), scope="global",
+         description="people, teams, keys and limits; may use models, since it issues keys that do; "
+                     "not the system's configuration, not the audit log"),
     Role("auditor", ("audit:read", "roles:read"), scope="global",
          description="reads, verifies and exports the audit log; nothing else"),
     Role("model_operator", ("models:*", "metrics:read", "inference:*"), scope="global",
@@ -112,6 +160,19 @@ class Policy:
 
     def role(self, name: str) -> Role | None:
         return self.roles.get(name)
+
+    def least_held_by(self, role: Role) -> Role:
+        """The built-in role with the fewest permissions that ``role`` holds (itself when none is smaller)."""
+        held = [r for r in BUILTIN_ROLES.values() if role.holds(r)]
+        return min(held, key=lambda r: (len(r.granted), r.name)) if held else role
+
+
+def mixed_duties(role: Role) -> str | None:
+    """Why a role may not exist — it holds two duties' permissions — or None."""
+    duties = role.duties()
+    if len(duties) > 1:
+        return f"role {role.name!r} combines the {' and '.join(sorted(duties))} duties"
+    return None
 
 
 def route_pattern(method: str, path: str) -> str | None:

@@ -1,6 +1,12 @@
 """Governance as one service: the identity store, the policy, the authenticator, bootstrap,
 and the admin operations with their tenant rules.
 
+Separation of duties (see policy.py): nobody mints a key, or gives a role, that can do what
+they cannot; a limit is loosened only at the rank that imposed it. Everyone manages their own
+keys (mint, list, revoke); managing other users' keys takes ``keys:manage``. Roles no caller
+can give through the API (the audit duty) come from bootstrap — which makes the first
+``admin`` and the first ``auditor`` — or from the host itself (:func:`provision_locally`).
+
 Tenant rules, enforced here once for the admin API and the CLI alike:
 - a ``team``-scoped caller sees and changes only its own team's users and keys; another
   team's object answers exactly like one that does not exist (404);
@@ -31,7 +37,8 @@ from .store import LIMIT_FIELDS, IdentityStore, KeyRecord
 log = logging.getLogger("seekstack.governance")
 
 BOOTSTRAP_TEAM = "default"
-BOOTSTRAP_USER = "admin"
+BOOTSTRAP_USERS = {"system": ("admin", "admin"), "security": ("security", "security_admin"),
+                   "audit": ("auditor", "auditor")}  # duty → (user, role), one key file each
 
 
 class Governance:
@@ -105,6 +112,8 @@ class Governance:
         row[5] += meter.reasoning_tokens
 
     def set_limits(self, caller: Principal, scope: str, name: str, values: dict) -> dict:
+        """Set a subject's limits. Tightening is open to whoever manages its quotas; loosening a
+        limit (raising or removing it) only to a caller of the rank that imposed it, or above."""
         if scope not in ("key", "user", "team"):
             raise InvalidRequestError(f"scope must be key, user or team, not {scope!r}", param="scope")
         team = {"team": lambda: name, "user": lambda: (self.store.user(name) or {}).get("team"),
@@ -117,7 +126,13 @@ class Governance:
             if field_name not in LIMIT_FIELDS or (value is not None and (not isinstance(value, int) or value < 0)):
                 raise InvalidRequestError(f"{field_name}: must be one of {', '.join(LIMIT_FIELDS)} with a whole number ≥ 0",
                                           param=field_name)
-        self.store.set_limits(scope, name, values)
+        current = self.store.limit(scope, name)
+        rank = caller.role.rank
+        if current is not None and current["imposed_rank"] > rank and _loosens(current, values):
+            raise PermissionDeniedError(f"the limits of {scope} {name!r} were imposed by a global role; a "
+                                        f"{caller.role.scope}-scoped role may tighten them but not lift them",
+                                        fix="ask a global administrator")
+        self.store.set_limits(scope, name, values, max(rank, current["imposed_rank"] if current else 0))
         self._limits = None
         return {"scope": scope, "name": name, **{f: values.get(f) for f in LIMIT_FIELDS}}
 
@@ -163,38 +178,78 @@ class Governance:
         return {"request_id": request_id, **{k: v for k, v in body.items() if k != "team"}}
 
     def bootstrap(self) -> str | None:
-        """With no key at all: create the admin user and key, write it to a 0600 file, return it (once)."""
+        """With no key at all: create the first principal of each duty — the system ``admin``, the
+        ``security`` admin and the ``auditor`` — each with a key in its own 0600 file beside
+        ``admin.key``; return the admin key (once). The duties start apart and stay apart: none
+        of them can make another's role."""
         if not self.store.is_empty():
             return None
         if not self.store.team_exists(BOOTSTRAP_TEAM):
             self.store.create_team(BOOTSTRAP_TEAM)
-        if self.store.user(BOOTSTRAP_USER) is None:
-            self.store.create_user(BOOTSTRAP_USER, BOOTSTRAP_TEAM, "admin")
-        _, key = self._mint(BOOTSTRAP_USER, "bootstrap admin key", ["*"], ["*"], None)
-        write_secret_file(self.admin_key_file, key.encode() + b"\n")
-        log.warning("created the first admin key; it is in %s (mode 0600)", self.admin_key_file)
-        return key
+        keys = {}
+        for duty, (user, role) in BOOTSTRAP_USERS.items():
+            if self.store.user(user) is None:
+                self.store.create_user(user, BOOTSTRAP_TEAM, role)
+            _, keys[duty] = self._mint(user, f"bootstrap {role} key", ["*"], ["*"], None)
+        for duty, key in reversed(keys.items()):  # admin.key last: its presence means bootstrap finished
+            write_secret_file(self.admin_key_file.with_name(DUTY_KEY_FILES[duty]) if duty != "system"
+                              else self.admin_key_file, key.encode() + b"\n")
+        log.warning("created the first key of each duty (mode 0600): system admin %s, security admin %s, "
+                    "auditor %s — hand each to its own person", self.admin_key_file,
+                    self.admin_key_file.with_name(DUTY_KEY_FILES["security"]),
+                    self.admin_key_file.with_name(DUTY_KEY_FILES["audit"]))
+        return keys["system"]
 
     # ------------------------------------------------------------ keys
     def create_key(self, caller: Principal, *, user: str | None, name: str, models: list[str],
-                   endpoints: list[str], expires_in_days: float | None) -> tuple[KeyRecord, str]:
+                   endpoints: list[str], expires_in_days: float | None, role: str | None = None) -> tuple[KeyRecord, str]:
+        """A new key for ``user`` (default: the caller) carrying ``role`` — the user's own when None,
+        ``least`` for the least-privileged built-in role the user's role holds.
+
+        The key's role may not exceed its user's, and the caller's role must hold it entirely:
+        nobody mints a key that can do what they cannot (for themselves neither)."""
         owner = self._visible_user(caller, user or caller.user)
+        if owner["name"] != caller.user and not caller.role.grants("keys:manage"):
+            raise PermissionDeniedError(f"role {caller.role.name!r} mints keys for its own user only",
+                                        fix="leave `user` out, or ask someone with keys:manage")
         if expires_in_days is not None and expires_in_days <= 0:
             raise InvalidRequestError("expires_in_days must be positive", param="expires_in_days")
+        owner_role = self._role(owner["role"], "the user's role")
+        key_role = self.policy.least_held_by(owner_role) if role == "least" else \
+            self._role(role, "role") if role is not None else owner_role
+        if not owner_role.holds(key_role):
+            raise InvalidRequestError(f"role {key_role.name!r} exceeds user {owner['name']!r}'s role "
+                                      f"{owner_role.name!r} ({owner_role.lacks(key_role)})", param="role")
+        if not caller.role.holds(key_role):
+            raise PermissionDeniedError(f"a key with role {key_role.name!r} can do what role {caller.role.name!r} "
+                                        f"cannot ({caller.role.lacks(key_role)})",
+                                        fix="ask for a key with a lesser role (`role`), or have someone who "
+                                            "holds that role mint it")
         expires = time.time() + expires_in_days * 86400 if expires_in_days else None
-        return self._mint(owner["name"], name, models or ["*"], endpoints or ["*"], expires)
+        return self._mint(owner["name"], name, models or ["*"], endpoints or ["*"], expires,
+                          None if key_role is owner_role else key_role.name)
 
-    def _mint(self, user: str, name: str, models: list[str], endpoints: list[str], expires: float | None):
+    def _role(self, name: str, what: str):
+        role = self.policy.role(name)
+        if role is None:
+            raise InvalidRequestError(f"{what} {name!r} does not exist; roles: {', '.join(sorted(self.policy.roles))}",
+                                      param="role")
+        return role
+
+    def _mint(self, user: str, name: str, models: list[str], endpoints: list[str], expires: float | None,
+              role: str | None = None):
         kid, key = new_key()
-        record = self.store.add_key(kid, hash_key(self.auth.pepper, key), name, user, models, endpoints, expires)
+        record = self.store.add_key(kid, hash_key(self.auth.pepper, key), name, user, models, endpoints, expires, role)
         return record, key
 
     def list_keys(self, caller: Principal) -> list[KeyRecord]:
-        return self.store.keys(None if caller.is_global else caller.team)
+        keys = self.store.keys(None if caller.is_global else caller.team)
+        return keys if caller.role.grants("keys:manage") else [k for k in keys if k.user == caller.user]
 
     def revoke_key(self, caller: Principal, kid: str) -> KeyRecord:
         record = self.store.key(kid)
-        if record is None or not caller.sees_team(record.team):
+        if record is None or not caller.sees_team(record.team) or (
+                record.user != caller.user and not caller.role.grants("keys:manage")):
             raise NotFoundError(f"key {kid!r} not found")
         self.store.revoke_key(kid)
         self.auth.forget(kid)
@@ -218,12 +273,13 @@ class Governance:
         team = team or caller.team
         if not caller.sees_team(team):
             raise NotFoundError(f"team {team!r} not found")
-        target = self.policy.role(role)
-        if target is None:
-            raise InvalidRequestError(f"role {role!r} does not exist; roles: {', '.join(sorted(self.policy.roles))}",
-                                      param="role")
+        target = self._role(role, "role")
         if target.scope == "global" and not caller.is_global:
             raise PermissionDeniedError(f"only a global administrator gives the global role {role!r}")
+        if not caller.role.holds(target):
+            raise PermissionDeniedError(f"role {role!r} can do what role {caller.role.name!r} cannot "
+                                        f"({caller.role.lacks(target)}): nobody gives a role they do not hold",
+                                        fix="have someone who holds that role create the user")
         return self.store.create_user(name, team, role)
 
     def list_users(self, caller: Principal) -> list[dict]:
@@ -236,16 +292,55 @@ class Governance:
         return user
 
 
+def provision_locally(settings: Settings, name: str, role: str, team: str) -> str:
+    """Create a user with any role and its first key, straight in the identity store; return the key.
+
+    The host's own path, for roles nobody can give through the API (an auditor, a team's
+    auditor): it needs the state directory — the pepper and the database — so only whoever
+    runs the gateway's host can take it, and that person holds every key file already."""
+    _check_name(name, "user")
+    policy = Policy.with_custom({n: r.model_dump() for n, r in settings.roles.items()})
+    if policy.role(role) is None:
+        raise InvalidRequestError(f"role {role!r} does not exist; roles: {', '.join(sorted(policy.roles))}",
+                                  param="role")
+    state = settings.state_path
+    if not (state / "seekstack.db").exists():
+        raise NotFoundError(f"no identity store in {state}", fix="start `seekstack serve` once, or pass its --config")
+    store = IdentityStore(state / "seekstack.db")
+    try:
+        store.create_user(name, team, role)
+        kid, key = new_key()
+        store.add_key(kid, hash_key(load_pepper(state / "pepper.key"), key), "provisioned on the host", name,
+                      ["*"], ["*"], None)
+    finally:
+        store.close()
+    return key
+
+
 def admin_key_path(settings: Settings) -> Path:
     if settings.auth.admin_key_file is not None:
         return Path(settings.auth.admin_key_file).expanduser()
     return settings.state_path / "admin.key"
 
 
+DUTY_KEY_FILES = {"system": "admin.key", "security": "security-admin.key", "audit": "auditor.key"}
+
+
+def duty_key_path(settings: Settings, duty: str) -> Path:
+    """Where bootstrap wrote the first key of a duty: beside the admin key."""
+    admin = admin_key_path(settings)
+    return admin if duty == "system" else admin.with_name(DUTY_KEY_FILES[duty])
+
+
 def audit_dir(settings: Settings) -> Path:
     if settings.audit.dir is not None:
         return Path(settings.audit.dir).expanduser()
     return settings.state_path / "audit"
+
+
+def _loosens(current: dict, values: dict) -> bool:
+    """Whether ``values`` raise or remove any limit ``current`` sets."""
+    return any(current[f] is not None and (values.get(f) is None or values[f] > current[f]) for f in LIMIT_FIELDS)
 
 
 def _check_name(name: str, what: str) -> None:

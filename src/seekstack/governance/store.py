@@ -2,6 +2,10 @@
 
 Small and synchronous on purpose: admin writes are rare, and the request path reads keys
 through :class:`~seekstack.governance.auth.Authenticator`'s cache, not from here.
+
+The schema is versioned (``PRAGMA user_version``): ``MIGRATIONS`` are ordered steps, each
+applied once, in one transaction with the version bump; a database newer than this code
+knows is refused rather than misread.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConflictError, NotFoundError
+from ..errors import ConfigError, ConflictError, NotFoundError
 from .sqlite import open_private, transaction
 
 SCHEMA = """
@@ -33,6 +37,31 @@ CREATE TABLE IF NOT EXISTS usage (
 
 LIMIT_FIELDS = ("rpm", "tpm", "concurrent", "daily_tokens", "monthly_tokens")
 
+# Ordered schema steps after SCHEMA (version 1); step i brings the database to version i + 2.
+MIGRATIONS: tuple[str, ...] = (
+    # 2: a key may carry a lesser role than its user's; a limit remembers the rank that imposed it
+    "ALTER TABLE keys ADD COLUMN role TEXT; ALTER TABLE limits ADD COLUMN imposed_rank INTEGER NOT NULL DEFAULT 0;",
+)
+SCHEMA_VERSION = len(MIGRATIONS) + 1
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the database to SCHEMA_VERSION under the write lock (gateways sharing it may start together)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0] or 1
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"{path} has schema version {version}, newer than this seekstack knows ({SCHEMA_VERSION})",
+                              fix="run the seekstack version that wrote it, or a newer one")
+        for step in range(version, SCHEMA_VERSION):
+            for statement in filter(str.strip, MIGRATIONS[step - 1].split(";")):
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
 
 @dataclass(frozen=True)
 class KeyRecord:
@@ -41,13 +70,14 @@ class KeyRecord:
     name: str
     user: str
     team: str
-    role: str
+    role: str                 # what the key may do: its own role, or else its user's
     models: tuple[str, ...]
     endpoints: tuple[str, ...]
     created: float
     expires: float | None
     revoked: float | None
     last_used: float | None
+    user_role: str = ""       # its user's role, which the key's own role may not exceed
 
     def public(self) -> dict:
         """What the admin API shows: never the hash."""
@@ -59,6 +89,7 @@ class KeyRecord:
 class IdentityStore:
     def __init__(self, path: Path):
         self.db = open_private(path, SCHEMA, "foreign_keys=ON")
+        migrate(self.db, path)
         self._seen_version = self._data_version()
 
     def _data_version(self) -> int:
@@ -113,15 +144,16 @@ class IdentityStore:
 
     # keys
     def add_key(self, kid: str, key_hash: str, name: str, user: str, models: list[str], endpoints: list[str],
-                expires: float | None) -> KeyRecord:
-        self.db.execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                        (kid, key_hash, name, user, json.dumps(models), json.dumps(endpoints), time.time(), expires))
+                expires: float | None, role: str | None = None) -> KeyRecord:
+        self.db.execute("INSERT INTO keys (id, hash, name, user, models, endpoints, created, expires, role) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (kid, key_hash, name, user, json.dumps(models), json.dumps(endpoints), time.time(), expires, role))
         record = self.key(kid)
         assert record is not None
         return record
 
-    _KEY_SELECT = ("SELECT k.id, k.hash, k.name, k.user, u.team, u.role, k.models, k.endpoints, k.created, "
-                   "k.expires, k.revoked, k.last_used FROM keys k JOIN users u ON u.name = k.user")
+    _KEY_SELECT = ("SELECT k.id, k.hash, k.name, k.user, u.team, COALESCE(k.role, u.role), k.models, k.endpoints, "
+                   "k.created, k.expires, k.revoked, k.last_used, u.role FROM keys k JOIN users u ON u.name = k.user")
 
     def key(self, kid: str) -> KeyRecord | None:
         row = self.db.execute(self._KEY_SELECT + " WHERE k.id = ?", (kid,)).fetchone()
@@ -141,13 +173,18 @@ class IdentityStore:
             self.db.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
 
     # limits and usage
-    def set_limits(self, scope: str, name: str, values: dict) -> None:
-        self.db.execute(f"INSERT OR REPLACE INTO limits VALUES (?, ?, {', '.join('?' * len(LIMIT_FIELDS))})",
-                        (scope, name, *(values.get(f) for f in LIMIT_FIELDS)))
+    def set_limits(self, scope: str, name: str, values: dict, imposed_rank: int = 0) -> None:
+        self.db.execute(f"INSERT OR REPLACE INTO limits (scope, name, {', '.join(LIMIT_FIELDS)}, imposed_rank) "
+                        f"VALUES (?, ?, {', '.join('?' * len(LIMIT_FIELDS))}, ?)",
+                        (scope, name, *(values.get(f) for f in LIMIT_FIELDS), imposed_rank))
 
     def limits(self) -> list[dict]:
-        rows = self.db.execute(f"SELECT scope, name, {', '.join(LIMIT_FIELDS)} FROM limits ORDER BY scope, name")
-        return [{"scope": r[0], "name": r[1], **dict(zip(LIMIT_FIELDS, r[2:]))} for r in rows]
+        rows = self.db.execute(f"SELECT scope, name, {', '.join(LIMIT_FIELDS)}, imposed_rank FROM limits "
+                               "ORDER BY scope, name")
+        return [{"scope": r[0], "name": r[1], **dict(zip(LIMIT_FIELDS, r[2:-1])), "imposed_rank": r[-1]} for r in rows]
+
+    def limit(self, scope: str, name: str) -> dict | None:
+        return next((r for r in self.limits() if r["scope"] == scope and r["name"] == name), None)
 
     def add_usage(self, rows: list[tuple]) -> None:
         """rows: (day, key_id, user, team, model, requests, prompt, completion, reasoning); one commit, all or none."""
@@ -169,6 +206,6 @@ class IdentityStore:
 
 
 def _record(row) -> KeyRecord:
-    kid, h, name, user, team, role, models, endpoints, created, expires, revoked, last_used = row
+    kid, h, name, user, team, role, models, endpoints, created, expires, revoked, last_used, user_role = row
     return KeyRecord(kid, h, name, user, team, role, tuple(json.loads(models)), tuple(json.loads(endpoints)),
-                     created, expires, revoked, last_used)
+                     created, expires, revoked, last_used, user_role)

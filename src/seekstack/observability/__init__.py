@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import ProcessCollector
 
 from ..config import Settings
-from .collectors import EngineMetrics, GcCollector, GpuCollector, ReplicaCollector, StaticCollector, certificate_expiry
+from .collectors import AuditCollector, EngineMetrics, GcCollector, GpuCollector, ReplicaCollector, StaticCollector, certificate_expiry
 from .metrics import METRICS, GatewayMetrics, metrics_table
 from .tracing import Trace, Tracing, stage
 
@@ -25,7 +25,7 @@ class Observability:
         self._gc: GcCollector | None = None
         self._nvml = nvml
 
-    def attach(self, supervisor, http) -> None:
+    def attach(self, supervisor, http, audit=None) -> None:
         """Register the scrape-time collectors, once the supervisor exists."""
         if self.metrics is None or self._engines is not None:
             return
@@ -41,6 +41,8 @@ class Observability:
         self._gc = GcCollector()
         registry.register(self._gc)
         registry.register(StaticCollector(__version__, certificate_expiry(tls.cert) if tls else None))
+        if audit is not None:
+            registry.register(AuditCollector(audit))
 
     async def render(self) -> bytes:
         """The Prometheus exposition text, with the engines' metrics fetched now."""

@@ -88,6 +88,12 @@ def alerts(t: AlertThresholds) -> list[Alert]:
         Alert("SeekstackAuditWriteSlow", "histogram_quantile(0.99, sum by (le) (rate(seekstack_audit_write_seconds_bucket[5m]))) > 0.05",
               "10m", "warning", "p99 audit write is above 50 ms; every request waits for it.",
               "Audit is fail-closed: check the audit disk (latency, free space) before requests start failing with 503."),
+        Alert("SeekstackAuditUnavailable", "seekstack_audit_available == 0", "0m", "critical",
+              "The audit store cannot be written: the gateway refuses every request (fail-closed).",
+              "Read /readyz (it names the reason) and the gateway log; free disk, release the lock or raise audit.max_bytes — service resumes by itself."),
+        Alert("SeekstackAuditStoreFilling", "seekstack_audit_store_bytes / seekstack_audit_store_budget_bytes > 0.8", "10m",
+              "warning", "The audit store is past 80 % of its budget (audit.max_bytes); at 100 % every request is refused.",
+              "Export and archive old records, shorten nothing below the legal minimum, or raise audit.max_bytes and the disk."),
     ]
 
 

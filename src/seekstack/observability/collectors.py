@@ -222,6 +222,26 @@ class GcCollector(Collector):
                                 value=gc.get_freeze_count())
 
 
+class AuditCollector(Collector):
+    """The audit store: whether it takes writes, how full it is against its budget."""
+
+    def __init__(self, audit):
+        self.audit = audit
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("seekstack_audit_available", _help("seekstack_audit_available"),
+                                value=float(self.audit.unavailable is None))
+        try:
+            used = self.audit.used_bytes()
+        except Exception:  # the store is what is broken: the gauge above says so
+            used = None
+        if used is not None:
+            yield GaugeMetricFamily("seekstack_audit_store_bytes", _help("seekstack_audit_store_bytes"), value=used)
+        if self.audit.max_bytes is not None:
+            yield GaugeMetricFamily("seekstack_audit_store_budget_bytes", _help("seekstack_audit_store_budget_bytes"),
+                                    value=self.audit.max_bytes)
+
+
 class StaticCollector(Collector):
     def __init__(self, version: str, certificate_expiry: float | None):
         self.version = version
