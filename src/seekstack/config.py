@@ -54,6 +54,9 @@ class ServerConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Gateway log level. Logs never contain prompt text.")
     log_format: Literal["json", "text"] = Field("json", description="`json`: one JSON object per line (with request_id and trace_id), for log shippers; `text`: for reading in a terminal.")
     source_limits: SourceLimits = Field(default_factory=SourceLimits, description="Limits per client address, applied before authentication.")
+    header_timeout: float = Field(10.0, gt=0, le=300, description="Seconds a client has to send a request's headers (from connecting, or from the request's first byte); then the connection is closed.")
+    body_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds the gateway waits for the next piece of a request body; then 408 and the connection is closed.")
+    max_connections: int = Field(2048, ge=16, description="Open client connections at most; past it, new ones are closed at once.")
     trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or networks (`10.0.0.0/8`) of reverse proxies in front of the gateway: only their `X-Forwarded-For` / `X-Forwarded-Proto` are believed, so the audit log records the real client. Empty (the default): those headers are ignored and the audit log records the connecting address, which no client can forge.")
 
     @field_validator("trusted_proxies")

@@ -5,7 +5,7 @@
      ├─ InvalidRequestError         400 invalid_request_error (bad JSON, bad field values)
      │   ├─ ContextLengthError      400 context_length_exceeded
      │   └─ UnsupportedError        400 unsupported (capability the model lacks)
-     ├─ ValidationFailed            422 invalid_request_error (wrong types / missing fields)
+     ├─ ValidationFailed            400 invalid_request_error (wrong types, missing or unknown fields)
      ├─ AuthenticationError         401 invalid_api_key       (missing, unknown, expired or revoked key)
      ├─ PermissionDeniedError       403 permission_denied     (the key's role or allow-list says no)
      ├─ NotFoundError               404 not_found             (an admin object; never says whose)
@@ -13,6 +13,7 @@
      ├─ ConflictError               409 conflict              (an admin object that already exists)
      ├─ RateLimitError              429 rate_limit_exceeded   (a quota; Retry-After and x-ratelimit-* set)
      ├─ PayloadTooLargeError        413 payload_too_large
+ ├─ RequestTimeoutError         408 request_timeout       (the body stopped arriving)
      ├─ EngineUnavailableError      503 engine_unavailable    (Retry-After set)
      ├─ AuditUnavailableError       503 audit_unavailable     (fail-closed: nothing served unaudited)
      ├─ EngineError                 502 engine_error          (engine answered with garbage)
@@ -39,6 +40,7 @@ __all__ = [
     "ConflictError",
     "RateLimitError",
     "PayloadTooLargeError",
+    "RequestTimeoutError",
     "EngineUnavailableError",
     "AuditUnavailableError",
     "EngineError",
@@ -77,7 +79,7 @@ class UnsupportedError(InvalidRequestError):
 
 
 class ValidationFailed(SeekstackError):
-    status, error_type, code = 422, "invalid_request_error", "invalid_parameters"
+    status, error_type, code = 400, "invalid_request_error", "invalid_parameters"
 
 
 class AuthenticationError(SeekstackError):
@@ -102,6 +104,10 @@ class ConflictError(SeekstackError):
 
 class PayloadTooLargeError(SeekstackError):
     status, error_type, code = 413, "invalid_request_error", "payload_too_large"
+
+
+class RequestTimeoutError(SeekstackError):
+    status, error_type, code = 408, "invalid_request_error", "request_timeout"
 
 
 class EngineUnavailableError(SeekstackError):

@@ -158,16 +158,16 @@ def test_non_object_body_is_400(server, schema):
     assert_error(r, 400, schema, "JSON object")
 
 
-def test_wrong_types_are_422(server, schema):
+def test_wrong_types_are_400_naming_the_field(server, schema):
     r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": "hi"})
-    err = assert_error(r, 422, schema, "messages")
+    err = assert_error(r, 400, schema, "messages")
     assert err["param"] == "messages"
     r = server.http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "temperature": "hot"})
-    assert_error(r, 422, schema, "temperature")
+    assert_error(r, 400, schema, "temperature")
 
 
 def test_missing_field_via_openai_client(client):
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=MODEL, messages=[])
 
 

@@ -17,6 +17,7 @@ from .. import __version__, statelock
 from ..config import Settings, check_settings, load_settings
 from ..errors import ConfigError
 from ..gateway.app import build_app
+from ..gateway.connections import bounded_protocol
 from ..governance.service import admin_key_path, audit_dir
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
 from ..planner.admission import admit, derive
@@ -80,7 +81,8 @@ async def run_server(settings: Settings) -> None:
         host=settings.server.host,
         port=settings.server.port,
         loop="none",
-        http="httptools",
+        # httptools, with a deadline for request headers and a bound on open connections
+        http=bounded_protocol(settings.server.header_timeout, settings.server.max_connections),
         lifespan="on",
         access_log=False,  # the guard writes one access line per request, with its ids
         # X-Forwarded-* only from the proxies the operator named: otherwise any local process

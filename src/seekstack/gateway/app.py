@@ -67,7 +67,7 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
     app.include_router(admin_routes.router)
     app.include_router(metrics_routes.router)
     app.add_middleware(openai_routes.OpenAIRoutes)  # innermost: the inference routes, without FastAPI's router
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes, timeout=settings.server.body_timeout)
     app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled,
                        observability=observability, sources=sources)  # outermost: before any body is read
     return app

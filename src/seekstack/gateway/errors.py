@@ -81,6 +81,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return Response(error_body("internal error; the gateway log has the details", "server_error", "internal_error"),
-                        status_code=500, media_type="application/json")
+        return internal_error(request.method, request.url.path)
+
+
+def internal_error(method: str, path: str) -> Response:
+    """A 500: logged with its traceback, answered as OpenAI error JSON, and the connection closed —
+    whatever broke may have left it in an unknown state, and the client must know not to reuse it."""
+    log.exception("unexpected error on %s %s", method, path[:256])
+    return Response(error_body("internal error; the gateway log has the details", "server_error", "internal_error"),
+                    status_code=500, media_type="application/json", headers={"connection": "close"})

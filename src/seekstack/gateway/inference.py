@@ -21,7 +21,7 @@ from ..governance.pii import Redactor, policy_for, redact_prompt
 from ..observability import Trace, stage
 from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
                       UnsupportedError, ValidationFailed)
-from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from ..protocol import INSTEAD, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ..supervisor import Supervisor
 from .assemble import assemble
 from .disconnect import cancel_on_disconnect
@@ -34,6 +34,10 @@ from .upstream import Lease, Upstream
 # chat templates add a few tokens per message and a fixed preamble.
 PER_MESSAGE_SLACK = 16
 TEMPLATE_SLACK = 256
+# No token of the vocabularies served here is longer than this many UTF-8 bytes (llama.cpp's
+# and Hugging Face tokenizers top out near 16-32): a text of N bytes is at least N/64 tokens,
+# so a prompt that could never fit is refused without tokenizing it (8 MB took 9 s).
+MAX_TOKEN_BYTES = 64
 MEDIA_PARTS = frozenset({"image_url", "input_audio"})  # OpenAI's non-text parts of a chat message
 
 
@@ -49,10 +53,41 @@ async def parse_body(request: Request, model: type[BaseModel]) -> tuple[dict[str
     try:
         return body, model.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
-        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise ValidationFailed(f"{param}: {first['msg']}{more}", param=param) from None
+        raise validation_error(exc, body) from None
+
+
+def validation_error(exc: ValidationError, body: dict[str, Any]) -> ValidationFailed:
+    """The most specific problem, named by its path in the body (``messages.0.content.1.text``)."""
+    problems = [(_param(error["loc"], body), error) for error in exc.errors()]
+    param, error = max(problems, key=lambda pe: len(pe[0]))
+    name = ".".join(str(p) for p in param)
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    if error["type"] == "extra_forbidden":
+        instead = INSTEAD.get(str(param[-1]))
+        return ValidationFailed(f"unknown parameter {name!r}{more}", param=name,
+                                fix=f"use {instead}: it is what every token budget counts" if instead else
+                                "send only OpenAI's parameters (and the engine sampling parameters seekstack allows)")
+    return ValidationFailed(f"{name}: {error['msg']}{more}", param=name)
+
+
+def _param(loc: tuple, body: Any) -> tuple:
+    """The parts of a pydantic error location that exist in the body (union and tag labels dropped)."""
+    path, node = [], body
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part.isidentifier() and part not in _TYPE_LABELS:
+            path.append(part)  # a missing or unknown field: named, and nothing below it
+            break
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
 def longest_input(value: str | list) -> tuple[int, Callable[[], Awaitable[str]] | None]:
@@ -118,8 +153,7 @@ class InferenceService:
                 raise InvalidRequestError(f"messages[{i}].reasoning_content must not be sent back to the model",
                                           fix="drop reasoning_content from earlier assistant turns", param=f"messages.{i}")
             if isinstance(message.content, list) and not caps.media_input:
-                media = next((part.get("type") for part in message.content
-                              if isinstance(part, dict) and part.get("type") in MEDIA_PARTS), None)
+                media = next((part.type for part in message.content if part.type in MEDIA_PARTS), None)
                 if media is not None:
                     raise UnsupportedError(f"model {req.model!r} takes text only, but messages[{i}] has an {media} part",
                                            fix="send text parts only, or serve a model that accepts images and audio",
@@ -127,7 +161,7 @@ class InferenceService:
         self._apply_defaults(body, caps)
         redactor = self._redactor(request, req.model, body)
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
-        bound = sum(text_bytes(m.content) + PER_MESSAGE_SLACK for m in req.messages) + TEMPLATE_SLACK
+        bound = sum(text_bytes(m.get("content")) + PER_MESSAGE_SLACK for m in body["messages"]) + TEMPLATE_SLACK
         render = (lambda: self.upstream.render_chat(req.model, body)) if caps.counts_tokens else None
         prompt = await self._check_context(req.model, caps, bound, budget, "messages", render)
         await self._reserve(request, req.model, caps, prompt, budget, body, render)
@@ -232,6 +266,10 @@ class InferenceService:
                                      param="max_tokens")
         if bound + (budget or 0) <= ctx:
             return bound, render is None  # fits even in the worst case: no need to tokenize
+        if render is not None and bound // MAX_TOKEN_BYTES >= ctx:
+            raise ContextLengthError(f"the prompt is {bound} bytes, at least {bound // MAX_TOKEN_BYTES} tokens, but the "
+                                     f"model's context length is {ctx} tokens",
+                                     fix="shorten the prompt or serve the model with a larger `context`", param=param)
         n_prompt = bound if render is None else await self.upstream.tokenize(model, await render())
         if n_prompt >= ctx:
             raise ContextLengthError(f"the prompt is {n_prompt} tokens but the model's context length is {ctx} tokens",

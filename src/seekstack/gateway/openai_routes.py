@@ -4,8 +4,9 @@ They are served by :class:`OpenAIRoutes`, the innermost middleware, straight fro
 ``(method, path)`` table: the path of every token skips FastAPI's router, exception
 middleware and exit stack — ~0.1 ms of CPU per request here once a token has left the
 caches cold (bench/README.md). A route's errors become responses exactly as in every other
-route (:func:`~seekstack.gateway.errors.route_error`); anything unexpected reaches the app's
-500 handler. Every other request goes on to FastAPI.
+route (:func:`~seekstack.gateway.errors.route_error`); anything unexpected is a 500 that
+closes the connection (:func:`~seekstack.gateway.errors.internal_error`), as the app's own
+500 handler does. Every other request goes on to FastAPI.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from starlette.responses import Response
 
 from ..errors import SeekstackError
 from .disconnect import ClientGone
-from .errors import route_error
+from .errors import internal_error, route_error
+from .limits import BodyRefused
 from .inference import json_response
 
 _CREATED = int(time.time())
@@ -66,4 +68,9 @@ class OpenAIRoutes:
             response = await endpoint(request)
         except (SeekstackError, ClientGone) as exc:
             response = route_error(request, exc)
+        except BodyRefused:  # the body limit's own answer (413, 408)
+            raise
+        except Exception:  # a bug: 500, logged, and the connection closed
+            request.state.error_code = "internal_error"
+            response = internal_error(scope["method"], scope["path"])
         await response(scope, receive, send)

@@ -43,11 +43,28 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, one line per record: line breaks and other control characters in a
+    message (which may carry what a client sent) are escaped, so nobody can forge a log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        head, _, trace = text.partition("\nTraceback")
+        return escape_controls(head) + ("\nTraceback" + trace if trace else "")
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f) if c != 0x09}
+
+
+def escape_controls(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Log to stderr from a background thread: the event loop only queues records (the write
     to a pipe costs more than the request path can spare)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     records: queue.SimpleQueue = queue.SimpleQueue()
     listener = QueueListener(records, handler)
     listener.start()
