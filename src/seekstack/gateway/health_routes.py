@@ -1,4 +1,4 @@
-"""Liveness, readiness and the replica table behind `seekstack ps`."""
+"""Liveness, readiness, the replica table behind `seekstack ps`, and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ async def readyz(request: Request) -> JSONResponse:
     if audit is not None:
         body["audit"] = f"unavailable: {audit}"
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> JSONResponse:
+    """The OpenAPI document of /v1 and /admin/v1 (any valid key may read it)."""
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:
+        from .openapi import openapi_document
+
+        state.openapi = openapi_document(request.app)
+    return JSONResponse(state.openapi)
 
 
 @router.get("/admin/v1/replicas")

@@ -65,6 +65,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/v1/audit/bodies/{id}"): "audit:read",
     ("POST", "/admin/v1/retention/run"): "config:manage",
     ("GET", "/admin/v1/whoami"): "self",
+    ("GET", "/openapi.json"): "self",
     ("GET", "/metrics"): "metrics:read",
 }
 OPEN_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})  # probes: no key
