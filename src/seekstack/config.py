@@ -193,6 +193,7 @@ class ModelConfig(_Section):
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads per replica (default: all cores).")
     gpu_layers: int | None = Field(None, ge=-1, description="Layers offloaded to GPU (-1 all, 0 none; default: all when device allows).")
     chat_template: str | None = Field(None, description="Chat template name or Jinja text overriding the model's own.")
+    prompt_cache_mib: int = Field(256, ge=0, le=1_048_576, description="Host memory (MiB) llama.cpp may keep for the KV state of earlier prompts, to answer a repeated prefix without recomputing it; counted by the planner and admission. 0 turns it off. (llama.cpp's own default, 8 GiB, grows an engine by the KV of every distinct prompt until then.)")
     embeddings: bool = Field(False, description="Run as an embedding model: serves /v1/embeddings (mean pooling) and refuses chat/completions, since llama.cpp runs embedding models in a dedicated mode. Add a second entry for the same file to chat with it.")
     reasoning: Literal["auto", "none", "deepseek_r1"] = Field("auto", description="Reasoning format; `auto` takes it from the model family (DeepSeek-R1 → deepseek_r1).")
     reasoning_parser: Literal["auto", "engine", "gateway"] = Field("auto", description="Who splits reasoning: the engine's native parser (preferred when it has one) or the gateway.")

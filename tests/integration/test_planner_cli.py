@@ -47,19 +47,20 @@ def test_plan_refuses_bad_input_in_one_line(tmp_path):
 def test_serve_refuses_models_that_do_not_fit_with_numbers_and_the_smallest_fix(tmp_path):
     config = tmp_path / "tight.yaml"
     config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "supervisor": {"memory_budget_gb": 0.6},
-                                      "models": [{"name": "m", "source": "embedded", "context": 4096, "slots": 4, "replicas": 2}]}))
+                                      "models": [{"name": "m", "source": "embedded", "context": 4096, "slots": 4, "replicas": 2,
+                                                  "prompt_cache_mib": 16}]}))
     result = run("serve", "--config", str(config), "--port", "0", timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "the models need 0.95 GiB but 0.56 GiB is available" in result.stderr
-    assert "m: 2 × (0.09 weights + 0.35 KV for context 4096 × 4 slots" in result.stderr
-    assert "set context: 1792 (or fewer slots) for m" in result.stderr and "--force" in result.stderr
+    assert "the models need 1.14 GiB but 0.56 GiB is available" in result.stderr
+    assert "m: 2 × (0.09 weights + 0.35 KV for context 4096 × 4 slots + 0.11 overhead + 0.02 prompt cache)" in result.stderr
+    assert "set context: 512 (or fewer slots) for m" in result.stderr and "--force" in result.stderr
     assert not (tmp_path / "state" / "admin.key").exists()  # refused before anything started
     # the fix it names is enough
     from seekstack.config import load_settings
     from seekstack.planner.admission import admit
 
     fixed = yaml.safe_load(config.read_text())
-    fixed["models"][0]["context"] = 1792
+    fixed["models"][0]["context"] = 512
     config.write_text(yaml.safe_dump(fixed))
     assert admit(load_settings(config)).fits
 
@@ -123,9 +124,10 @@ def test_plan_tco_in_json_and_text():
 
 
 def test_serve_derives_context_from_the_plan_when_it_is_not_set(tmp_path):
-    """No context or slots in the config and 0.25 GB to spend: 4096 × 4 would need 0.47 GiB, so the
-    planner halves the context until it fits (1024), and the engine really runs with it."""
-    server = Server(tmp_path, {"supervisor": {"memory_budget_gb": 0.25}, "models": [{"name": "m", "source": "embedded"}]})
+    """No context, slots or prompt cache in the config and 0.35 GB to spend: 4096 × 4 with 256 MiB of
+    prompt cache would need 0.80 GiB, so the planner gives up the prompt cache, then halves the context
+    until it fits (1024), and the engine really runs with it."""
+    server = Server(tmp_path, {"supervisor": {"memory_budget_gb": 0.35}, "models": [{"name": "m", "source": "embedded"}]})
     server.start()
     try:
         r = server.http.post("/v1/chat/completions", json={"model": "m", "max_tokens": 1024,
@@ -135,7 +137,7 @@ def test_serve_derives_context_from_the_plan_when_it_is_not_set(tmp_path):
         assert 'seekstack_replica_slots{engine="llamacpp",model="m",replica="0"} 4.0' in metrics
     finally:
         server.stop()
-    assert "m: context 1024 × 4 slots (chosen from the memory plan" in server.log_path.read_text()
+    assert "m: context 1024 × 4 slots, prompt cache 0 MiB (chosen from the memory plan" in server.log_path.read_text()
 
 
 def test_plan_a_model_in_the_store_by_name(tmp_path):

@@ -53,6 +53,7 @@ class LlamaCppEngine(ProcessEngine):
             "gpu_layers": gpu_layers,
             "chat_template": model.chat_template,
             "embeddings": model.embeddings,
+            "prompt_cache_mib": model.prompt_cache_mib,
             "reasoning": NATIVE_REASONING.get(caps.reasoning_format) if caps.native_reasoning else None,
         }
 

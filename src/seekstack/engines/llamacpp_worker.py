@@ -35,6 +35,7 @@ def build_params(spec: dict):
     p.endpoint_slots = True
     p.cont_batching = True
     p.warmup = False
+    p.cache_ram_mib = spec.get("prompt_cache_mib", 256)  # bounded: the planner counts it
     if spec.get("chat_template"):
         p.chat_template = spec["chat_template"]
     if spec.get("embeddings"):

@@ -35,13 +35,17 @@ class Admission:
         for model, plan in self.plans:
             lines.append(f"  {model.name}: {model.replicas} × ({plan.weights_bytes / GIB:.2f} weights + "
                          f"{plan.kv_bytes / GIB:.2f} KV for context {model.context} × {model.slots} slots + "
-                         f"{plan.overhead_bytes / GIB:.2f} overhead) = {model.replicas * plan.total_bytes / GIB:.2f} GiB")
+                         f"{plan.overhead_bytes / GIB:.2f} overhead + {plan.prompt_cache_bytes / GIB:.2f} prompt cache) = "
+                         f"{model.replicas * plan.total_bytes / GIB:.2f} GiB")
         return "\n".join(lines)
 
     def smallest_fix(self) -> str:
         """The one change to the largest consumer that would make the whole set fit."""
         model, plan = max(self.plans, key=lambda mp: mp[0].replicas * mp[1].total_bytes)
         excess = self.need_bytes - self.budget_bytes
+        if plan.prompt_cache_bytes * model.replicas >= excess:  # the cheapest thing to give up
+            keep = int((plan.prompt_cache_bytes - excess / model.replicas) // 2**20)
+            return f"set prompt_cache_mib: {max(keep, 0)} for {model.name}"
         per_replica_kv = plan.kv_bytes
         if per_replica_kv * model.replicas > excess:
             keep = 1 - excess / (per_replica_kv * model.replicas)
@@ -65,7 +69,7 @@ def admit(settings: Settings, info: dict | None = None) -> Admission | None:
     for model in local:
         spec = _spec(model.resolved_path())
         plans.append((model, make_plan(spec, hw, quant_name="file", context=model.context, concurrency=model.slots,
-                                       engine="llamacpp")))
+                                       engine="llamacpp", prompt_cache_bytes=model.prompt_cache_mib * 2**20)))
     need = sum(m.replicas * p.total_bytes for m, p in plans)
     budget_gb = settings.supervisor.memory_budget_gb
     if budget_gb is not None:
@@ -90,11 +94,13 @@ MIN_CONTEXT = 512
 
 
 def derive(settings: Settings, info: dict | None = None) -> list[str]:
-    """Choose ``context`` and ``slots`` for llama.cpp models that leave them unset: the model's
-    trained context (at most 4096) × 4 slots, halved — the largest first — until everything fits
-    the budget. Returns one line per model saying what was chosen."""
+    """Choose ``context``, ``slots`` and ``prompt_cache_mib`` for llama.cpp models that leave them
+    unset: the model's trained context (at most 4096) × 4 slots with a 256 MiB prompt cache; until
+    everything fits the budget, the prompt cache is halved first (then dropped), then the context —
+    the largest first —, then slots. Returns one line per model saying what was chosen."""
     ctx_open = [m for m in settings.models if m.engine == "llamacpp" and "context" not in m.model_fields_set]
     slots_open = [m for m in settings.models if m.engine == "llamacpp" and "slots" not in m.model_fields_set]
+    cache_open = [m for m in settings.models if m.engine == "llamacpp" and "prompt_cache_mib" not in m.model_fields_set]
     if not ctx_open and not slots_open:
         return []
     info = info if info is not None else detect()
@@ -106,6 +112,11 @@ def derive(settings: Settings, info: dict | None = None) -> list[str]:
         admission = admit(settings, info)
         if admission is None or admission.fits:
             break
+        caches = [m for m in cache_open if m.prompt_cache_mib > 0]
+        if caches:
+            biggest = max(caches, key=lambda m: m.replicas * m.prompt_cache_mib)
+            biggest.prompt_cache_mib = biggest.prompt_cache_mib // 2 if biggest.prompt_cache_mib > 16 else 0
+            continue
         weights = {id(m): m.replicas * p.kv_bytes for m, p in admission.plans}
         shrinkable = [m for m in ctx_open if m.context > MIN_CONTEXT]
         if shrinkable:
@@ -116,5 +127,6 @@ def derive(settings: Settings, info: dict | None = None) -> list[str]:
         if not fewer:
             break  # nothing left to give: admission refuses with the numbers
         max(fewer, key=lambda m: weights[id(m)]).slots -= 1
-    return [f"{m.name}: context {m.context} × {m.slots} slots (chosen from the memory plan; set context/slots to fix them)"
+    return [f"{m.name}: context {m.context} × {m.slots} slots, prompt cache {m.prompt_cache_mib} MiB (chosen from the "
+            f"memory plan; set context/slots/prompt_cache_mib to fix them)"
             for m in {id(m): m for m in ctx_open + slots_open}.values()]

@@ -8,8 +8,12 @@ Memory (bytes):
   qk_rope_head_dim) × kv bytes; GQA = 2 × layers × kv_heads × head_dim × kv bytes;
   KV total = per token × context × concurrency;
 - overhead: llama.cpp = 16 MiB + 512 × hidden × 64 B (compute buffer for a 512-token batch) +
-  vocab × 4 B × concurrency (logits); vLLM / SGLang = 2 GiB per GPU (CUDA context, graphs,
-  activations), and only 90 % of each GPU is usable (gpu_memory_utilization).
+  vocab × 4 B × concurrency (logits) + 80 MiB for the engine process itself (interpreter,
+  libraries, HTTP threads, tokenizer: the embedded model's engine holds 219 MiB after loading
+  against 149 MiB of weights, KV and buffers); vLLM / SGLang = 2 GiB per GPU (CUDA context,
+  graphs, activations), and only 90 % of each GPU is usable (gpu_memory_utilization);
+- prompt cache (llama.cpp): the host memory it may keep for earlier prompts' KV
+  (``prompt_cache_mib``, 256 MiB by default; llama.cpp's own default is 8 GiB), host RAM.
 
 Placement: the smallest tensor-parallel degree t (a power of two dividing the attention heads)
 with weights ÷ t + KV (÷ t for GQA; MLA's latent cache is replicated on every rank) + overhead
@@ -40,6 +44,8 @@ KV_BYTES = {"bf16": 2, "fp16": 2, "f16": 2, "fp8": 1, "q8_0": 1.0625, "q4_0": 0.
 GPU_USABLE = 0.90          # vLLM's gpu_memory_utilization default
 SERVER_OVERHEAD = 2 * GIB  # per GPU, vLLM / SGLang
 RAM_USABLE = 0.90          # leave the OS and the gateway room
+ENGINE_PROCESS = 80 * MIB  # llama.cpp worker process: interpreter, libraries, HTTP threads, tokenizer (measured)
+PROMPT_CACHE = 256 * MIB   # llama.cpp host prompt cache, ModelConfig.prompt_cache_mib's default
 
 
 def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str = "bf16") -> float:
@@ -63,7 +69,7 @@ def weight_bytes(spec: ModelSpec, quant_name: str) -> tuple[float, str]:
 
 def overhead_bytes(spec: ModelSpec, engine: str, concurrency: int) -> float:
     if engine == "llamacpp":
-        return 16 * MIB + 512 * spec.hidden * 64 + spec.vocab * 4 * concurrency
+        return 16 * MIB + 512 * spec.hidden * 64 + spec.vocab * 4 * concurrency + ENGINE_PROCESS
     return SERVER_OVERHEAD
 
 
@@ -93,13 +99,15 @@ class Plan:
     prefill_tps: float = 0.0
     assumptions: list[str] = field(default_factory=list)
     smallest_fix: str | None = None
+    prompt_cache_bytes: float = 0.0    # llama.cpp: host memory for earlier prompts' KV (in total_bytes on a CPU)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, concurrency: int = 1,
-              engine: str = "auto", kv_dtype: str | None = None, explain: bool = True) -> Plan:
+              engine: str = "auto", kv_dtype: str | None = None, explain: bool = True,
+              prompt_cache_bytes: float | None = None) -> Plan:
     if engine == "auto":
         engine = "llamacpp" if (not hw.is_gpu or spec.file_bytes is not None or quant_name.startswith(("q", "iq"))) else "vllm"
     kv_dtype = kv_dtype or ("f16" if engine == "llamacpp" else "bf16")
@@ -112,8 +120,12 @@ def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, c
     assumptions = [f"weights: {source}",
                    f"KV: {'MLA latent' if spec.attention == 'mla' else 'GQA'} {per_token:,.0f} B/token × {context:,} × {concurrency}",
                    f"overhead: {_overhead_text(engine)}"]
+    cache = (PROMPT_CACHE if prompt_cache_bytes is None else prompt_cache_bytes) if engine == "llamacpp" else 0.0
+    if cache:
+        assumptions.append(f"prompt cache: {cache / MIB:,.0f} MiB of host memory (prompt_cache_mib)")
     plan = Plan(spec.name, quant_name, engine, hw.label, context, concurrency, kv_dtype, weights, source, per_token, kv,
-                overhead, weights + kv + overhead, False, None, 0, None, 0.0, assumptions=assumptions)
+                overhead, weights + kv + overhead + (0.0 if hw.is_gpu else cache), False, None, 0, None, 0.0,
+                assumptions=assumptions, prompt_cache_bytes=cache)
     if hw.is_gpu:
         _place_on_gpus(plan, spec, hw)
     else:
