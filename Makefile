@@ -45,6 +45,7 @@ docs: install
 	$(BIN)/seekstack config docs > docs/configuration.md
 	$(BIN)/python -c "from seekstack.governance.policy import write_role_table; write_role_table('docs/security.md')"
 	$(BIN)/python -c "from seekstack.governance.pii.scoring import write_table; write_table('tests/data/pii/corpus.jsonl', 'docs/pii.md')"
+	$(BIN)/python -c "from seekstack.governance.pii.scoring import write_table; write_table('tests/data/pii/holdout.jsonl', 'docs/pii.md', 'pii-holdout-table')"
 	$(BIN)/python -c "from seekstack.observability import write_docs; write_docs('docs/observability.md')"
 
 clean:

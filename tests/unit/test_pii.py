@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from seekstack.governance.pii.masker import Redactor, StreamFilter, detect
@@ -113,3 +114,59 @@ def test_the_digit_precheck_skips_only_patterns_that_need_a_digit():
             text = "".join(replacement if c.isascii() and c.isdigit() else c for c in sample["text"])
             for r in needing:
                 assert next(r.pattern.finditer(text), None) is None, (r.name, text)
+
+
+# ---------------------------------------------------------------- real-text shapes (issue 15)
+HOLDOUT = ROOT / "tests" / "data" / "pii" / "holdout.jsonl"
+
+
+def _rid(body17: str) -> str:
+    total = sum(int(d) * (2 ** (17 - i) % 11) for i, d in enumerate(body17))
+    return body17 + "10X98765432"[total % 11]
+
+
+FULL = {ord(c): ord(c) + 0xFEE0 for c in "0123456789@.-+()"}
+RID = _rid("13010219870622451")
+
+
+@pytest.mark.parametrize("text,cls,value", [
+    (f"证件号码：{RID.translate(FULL)}。", "cn_resident_id", RID.translate(FULL)),            # full-width digits
+    (f"证件 {RID[:6]}-{RID[6:14]}-{RID[14:]} 有效", "cn_resident_id", f"{RID[:6]}-{RID[6:14]}-{RID[14:]}"),
+    (f"号码 {RID[:6]} {RID[6:14]} {RID[14:]}", "cn_resident_id", f"{RID[:6]} {RID[6:14]} {RID[14:]}"),
+    ("请回电１５８０００１２３４５", "cn_mobile", "１５８０００１２３４５"),
+    ("phone (+86)15800012345", "cn_mobile", "(+86)15800012345"),
+    ("拨 0086-15800012345", "cn_mobile", "0086-15800012345"),
+    ("号码 158—0001—2345 本人", "cn_mobile", "158—0001—2345"),
+    ("write to wang＠corp．cn", "email", "wang＠corp．cn"),
+])
+def test_real_text_shapes_are_found_and_masked_as_written(text, cls, value):
+    found = [(e.cls, e.value) for e in detect(text)]
+    assert (cls, value) in found, found
+    masked = Redactor("mask").inbound(text)
+    assert value not in masked and f"[{cls.upper()}]" in masked
+
+
+@pytest.mark.parametrize("text", [
+    "blob 3b18e512dba79e4c8300dd08aeb37f8e728b8dad15800012345",   # a hash with a phone-shaped run
+    "job 15800012-3456-4abc-8def-158000123456 queued",             # a UUID
+    "running v10.1.2.3 in production", "ver 192.168.1.1", "版本 2.0.1.5 的说明",
+    "上传了 15800012345 字节", "余额 15800012345 元",
+])
+def test_look_alikes_are_not_pii(text):
+    assert detect(text) == [], detect(text)
+
+
+def test_holdout_corpus_the_recognizers_were_not_tuned_on():
+    from seekstack.markdown import block
+
+    result = score(HOLDOUT)
+    assert result.samples >= 40 and sum(1 for line in HOLDOUT.read_text().splitlines() if '"entities": []' in line) >= 15
+    assert result.precision() >= 0.95 and result.recall() >= 0.95, result.table(present_only=True)
+    assert block((ROOT / "docs" / "pii.md").read_text(), "pii-holdout-table") == result.table(present_only=True)
+
+
+def test_a_full_width_value_split_across_stream_chunks_is_masked_whole():
+    text = "请回电１５８０００１２３４５谢谢"
+    for size in (1, 2, 3, 5):
+        out = stream(StreamFilter(Redactor("mask")), text, size)
+        assert out == "请回电[CN_MOBILE]谢谢", (size, out)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .recognizers import CONTEXT_WINDOW, RECOGNIZERS
+from .recognizers import CONTEXT_WINDOW, RECOGNIZERS, VETO, normalize
 
 PRIORITY = {r.name: min(0 if x.checksum else 1 if x.context or x.validate else 2 for x in RECOGNIZERS if x.name == r.name)
             for r in RECOGNIZERS}
@@ -34,10 +34,15 @@ class Entity:
 
 
 def detect(text: str) -> list[Entity]:
-    """Non-overlapping entities, left to right; on overlap the validated / longer one wins."""
-    lowered, has_digit = text.lower(), _DIGIT.search(text) is not None
-    found = [Entity(s, e, r.name, v) for r in RECOGNIZERS if r.could_match(text, lowered, has_digit)
-             for s, e, v in r.find(text)]
+    """Non-overlapping entities, left to right; on overlap the validated / longer one wins.
+
+    Matched on the normalized text (full-width forms and dashes folded, one character for one);
+    values are cut from the original. Nothing inside a hash or a UUID counts."""
+    norm = normalize(text)
+    lowered, has_digit = norm.lower(), _DIGIT.search(norm) is not None
+    vetoed = [m.span() for m in VETO.finditer(norm)] if has_digit else []
+    found = [Entity(s, e, r.name, text[s:e]) for r in RECOGNIZERS if r.could_match(norm, lowered, has_digit)
+             for s, e, _ in r.find(norm) if not any(s < b and a < e for a, b in vetoed)]
     found.sort(key=lambda x: (PRIORITY[x.cls], -(x.end - x.start), x.start))
     chosen: list[Entity] = []
     for entity in found:
@@ -157,6 +162,7 @@ class StreamFilter:
         # a card's last digit group).
         window = max(0, len(text) - MAX_HOLD)
         start = len(text)
+        text = normalize(text)
         for recognizer in RECOGNIZERS:
             for m in recognizer.partial.finditer(text, window, partial=True):
                 if m.end() >= len(text) - GROW_SLACK and m.start() < start:

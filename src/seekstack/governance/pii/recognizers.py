@@ -4,6 +4,14 @@ context words that must appear nearby.
 Digit and letter lookarounds (``(?<![0-9])``) bound the patterns, never ``\\b``: ``\\b`` does
 not fire between a digit and a CJK character ("身份证号11010519491231002X已登记").
 
+Real text writes identifiers in more shapes than their canonical one. Before matching, text
+is normalized one character for one (so positions hold): full-width forms from Chinese input
+methods (``１３８``, ``＠``, ``－``) become ASCII, dashes (‐ – —) become ``-``. Patterns allow
+the separators people type (a resident ID as 6-8-4 groups, ``(+86)`` and ``0086`` before a
+mobile). Look-alikes are vetoed: anything inside a hash-like hex token (24+ characters) or a
+UUID; an IPv4-shaped version number (``v1.2.3.4``, "version", 版本); an 11-digit number
+followed by a unit (字节, bytes, 元, ms …).
+
 Limits, said plainly: names and addresses are rule-based (a surname lexicon with a title or
 a label such as 姓名/患者, Mr./Ms./Dr.; addresses need a road and a house number) and miss
 names written bare in running text; permits without a check digit (HK/Macau permit,
@@ -29,6 +37,21 @@ END = r"(?![0-9])"
 ENDA = r"(?![0-9A-Za-z])"
 CONTEXT_WINDOW = 24  # characters before the match searched for context words
 
+# One character for one: full-width ASCII forms (U+FF01–FF5E) and the ideographic space, and
+# the dashes people paste (U+2010–2015, U+2212). Positions in the normalized text are positions
+# in the original, so a match's value is cut from the original text.
+NORMALIZE = {**{0xFF01 + i: 0x21 + i for i in range(94)}, 0x3000: 0x20,
+             **{c: 0x2D for c in (*range(0x2010, 0x2016), 0x2212)}}
+
+
+def normalize(text: str) -> str:
+    return text.translate(NORMALIZE)
+
+
+# Tokens whose digits are not identifiers: hashes (hex, 24+ characters, letters and digits) and UUIDs.
+VETO = re.compile(r"(?<![0-9A-Za-z])(?:(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{24,}"
+                  r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})(?![0-9A-Za-z])")
+
 
 @dataclass(frozen=True)
 class Recognizer:
@@ -41,6 +64,8 @@ class Recognizer:
     group: int = 0                   # which regex group is the value; -1: the first that matched
     needs: tuple[str, ...] = ()      # cheap pre-check: skip the pattern unless one of these occurs
     digit: bool = False              # cheap pre-check: True when the pattern cannot match without an ASCII digit
+    not_before: tuple[str, ...] = () # words just before the match that make it a look-alike (case-insensitive)
+    not_after: tuple[str, ...] = ()  # words just after it that do (a unit after a number)
 
     @functools.cached_property
     def partial(self) -> "regex.Pattern":
@@ -62,10 +87,14 @@ class Recognizer:
                 continue
             if self.validate is not None and not self.validate(value):
                 continue
-            if self.context:
+            if self.context or self.not_before:
                 before = text[max(0, m.start() - CONTEXT_WINDOW):m.start()].lower()
-                if not any(word in before for word in self.context):
+                if self.context and not any(word in before for word in self.context):
                     continue
+                if any(before.rstrip().endswith(word) for word in self.not_before):
+                    continue
+            if self.not_after and text[m.end():m.end() + 8].lstrip().lower().startswith(self.not_after):
+                continue
             yield m.start(group), m.end(group), value
 
 
@@ -83,6 +112,10 @@ def _bank_card_rare_length(value: str) -> bool:
     """17 or 18 digits: valid too, but so are many order numbers; the recognizer asks for context."""
     digits = _digits(value)
     return len(digits) in (17, 18) and checksums.luhn(digits)
+
+
+def _resident_id(value: str) -> bool:
+    return checksums.resident_id(_digits(value))
 
 
 def _ip(value: str) -> bool:
@@ -104,8 +137,10 @@ PLATE_LETTER = "A-HJ-NP-Z"
 
 RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("cn_resident_id", "CN_RESIDENT_ID",
-               re.compile(ND + r"([1-6][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx])" + ENDA),
-               checksums.resident_id, checksum=True, group=1, digit=True),
+               re.compile(ND + r"([1-6][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]"
+                          r"|[1-6][0-9]{5}([ -])(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])\2[0-9]{3}[0-9Xx])"
+                          + ENDA),
+               _resident_id, checksum=True, group=1, digit=True),
     Recognizer("hmt_residence_permit", "HMT_RESIDENCE_PERMIT",
                re.compile(ND + r"(8[123]0000(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx])" + ENDA),
                checksums.resident_id, checksum=True, group=1, digit=True),
@@ -122,7 +157,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
                re.compile(NDA + r"([A-Z][1289][0-9]{8})" + ENDA), checksums.taiwan_id, checksum=True, group=1, digit=True),
     Recognizer("macau_id", "MACAU_ID", re.compile(ND + r"([157][0-9]{6}\([0-9]\))"), needs=("(",), digit=True),
     Recognizer("cn_mobile", "CN_MOBILE",
-               re.compile(ND + r"((?:\+?86[ -]?)?1[3-9][0-9](?:[0-9]{8}|[ -][0-9]{4}[ -][0-9]{4}))" + END), group=1, digit=True),
+               re.compile(ND + r"((?:(?:\(\+?86\)|\+?86|0086)[ -]?)?1[3-9][0-9](?:[0-9]{8}|[ -][0-9]{4}[ -][0-9]{4}))" + END),
+               group=1, digit=True, not_after=("字节", "byte", "元", "ms", "毫秒", "秒", "次", "kb", "mb", "个")),
     Recognizer("cn_landline", "CN_LANDLINE",
                re.compile(ND + r"((?:\+86[ -]?)?(?:0[1-9][0-9]{1,2}-|\(0[1-9][0-9]{1,2}\))[2-9][0-9]{6,7})" + END), group=1, digit=True),
     Recognizer("cn_service_number", "CN_SERVICE_NUMBER", re.compile(ND + r"([48]00[ -]?[0-9]{3}[ -]?[0-9]{4})" + END), group=1, digit=True),
@@ -146,7 +182,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
                re.compile(r"(?<![A-Za-z0-9._%+-])([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})(?![A-Za-z])"), needs=("@",)),
     Recognizer("ipv4", "IPV4",
                re.compile(r"(?<![0-9.])((?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?![0-9]|\.[0-9])"),
-               _ip, needs=(".",), digit=True),
+               _ip, needs=(".",), digit=True, not_before=("v", "version", "ver", "ver.", "版本", "版本号", "release", "build")),
     Recognizer("ipv6", "IPV6", re.compile(r"(?<![0-9A-Fa-f:])([0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})(?![0-9A-Fa-f:])"), _ipv6, needs=(":",)),
     Recognizer("mac_address", "MAC_ADDRESS", re.compile(r"(?<![0-9A-Fa-f:-])((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2})(?![0-9A-Fa-f:-])"), needs=(":", "-")),
     Recognizer("person_name", "PERSON_NAME",

@@ -30,9 +30,12 @@ class Score:
         fn = self.fn[cls] if cls else sum(self.fn.values())
         return tp / (tp + fn) if tp + fn else 1.0
 
-    def table(self) -> str:
+    def table(self, present_only: bool = False) -> str:
+        """Per class, and in all; ``present_only``: the classes the corpus has samples or false alarms of."""
         lines = ["| class | checksum | samples | precision | recall |", "|---|---|---|---|---|"]
         for cls in CLASSES:
+            if present_only and not (self.tp[cls] + self.fn[cls] + self.fp[cls]):
+                continue
             lines.append(f"| `{cls}` | {'yes' if cls in CHECKSUM_CLASSES else ''} | {self.tp[cls] + self.fn[cls]} | "
                          f"{self.precision(cls):.3f} | {self.recall(cls):.3f} |")
         lines.append(f"| **all** | | {sum(self.tp.values()) + sum(self.fn.values())} | "
@@ -58,8 +61,8 @@ def score(path: Path) -> Score:
     return Score(n, tp, fp, fn)
 
 
-def write_table(corpus: str, doc: str) -> None:
-    """Regenerate the measured table block of a markdown file (``make docs``)."""
+def write_table(corpus: str, doc: str, block: str = "pii-table") -> None:
+    """Regenerate a measured table block of a markdown file (``make docs``)."""
     from ...markdown import replace_block
 
-    replace_block(doc, "pii-table", score(Path(corpus)).table())
+    replace_block(doc, block, score(Path(corpus)).table(present_only=block != "pii-table"))
