@@ -340,3 +340,23 @@ def test_over_its_size_budget_the_store_refuses(audit_dir, monkeypatch):
         asyncio.run(attempt())
     assert "budget" in log.unavailable
     log.close()
+
+
+def test_a_stale_retention_plan_deletes_nothing(audit_dir):
+    """Two runs planned at once (the daily one and one on request): the later apply must not move the anchor back."""
+    import time as _time
+
+    log = AuditLog(audit_dir)
+    old = _time.time() - 200 * 86400
+
+    async def write():
+        for i in range(12):
+            await log.append({"event": "request", "n": i, "ts": old + i if i < 10 else _time.time()})
+
+    asyncio.run(write())
+    early = log.retention_plan(old + 4.5)   # up to record 5
+    late = log.retention_plan(old + 8.5)    # up to record 9
+    assert log.apply_retention(late)["deleted"] == 9
+    assert log.apply_retention(early) == {"deleted": 0}
+    log.close()
+    assert verify_log(audit_dir).ok

@@ -116,3 +116,17 @@ def test_an_explicit_max_tokens_must_fit_and_the_rest_is_given_back(counters, mo
 
     with pytest.raises(RateLimitError, match="tokens per day"):
         run(scenario())
+
+
+def test_a_stream_the_client_left_before_its_usage_is_charged_its_reservation():
+    from seekstack.gateway.guard import charged_tokens
+    from seekstack.governance.meter import Meter
+    from seekstack.governance.quotas import Admission
+
+    admission = Admission(reserved=120)
+    left_mid_stream = Meter(first_token_at=5.0)  # tokens went out, the usage report never came
+    assert charged_tokens(left_mid_stream, admission) == 120
+    finished = Meter(first_token_at=5.0, prompt_tokens=30, completion_tokens=9)
+    assert charged_tokens(finished, admission) == 39
+    never_started = Meter()  # refused or failed before any token: nothing is charged
+    assert charged_tokens(never_started, admission) == 0

@@ -36,3 +36,12 @@ def test_the_table_of_sources_is_bounded(monkeypatch):
     for i in range(50):
         guard.refused(f"2001:db8::{i}", now=1000.0)
     assert len(guard._sources) <= 6
+
+
+def test_an_ipv6_host_is_its_64_and_all_sources_share_a_ceiling(monkeypatch):
+    monkeypatch.setattr(sources, "AUDITED_PER_MINUTE", 30)
+    guard = SourceGuard(failures_per_minute=1000, audited_failures=5, requests_per_second=None)
+    audited = [guard.refused(f"2001:db8:1:2::{i:x}", now=1000.0) for i in range(10)]
+    assert audited == [True] * 5 + [False] * 5  # one /64, one source
+    spray = [guard.refused(f"2001:db8:{i:x}::1", now=1000.0) for i in range(100)]  # 100 different /64s
+    assert sum(spray) == 30 - 5  # the ceiling for all sources together

@@ -132,7 +132,7 @@ class GuardMiddleware:
             self.in_flight -= 1
             meter.run_after()
             with anyio.CancelScope(shield=True):  # a client that left still counts
-                await self.governance.quotas.settle(admission, meter.total_tokens)
+                await self.governance.quotas.settle(admission, charged_tokens(meter, admission))
             if meter.model is not None and (status < 400 or meter.total_tokens):  # refused before the engine: no usage
                 self.governance.record_usage(principal, meter)
                 if meter.capture and meter.request_body is not None:
@@ -189,6 +189,15 @@ class GuardMiddleware:
                 authorization = value.decode("latin-1")
                 break
         return self.governance.auth.authenticate(authorization)
+
+
+def charged_tokens(meter: Meter, admission) -> int:
+    """What a finished request costs its token limits: what the engine reported, or — a stream
+    cut before its usage arrived (the client left) — all it had reserved, so that leaving early
+    is never a way around a budget."""
+    if meter.total_tokens or not meter.first_token_at:
+        return meter.total_tokens
+    return admission.reserved
 
 
 def bounded_path(path: str) -> str:

@@ -11,12 +11,15 @@ Anyone who reaches the port can send requests without a key, and every refusal i
   Retry-After (a valid key is still served: a neighbour behind the same NAT is not locked out);
 - ``requests_per_second`` (off by default) caps every request of a source, before its key is checked.
 
-Windows slide (six 10-second buckets); the table of sources is bounded, so a spray of
-addresses costs memory only up to ``MAX_SOURCES``, the rest sharing one row.
+Windows slide (six 10-second buckets). An IPv6 source is its /64 (one host can hold the
+whole prefix), the table of sources is bounded (``MAX_SOURCES``, the rest share one row), and
+all sources together get at most ``AUDITED_PER_MINUTE`` records of single refusals: a spray
+of addresses cannot fill the audit store either.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,6 +28,17 @@ BUCKET = 10.0
 BUCKETS = 6
 MAX_SOURCES = 10_000
 OVERFLOW = "other"
+AUDITED_PER_MINUTE = 600  # single-refusal records from all sources together
+
+
+def source_of(ip: str | None) -> str:
+    """The unit limits apply to: an IPv4 address, or an IPv6 address's /64."""
+    if not ip or ":" not in ip:
+        return ip or OVERFLOW
+    try:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    except ValueError:
+        return ip
 
 
 @dataclass
@@ -52,9 +66,10 @@ class SourceGuard:
         self.audited_failures = audited_failures
         self.requests_per_second = requests_per_second
         self._sources: dict[str, _Source] = {}
+        self._all = _Source()  # every source's single-refusal records together
 
     def _source(self, ip: str | None) -> _Source:
-        ip = ip or OVERFLOW
+        ip = source_of(ip)
         source = self._sources.get(ip)
         if source is None:
             if len(self._sources) >= MAX_SOURCES:
@@ -81,7 +96,7 @@ class SourceGuard:
 
     def blocked(self, ip: str | None, now: float | None = None) -> int | None:
         """Seconds until the source may try without a key again, or None when it may now."""
-        source = self._sources.get(ip or OVERFLOW)
+        source = self._sources.get(source_of(ip))
         if source is None:
             return None
         bucket = int((time.time() if now is None else now) // BUCKET)
@@ -92,8 +107,10 @@ class SourceGuard:
     def refused(self, ip: str | None, now: float | None = None) -> bool:
         """Count one refusal before authentication; True when it gets its own audit record."""
         source = self._source(ip)
-        recent = source.add_failure(int((time.time() if now is None else now) // BUCKET))
-        if recent <= self.audited_failures:
+        bucket = int((time.time() if now is None else now) // BUCKET)
+        recent = source.add_failure(bucket)
+        if recent <= self.audited_failures and self._all.recent(bucket) < AUDITED_PER_MINUTE:
+            self._all.add_failure(bucket)
             return True
         source.suppressed += 1
         return False

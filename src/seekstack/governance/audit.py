@@ -320,8 +320,14 @@ class AuditLog:
             db.close()
 
     def apply_retention(self, plan: "RetentionPlan") -> dict[str, Any]:
-        """Delete the planned prefix under a signed anchor, noted first in the checkpoint file; returns the proof."""
+        """Delete the planned prefix under a signed anchor, noted first in the checkpoint file; returns the proof.
+
+        A plan made before another retention run moved the anchor is stale: it deletes nothing
+        (the anchor only moves forward, from exactly where it is)."""
         self._flush()
+        anchor = self.db.execute("SELECT seq FROM anchor WHERE id = 1").fetchone()
+        if plan.first_seq != (anchor[0] if anchor else 0) + 1:
+            return {"deleted": 0}
         entry = self._entry("retention", plan.last_seq, plan.last_mac)
         self.sidecar.append(entry)
         with transaction(self.db):

@@ -24,7 +24,7 @@ import anyio
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from ..errors import ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from .audit import AuditLog, read_records
 from .bodies import BodyVault
 from .meter import Meter
@@ -36,6 +36,7 @@ from .store import LIMIT_FIELDS, IdentityStore, KeyRecord
 
 log = logging.getLogger("seekstack.governance")
 
+MAX_OWN_KEYS = 100  # active keys a user may mint for itself without keys:manage
 BOOTSTRAP_TEAM = "default"
 BOOTSTRAP_USERS = {"system": ("admin", "admin"), "security": ("security", "security_admin"),
                    "audit": ("auditor", "auditor")}  # duty → (user, role), one key file each
@@ -212,6 +213,10 @@ class Governance:
         if owner["name"] != caller.user and not caller.role.grants("keys:manage"):
             raise PermissionDeniedError(f"role {caller.role.name!r} mints keys for its own user only",
                                         fix="leave `user` out, or ask someone with keys:manage")
+        if not caller.role.grants("keys:manage") and sum(
+                1 for k in self.store.keys(caller.team) if k.user == caller.user and k.revoked is None) >= MAX_OWN_KEYS:
+            raise ConflictError(f"user {caller.user!r} already has {MAX_OWN_KEYS} active keys",
+                                fix="revoke keys you no longer use (seekstack keys list / revoke)")
         if expires_in_days is not None and expires_in_days <= 0:
             raise InvalidRequestError("expires_in_days must be positive", param="expires_in_days")
         owner_role = self._role(owner["role"], "the user's role")

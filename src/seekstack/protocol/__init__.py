@@ -92,6 +92,7 @@ class ChatMessage(_Strict):
     tool_call_id: str | None = Field(None, max_length=256)
     function_call: FunctionCall | None = None
     refusal: str | None = None
+    audio: _Open | None = None             # an earlier assistant turn's audio, by id
     reasoning_content: str | None = None   # DeepSeek: never sent back (refused with a clear message)
     prefix: bool | None = None             # DeepSeek: continue this final assistant message
 
@@ -124,6 +125,7 @@ class ResponseFormat(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = None
 
 
 # ------------------------------------------------------------------ requests
@@ -190,6 +192,12 @@ class ChatCompletionRequest(_Sampling):
     store: bool | None = None
     service_tier: str | None = None
     modalities: list[Literal["text"]] | None = None
+    prediction: _Open | None = None
+    audio: _Open | None = None
+    web_search_options: _Open | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    prompt_cache_key: str | None = Field(None, max_length=1024)
+    safety_identifier: str | None = Field(None, max_length=256)
 
     def completion_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
