@@ -86,3 +86,13 @@ def test_a_second_serve_on_the_same_state_directory_is_refused(gateway):
     assert "Traceback" not in second.stderr
     r = gateway.http.post("/v1/chat/completions", json={"model": "m", "messages": HELLO, "max_tokens": 1})
     assert r.status_code == 200  # the first one was not disturbed
+
+
+def test_a_fatal_signal_leaves_a_line_in_the_log(tmp_path):
+    """SIGBUS (a store file truncated under its memory map) killed the gateway without a word."""
+    import signal
+
+    srv = Server(tmp_path, {"models": [SMALL]}).start()
+    srv.proc.send_signal(signal.SIGBUS)
+    srv.proc.wait(30)
+    assert "Fatal Python error: Bus error" in srv.log_path.read_text()

@@ -360,3 +360,29 @@ def test_a_stale_retention_plan_deletes_nothing(audit_dir):
     assert log.apply_retention(early) == {"deleted": 0}
     log.close()
     assert verify_log(audit_dir).ok
+
+
+def test_a_truncated_shm_file_does_not_kill_the_writer(audit_dir):
+    """SQLite maps audit.db-shm into memory; truncated under the writer, its next write died of SIGBUS.
+    Run in a child process: the crash, if it came back, must not take the test runner with it."""
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio, os
+from pathlib import Path
+from seekstack.governance.audit import AuditLog
+log = AuditLog(Path({str(audit_dir)!r}))
+async def write(n):
+    for i in range(n):
+        await log.append({{"event": "request", "i": i}})
+asyncio.run(write(5))
+os.truncate(Path({str(audit_dir)!r}) / "audit.db-shm", 0)
+asyncio.run(write(5))
+log.close()
+print(log.seq)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "10", (result.returncode, result.stderr[-500:])
+    assert "grew it back" in result.stderr
+    assert verify_log(audit_dir).ok

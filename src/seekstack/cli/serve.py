@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import json
 import os
@@ -59,6 +60,9 @@ def serve(
                               fix=f"{admission.smallest_fix()}; or pass --force to try anyway")
         out.print(f"[yellow]warning: --force: {admission.explain()}[/]", soft_wrap=True)
     configure_logging(settings.server.log_level, settings.server.log_format)
+    # A fatal signal (SIGBUS from a store file truncated under its memory map, SIGSEGV) leaves a
+    # line on stderr naming it and where it struck, instead of a silent death.
+    faulthandler.enable(all_threads=False)
     try:
         import uvloop
 

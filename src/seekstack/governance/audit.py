@@ -23,7 +23,10 @@ in the same event-loop turn share one transaction (group commit). While the stor
 written — disk full, I/O errors, over ``max_bytes`` — every request is refused, ``unavailable``
 says why (``/readyz`` reports it), and a write is tried again at most once a second: when it
 succeeds, service resumes by itself. The state changes are logged once each. A database file
-removed or replaced under the writer stays refused until an operator restarts it.
+removed or replaced under the writer stays refused until an operator restarts it. SQLite maps
+``audit.db-shm`` into memory: truncated under the writer, the next touch would kill the
+process with SIGBUS, so before touching the database the writer checks its size and grows it
+back (SQLite then rebuilds that index from the WAL).
 Records carry metadata only — never prompt or completion text, never PII values.
 """
 
@@ -132,6 +135,8 @@ class AuditLog:
         self.keys = AuditKeys.load(directory, create=fresh)
         self.db = _open(self.path)
         self._inode = self.path.stat().st_ino
+        self._shm = self.path.with_name(self.path.name + "-shm")
+        self._shm_size = 0
         if fresh:
             self.sidecar.append(self._entry("genesis", 0, GENESIS))
         self.seq, self.head = self._stored_head()
@@ -242,12 +247,26 @@ class AuditLog:
             log.error("audit log unavailable: %s; refusing requests until it can be written again", reason)
             self.unavailable = reason
 
+    def _guard_shm(self) -> None:
+        """Grow audit.db-shm back if it shrank under us: SQLite's memory map of it would fault (SIGBUS)."""
+        try:
+            size = os.stat(self._shm).st_size
+        except FileNotFoundError:
+            return  # SQLite has not made it yet (or it was removed: the mapping itself stays valid)
+        if size < self._shm_size:
+            os.truncate(self._shm, self._shm_size)
+            log.error("audit.db-shm shrank from %d to %d bytes under the gateway; grew it back (SQLite rebuilds "
+                      "its index from the WAL); find out who touched the audit store", self._shm_size, size)
+        else:
+            self._shm_size = size
+
     def _check_file(self) -> None:
         try:
             if os.stat(self.path).st_ino != self._inode:
                 raise _StoreGone("audit.db was replaced")
         except FileNotFoundError:
             raise _StoreGone("audit.db was removed") from None
+        self._guard_shm()
         if self.unavailable is not None:  # recovering: the chain goes on from what was committed
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -263,6 +282,7 @@ class AuditLog:
 
     def used_bytes(self) -> int:
         """Bytes the records take (free pages left by retention are reused, so they do not count)."""
+        self._guard_shm()
         pages, free, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size"))
         wal = self.path.with_name(self.path.name + "-wal")
         return (pages - free) * size + (wal.stat().st_size if wal.exists() else 0)
@@ -325,6 +345,7 @@ class AuditLog:
         A plan made before another retention run moved the anchor is stale: it deletes nothing
         (the anchor only moves forward, from exactly where it is)."""
         self._flush()
+        self._guard_shm()
         anchor = self.db.execute("SELECT seq FROM anchor WHERE id = 1").fetchone()
         if plan.first_seq != (anchor[0] if anchor else 0) + 1:
             return {"deleted": 0}
@@ -344,6 +365,7 @@ class AuditLog:
 
     def close(self) -> None:
         self._flush()
+        self._guard_shm()
         if self.unavailable is None and self.seq:
             try:
                 entry = self._entry("checkpoint", self.seq, self.head)
