@@ -1,7 +1,9 @@
 """The governance edge, in front of every route: authenticate, authorize, audit.
 
 1. Probes (``/healthz``, ``/readyz``) pass untouched.
-2. The key becomes a principal; the route must have a permission the principal's role
+2. The client address is checked against its per-source limits (:mod:`.sources`); refusals
+   before authentication are audited one by one only up to a bound per address.
+   The key becomes a principal; the route must have a permission the principal's role
    grants (deny by default). A refusal is answered here and audited.
 3. Quotas admit it (or 429 with Retry-After and x-ratelimit-* headers).
 4. An admitted request is audited *before* it runs — :meth:`AuditLog.append` returns only
@@ -91,11 +93,9 @@ class GuardMiddleware:
             with stage(trace, "quota"):
                 admission = await self.governance.quotas.admit(principal.key_id, principal.user, principal.team)
         except SeekstackError as exc:
-            if principal is None:  # refused before authentication: bounded per source
+            if principal is None:  # refused before authentication: 429 past the source's limit
                 exc = self._before_authentication(exc, ip)
-                if self.sources.refused(ip):
-                    audit.append_nowait({**record, "decision": "deny", "reason": exc.code, "status": exc.status})
-            else:
+            if principal is not None or self.sources.refused(ip):  # anonymous refusals: bounded per source
                 audit.append_nowait({**record, "decision": "deny", "reason": exc.code, "status": exc.status})
             if isinstance(exc, RateLimitError) and self.metrics is not None:
                 self.metrics.quota_rejected(exc.scope, exc.limit)
