@@ -258,7 +258,8 @@ class InferenceService:
     async def _check_context(self, model: str, caps: Capabilities, bound: int, budget: int | None, param: str,
                              render: Callable[[], Awaitable[str]] | None) -> tuple[int, bool]:
         """Refuse what cannot fit the context; return the prompt's size in tokens as far as it is
-        known — (an upper bound, False) or (the exact count, True)."""
+        known, and whether that is final: (an upper bound that tokenizing could lower, False), or
+        (a count nothing here can improve — exact, or no way to tokenize — True)."""
         ctx = caps.context_length
         if budget is not None and budget >= ctx:
             raise ContextLengthError(f"max_tokens is {budget} but the model's context length is {ctx} tokens "
