@@ -18,7 +18,8 @@ SMALL = {"name": "m", "source": "embedded", "context": 256, "slots": 1, "threads
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("failclosed"), {"models": [SMALL]}).start()
+    # a small audit store (1 MiB): a flood must not be able to fill it
+    srv = Server(tmp_path_factory.mktemp("failclosed"), {"models": [SMALL], "audit": {"max_bytes": 1 << 20}}).start()
     yield srv
     srv.stop()
 
@@ -32,8 +33,9 @@ def audit_count(srv: Server) -> int:
 
 
 def test_an_unauthenticated_flood_cannot_fill_the_audit_store(gateway):
-    """300 keyless requests with 20 KB paths: at most audited_failures (20) records, each with a bounded
-    path; past failures_per_minute (60) they get 429 at once; a valid key from the same address is served."""
+    """300 keyless requests with 20 KB paths (6 MB of paths, six times the store's 1 MiB budget): at most
+    audited_failures (20) records, each with a bounded path; past failures_per_minute (60) they get 429 at
+    once; a valid key from the same address is served."""
     before = audit_count(gateway)
     codes = []
     with httpx.Client(base_url=gateway.url, timeout=10) as anonymous:

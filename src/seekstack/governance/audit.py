@@ -281,11 +281,12 @@ class AuditLog:
             raise _OverBudget(f"the audit store holds {used} bytes, its budget audit.max_bytes is {self.max_bytes}")
 
     def used_bytes(self) -> int:
-        """Bytes the records take (free pages left by retention are reused, so they do not count)."""
+        """Bytes the records take: the database's pages as the writer sees them (committed WAL frames
+        included, the WAL file's own size not — it is a transient copy), less the free pages
+        retention left, which are reused."""
         self._guard_shm()
         pages, free, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size"))
-        wal = self.path.with_name(self.path.name + "-wal")
-        return (pages - free) * size + (wal.stat().st_size if wal.exists() else 0)
+        return (pages - free) * size
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         seq, head, rows = self.seq, self.head, []
