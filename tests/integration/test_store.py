@@ -170,8 +170,11 @@ def test_hf_pull_pins_the_commit_and_keeps_split_gguf_together(store, files):
 def test_identical_files_are_stored_once_and_versions_accumulate(store, tmp_path):
     model = tmp_path / "m.gguf"
     model.write_bytes(tiny_gguf("f", os.urandom(50_000)))
-    one, two = import_path(store, model, "m"), import_path(store, model, "m")
-    assert (one.version, two.version) == (1, 2) and len(list(store.blobs.iterdir())) == 1
+    one, same = import_path(store, model, "m"), import_path(store, model, "m")
+    assert (one.version, same.version, same.unchanged) == (1, 1, True) and len(list(store.blobs.iterdir())) == 1
+    model.write_bytes(tiny_gguf("f", os.urandom(50_000)))  # new content: a new version beside the first
+    two = import_path(store, model, "m")
+    assert (two.version, two.unchanged) == (2, False) and len(list(store.blobs.iterdir())) == 2
 
 
 # ------------------------------------------------------------------ safety
@@ -484,3 +487,21 @@ def test_proxies_from_the_environment_are_honoured(store, files, monkeypatch):
         proxy.close()
     assert store.blob(manifest.files[0]).read_bytes() == data
     assert f"HEAD {files.url}/via/proxy.gguf" in proxy.seen and f"GET {files.url}/via/proxy.gguf" in proxy.seen
+
+
+def test_pull_checks_sha256_for_a_local_path_too_and_an_identical_pull_is_unchanged(tmp_path):
+    """--sha256 WRONG once accepted a local file (`pulled smoltest@1`); pulling the same bytes again made a new version."""
+    store = Store(tmp_path / "store")
+    data = tiny_gguf("smoltest", b"weights")
+    model = tmp_path / "m.gguf"
+    model.write_bytes(data)
+    wrong = "0" * 64
+    with pytest.raises(InvalidRequestError, match=f"sha256 is {sha(data)}, not the expected {wrong}"):
+        pull(store, str(model), name="smoltest", sha256=wrong)
+    assert store.versions("smoltest") == [] and not any((tmp_path / "store" / "blobs").rglob("*"))
+    first = pull(store, str(model), name="smoltest", sha256=sha(data).upper())
+    again = pull(store, str(model), name="smoltest")
+    assert first.version == again.version == 1 and again.unchanged and store.versions("smoltest") == [1]
+    config = store_config(tmp_path)
+    said = cli("pull", str(model), "--name", "smoltest", config=config)
+    assert said.returncode == 0 and "unchanged (same as smoltest@" in said.stdout, said.stdout + said.stderr

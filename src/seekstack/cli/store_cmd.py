@@ -51,6 +51,9 @@ def _progress() -> Progress:
 
 
 def _print_manifest(manifest, verb: str) -> None:
+    if manifest.unchanged:
+        out.print(f"[green]unchanged[/] (same as {manifest.name}@{manifest.version}): no new version")
+        return
     out.print(f"[green]{verb}[/] {manifest.name}@{manifest.version}: {len(manifest.files)} file(s), "
               f"{manifest.size / 1e9:.3f} GB, {manifest.format}" + (f", revision {manifest.revision}" if manifest.revision else ""))
 

@@ -320,7 +320,7 @@ def pull(store: Store, source: str, name: str | None = None, options: PullOption
     progress = progress or _Quiet()
     local = Path(source).expanduser()
     if not source.startswith(("hf:", "https://", "http://")) and local.exists():
-        return import_path(store, local, name, allow_pickle=options.allow_pickle)
+        return import_path(store, local, name, allow_pickle=options.allow_pickle, sha256=sha256)
     headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
     timeout = httpx.Timeout(options.timeout, connect=10.0)
     with httpx.Client(follow_redirects=True, timeout=timeout, headers=headers, trust_env=True) as client:

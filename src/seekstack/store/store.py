@@ -50,13 +50,14 @@ class Manifest:
     license: str | None = None
     created: float = field(default_factory=time.time)
     signatures: list[dict[str, str]] = field(default_factory=list)
+    unchanged: bool = field(default=False, compare=False)  # not stored: this pull found the same files as before
 
     def body(self) -> bytes:
         """The signed bytes, canonical JSON: what the model *is* — every file's path, size and sha256,
         format, source, revision, license. Not the local name, version number or pull time, so a
         signed model keeps its signature when another site imports it under its own name."""
         data = asdict(self)
-        for local in ("signatures", "name", "version", "created"):
+        for local in ("signatures", "name", "version", "created", "unchanged"):
             data.pop(local)
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
@@ -65,7 +66,9 @@ class Manifest:
         return sum(f.size for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("unchanged")
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Manifest":
@@ -146,12 +149,19 @@ class Store:
 
     def commit(self, name: str, files: list[FileEntry], *, format: str, source: str, revision: str | None = None,
                license: str | None = None, signatures: Iterable[dict[str, str]] = ()) -> Manifest:
-        """Write a new version of ``name`` for blobs already stored, and make it current."""
+        """Write a new version of ``name`` for blobs already stored, and make it current — unless
+        the newest version has exactly these files: then that one, marked ``unchanged``."""
         name = model_name(name)
         for f in files:
             safe_relpath(f.path)
             if not (self.blobs / f.sha256).exists():
                 raise InvalidRequestError(f"{f.path}: its blob is not in the store", fix="add the file before committing")
+        latest = max(self.versions(name), default=0)
+        if latest:
+            newest = self.manifest(f"{name}@{latest}")
+            if sorted((f.path, f.sha256) for f in newest.files) == sorted((f.path, f.sha256) for f in files):
+                newest.unchanged = True
+                return newest
         directory = self.manifests / name
         directory.mkdir(parents=True, exist_ok=True)
         version = max(self.versions(name), default=0) + 1

@@ -31,11 +31,11 @@ def _files_of(path: Path) -> list[tuple[str, Path]]:
 
 
 def import_path(store: Store, path: Path, name: str | None = None, *, allow_pickle: bool = False,
-                progress: Callable[[str, int], None] | None = None) -> Manifest:
+                progress: Callable[[str, int], None] | None = None, sha256: str | None = None) -> Manifest:
     """Copy a file or folder into the store as a new version (hashed, validated, never half-done).
 
     A folder written by ``export`` brings its manifest: every file must match its sha256, and the
-    signatures come along."""
+    signatures come along. ``sha256``: the single file's expected hash; a mismatch leaves nothing."""
     path = Path(path).expanduser()
     if not path.exists():
         raise InvalidRequestError(f"{path} does not exist", fix="check the path")
@@ -55,6 +55,8 @@ def import_path(store: Store, path: Path, name: str | None = None, *, allow_pick
     if total > free:
         raise InvalidRequestError(f"importing needs {total / 1e9:.2f} GB but the store has {free / 1e9:.2f} GB free",
                                   fix="free disk space or set store.path to a larger disk")
+    if sha256 is not None and len(files) != 1:
+        raise InvalidRequestError("--sha256 applies to a single file", fix="import one file, or leave --sha256 out")
     entries, formats, license = [], [], None
     for rel, file in files:
         checked = check_file(file, rel, allow_pickle=allow_pickle)
@@ -63,6 +65,10 @@ def import_path(store: Store, path: Path, name: str | None = None, *, allow_pick
         staging = store.tmp_dir() / f"import-{os.getpid()}-{len(entries)}"
         shutil.copyfile(file, staging)
         digest = sha256_file(staging)
+        if sha256 is not None and digest != sha256.lower():
+            staging.unlink()
+            raise InvalidRequestError(f"{rel}: sha256 is {digest}, not the expected {sha256.lower()}",
+                                      fix="check the file and the hash you were given; nothing was stored")
         entries.append(FileEntry(rel, staging.stat().st_size, digest))
         store.add_blob(staging, digest, move=True)
         if progress:
