@@ -117,3 +117,11 @@ def test_deploy_refuses_an_unwritable_path_in_one_line(tmp_path):
     assert result.returncode == 1
     assert "cannot write" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "missing-dir").exists()
+
+
+def test_without_o_the_files_go_to_standard_output_and_nothing_is_dropped_in_the_directory(tmp_path):
+    rules = run("deploy", "alerts", cwd=tmp_path)
+    board = run("deploy", "dashboard", cwd=tmp_path)
+    assert rules.returncode == board.returncode == 0
+    assert yaml.safe_load(rules.stdout)["groups"][0]["rules"] and json.loads(board.stdout)["panels"]
+    assert list(tmp_path.iterdir()) == []

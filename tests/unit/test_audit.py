@@ -386,3 +386,18 @@ print(log.seq)
     assert result.returncode == 0 and result.stdout.strip() == "10", (result.returncode, result.stderr[-500:])
     assert "grew it back" in result.stderr
     assert verify_log(audit_dir).ok
+
+
+def test_sqlite_side_files_are_private_from_the_first_start(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)  # a usual umask: files would be 0644
+    try:
+        log = AuditLog(tmp_path)
+        asyncio.run(log.append({"event": "request"}))
+        for name in ("audit.db", "audit.db-wal", "audit.db-shm"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+        log.close()
+    finally:
+        os.umask(old)

@@ -19,7 +19,7 @@ CONFIG = typer.Option(None, "--config", "-c", help="seekstack.yaml whose observa
 
 @app.command("alerts")
 def deploy_alerts(
-    output: Path = typer.Option(Path("seekstack-alerts.yml"), "--output", "-o", help="Rule file to write ('-' for stdout)."),
+    output: Path = typer.Option(Path("-"), "--output", "-o", help="Rule file to write (default: standard output)."),
     config: Optional[Path] = CONFIG,
 ) -> None:
     """Write the Prometheus alert rules (thresholds from observability.alerts); load them with `rule_files:`."""
@@ -32,7 +32,7 @@ def deploy_alerts(
 
 @app.command("dashboard")
 def deploy_dashboard(
-    output: Path = typer.Option(Path("seekstack-dashboard.json"), "--output", "-o", help="Dashboard JSON to write ('-' for stdout)."),
+    output: Path = typer.Option(Path("-"), "--output", "-o", help="Dashboard JSON to write (default: standard output)."),
 ) -> None:
     """Write the Grafana dashboard (import it in Grafana, pick the Prometheus data source)."""
     write(output, render_dashboard())
