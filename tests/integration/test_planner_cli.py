@@ -148,3 +148,17 @@ def test_plan_a_model_in_the_store_by_name(tmp_path):
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)["plan"]
     assert plan["model"] == "smol@1" and plan["weights_source"] == "the file's tensor table" and plan["quantization"] == "q4_1"
+
+
+def test_tco_reproduces_the_seed_worked_example():
+    """The seed's 3-year comparison (shared/reference/deepseek-facts.md): 2 GPUs at 5 USD/GPU-hour for 7,200 h a
+    year against a 58,700 USD server with 10,000 USD of power and upkeep: 216,000 vs 68,700 USD."""
+    result = run("plan", "deepseek-r1", "--hardware", "2xA100-80G", "--tco", "--years", "3", "--hours-per-year", "7200",
+                 "--cloud-price", "5", "--capex", "58700", "--opex", "10000", "--json")
+    assert result.returncode == 0, result.stderr
+    cost = json.loads(result.stdout)["tco"]
+    assert round(cost["cloud_usd"]) == 216_000 and round(cost["on_prem_usd"]) == 68_700
+    assert round(cost["on_prem_usd"] / cost["cloud_usd"], 3) == 0.318
+    text = run("plan", "deepseek-r1", "--hardware", "2xA100-80G", "--tco", "--years", "3", "--hours-per-year", "7200",
+               "--cloud-price", "5", "--capex", "58700", "--opex", "10000")
+    assert "cloud 216,000 USD, on-prem 68,700 USD" in text.stdout

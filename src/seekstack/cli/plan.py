@@ -31,6 +31,9 @@ def plan(
     cloud_price: Optional[float] = typer.Option(None, "--cloud-price", min=0, help="Cloud USD per GPU-hour (default: the catalog's)."),
     gpu_price: Optional[float] = typer.Option(None, "--gpu-price", min=0, help="Purchase USD per GPU (default: the catalog's)."),
     utilization: float = typer.Option(1.0, "--utilization", min=0.01, max=1.0, help="Share of hours the GPUs work (and a cloud bills)."),
+    hours_per_year: Optional[float] = typer.Option(None, "--hours-per-year", min=1, max=8760, help="Hours a year the GPUs work (and a cloud bills), instead of --utilization."),
+    capex: Optional[float] = typer.Option(None, "--capex", min=0, help="The whole server's purchase, USD (replaces the catalog's estimate)."),
+    opex: Optional[float] = typer.Option(None, "--opex", min=0, help="Power and upkeep over the whole period, USD (replaces the computed ones)."),
     power_price: float = typer.Option(0.10, "--power-price", min=0, help="USD per kWh."),
     config: Optional[Path] = ConfigOption,
     as_json: bool = JsonOption,
@@ -42,8 +45,11 @@ def plan(
     q = (quant or default_quant(spec, hw)).lower()
     p = make_plan(spec, hw, quant_name=q, context=context, concurrency=concurrency, engine=engine, kv_dtype=kv_dtype)
     table = quantization_table(spec, hw, context=context, concurrency=concurrency)
+    if hours_per_year is not None:
+        utilization = hours_per_year / 8760
     cost = tco(hw, TCOInputs(years=years, utilization=utilization, cloud_usd_per_gpu_hour=cloud_price,
-                             gpu_price_usd=gpu_price, power_usd_per_kwh=power_price)) if with_tco else None
+                             gpu_price_usd=gpu_price, power_usd_per_kwh=power_price, capex_usd=capex,
+                             opex_usd=opex)) if with_tco else None
     if as_json:
         print(json.dumps({"plan": p.to_json(), "quantizations": table, "tco": cost.to_json() if cost else None}, indent=1))
         return

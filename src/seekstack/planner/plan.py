@@ -138,7 +138,8 @@ def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, c
 
 def _overhead_text(engine: str) -> str:
     if engine == "llamacpp":
-        return "llama.cpp compute buffer 16 MiB + 512 × hidden × 64 B + logits vocab × 4 B × concurrency"
+        return ("llama.cpp compute buffer 16 MiB + 512 × hidden × 64 B + logits vocab × 4 B × concurrency "
+                "+ 80 MiB for the engine process")
     return "2 GiB per GPU (CUDA context, graphs, activations); 90 % of each GPU usable"
 
 

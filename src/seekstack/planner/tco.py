@@ -2,8 +2,10 @@
 
     cloud     = GPUs × 8,760 h × years × utilisation × cloud price per GPU-hour
     hardware  = GPUs × GPU price × (1 + server share)        # chassis, CPUs, RAM, network
+                (or --capex: the whole server's purchase price, as quoted)
     power     = GPUs × GPU watts ÷ 1000 × 8,760 h × years × utilisation × PUE × power price
     operations= hardware × operations rate × years             # support, spares, staff share
+                (--opex: power and upkeep over the whole period, as quoted, replaces both)
     on-prem   = hardware + power + operations
     break-even= hardware ÷ (cloud per month − (power + operations) per month)
 
@@ -32,6 +34,8 @@ class TCOInputs:
     pue: float = 1.4                  # data-centre power usage effectiveness (cooling etc.)
     server_share: float = 0.25        # host hardware as a share of the GPUs' price
     operations_rate: float = 0.10     # yearly operations as a share of hardware
+    capex_usd: float | None = None    # the whole server's purchase price: replaces the computed hardware
+    opex_usd: float | None = None     # power and upkeep over the whole period: replaces power + operations
 
 
 @dataclass
@@ -63,18 +67,22 @@ def tco(hw: Hardware, inputs: TCOInputs) -> TCO:
         raise InvalidRequestError(f"the catalog has no cloud price for {device.name}", fix="pass --cloud-price USD per GPU-hour")
     n, hours = hw.gpus, HOURS_PER_YEAR * inputs.years
     cloud = n * hours * inputs.utilization * cloud_price
-    hardware = n * gpu_price * (1 + inputs.server_share)
+    hardware = inputs.capex_usd if inputs.capex_usd is not None else n * gpu_price * (1 + inputs.server_share)
     power = n * device.power_w / 1000 * hours * inputs.utilization * inputs.pue * inputs.power_usd_per_kwh
     operations = hardware * inputs.operations_rate * inputs.years
+    if inputs.opex_usd is not None:
+        power, operations = 0.0, inputs.opex_usd
     months = inputs.years * 12
     saving_per_month = (cloud - power - operations) / months
     used = {**asdict(inputs), "cloud_usd_per_gpu_hour": cloud_price, "gpu_price_usd": gpu_price, "gpu_watts": device.power_w}
     formula = [
         f"cloud = {n} GPUs × {HOURS_PER_YEAR} h × {inputs.years:g} y × {inputs.utilization:g} × {cloud_price:g} USD/GPU-h = {cloud:,.0f} USD",
+        f"hardware = --capex {hardware:,.0f} USD" if inputs.capex_usd is not None else
         f"hardware = {n} × {gpu_price:,.0f} USD × (1 + {inputs.server_share:g} server share) = {hardware:,.0f} USD",
-        f"power = {n} × {device.power_w:g} W × {HOURS_PER_YEAR} h × {inputs.years:g} y × {inputs.utilization:g} × PUE {inputs.pue:g}"
-        f" × {inputs.power_usd_per_kwh:g} USD/kWh = {power:,.0f} USD",
-        f"operations = {hardware:,.0f} × {inputs.operations_rate:g}/y × {inputs.years:g} y = {operations:,.0f} USD",
+        *([f"power and operations = --opex {operations:,.0f} USD over {inputs.years:g} y"] if inputs.opex_usd is not None else [
+            f"power = {n} × {device.power_w:g} W × {HOURS_PER_YEAR} h × {inputs.years:g} y × {inputs.utilization:g} × PUE "
+            f"{inputs.pue:g} × {inputs.power_usd_per_kwh:g} USD/kWh = {power:,.0f} USD",
+            f"operations = {hardware:,.0f} × {inputs.operations_rate:g}/y × {inputs.years:g} y = {operations:,.0f} USD"]),
         f"on-prem = hardware + power + operations = {hardware + power + operations:,.0f} USD",
     ]
     return TCO(n, inputs.years, used, cloud, hardware, power, operations, hardware + power + operations,
