@@ -412,7 +412,7 @@ def test_config_check_resolves_store_models_as_serve_does(tmp_path):
     result = cli("config", "check", str(bad))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "2 problem(s)" in result.stderr and "server.port" in result.stderr
-    assert "gone: model 'gone' is not in the store" in result.stderr and "pull it" in result.stderr
+    assert "gone: no model 'gone' in the store" in result.stderr and "pull it" in result.stderr
     assert "not resolved" not in result.stderr
 
 
@@ -505,3 +505,25 @@ def test_pull_checks_sha256_for_a_local_path_too_and_an_identical_pull_is_unchan
     config = store_config(tmp_path)
     said = cli("pull", str(model), "--name", "smoltest", config=config)
     assert said.returncode == 0 and "unchanged (same as smoltest@" in said.stdout, said.stdout + said.stderr
+
+
+def test_messages_say_what_is_true_and_what_to_do(tmp_path):
+    """verify right after sign said 'not signed'; rollback of an unknown name said 'no version before None';
+    a truncated GGUF said 'not a complete GGUF file ()'."""
+    config = store_config(tmp_path)
+    assert cli("import", str(embedded_model_path()), "--name", "smol", config=config).returncode == 0
+    assert cli("keygen", str(tmp_path / "k")).returncode == 0
+    assert cli("sign", "smol", "--key", str(tmp_path / "k.key"), config=config).returncode == 0
+    said = cli("verify", "smol", config=config)
+    assert said.returncode == 0 and "signed by" in said.stdout and "no trusted key" in said.stdout, said.stdout
+    trusted = cli("verify", "smol", "--key", str(tmp_path / "k.pub"), config=config)
+    assert "valid and trusted" in trusted.stdout
+    for command in (("models", "rollback", "nosuch"), ("rm", "nosuch", "--yes"), ("models", "history", "nosuch")):
+        result = cli(*command, config=config)
+        assert result.returncode == 1 and "no model 'nosuch'" in result.stderr and "seekstack models" in result.stderr, \
+            (command, result.stderr)
+        assert "None" not in result.stderr
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(embedded_model_path().read_bytes()[:5000])
+    result = cli("import", str(cut), config=config)
+    assert result.returncode == 1 and "it is 5,000 bytes and ends inside its header" in result.stderr

@@ -164,7 +164,10 @@ def verify(
         print(json.dumps({"model": f"{manifest.name}@{manifest.version}", "ok": verdict.ok, "problems": verdict.problems,
                           "signed_by": verdict.signed_by}, indent=1))
     elif verdict.ok:
-        signed = f", signature by {verdict.signed_by} valid" if verdict.signed_by else ", not signed"
+        found = ", ".join(f"{s.get('key_id', '?')} ({s.get('alg', '?')})" for s in manifest.signatures)
+        signed = (f", signature by {verdict.signed_by} valid and trusted" if verdict.signed_by else
+                  f", signed by {found} — not checked: no trusted key (pass --key PUB, or set store.trusted_keys)"
+                  if found else ", not signed")
         out.print(f"[green]ok[/] {manifest.name}@{manifest.version}: {len(manifest.files)} file(s) re-hashed{signed}")
     else:
         for problem in verdict.problems:

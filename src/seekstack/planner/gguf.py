@@ -99,12 +99,15 @@ def read_header(path: Path) -> GGUFHeader:
             alignment = int(metadata.get("general.alignment", 32)) or 32
             offset = f.tell()
             offset += (-offset) % alignment
-    except (EOFError, ValueError, struct.error) as exc:
-        raise InvalidRequestError(f"{path} is not a complete GGUF file ({exc or 'truncated'})",
+    except (EOFError, struct.error):
+        raise InvalidRequestError(f"{path} is not a complete GGUF file: it is {size:,} bytes and ends inside its "
+                                  "header (a cut-off download?)", fix="download it again and check its checksum") from None
+    except ValueError as exc:
+        raise InvalidRequestError(f"{path} is not a valid GGUF file: its header is damaged ({exc})",
                                   fix="download it again and check its checksum") from None
     except OSError as exc:
         raise InvalidRequestError(f"cannot read {path}: {exc.strerror}", fix="check the path and permissions") from None
     if offset > size:
-        raise InvalidRequestError(f"{path} is truncated: its tensor table ends past the end of the file",
+        raise InvalidRequestError(f"{path} is truncated: its header needs {offset:,} bytes, the file has {size:,}",
                                   fix="download it again and check its checksum")
     return GGUFHeader(version, metadata, tensors, offset, size)

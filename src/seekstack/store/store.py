@@ -217,10 +217,9 @@ class Store:
         version = version if version is not None else self.current(name)
         path = self.manifests / name / f"{version}.json"
         if version is None or not path.exists():
-            known = ", ".join(self.names()) or "none"
-            what = f"{name}@{version}" if version is not None else name
-            raise ModelNotFoundError(f"model {what!r} is not in the store (models: {known})",
-                                     fix="see `seekstack models history NAME`, or pull it")
+            if not self.versions(name):
+                raise self._no_model(name)
+            raise ModelNotFoundError(f"{name}@{version} is not in the store", fix=f"versions: {self.versions(name)}")
         try:
             return Manifest.from_json(json.loads(path.read_text()))
         except json.JSONDecodeError:
@@ -237,9 +236,16 @@ class Store:
 
     # ------------------------------------------------------------ versions and removal
 
+    def _no_model(self, name: str) -> ModelNotFoundError:
+        known = ", ".join(self.names()) or "none"
+        return ModelNotFoundError(f"no model {name!r} in the store (models: {known})",
+                                  fix="see `seekstack models`, or pull it")
+
     def rollback(self, name: str, version: int | None = None) -> int:
         name = model_name(name)
         versions = self.versions(name)
+        if not versions:
+            raise self._no_model(name)
         current = self.current(name)
         if version is None:
             older = [v for v in versions if current is not None and v < current]
@@ -256,7 +262,7 @@ class Store:
         name, version = split_ref(ref)
         versions = self.versions(name)
         if not versions:
-            raise ModelNotFoundError(f"model {name!r} is not in the store", fix="see `seekstack models`")
+            raise self._no_model(name)
         gone = [version] if version is not None else versions
         for v in gone:
             if v not in versions:
