@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +44,17 @@ def config_check(settings: Settings) -> list[Check]:
 
 
 def port_check(settings: Settings) -> list[Check]:
+    from . import ports
+    from .cli.common import running_server
+
+    running = running_server(settings)
+    if running is not None:  # this state directory's own serve: its port is in use, as it should be
+        return [Check("port", OK, f"seekstack serve (PID {running['pid']}) is listening on "
+                                  f"{running.get('host')}:{running.get('port')}")]
     host, port = settings.server.host, settings.server.port
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            return [Check("port", WARN, f"{host}:{port} is in use ({exc.strerror})",
-                          "stop what uses it (perhaps seekstack itself), or set server.port")]
+    if ports.in_use(host, port):
+        return [Check("port", WARN, f"{host}:{port} is in use by {ports.describe_holder(port)}",
+                      "stop it, or serve on another port: --port N (or SEEKSTACK_SERVER__PORT=N)")]
     return [Check("port", OK, f"{host}:{port} is free")]
 
 

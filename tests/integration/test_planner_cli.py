@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import yaml
@@ -162,3 +163,29 @@ def test_tco_reproduces_the_seed_worked_example():
     text = run("plan", "deepseek-r1", "--hardware", "2xA100-80G", "--tco", "--years", "3", "--hours-per-year", "7200",
                "--cloud-price", "5", "--capex", "58700", "--opex", "10000")
     assert "cloud 216,000 USD, on-prem 68,700 USD" in text.stdout
+
+
+def test_ports_a_port_in_use_is_one_line_and_seekstacks_own_port_is_ok(tmp_path):
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    try:
+        config = tmp_path / "busy.yaml"
+        config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "busy-state")}))
+        result = run("serve", "--config", str(config), "--port", str(busy), timeout=60)
+        assert result.returncode == 1 and "Traceback" not in result.stderr and "[Errno" not in result.stderr
+        assert f"127.0.0.1:{busy} is already in use by PID {os.getpid()}" in result.stderr
+        assert "--port N (or SEEKSTACK_SERVER__PORT=N)" in result.stderr
+    finally:
+        holder.close()
+    server = Server(tmp_path, {"models": [{"name": "m", "source": "embedded", "context": 256, "slots": 1}]}).start()
+    try:
+        code, rows = doctor(server.config_path)  # the config says port 8800; serve runs on another: still found
+        assert rows["port"][0]["status"] == "OK" and f"PID {server.proc.pid}" in rows["port"][0]["detail"]
+        models = run("ps", "--config", str(server.config_path), "--json")  # talks to the running server's port
+        assert models.returncode == 0 and json.loads(models.stdout)[0]["model"] == "m", models.stderr
+    finally:
+        server.stop()

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 import uvicorn
 
-from .. import __version__, statelock
+from .. import __version__, ports, statelock
 from ..config import Settings, check_settings, load_settings
 from ..errors import ConfigError
 from ..gateway.app import build_app
@@ -44,6 +44,10 @@ def serve(
         settings.server.port = port
     # One writer per audit chain: gateways may share a state_dir only with an audit.dir each.
     settings_lock[0] = statelock.hold(audit_dir(settings), host=settings.server.host, port=settings.server.port)
+    if ports.in_use(settings.server.host, settings.server.port):
+        raise ConfigError(f"{settings.server.host}:{settings.server.port} is already in use by "
+                          f"{ports.describe_holder(settings.server.port)}",
+                          fix="stop it, or serve on another port: --port N (or SEEKSTACK_SERVER__PORT=N)")
     for line in resolve_models(settings):  # store models: verified (fast check) and trusted, or refused
         out.print(f"[dim]{line}[/]", soft_wrap=True)
     problems = check_settings(settings)
