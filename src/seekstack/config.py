@@ -194,6 +194,7 @@ class ModelConfig(_Section):
     gpu_layers: int | None = Field(None, ge=-1, description="Layers offloaded to GPU (-1 all, 0 none; default: all when device allows).")
     chat_template: str | None = Field(None, description="Chat template name or Jinja text overriding the model's own.")
     prompt_cache_mib: int = Field(256, ge=0, le=1_048_576, description="Host memory (MiB) llama.cpp may keep for the KV state of earlier prompts, to answer a repeated prefix without recomputing it; counted by the planner and admission. 0 turns it off. (llama.cpp's own default, 8 GiB, grows an engine by the KV of every distinct prompt until then.)")
+    rope_scaling: Literal["yarn", "linear"] | None = Field(None, description="Stretch the model's positions past its trained context: `yarn` (what DeepSeek and Qwen publish for long context) or `linear`, by `context` ÷ the trained context. Without it, a `context` longer than the model was trained for is refused.")
     embeddings: bool = Field(False, description="Run as an embedding model: serves /v1/embeddings (mean pooling) and refuses chat/completions, since llama.cpp runs embedding models in a dedicated mode. Add a second entry for the same file to chat with it.")
     reasoning: Literal["auto", "none", "deepseek_r1"] = Field("auto", description="Reasoning format; `auto` takes it from the model family (DeepSeek-R1 → deepseek_r1).")
     reasoning_parser: Literal["auto", "engine", "gateway"] = Field("auto", description="Who splits reasoning: the engine's native parser (preferred when it has one) or the gateway.")
@@ -450,7 +451,26 @@ def check_model(index: int, model: ModelConfig) -> list[str]:
         problems.append(f"{where}.path: llamacpp serves GGUF files, got {path.name} — convert to GGUF or pick engine vllm/sglang")
     if model.engine in ("vllm", "sglang") and model.device == "cpu":
         problems.append(f"{where}.device: {model.engine} needs a GPU — use engine llamacpp for CPU")
+    trained = trained_context(model, path) if not problems else None
+    if trained is not None and model.context > trained and model.rope_scaling is None:
+        problems.append(f"{where}.context: {model.context} is longer than the {trained} tokens the model was trained "
+                        f"for — lower it, or set rope_scaling: yarn to stretch the model's positions")
     return problems
+
+
+def trained_context(model: ModelConfig, path: Path) -> int | None:
+    """The context the model was trained for, from its GGUF header or config.json; None when unknown."""
+    from .planner.catalog import spec_from_gguf
+    from .planner.safetensors import spec_from_hf_dir
+
+    try:
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return spec_from_gguf(path).max_context
+        if path.is_dir() and (path / "config.json").exists():
+            return spec_from_hf_dir(path).max_context
+    except Exception:  # an unreadable header is reported where the file is read; nothing to add here
+        return None
+    return None
 
 
 def check_settings(settings: Settings, models: bool = True) -> list[str]:

@@ -189,3 +189,30 @@ def test_ports_a_port_in_use_is_one_line_and_seekstacks_own_port_is_ok(tmp_path)
         assert models.returncode == 0 and json.loads(models.stdout)[0]["model"] == "m", models.stderr
     finally:
         server.stop()
+
+
+def test_a_context_longer_than_the_model_was_trained_for_is_refused_unless_rope_scaling_says_so(tmp_path):
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "long-state"),
+                                      "models": [{"name": "m", "source": "embedded", "context": 1000000}]}))
+    for command in (("config", "check", str(config)), ("serve", "--config", str(config), "--port", "0")):
+        result = run(*command, timeout=60)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "context: 1000000 is longer than the 8192 tokens the model was trained for" in result.stderr
+        assert "rope_scaling" in result.stderr
+    server = Server(tmp_path, {"models": [{"name": "m", "source": "embedded", "context": 16384, "slots": 1,
+                                           "rope_scaling": "yarn", "prompt_cache_mib": 0}]}).start()
+    try:
+        r = server.http.post("/v1/chat/completions", json={"model": "m", "max_tokens": 12000, "grammar": 'root ::= "ok"',
+                                                           "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"  # 12,000 tokens fit
+        spec = [json.loads(a) for a in psutil_cmdline(server.replicas()[0]["pid"]) if a.startswith("{")][0]
+        assert spec["rope_scaling"] == "yarn" and spec["rope_scale"] == 0.5
+    finally:
+        server.stop()
+
+
+def psutil_cmdline(pid: int) -> list[str]:
+    import psutil
+
+    return psutil.Process(pid).cmdline()

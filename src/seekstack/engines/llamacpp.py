@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..config import ModelConfig
+from ..config import ModelConfig, trained_context
 from .base import Capabilities, ProcessEngine, python_module_command, register_engine
 
 # Reasoning formats llama.cpp parses natively (its --reasoning-format values).
@@ -54,6 +54,9 @@ class LlamaCppEngine(ProcessEngine):
             "chat_template": model.chat_template,
             "embeddings": model.embeddings,
             "prompt_cache_mib": model.prompt_cache_mib,
+            "rope_scaling": model.rope_scaling,
+            "rope_scale": (trained_context(model, model.resolved_path()) or model.context) / model.context
+            if model.rope_scaling else None,
             "reasoning": NATIVE_REASONING.get(caps.reasoning_format) if caps.native_reasoning else None,
         }
 

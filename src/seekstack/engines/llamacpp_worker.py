@@ -36,6 +36,10 @@ def build_params(spec: dict):
     p.cont_batching = True
     p.warmup = False
     p.cache_ram_mib = spec.get("prompt_cache_mib", 256)  # bounded: the planner counts it
+    if spec.get("rope_scaling"):  # a context past the trained one, on purpose
+        p.rope_scaling_type = getattr(xllamacpp.llama_rope_scaling_type,
+                                      f"LLAMA_ROPE_SCALING_TYPE_{spec['rope_scaling'].upper()}")
+        p.rope_freq_scale = min(spec["rope_scale"], 1.0)
     if spec.get("chat_template"):
         p.chat_template = spec["chat_template"]
     if spec.get("embeddings"):
