@@ -420,9 +420,21 @@ def test_models_catalog_lists_the_deepseek_family():
     result = cli("models", "catalog", "--json")
     assert result.returncode == 0, result.stderr
     names = {m["name"] for m in json.loads(result.stdout)}
-    assert names == {"deepseek-r1", "deepseek-v2-lite", "deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b",
+    assert names == {"deepseek-r1", "deepseek-r1-0528", "deepseek-v3", "deepseek-v3.1", "deepseek-v3.2",
+                     "deepseek-v2-lite", "deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b",
                      "deepseek-r1-distill-llama-8b", "deepseek-r1-distill-qwen-14b", "deepseek-r1-distill-qwen-32b",
                      "deepseek-r1-distill-llama-70b"}
+
+
+def test_an_unknown_catalog_name_is_refused_with_the_closest_never_replaced():
+    """`plan deepseek-v3` once planned deepseek-r1 without saying so."""
+    v3 = json.loads(cli("plan", "deepseek-v3", "--hardware", "8xH200", "--json").stdout)["plan"]
+    assert v3["model"] == "deepseek-v3"
+    v32 = json.loads(cli("plan", "deepseek-v3.2-exp", "--hardware", "8xH200", "--json").stdout)["plan"]
+    assert v32["model"] == "deepseek-v3.2" and v32["context"] <= 131072
+    result = cli("plan", "deepseek-v4")
+    assert result.returncode == 1 and "'deepseek-v4' is not in the model catalog" in result.stderr
+    assert "did you mean deepseek-v3" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_catalog_name_pulls_its_published_release_from_the_hub(store, files):

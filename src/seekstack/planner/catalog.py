@@ -6,6 +6,8 @@ local GGUF file's header (:func:`spec_from_gguf`), whose tensor bytes are then e
 
 from __future__ import annotations
 
+import difflib
+
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +97,11 @@ def catalog_model(name: str) -> ModelSpec:
         if key == canonical or key in entry.get("aliases", []):
             fields = {k: v for k, v in entry.items() if k not in ("aliases", "experts", "engine", "sampling", "sources")}
             return ModelSpec(name=canonical, **fields)
+    known = [*models, *(a for entry in models.values() for a in entry.get("aliases", []))]
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise InvalidRequestError(f"{name!r} is not in the model catalog",
-                              fix=f"use one of {', '.join(models)}, or a path to a .gguf file")
+                              fix=f"{hint}the catalog has {', '.join(models)}; or give a path to a .gguf file")
 
 
 def catalog_entry(name: str) -> tuple[str, dict[str, Any]]:
