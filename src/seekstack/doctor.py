@@ -146,6 +146,40 @@ def gpu_check(settings: Settings) -> list[Check]:
     return rows
 
 
+# engine → (the Python package that runs it, whether it needs an NVIDIA GPU, how to install it)
+ENGINE_PACKAGES = {
+    "llamacpp": ("xllamacpp", False, "pip install xllamacpp (a dependency of seekstack)"),
+    "vllm": ("vllm", True, "pip install 'seekstack[vllm]' on a machine with an NVIDIA GPU"),
+    "sglang": ("sglang", True, "pip install 'seekstack[sglang]' on a machine with an NVIDIA GPU"),
+}
+
+
+def engines_check(settings: Settings) -> list[Check]:
+    """Which engines can run here, and why not: the package installed, an NVIDIA GPU present."""
+    import importlib.util
+
+    from .planner.hardware import nvidia_gpus
+
+    gpu = bool(nvidia_gpus())
+    used = {m.engine for m in settings.models}
+    rows = []
+    for engine, (package, needs_gpu, install) in ENGINE_PACKAGES.items():
+        installed = importlib.util.find_spec(package) is not None
+        why = [] if installed else ["not installed"]
+        if needs_gpu and not gpu:
+            why.append("no NVIDIA GPU")
+        if not why:
+            rows.append(Check("engine", OK, f"{engine}: usable here ({package} installed"
+                                            + (", NVIDIA GPU present)" if needs_gpu else ")")))
+            continue
+        status = FAIL if engine in used else OK
+        rows.append(Check("engine", status, f"{engine}: not usable here ({' and '.join(why)})"
+                                            + (" — the config uses it" if engine in used else ""),
+                          install if not installed else "serve it on a GPU host, or use engine: llamacpp"))
+    rows.append(Check("engine", OK, "remote: usable (any OpenAI-compatible server seekstack does not start)"))
+    return rows
+
+
 def models_check(settings: Settings) -> list[Check]:
     """Every configured model file is there and is a complete GGUF (its header and tensor table read)."""
     from .errors import SeekstackError
@@ -189,7 +223,8 @@ def disk_check(settings: Settings) -> list[Check]:
 
 
 CHECKS: list[Callable[[Settings], list[Check]]] = [config_check, port_check, tls_check, secrets_check, audit_check,
-                                                   hardware_check, gpu_check, models_check, memory_check, disk_check]
+                                                   hardware_check, gpu_check, engines_check, models_check, memory_check,
+                                                   disk_check]
 
 
 def run_checks(settings: Settings) -> list[Check]:

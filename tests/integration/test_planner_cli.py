@@ -216,3 +216,22 @@ def psutil_cmdline(pid: int) -> list[str]:
     import psutil
 
     return psutil.Process(pid).cmdline()
+
+
+def test_doctor_says_which_engines_are_usable_here_and_how_to_get_the_others(tmp_path):
+    config = tmp_path / "gpu.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "s"), "server": {"port": 0},
+                                      "models": [{"name": "big", "engine": "vllm", "path": str(tmp_path)}]}))
+    code, rows = doctor(config)
+    by_engine = {r["detail"].split(":")[0]: r for r in rows["engine"]}
+    assert by_engine["llamacpp"]["status"] == "OK" and "usable here" in by_engine["llamacpp"]["detail"]
+    import importlib.util
+
+    vllm = by_engine["vllm"]
+    if importlib.util.find_spec("vllm") is None:  # as on CI: the config uses an engine this machine lacks
+        assert vllm["status"] == "FAIL" and "not installed" in vllm["detail"] and "the config uses it" in vllm["detail"]
+        assert vllm["fix"] == "pip install 'seekstack[vllm]' on a machine with an NVIDIA GPU"
+    if importlib.util.find_spec("sglang") is None:
+        assert by_engine["sglang"]["status"] == "OK" and "pip install 'seekstack[sglang]'" in by_engine["sglang"]["fix"]
+        text = run("doctor", "--config", str(config))
+        assert "seekstack[sglang]" in text.stdout  # brackets survive the table

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import load_settings
@@ -27,7 +28,7 @@ def doctor(config: Optional[Path] = ConfigOption, as_json: bool = JsonOption) ->
         for col in ("check", "status", "detail", "fix"):
             table.add_column(col)
         for r in rows:
-            table.add_row(r.name, f"[{STYLE[r.status]}]{r.status}[/]", r.detail, r.fix)
+            table.add_row(r.name, f"[{STYLE[r.status]}]{r.status}[/]", escape(r.detail), escape(r.fix))  # details may hold [brackets]
         out.print(table)
     if any(r.status == FAIL for r in rows):
         raise typer.Exit(2)
