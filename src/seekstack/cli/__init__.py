@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import SeekstackError
-from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve, store_cmd
+from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve, service, store_cmd
 
 app = typer.Typer(
     name="seekstack",
@@ -22,6 +22,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("serve")(serve.serve)
+app.command("stop")(service.stop)
+app.add_typer(service.app, name="service")
 app.command("run")(run.run)
 app.add_typer(info.models_app, name="models")
 info.models_app.command("history")(store_cmd.history)
