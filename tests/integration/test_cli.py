@@ -106,7 +106,7 @@ def test_serve_on_busy_port_is_one_line(server, tmp_path):
                  env={"SEEKSTACK_STATE_DIR": str(tmp_path / "state")})
     assert "Traceback" not in result.stderr
     assert result.returncode != 0
-    assert "could not listen" in result.stderr or "address already in use" in result.stderr.lower()
+    assert f"is already in use by PID {server.proc.pid}" in result.stderr and "--port N" in result.stderr
 
 
 def test_config_check_reports_all_problems(tmp_path):

@@ -14,7 +14,7 @@ from ..governance import Governance
 from ..router import Router
 from ..supervisor import Supervisor
 from ..observability import Observability
-from . import admin_routes, health_routes, metrics_routes, openai_routes
+from . import admin_routes, health_routes, metrics_routes, ollama_routes, openai_routes
 from .guard import GuardMiddleware
 from .errors import install_error_handlers
 from .inference import InferenceService
@@ -66,6 +66,7 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
     app.include_router(health_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(metrics_routes.router)
+    app.include_router(ollama_routes.router)
     app.add_middleware(openai_routes.OpenAIRoutes)  # innermost: the inference routes, without FastAPI's router
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes, timeout=settings.server.body_timeout)
     app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled,

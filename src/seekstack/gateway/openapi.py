@@ -1,4 +1,4 @@
-"""The OpenAPI document of `/v1` and `/admin/v1`, served at ``GET /openapi.json``.
+"""The OpenAPI document of `/v1`, `/api` (Ollama's) and `/admin/v1`, served at ``GET /openapi.json``.
 
 Derived from the one route table (:data:`~seekstack.governance.policy.ROUTES`): every route
 the policy knows is documented — the OpenAI routes from the request models in

@@ -48,6 +48,13 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/completions"): "inference:completions",
     ("POST", "/v1/embeddings"): "inference:embeddings",
     ("GET", "/v1/models"): "models:read",
+    ("POST", "/api/chat"): "inference:chat",                # Ollama's API: the same permissions as /v1
+    ("POST", "/api/generate"): "inference:completions",
+    ("POST", "/api/embed"): "inference:embeddings",
+    ("GET", "/api/tags"): "models:read",
+    ("POST", "/api/show"): "models:read",
+    ("GET", "/api/ps"): "models:read",
+    ("GET", "/api/version"): "self",
     ("GET", "/admin/v1/replicas"): "models:manage",
     ("GET", "/admin/v1/keys"): "self",          # one's own keys; keys:manage: the team's or everyone's
     ("POST", "/admin/v1/keys"): "self",
