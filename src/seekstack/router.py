@@ -19,6 +19,9 @@ class Router:
     def pick(self, model: str, exclude: frozenset[Replica] | set[Replica] = frozenset()) -> Replica:
         group = self.supervisor.replicas.get(model, [])
         candidates = [r for r in group if r.routable and r not in exclude]
+        if not candidates and group and self.supervisor.unloaded(model):
+            raise EngineUnavailableError(f"model {model!r} is unloaded", retry_after=30,
+                                         fix=f"an operator loads it with `seekstack models load {model}`")
         if not candidates:
             raise EngineUnavailableError(
                 f"no healthy replica of model {model!r} is available right now",

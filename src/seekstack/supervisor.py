@@ -3,6 +3,9 @@
 Each replica runs in its own task. A replica is routable only while its state is
 ``ready``: the moment its process exits the state leaves ``ready`` (the router
 stops using it immediately), then it is restarted after an exponential backoff.
+
+A configured model can be unloaded (its replicas stopped, their memory freed, the state
+``unloaded``) and loaded again while the server runs (``seekstack models unload|load NAME``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .errors import ConfigError
 log = logging.getLogger("seekstack.supervisor")
 
 STARTING, READY, UNHEALTHY, RESTARTING, STOPPED = "starting", "ready", "unhealthy", "restarting", "stopped"
+UNLOADED = "unloaded"
 UNHEALTHY_AFTER = 3  # consecutive failed heartbeats before a live replica stops taking traffic
 
 
@@ -83,7 +87,7 @@ class Supervisor:
         self.cfg = settings.supervisor
         self.http = http
         self.replicas: dict[str, list[Replica]] = {}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: dict[Replica, asyncio.Task] = {}
         self._stopping = False
         logs = settings.state_path / "logs"
         # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
@@ -110,7 +114,51 @@ class Supervisor:
 
     async def start(self) -> None:
         for replica in self.all():
-            self._tasks.append(asyncio.create_task(self._supervise(replica), name=f"supervise {replica.name}"))
+            self._run(replica)
+
+    def _run(self, replica: Replica) -> None:
+        replica.state, replica._ready = STARTING, asyncio.Event()
+        self._tasks[replica] = asyncio.create_task(self._supervise(replica), name=f"supervise {replica.name}")
+
+    def unloaded(self, model: str) -> bool:
+        group = self.replicas.get(model)
+        return bool(group) and all(r.state == UNLOADED for r in group)
+
+    async def unload(self, model: str) -> list[Replica]:
+        """Stop a model's replicas and keep them stopped (requests get 503 naming the fix) until :meth:`load`."""
+        group = self._group(model)
+        tasks = [self._tasks.pop(r) for r in group if r in self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(r.engine.stop() for r in group), return_exceptions=True)
+        for replica in group:
+            replica.state = UNLOADED
+        log.info("model %s unloaded", model)
+        return group
+
+    async def load(self, model: str, timeout: float | None = None) -> bool:
+        """Start an unloaded model's replicas again; True once one of them is ready."""
+        group = self._group(model)
+        for replica in group:
+            if replica not in self._tasks:
+                self._run(replica)
+        try:
+            await asyncio.wait_for(asyncio.wait([asyncio.ensure_future(r._ready.wait()) for r in group],
+                                                return_when=asyncio.FIRST_COMPLETED),
+                                   timeout or self.cfg.startup_timeout)
+        except asyncio.TimeoutError:
+            return False
+        return any(r.routable for r in group)
+
+    def _group(self, model: str) -> list[Replica]:
+        group = self.replicas.get(model)
+        if group is None:
+            from .errors import ModelNotFoundError
+
+            raise ModelNotFoundError(f"model {model!r} is not configured; configured: {', '.join(self.replicas)}",
+                                     fix="add it to seekstack.yaml and restart (or name a configured model)")
+        return group
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until every replica has been ready once (or the timeout passes)."""
@@ -122,13 +170,14 @@ class Supervisor:
             return False
 
     def ready(self) -> bool:
-        return all(any(r.routable for r in group) for group in self.replicas.values())
+        return all(any(r.routable for r in group) for name, group in self.replicas.items() if not self.unloaded(name))
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(r.engine.stop() for r in self.all()), return_exceptions=True)
         for replica in self.all():
             replica.state = STOPPED

@@ -47,3 +47,30 @@ def test_service_install_writes_a_hardened_systemd_unit(tmp_path):
     assert user.returncode == 0 and _unit(user.stdout)["Install"]["WantedBy"] == "default.target"
     missing = cli("service", "install", "-o", "-")
     assert missing.returncode == 1 and "--config" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_model_unloads_and_loads_without_a_restart(tmp_path):
+    from conftest import engine_request  # noqa: F401  (the engine is gone: its PID is the proof)
+
+    server = Server(tmp_path, {"models": [{"name": "a", "source": "embedded", "context": 256, "slots": 1},
+                                          {"name": "b", "source": "embedded", "context": 256, "slots": 1}]}).start()
+    try:
+        body = {"model": "b", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        engine = next(r["pid"] for r in server.replicas() if r["model"] == "b")
+        result = cli("models", "unload", "b", "--config", str(server.config_path))
+        assert result.returncode == 0 and "unloaded b" in result.stdout, result.stderr
+        assert not pid_alive(engine)
+        r = server.http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 503 and "seekstack models load b" in r.json()["error"]["message"]
+        assert server.http.get("/readyz").status_code == 200  # the gateway still serves model a
+        assert server.http.post("/v1/chat/completions", json={**body, "model": "a"}).status_code == 200
+        assert {r["model"]: r["state"] for r in server.replicas()}["b"] == "unloaded"
+        result = cli("models", "load", "b", "--config", str(server.config_path))
+        assert result.returncode == 0 and "loaded b" in result.stdout, result.stderr
+        assert server.http.post("/v1/chat/completions", json=body).status_code == 200
+        unknown = cli("models", "unload", "nosuch", "--config", str(server.config_path))
+        assert unknown.returncode == 1 and "not configured" in unknown.stderr
+        viewer = server.http.post("/admin/v1/models/b/unload", headers={"Authorization": "Bearer nope"})
+        assert viewer.status_code == 401
+    finally:
+        server.stop()

@@ -115,6 +115,24 @@ def version() -> None:
     out.print(f"seekstack {__version__} (xllamacpp {engine}, Python {platform.python_version()})")
 
 
+@models_app.command("load")
+def models_load(name: str = typer.Argument(..., help="A configured model's name."),
+                url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption,
+                key: Optional[str] = ApiKeyOption) -> None:
+    """Start an unloaded model's replicas again, without restarting the server."""
+    result = connect(url, key, config).request("POST", f"/admin/v1/models/{name}/load")
+    out.print(f"[green]loaded[/] {name}" if result["state"] == "ready" else f"{name} is starting; see `seekstack ps`")
+
+
+@models_app.command("unload")
+def models_unload(name: str = typer.Argument(..., help="A configured model's name."),
+                  url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption,
+                  key: Optional[str] = ApiKeyOption) -> None:
+    """Stop a model's replicas and free their memory, without restarting the server; `load` brings them back."""
+    result = connect(url, key, config).request("POST", f"/admin/v1/models/{name}/unload")
+    out.print(f"[green]unloaded[/] {name} ({result['replicas']} replica(s) stopped)")
+
+
 @models_app.command("catalog")
 def catalog(as_json: bool = JsonOption) -> None:
     """The DeepSeek family the planner knows: architecture, published quantizations and sizes."""

@@ -18,7 +18,7 @@ async def readyz(request: Request) -> JSONResponse:
     supervisor = request.app.state.supervisor
     models = {name: sum(r.routable for r in group) for name, group in supervisor.replicas.items()}
     audit = request.app.state.governance.audit.unavailable  # fail-closed: nothing can be served
-    ready = all(models.values()) and audit is None
+    ready = supervisor.ready() and audit is None  # an unloaded model is no reason to stop sending traffic
     body = {"status": "ready" if ready else "not ready", "healthy_replicas": models}
     if audit is not None:
         body["audit"] = f"unavailable: {audit}"
@@ -39,3 +39,17 @@ async def openapi(request: Request) -> JSONResponse:
 @router.get("/admin/v1/replicas")
 async def replicas(request: Request) -> dict:
     return {"object": "list", "data": [r.describe() for r in request.app.state.supervisor.all()]}
+
+
+@router.post("/admin/v1/models/{name}/unload")
+async def unload(name: str, request: Request) -> dict:
+    """Stop a configured model's replicas (memory freed); its requests get 503 until it is loaded again."""
+    group = await request.app.state.supervisor.unload(name)
+    return {"model": name, "state": "unloaded", "replicas": len(group)}
+
+
+@router.post("/admin/v1/models/{name}/load")
+async def load(name: str, request: Request) -> dict:
+    """Start an unloaded model's replicas again; answers once one is ready (or the startup timeout)."""
+    ready = await request.app.state.supervisor.load(name)
+    return {"model": name, "state": "ready" if ready else "starting"}

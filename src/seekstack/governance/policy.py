@@ -56,6 +56,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/ps"): "models:read",
     ("GET", "/api/version"): "self",
     ("GET", "/admin/v1/replicas"): "models:manage",
+    ("POST", "/admin/v1/models/{id}/load"): "models:manage",
+    ("POST", "/admin/v1/models/{id}/unload"): "models:manage",
     ("GET", "/admin/v1/keys"): "self",          # one's own keys; keys:manage: the team's or everyone's
     ("POST", "/admin/v1/keys"): "self",
     ("DELETE", "/admin/v1/keys/{id}"): "self",
