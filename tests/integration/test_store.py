@@ -539,3 +539,7 @@ def test_messages_say_what_is_true_and_what_to_do(tmp_path):
     cut.write_bytes(embedded_model_path().read_bytes()[:5000])
     result = cli("import", str(cut), config=config)
     assert result.returncode == 1 and "it is 5,000 bytes and ends inside its header" in result.stderr
+    half = tmp_path / "half.gguf"  # the header whole, the weights cut off
+    half.write_bytes(embedded_model_path().read_bytes()[:50_000_000])
+    result = cli("import", str(half), config=config)
+    assert result.returncode == 1 and "tensors need more than" in result.stderr and "the file has 50,000,000" in result.stderr

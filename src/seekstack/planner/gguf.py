@@ -92,10 +92,13 @@ def read_header(path: Path) -> GGUFHeader:
             for _ in range(kvs):
                 key = _string(f)
                 metadata[key] = _value(f, _read(f, "<I"), False)
+            last_start = 0  # where the last tensor's data begins, relative to the data section
             for _ in range(tensors):
                 _string(f)
                 dims = _read(f, "<I")
-                f.seek(8 * dims + 4 + 8, 1)
+                f.seek(8 * dims, 1)
+                _read(f, "<I")  # the tensor's type
+                last_start = max(last_start, _read(f, "<Q"))
             alignment = int(metadata.get("general.alignment", 32)) or 32
             offset = f.tell()
             offset += (-offset) % alignment
@@ -110,4 +113,7 @@ def read_header(path: Path) -> GGUFHeader:
     if offset > size:
         raise InvalidRequestError(f"{path} is truncated: its header needs {offset:,} bytes, the file has {size:,}",
                                   fix="download it again and check its checksum")
+    if tensors and offset + last_start >= size:
+        raise InvalidRequestError(f"{path} is truncated: its tensors need more than {offset + last_start:,} bytes, "
+                                  f"the file has {size:,}", fix="download it again and check its checksum")
     return GGUFHeader(version, metadata, tensors, offset, size)
