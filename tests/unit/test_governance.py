@@ -116,3 +116,27 @@ def test_meter_runs_deferred_accounting_once_and_a_failure_does_not_stop_the_res
     meter.run_after()  # nothing left: each step runs once
     assert ran == ["first", "third"]
     assert "accounting after the answer failed (ZeroDivisionError in " in caplog.text
+
+
+def test_an_older_state_directory_gets_the_duties_it_lacks(tmp_path):
+    """Bootstrapped before the duties were split: an admin and people, but no security admin or auditor —
+    and nobody could give those roles now. The next start makes them, with their key files."""
+    first = Governance(Settings(state_dir=tmp_path))
+    first.store.create_team("default")
+    first.store.create_user("admin", "default", "admin")
+    first._mint("admin", "old bootstrap key", ["*"], ["*"], None)
+    first.store.create_user("security", "default", "api_consumer")  # the name is taken already
+    asyncio.run(first.aclose())
+    again = Governance(Settings(state_dir=tmp_path))
+    try:
+        assert again.bootstrap() is None  # not a new install: no admin key is shown
+        roles = {u["name"]: u["role"] for u in again.store.users()}
+        assert roles["security_"] == "security_admin" and roles["auditor"] == "auditor"
+        for name in ("security-admin.key", "auditor.key"):
+            key = (tmp_path / name).read_text().strip()
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+            assert again.auth.authenticate(f"Bearer {key}").role.name in ("security_admin", "auditor")
+        again.bootstrap()  # once only
+        assert sum(1 for u in again.store.users() if u["role"] == "security_admin") == 1
+    finally:
+        asyncio.run(again.aclose())

@@ -184,6 +184,7 @@ class Governance:
         ``admin.key``; return the admin key (once). The duties start apart and stay apart: none
         of them can make another's role."""
         if not self.store.is_empty():
+            self._bootstrap_missing_duties()
             return None
         if not self.store.team_exists(BOOTSTRAP_TEAM):
             self.store.create_team(BOOTSTRAP_TEAM)
@@ -200,6 +201,27 @@ class Governance:
                     self.admin_key_file.with_name(DUTY_KEY_FILES["security"]),
                     self.admin_key_file.with_name(DUTY_KEY_FILES["audit"]))
         return keys["system"]
+
+    def _bootstrap_missing_duties(self) -> None:
+        """A state directory bootstrapped before the duties were split has an admin but may have
+        nobody for the security or audit duty — and no one could now give those roles. Each such
+        duty gets its first principal and 0600 key file, as a new install would."""
+        users = self.store.users()
+        for duty in ("security", "audit"):
+            holders = [u for u in users if (role := self.policy.role(u["role"])) is not None and duty in role.duties()]
+            target = self.admin_key_file.with_name(DUTY_KEY_FILES[duty])
+            if holders or target.exists():
+                continue
+            name, role = BOOTSTRAP_USERS[duty]
+            while self.store.user(name) is not None:
+                name += "_"
+            if not self.store.team_exists(BOOTSTRAP_TEAM):
+                self.store.create_team(BOOTSTRAP_TEAM)
+            self.store.create_user(name, BOOTSTRAP_TEAM, role)
+            _, key = self._mint(name, f"bootstrap {role} key", ["*"], ["*"], None)
+            write_secret_file(target, key.encode() + b"\n")
+            log.warning("no one held the %s duty: created user %s (role %s); its key is in %s (mode 0600)",
+                        duty, name, role, target)
 
     # ------------------------------------------------------------ keys
     def create_key(self, caller: Principal, *, user: str | None, name: str, models: list[str],
