@@ -4,8 +4,9 @@ and the admin operations with their tenant rules.
 Separation of duties (see policy.py): nobody mints a key, or gives a role, that can do what
 they cannot; a limit is loosened only at the rank that imposed it. Everyone manages their own
 keys (mint, list, revoke); managing other users' keys takes ``keys:manage``. Roles no caller
-can give through the API (the audit duty) come from bootstrap — which makes the first
-``admin`` and the first ``auditor`` — or from the host itself (:func:`provision_locally`).
+can give through the API (an auditor, a model operator) come from bootstrap — which makes the
+first ``admin``, ``security`` admin and ``auditor`` — or from the host itself
+(:func:`provision_locally`).
 
 Tenant rules, enforced here once for the admin API and the CLI alike:
 - a ``team``-scoped caller sees and changes only its own team's users and keys; another
