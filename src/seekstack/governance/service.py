@@ -187,20 +187,12 @@ class Governance:
         if not self.store.is_empty():
             self._bootstrap_missing_duties()
             return None
-        if not self.store.team_exists(BOOTSTRAP_TEAM):
-            self.store.create_team(BOOTSTRAP_TEAM)
-        keys = {}
-        for duty, (user, role) in BOOTSTRAP_USERS.items():
-            if self.store.user(user) is None:
-                self.store.create_user(user, BOOTSTRAP_TEAM, role)
-            _, keys[duty] = self._mint(user, f"bootstrap {role} key", ["*"], ["*"], None)
+        keys = {duty: self._first_principal(duty) for duty in BOOTSTRAP_USERS}
         for duty, key in reversed(keys.items()):  # admin.key last: its presence means bootstrap finished
-            write_secret_file(self.admin_key_file.with_name(DUTY_KEY_FILES[duty]) if duty != "system"
-                              else self.admin_key_file, key.encode() + b"\n")
+            write_secret_file(duty_key_file(self.admin_key_file, duty), key.encode() + b"\n")
         log.warning("created the first key of each duty (mode 0600): system admin %s, security admin %s, "
                     "auditor %s — hand each to its own person", self.admin_key_file,
-                    self.admin_key_file.with_name(DUTY_KEY_FILES["security"]),
-                    self.admin_key_file.with_name(DUTY_KEY_FILES["audit"]))
+                    duty_key_file(self.admin_key_file, "security"), duty_key_file(self.admin_key_file, "audit"))
         return keys["system"]
 
     def _bootstrap_missing_duties(self) -> None:
@@ -210,19 +202,23 @@ class Governance:
         users = self.store.users()
         for duty in ("security", "audit"):
             holders = [u for u in users if (role := self.policy.role(u["role"])) is not None and duty in role.duties()]
-            target = self.admin_key_file.with_name(DUTY_KEY_FILES[duty])
+            target = duty_key_file(self.admin_key_file, duty)
             if holders or target.exists():
                 continue
-            name, role = BOOTSTRAP_USERS[duty]
-            while self.store.user(name) is not None:
-                name += "_"
-            if not self.store.team_exists(BOOTSTRAP_TEAM):
-                self.store.create_team(BOOTSTRAP_TEAM)
+            write_secret_file(target, self._first_principal(duty, fresh_name=True).encode() + b"\n")
+            log.warning("no one held the %s duty: created its first principal (role %s); its key is in %s "
+                        "(mode 0600)", duty, BOOTSTRAP_USERS[duty][1], target)
+
+    def _first_principal(self, duty: str, fresh_name: bool = False) -> str:
+        """Make the bootstrap user of ``duty`` (under a free name when ``fresh_name``) and mint its key."""
+        name, role = BOOTSTRAP_USERS[duty]
+        while fresh_name and self.store.user(name) is not None:
+            name += "_"
+        if not self.store.team_exists(BOOTSTRAP_TEAM):
+            self.store.create_team(BOOTSTRAP_TEAM)
+        if self.store.user(name) is None:
             self.store.create_user(name, BOOTSTRAP_TEAM, role)
-            _, key = self._mint(name, f"bootstrap {role} key", ["*"], ["*"], None)
-            write_secret_file(target, key.encode() + b"\n")
-            log.warning("no one held the %s duty: created user %s (role %s); its key is in %s (mode 0600)",
-                        duty, name, role, target)
+        return self._mint(name, f"bootstrap {role} key", ["*"], ["*"], None)[1]
 
     # ------------------------------------------------------------ keys
     def create_key(self, caller: Principal, *, user: str | None, name: str, models: list[str],
@@ -356,8 +352,11 @@ DUTY_KEY_FILES = {"system": "admin.key", "security": "security-admin.key", "audi
 
 def duty_key_path(settings: Settings, duty: str) -> Path:
     """Where bootstrap wrote the first key of a duty: beside the admin key."""
-    admin = admin_key_path(settings)
-    return admin if duty == "system" else admin.with_name(DUTY_KEY_FILES[duty])
+    return duty_key_file(admin_key_path(settings), duty)
+
+
+def duty_key_file(admin_key: Path, duty: str) -> Path:
+    return admin_key if duty == "system" else admin_key.with_name(DUTY_KEY_FILES[duty])
 
 
 def audit_dir(settings: Settings) -> Path:
