@@ -136,7 +136,7 @@ def test_removed_store_fails_closed_and_stays_closed(audit_dir, alone):
 
     with pytest.raises(AuditUnavailableError):
         asyncio.run(attempt())
-    assert log.broken
+    assert log.unavailable
     with pytest.raises(AuditUnavailableError):
         asyncio.run(attempt())
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from .. import __version__
-from ..errors import ModelNotFoundError, SeekstackError
+from ..errors import InvalidRequestError, ModelNotFoundError, SeekstackError, UnsupportedError
 from .errors import route_error
 from .inference import validation_error
 from .sse import EventStream
@@ -184,14 +184,10 @@ async def _parse(request: Request, model: type[BaseModel]):
 
 
 def _bad(message: str) -> SeekstackError:
-    from ..errors import InvalidRequestError
-
     return InvalidRequestError(message, fix="send a JSON object as Ollama's API describes")
 
 
 def _refuse_images():
-    from ..errors import UnsupportedError
-
     raise UnsupportedError("images are not supported by the models this server runs", param="images")
 
 

@@ -99,10 +99,10 @@ class SourceGuard:
         source = self._sources.get(source_of(ip))
         if source is None:
             return None
-        bucket = int((time.time() if now is None else now) // BUCKET)
-        if source.recent(bucket) < self.failures_per_minute:
+        now = time.time() if now is None else now
+        if source.recent(int(now // BUCKET)) < self.failures_per_minute:
             return None
-        return max(1, math.ceil(BUCKET * BUCKETS - (time.time() if now is None else now) % BUCKET))
+        return max(1, math.ceil(BUCKET * BUCKETS - now % BUCKET))
 
     def refused(self, ip: str | None, now: float | None = None) -> bool:
         """Count one refusal before authentication; True when it gets its own audit record."""

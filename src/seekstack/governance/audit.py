@@ -62,6 +62,7 @@ RETRY_SECONDS = 1.0      # while the store is unavailable, a write is tried agai
 BUDGET_CHECK_SECONDS = 1.0
 GENESIS = "0" * 64
 KEY_FILES = ("audit-chain.key", "audit-signing.key", "audit-signing.pub")
+NEW_LOG_FIX = "to start a new log on purpose, move the audit directory aside (keep it as evidence)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, data TEXT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (count INTEGER PRIMARY KEY, head TEXT NOT NULL, ts REAL NOT NULL, sig TEXT NOT NULL);
@@ -87,7 +88,7 @@ class AuditKeyError(AuditUnavailableError):
 @dataclass
 class AuditKeys:
     chain_key: bytes
-    signing: Ed25519PrivateKey | None
+    signing: Ed25519PrivateKey
     public: Ed25519PublicKey
 
     @classmethod
@@ -103,8 +104,7 @@ class AuditKeys:
         if missing:
             raise AuditKeyError(f"the audit log in {directory} exists but its {' and '.join(missing)} is missing, "
                                 "so it can be neither checked nor continued",
-                                fix="restore the key file from backup; to start a new log on purpose, move the "
-                                    "audit directory aside (keep it as evidence)")
+                                fix=f"restore the key file from backup; {NEW_LOG_FIX}")
         signing = Ed25519PrivateKey.from_private_bytes(signing_file.read_bytes())
         public = signing.public_key()
         if not public_file.exists():
@@ -112,7 +112,8 @@ class AuditKeys:
         return cls(chain_file.read_bytes(), signing, public)
 
 
-def _log_exists(directory: Path) -> bool:
+def log_exists(directory: Path) -> bool:
+    """Whether a log was ever started here: its database or its checkpoint file is present."""
     return (directory / "audit.db").exists() or CheckpointFile(directory).exists()
 
 
@@ -121,17 +122,15 @@ class AuditLog:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = directory / "audit.db"
         self.sidecar = CheckpointFile(directory)
-        fresh = not _log_exists(directory)
+        fresh = not log_exists(directory)
         if fresh and (directory / KEY_FILES[0]).exists():
             raise AuditKeyError(f"the audit keys in {directory} remain but the log they sign (audit.db, "
                                 f"{checkpoints.FILE_NAME}) is gone",
-                                fix="restore the log from backup; to start a new log on purpose, move the audit "
-                                    "directory aside (keep it as evidence)")
+                                fix=f"restore the log from backup; {NEW_LOG_FIX}")
         if not fresh and not self.sidecar.exists():
             raise AuditUnavailableError(f"the audit log in {directory} has no {checkpoints.FILE_NAME}, the checkpoints "
                                         "that vouch for it outside the database",
-                                        fix="restore the file from backup; to start a new log on purpose, move the "
-                                            "audit directory aside (keep it as evidence)")
+                                        fix=f"restore the file from backup; {NEW_LOG_FIX}")
         self.keys = AuditKeys.load(directory, create=fresh)
         self.db = _open(self.path)
         self._inode = self.path.stat().st_ino
@@ -150,10 +149,6 @@ class AuditLog:
         self.permanent = False               # the file was removed or replaced: only an operator restores it
         self._retry_at = 0.0
         self._refused = 0
-
-    @property
-    def broken(self) -> str | None:
-        return self.unavailable
 
     def _stored_head(self) -> tuple[int, str]:
         row = self.db.execute("SELECT seq, mac FROM records ORDER BY seq DESC LIMIT 1").fetchone()

@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import checkpoints
-from .audit import GENESIS, KEY_FILES, chain
+from .audit import GENESIS, KEY_FILES, chain, log_exists
 from .checkpoints import Entry
 from .sqlite import open_readonly
 
@@ -63,7 +63,7 @@ def verify_log(directory: Path, external: Path | None = None) -> Verdict:
 
 def _keys(directory: Path) -> tuple[bytes, Ed25519PublicKey]:
     chain_file, _, public_file = (directory / n for n in KEY_FILES)
-    log_there = (directory / "audit.db").exists() or (directory / checkpoints.FILE_NAME).exists()
+    log_there = log_exists(directory)
     if not chain_file.exists():
         raise _Bad(None, f"the chain key {chain_file.name} is missing" if log_there else f"no audit log in {directory}")
     if not public_file.exists():

@@ -156,9 +156,10 @@ class MemoryCounters(Counters):
         return sum(self._get(k, now) for k in check.keys)
 
     def _add(self, check: Check, amount: int, now: float) -> None:
-        if amount < 0 and self._get(check.key, now) == 0 and check.key not in self.values:
+        current = self._get(check.key, now)  # drops the key when its window has expired
+        if amount < 0 and check.key not in self.values:
             return  # a refund to a window that has expired
-        self.values[check.key] = self._get(check.key, now) + amount
+        self.values[check.key] = current + amount
         if check.ttl:
             self.expiry.setdefault(check.key, now + check.ttl)
 
