@@ -47,6 +47,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_sim(*args: str, stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, int]:
+    """`seekstack sim ARGS` (an engine simulator) on a free port, once it answers."""
+    port = free_port()
+    proc = subprocess.Popen([*SEEKSTACK, "sim", "--port", str(port), *args], stdout=subprocess.DEVNULL, stderr=stderr)
+    for _ in range(200):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/sim/info", timeout=1)
+            return proc, port
+        except httpx.TransportError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"seekstack sim {' '.join(args)} exited with {proc.returncode}")
+            time.sleep(0.05)
+    raise RuntimeError("seekstack sim did not come up")
+
+
 class Server:
     """A real `seekstack serve` child process on a free loopback port."""
 
@@ -65,6 +80,7 @@ class Server:
         self.http: httpx.Client | None = None       # the system admin's key (admin.key)
         self.security: httpx.Client | None = None   # the security admin's key: people, keys, limits
         self.extra_args: list[str] = []
+        self.env: dict[str, str] = {}                # more environment for the serve process
 
     def start_tls(self, **httpx_kwargs) -> "Server":
         """Start a server whose config has server.tls; probe it with these httpx TLS options."""
@@ -82,7 +98,8 @@ class Server:
             threading.Thread(target=_copy_terminal, args=(master, log), daemon=True).start()
         self.proc = subprocess.Popen([*SEEKSTACK, "serve", "--config", str(self.config_path), "--port", str(self.port),
                                       *self.extra_args],
-                                     stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.config_path.parent)
+                                     stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.config_path.parent,
+                                     env={**os.environ, **self.env})
         if terminal:
             os.close(output)  # the child holds its own copy
         deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
 """Docs that are tested: the settings reference is generated, and every CLI command is documented."""
 
+import json
 from pathlib import Path
 
 from seekstack.cli import app
@@ -98,3 +99,20 @@ def test_planner_worked_example_matches_the_planner():
     assert f"≈ {h200.decode_tps_single:,.0f} tok/s per sequence" in doc
     assert f"≈ {round(h200.prefill_tps, -2):,.0f} tok/s" in doc
     assert h100.smallest_fix.startswith("quantization q4_k_m") and "16 × H100 (2 nodes of 8)" in h100.smallest_fix
+
+
+def test_engine_launch_examples_are_what_the_planner_prints():
+    """docs/engines.md shows DeepSeek-R1 671B launches; each is the planner's own output, verbatim."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    doc = (ROOT / "docs" / "engines.md").read_text()
+    examples = re.findall(r"— `seekstack plan ([^`]+)`:\n\n```sh\n(.+?)\n```", doc)
+    assert len(examples) == 4
+    for args, command in examples:
+        out = subprocess.run([sys.executable, "-m", "seekstack", "plan", *args.split(), "--json"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert shlex.join(json.loads(out.stdout)["launch"]) == command, args

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
 
 from .embedded import EMBEDDED_MODEL_ID, embedded_model_path
+from .engines.settings import EngineSettings, LlamaCppSettings, parse_engine
 from .errors import ConfigError
 from .families import family_for
 
@@ -183,8 +185,7 @@ class ModelConfig(_Section):
     path: Path | None = Field(None, description="Local model file (GGUF for llamacpp) or directory.")
     source: str | None = Field(None, description="Where the model comes from when `path` is not set: `embedded` (the bundled SmolLM2-135M).")
     store: str | None = Field(None, description="A model in the store, `NAME` (its current version) or `NAME@VERSION`; verified at every load (see `store`).")
-    engine: Literal["llamacpp", "vllm", "sglang", "remote"] = Field("llamacpp", description="Engine that serves this model; `remote`: an OpenAI-compatible server at `url` that seekstack does not start.")
-    url: str | None = Field(None, description="Base URL of a `remote` engine (e.g. http://10.0.0.7:8000), without /v1.")
+    engine: SerializeAsAny[EngineSettings] = Field(default_factory=LlamaCppSettings, description="Engine that serves this model: `llamacpp` (default), `vllm`, `sglang`, `openai` (an OpenAI-compatible server seekstack does not start), or a plugin's; a name, or a mapping with `kind` and that engine's options (docs/engines.md).")
     quantization: str | None = Field(None, description="Quantization label (e.g. Q4_K_M, FP8); informational for GGUF.")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where to run: `cpu` forces gpu_layers 0.")
     replicas: int = Field(1, ge=1, le=64, description="Engine processes serving this model.")
@@ -211,18 +212,27 @@ class ModelConfig(_Section):
             raise ValueError(f"unknown source {source!r}; use `embedded` or set `path`")
         return source
 
-    @field_validator("url")
+    @model_validator(mode="before")
     @classmethod
-    def _engine_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("http://", "https://", "unix://")):
-            raise ValueError(f"{url!r}: use http://, https:// or unix:// — the base URL of an OpenAI-compatible server")
-        return url
+    def _legacy_remote(cls, data: Any) -> Any:
+        """``engine: remote`` with a top-level ``url`` (seekstack ≤ 0.1) is ``engine: {kind: openai, url: …}``."""
+        if isinstance(data, dict) and "url" in data:
+            data = dict(data)
+            url = data.pop("url")
+            engine = data.get("engine", "openai")
+            engine = {"kind": engine} if isinstance(engine, str) else dict(engine)
+            engine.setdefault("url", url)
+            data["engine"] = engine
+        return data
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: Any) -> EngineSettings:
+        return parse_engine(value)
 
     @model_validator(mode="after")
     def _needs_a_location(self) -> "ModelConfig":
-        if self.engine == "remote":
-            if not self.url:
-                raise ValueError("engine remote needs `url: http(s)://host:port` of an OpenAI-compatible server")
+        if not self.engine.launched:
             return self
         if self.store is not None:
             if self.path is not None or self.source is not None:
@@ -437,20 +447,26 @@ def check_config(path: Path, environ: dict[str, str] | None = None) -> list[str]
 
 def check_model(index: int, model: ModelConfig) -> list[str]:
     """Problems of one model entry that types alone cannot see (its file, its engine and device)."""
+    from .engines.registry import engine_kind, missing_package
+
     where = f"models[{index}] ({model.name})"
-    if model.engine == "remote" or (model.store is not None and model._store_path is None):
-        return []  # a store model the store did not resolve: its problem is the store's to report
-    problems = []
+    kind = engine_kind(model.engine.kind)
+    missing = missing_package(model.engine)
+    problems = [f"{where}.engine: {missing}"] if missing else []
+    if kind.needs_gpu and model.device == "cpu" and not model.engine.simulated:
+        problems.append(f"{where}.device: {kind.name} needs a GPU — use engine llamacpp for CPU")
+    if not model.engine.launched or (model.store is not None and model._store_path is None):
+        return problems  # a store model the store did not resolve: its problem is the store's to report
+    if model.engine.simulated:
+        return problems  # `seekstack sim` stands in: it reads no weights
     try:
         path = model.resolved_path()
     except ConfigError as exc:
-        return [f"{where}: {exc.message} — {exc.fix}"]
+        return problems + [f"{where}: {exc.message} — {exc.fix}"]
     if not path.exists():
         problems.append(f"{where}.path: {path} does not exist — point it at a model file")
-    elif model.engine == "llamacpp" and path.is_file() and path.suffix.lower() != ".gguf":
+    elif model.engine.kind == "llamacpp" and path.is_file() and path.suffix.lower() != ".gguf":
         problems.append(f"{where}.path: llamacpp serves GGUF files, got {path.name} — convert to GGUF or pick engine vllm/sglang")
-    if model.engine in ("vllm", "sglang") and model.device == "cpu":
-        problems.append(f"{where}.device: {model.engine} needs a GPU — use engine llamacpp for CPU")
     trained = trained_context(model, path) if not problems else None
     if trained is not None and model.context > trained and model.rope_scaling is None:
         problems.append(f"{where}.context: {model.context} is longer than the {trained} tokens the model was trained "
@@ -517,6 +533,10 @@ def settings_reference() -> str:
     sections = [("(top level)", Settings, "")] + [
         (name, field.annotation if name != "models" else ModelConfig, name)
         for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "quotas", "models", "observability", "store")]
+    from .engines.settings import LlamaCppSettings, OpenAISettings, SglangSettings, VllmSettings
+
+    sections += [(f"models[].engine, kind: {cls.model_fields['kind'].default}", cls, "models[].engine")
+                 for cls in (LlamaCppSettings, VllmSettings, SglangSettings, OpenAISettings)]
     sections += [("server.tls", TLSConfig, "server.tls"), ("models[].defaults", SamplingDefaults, "models[].defaults"),
                  ("roles.<name>", RoleConfig, "roles.<name>"), ("observability.tracing", TracingConfig, "observability.tracing"),
                  ("observability.alerts", AlertThresholds, "observability.alerts")]

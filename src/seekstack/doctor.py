@@ -123,7 +123,8 @@ def gpu_check(settings: Settings) -> list[Check]:
     from .planner.hardware import amd_gpus, nvidia_gpus
 
     gpus = nvidia_gpus()
-    needs_gpu = sorted({m.engine for m in settings.models if m.engine in MIN_CUDA})
+    needs_gpu = sorted({m.engine.kind for m in settings.models
+                        if m.engine.kind in MIN_CUDA and m.engine.launched and not m.engine.simulated})
     rows = []
     amd = amd_gpus()
     if not gpus and not amd:
@@ -146,37 +147,31 @@ def gpu_check(settings: Settings) -> list[Check]:
     return rows
 
 
-# engine → (the Python package that runs it, whether it needs an NVIDIA GPU, how to install it)
-ENGINE_PACKAGES = {
-    "llamacpp": ("xllamacpp", False, "pip install xllamacpp (a dependency of seekstack)"),
-    "vllm": ("vllm", True, "pip install 'seekstack[vllm]' on a machine with an NVIDIA GPU"),
-    "sglang": ("sglang", True, "pip install 'seekstack[sglang]' on a machine with an NVIDIA GPU"),
-}
-
-
 def engines_check(settings: Settings) -> list[Check]:
-    """Which engines can run here, and why not: the package installed, an NVIDIA GPU present."""
-    import importlib.util
-
+    """Which engine kinds can run here, and why not: their package installed, an NVIDIA GPU present.
+    A missing package is said in the same sentence as `config check` and `serve` say it."""
+    from .engines.registry import all_kinds, missing_package
     from .planner.hardware import nvidia_gpus
 
     gpu = bool(nvidia_gpus())
-    used = {m.engine for m in settings.models}
+    used = {m.engine.kind for m in settings.models if m.engine.launched and not m.engine.simulated}
     rows = []
-    for engine, (package, needs_gpu, install) in ENGINE_PACKAGES.items():
-        installed = importlib.util.find_spec(package) is not None
-        why = [] if installed else ["not installed"]
-        if needs_gpu and not gpu:
+    for name, kind in sorted(all_kinds().items()):
+        if kind.process is None:
+            rows.append(Check("engine", OK, f"{name}: usable ({kind.summary})"))
+            continue
+        probe = kind.settings.model_construct(kind=name)  # defaults only: is it installed here?
+        missing = missing_package(probe)
+        why = ["not installed"] if missing else []
+        if kind.needs_gpu and not gpu:
             why.append("no NVIDIA GPU")
         if not why:
-            rows.append(Check("engine", OK, f"{engine}: usable here ({package} installed"
-                                            + (", NVIDIA GPU present)" if needs_gpu else ")")))
+            rows.append(Check("engine", OK, f"{name}: usable here ({kind.summary})"))
             continue
-        status = FAIL if engine in used else OK
-        rows.append(Check("engine", status, f"{engine}: not usable here ({' and '.join(why)})"
-                                            + (" — the config uses it" if engine in used else ""),
-                          install if not installed else "serve it on a GPU host, or use engine: llamacpp"))
-    rows.append(Check("engine", OK, "remote: usable (any OpenAI-compatible server seekstack does not start)"))
+        status = FAIL if name in used else OK
+        detail = f"{name}: not usable here ({' and '.join(why)})" + (" — the config uses it" if name in used else "")
+        fix = missing.partition(" — ")[2] if missing else "serve it on a GPU host, or use engine: llamacpp"
+        rows.append(Check("engine", status, detail, fix))
     return rows
 
 
@@ -187,7 +182,7 @@ def models_check(settings: Settings) -> list[Check]:
 
     rows = []
     for model in settings.models:
-        if model.engine != "llamacpp":
+        if model.engine.kind != "llamacpp" or model.engine.simulated:
             continue
         try:
             path = model.resolved_path()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shutil
 import tempfile
 import time
@@ -20,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, Settings
-from .engines import ENGINES, ProcessEngine
+from .engines import Backend, Health, Load
+from .engines.backend import DOWN, STARTING as ENGINE_STARTING
+from .engines.base import Engine, ExternalEngine
+from .engines.openai import read_api_key
+from .engines.registry import engine_kind, missing_package
 from .errors import ConfigError
 
 log = logging.getLogger("seekstack.supervisor")
@@ -34,8 +39,11 @@ UNHEALTHY_AFTER = 3  # consecutive failed heartbeats before a live replica stops
 class Replica:
     model: ModelConfig
     index: int
-    engine: ProcessEngine
+    engine: Engine              # the lifecycle: start, wait, stop
+    backend: Backend            # the request path, in the engine's dialect
     state: str = STARTING
+    health: Health = Health(ENGINE_STARTING)
+    load: Load = Load()
     restarts: int = 0
     started_at: float = 0.0
     outstanding: int = 0
@@ -58,15 +66,18 @@ class Replica:
         return {
             "model": self.model.name,
             "replica": self.index,
-            "engine": self.model.engine,
+            "engine": self.model.engine.kind,
+            "simulated": self.model.engine.simulated,
             "state": self.state,
-            "pid": self.engine.pid,
+            "health": {"state": self.health.state, "reason": self.health.reason},
+            "load": self.load.to_json(),
+            "pid": getattr(self.engine, "pid", None),
             "port": self.engine.port,
             "base_url": self.engine.base_url,
             "restarts": self.restarts,
             "outstanding": self.outstanding,
             "uptime_s": round(time.monotonic() - self.started_at, 1) if self.state == READY else 0.0,
-            "memory_bytes": _rss(self.engine.pid),
+            "memory_bytes": _rss(getattr(self.engine, "pid", None)),
         }
 
 
@@ -93,16 +104,25 @@ class Supervisor:
         # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) if self.cfg.engine_transport == "unix" else None
         for model in settings.models:
-            factory = ENGINES.get(model.engine)
-            if factory is None:
-                raise ConfigError(f"engine {model.engine!r} is not available in this install",
-                                  fix="use engine: llamacpp, or install the engine's adapter")
-            self.replicas[model.name] = [
-                Replica(model, i, factory(model, log_path=logs / f"{_safe(model.name)}-{i}.log", http=http,
-                                          socket_path=self._socket(model.name, i),
-                                          nice=settings.supervisor.engine_nice))
-                for i in range(model.replicas)
-            ]
+            missing = missing_package(model.engine)
+            if missing is not None:
+                raise ConfigError(f"model {model.name}: {missing.partition(' — ')[0]}", fix=missing.partition(" — ")[2])
+            self.replicas[model.name] = [self._replica(model, i, logs) for i in range(model.replicas)]
+
+    def _replica(self, model: ModelConfig, index: int, logs: Path) -> Replica:
+        kind = engine_kind(model.engine.kind)
+        if not model.engine.launched or kind.process is None:
+            engine: Engine = ExternalEngine(model.engine.url)  # type: ignore[arg-type]
+            return Replica(model, index, engine, kind.backend(self.http, engine.base_url, model,
+                                                             api_key=read_api_key(model.engine)))
+        # An engine on TCP takes only requests carrying this key, which only the gateway holds.
+        key = None if kind.process.uses_unix_socket else secrets.token_hex(32)  # hex: never read as a flag
+        process = kind.process(model, log_path=logs / f"{_safe(model.name)}-{index}.log",
+                               socket_path=self._socket(model.name, index), nice=self.cfg.engine_nice, api_key=key)
+        if model.engine.simulated:
+            log.warning("model %s replica %d: SIMULATED — `seekstack sim` stands in for %s (no model runs)",
+                        model.name, index, kind.name)
+        return Replica(model, index, process, kind.backend(self.http, process.base_url, model, api_key=key))
 
     def _socket(self, name: str, index: int) -> Path | None:
         if self.runtime_dir is None:
@@ -215,7 +235,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if exited.done():
                 return None
-            if await replica.engine.health():
+            if await self._check(replica):
                 replica.state = READY
                 replica.started_at = time.monotonic()
                 replica._ready.set()
@@ -234,7 +254,7 @@ class Supervisor:
             if done:
                 replica.state = RESTARTING  # stop routing at once
                 return
-            if await replica.engine.health():
+            if await self._check(replica):
                 failures = 0
                 if replica.state == UNHEALTHY:
                     replica.state = READY
@@ -245,6 +265,18 @@ class Supervisor:
                 replica.state = UNHEALTHY
             if failures >= UNHEALTHY_AFTER * 20:  # hung for ~30 s: replace it
                 await replica.engine.stop()
+
+
+    async def _check(self, replica: Replica) -> bool:
+        """Ask the engine how it is (and, when it serves, how loaded it is)."""
+        alive = getattr(replica.engine, "alive", None)
+        if alive is not None and not alive():
+            replica.health = Health(DOWN, "the engine process is not running")
+            return False
+        replica.health = await replica.backend.health()
+        if replica.health.serving:
+            replica.load = await replica.backend.load()
+        return replica.health.serving
 
 
 def _safe(name: str) -> str:

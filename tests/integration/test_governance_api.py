@@ -237,8 +237,7 @@ def test_every_request_is_audited_without_its_text(server, role_keys):
 
 
 def test_the_audit_records_the_connecting_address_unless_a_named_proxy_forwards_it(server, role_keys, tmp_path):
-    from conftest import Server, free_port
-    from test_remote_engine import start_stub
+    from conftest import Server, start_sim
 
     def audited_ip(srv, auditor_key, request_id):
         with as_key(srv, auditor_key) as auditor:
@@ -248,8 +247,7 @@ def test_the_audit_records_the_connecting_address_unless_a_named_proxy_forwards_
     forged = {"X-Forwarded-For": "203.0.113.9"}
     r = server.http.get("/v1/models", headers=forged)
     assert audited_ip(server, role_keys["auditor"], r.headers["x-request-id"]) == "127.0.0.1"  # a local client cannot forge it
-    port = free_port()
-    stub = start_stub(port)
+    stub, port = start_sim("--dialect", "openai", "--model", "upstream")  # (the seekstack 0.1 form of an OpenAI server below)
     behind_proxy = Server(tmp_path, {"server": {"trusted_proxies": ["127.0.0.0/8"]},
                                      "models": [{"name": "upstream", "engine": "remote", "url": f"http://127.0.0.1:{port}"}]})
     try:

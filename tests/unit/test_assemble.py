@@ -5,7 +5,15 @@ import json
 import pytest
 
 from seekstack.errors import ContextLengthError, EngineError
+from seekstack.config import ModelConfig
+from seekstack.engines.http import EngineHTTP
+from seekstack.engines.llamacpp import LlamaCppBackend
 from seekstack.gateway.assemble import Assembler
+
+
+def llamacpp() -> LlamaCppBackend:
+    """The dialect only: nothing is sent."""
+    return LlamaCppBackend(EngineHTTP(read_timeout=1), "unix:///nonexistent.sock", ModelConfig(name="m", source="embedded"))
 
 
 def events(*chunks) -> list[bytes]:
@@ -13,7 +21,7 @@ def events(*chunks) -> list[bytes]:
 
 
 def feed(kind: str, raw: list[bytes]) -> dict:
-    assembler = Assembler(kind)
+    assembler = Assembler(kind, llamacpp())
     for event in raw:
         assembler.event(event)
     return assembler.result()
@@ -71,14 +79,14 @@ def test_completion_text_and_logprobs_are_joined():
 
 
 def test_an_error_event_becomes_the_engines_error():
-    assembler = Assembler("chat")
+    assembler = Assembler("chat", llamacpp())
     with pytest.raises(ContextLengthError):
         assembler.event(b'data: {"error": {"type": "exceed_context_size_error", "message": "too long", '
                         b'"n_prompt_tokens": 3000, "n_ctx": 1024}}')
 
 
 def test_an_answer_without_its_end_is_refused_not_passed_off_as_whole():
-    assembler = Assembler("chat")
+    assembler = Assembler("chat", llamacpp())
     assembler.event(b"data: " + json.dumps({**HEAD, "choices": [{"index": 0, "delta": {"content": "Hal"}}]}).encode())
     with pytest.raises(EngineError, match="ended its answer early"):
         assembler.result()

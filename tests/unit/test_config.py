@@ -69,7 +69,7 @@ models:
         load_settings(path, environ={})
     text = info.value.message
     for field in ("server.port", "server.colour", "scheduler.policy", "models[0].slots", "models[0].contxt",
-                  "models[1].source", "models[1].slots", "models[2].url", "models[2].context"):
+                  "models[1].source", "models[1].slots", "models[2].engine: url", "models[2].context"):
         assert field in text, field
     assert "9 problem(s)" in text
     assert "remove this key" in text and "use a number" in text

@@ -6,7 +6,9 @@ import asyncio
 import sys
 
 from seekstack.config import ModelConfig
+from seekstack.engines.backend import EngineReply
 from seekstack.engines.http import EngineHTTP
+from seekstack.engines.llamacpp import LlamaCppBackend
 from seekstack.gateway.inference import relay
 from seekstack.gateway.shaping import StreamShaper
 from seekstack.gateway.upstream import Lease
@@ -36,7 +38,9 @@ def test_a_stream_closed_early_leaves_no_generator_for_the_loop_to_close(tmp_pat
         async with Peer(tmp_path / "e.sock", engine) as url:
             http = EngineHTTP(read_timeout=5)
             response = await http.request(url, "POST", "/v1/chat/completions", b"{}", headers={"connection": "close"})
-            lease = Lease(Replica(ModelConfig(name="m", source="embedded"), 0, None, outstanding=1), response)
+            model = ModelConfig(name="m", source="embedded")
+            backend = LlamaCppBackend(http, url, model)
+            lease = Lease(Replica(model, 0, None, backend, outstanding=1), EngineReply(response))
             stream = relay(lease, StreamShaper("m", include_usage=False, split_reasoning=False), Meter())
             first = await stream.__anext__()
             await stream.aclose()  # the client went away after the first token

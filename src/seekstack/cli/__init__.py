@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import SeekstackError
-from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve, service, store_cmd
+from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve, service, sim, store_cmd
 
 app = typer.Typer(
     name="seekstack",
@@ -50,6 +50,7 @@ app.command("usage")(admin.usage)
 app.add_typer(audit.app, name="audit")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(bench.app, name="bench")
+app.command("sim", context_settings=sim.SETTINGS, add_help_option=False)(sim.sim)
 
 err = Console(stderr=True, highlight=False)
 

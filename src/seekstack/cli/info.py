@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
@@ -37,12 +38,16 @@ def models(ctx: typer.Context, config: Optional[Path] = ConfigOption, as_json: b
     rows = []
     for m in settings.models:
         try:
-            path = m.resolved_path()
-            installed = path.exists()
-            size = path.stat().st_size if path.is_file() else None
+            if not m.engine.launched:  # a server someone else runs: nothing installed here
+                path, installed, size = None, True, None
+            else:
+                path = m.resolved_path()
+                installed = path.exists() or m.engine.simulated
+                size = path.stat().st_size if path.is_file() else None
         except ConfigError:
             path, installed, size = None, False, None
-        rows.append({"name": m.name, "engine": m.engine, "path": str(path) if path else None, "installed": installed,
+        engine = m.engine.kind + (" (simulated)" if m.engine.simulated else f" at {m.engine.url}" if not m.engine.launched else "")
+        rows.append({"name": m.name, "engine": engine, "path": str(path) if path else None, "installed": installed,
                      "size_bytes": size, "replicas": m.replicas, "context": m.context, "slots": m.slots,
                      "embeddings": m.embeddings, "reasoning": m.reasoning_format()})
     if as_json:
@@ -87,14 +92,23 @@ def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as
         print(json.dumps(replicas, indent=2))
         return
     table = Table(title=f"replicas at {base}")
-    for col in ("model", "replica", "engine", "state", "pid", "port", "memory", "uptime", "restarts", "in flight"):
+    for col in ("model", "replica", "engine", "state", "health", "load q/run/kv", "pid", "port", "memory", "uptime",
+                "restarts", "in flight"):
         table.add_column(col)
     for r in replicas:
         mem = f"{r['memory_bytes'] / 2**20:.0f} MiB" if r.get("memory_bytes") else "-"
         state = r["state"] if r["state"] == "ready" else f"[yellow]{r['state']}[/]"
-        table.add_row(r["model"], str(r["replica"]), r["engine"], state, str(r["pid"] or "-"), str(r["port"] or "unix socket"), mem,
-                      _duration(r["uptime_s"]), str(r["restarts"]), str(r["outstanding"]))
+        health = r["health"]["state"] + (f": {r['health']['reason']}" if r["health"]["reason"] else "")
+        engine = r["engine"] + (" [yellow](simulated)[/]" if r.get("simulated") else "")
+        table.add_row(r["model"], str(r["replica"]), engine, state, escape(health), _load(r["load"]), str(r["pid"] or "-"),
+                      str(r["port"] or "unix socket"), mem, _duration(r["uptime_s"]), str(r["restarts"]), str(r["outstanding"]))
     out.print(table)
+
+
+def _load(load: dict) -> str:
+    parts = [("-" if load[k] is None else f"{load[k]:.0f}") for k in ("queued", "running")]
+    parts.append("-" if load["kv_use"] is None else f"{load['kv_use']:.0%}")
+    return "/".join(parts)
 
 
 def _duration(seconds: float) -> str:

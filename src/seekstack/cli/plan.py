@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -50,8 +51,10 @@ def plan(
     cost = tco(hw, TCOInputs(years=years, utilization=utilization, cloud_usd_per_gpu_hour=cloud_price,
                              gpu_price_usd=gpu_price, power_usd_per_kwh=power_price, capex_usd=capex,
                              opex_usd=opex)) if with_tco else None
+    launch = _launch(p, spec, model, hw.gpus_per_node)
     if as_json:
-        print(json.dumps({"plan": p.to_json(), "quantizations": table, "tco": cost.to_json() if cost else None}, indent=1))
+        print(json.dumps({"plan": p.to_json(), "launch": launch, "quantizations": table,
+                          "tco": cost.to_json() if cost else None}, indent=1))
         return
     verdict = (f"[green]fits[/]: {p.tensor_parallel or 1} GPU(s) per replica, {p.replicas} replica(s)" if p.fits and hw.is_gpu
                else f"[green]fits[/]: {p.replicas} replica(s) in RAM" if p.fits
@@ -79,6 +82,9 @@ def plan(
     out.print(quants)
     for line in p.assumptions:
         out.print(f"[dim]· {line}[/]", soft_wrap=True)
+    if launch is not None:
+        out.print("[bold]launch[/] (what `seekstack serve` runs for one replica):", soft_wrap=True)
+        out.print("  " + " ".join(shlex.quote(arg) for arg in launch), soft_wrap=True, markup=False)
     if cost is not None:
         verdict = (f"on-prem pays back in {cost.break_even_months:.1f} months" if cost.break_even_months is not None
                    else "the cloud stays cheaper at this utilisation")
@@ -86,6 +92,37 @@ def plan(
                   f"on-prem {cost.on_prem_usd:,.0f} USD — {verdict}")
         for line in cost.formula:
             out.print(f"  {line}", soft_wrap=True)
+
+
+def _launch(p, spec, model: str, gpus_per_node: int) -> list[str] | None:
+    """The engine's own command line for one replica of this plan (None: llama.cpp, which runs in-process)."""
+    from ..engines.launch import spec_from_plan
+    from ..engines.registry import engine_kind
+    from ..families import family_for
+
+    if not p.fits:
+        return None
+    kind = engine_kind(p.engine)
+    if kind.launch is None:
+        return None
+    local = Path(model).expanduser()
+    location, served = (str(local.resolve()), local.resolve().name) if local.exists() else (_hub_id(spec.name, p.quantization), spec.name)
+    return kind.launch(spec_from_plan(p, location, served_name=served, native=spec.native,
+                                      reasoning=family_for(spec.name, model).reasoning, gpus_per_node=gpus_per_node))
+
+
+def _hub_id(name: str, quant: str) -> str:
+    """The Hugging Face repository the catalog names for this quantization (the engine loads it by
+    that id; air-gapped, `seekstack pull` it into the store first and serve `store: NAME`)."""
+    from ..errors import SeekstackError
+    from ..planner.catalog import catalog_entry
+
+    try:
+        source = catalog_entry(name)[1].get("sources", {}).get(quant.lower(), "")
+    except SeekstackError:
+        return name
+    repo = source.removeprefix("hf:")
+    return repo if source.startswith("hf:") and ":" not in repo else name
 
 
 def _store_model(name: str, config: Optional[Path]):

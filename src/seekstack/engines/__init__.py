@@ -1,7 +1,12 @@
-"""Engines: the small Engine interface and its built-in implementations."""
+"""Engines: kinds found by name (:mod:`.registry`), each a Backend (the request path, in the
+engine's dialect) and, where seekstack starts it, a process (the lifecycle).
 
-from .base import ENGINES, Capabilities, Engine, ProcessEngine, register_engine
-from . import llamacpp as _llamacpp  # noqa: F401  (registers "llamacpp")
-from . import remote as _remote  # noqa: F401  (registers "remote")
+Importing this package loads no engine: the registry does, on first use.
+"""
 
-__all__ = ["ENGINES", "Capabilities", "Engine", "ProcessEngine", "register_engine"]
+from .backend import Backend, EngineReply, Health, Load
+from .capabilities import Capabilities
+from .registry import EngineKind, all_kinds, engine_kind, register_engine
+
+__all__ = ["Backend", "Capabilities", "EngineKind", "EngineReply", "Health", "Load", "all_kinds", "engine_kind",
+           "register_engine"]

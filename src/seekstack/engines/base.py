@@ -1,12 +1,8 @@
-"""The Engine interface: what the supervisor and router need from any inference engine.
+"""An engine's lifecycle: start it, wait for it to exit, stop it — nothing of the request path.
 
-An engine is a server that speaks OpenAI HTTP on a loopback port. The interface is
-small on purpose — ``start``, ``health``, ``stop``, ``base_url``, ``capabilities`` —
-so that llama.cpp, vLLM and SGLang fit it alike. Everything the gateway must know
-about a model (context length, embeddings, reasoning format, chat template,
-sampling defaults) is carried as data in :class:`Capabilities`.
-
-Engines register by name in :data:`ENGINES` (built-ins use the same hook users would).
+The request path (send, count tokens, errors, health, load) is the :class:`~.backend.Backend`'s.
+A :class:`ProcessEngine` is a supervised child process serving HTTP on a private Unix socket or
+a loopback port; an :class:`ExternalEngine` is a server someone else runs (nothing to start).
 """
 
 from __future__ import annotations
@@ -17,33 +13,17 @@ import contextlib
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
-from ..config import ModelConfig
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    context_length: int                 # tokens per request (prompt + completion)
-    slots: int = 1                      # sequences decoded together per replica
-    chat: bool = True
-    completions: bool = True
-    embeddings: bool = False
-    media_input: bool = False           # takes image / audio parts in chat messages (else text only)
-    counts_tokens: bool = True          # answers /tokenize (and /apply-template) for exact prompt sizes
-    reasoning_format: str = "none"      # "none" | "deepseek_r1"
-    native_reasoning: bool = False      # the engine fills reasoning_content itself
-    cancels_only_streams: bool = False  # notices a departed client only on streams: non-streamed answers are streamed
-    chat_template: str | None = None
-    sampling_defaults: dict[str, Any] = field(default_factory=dict)
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 
 
 class Engine(abc.ABC):
-    """One running engine replica."""
+    """One engine replica's lifecycle."""
 
-    capabilities: Capabilities
+    port: int | None = None
 
     @property
     @abc.abstractmethod
@@ -52,9 +32,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def start(self) -> None:
         """Begin starting; return once the process exists (health says when it is ready)."""
-
-    @abc.abstractmethod
-    async def health(self) -> bool: ...
 
     @abc.abstractmethod
     async def stop(self, timeout: float = 10.0) -> None: ...
@@ -78,26 +55,26 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ProcessEngine(Engine):
     """An engine that is a child process serving HTTP on a loopback port."""
 
-    health_path = "/health"
+    uses_unix_socket = True  # listens on a Unix socket when the supervisor offers one
 
-    def __init__(self, model: ModelConfig, *, log_path: Path, socket_path: Path | None = None,
-                 host: str = "127.0.0.1", http: Any = None, nice: int = 0):
+    def __init__(self, model: "ModelConfig", *, log_path: Path, socket_path: Path | None = None,
+                 host: str = "127.0.0.1", nice: int = 0, api_key: str | None = None):
         """Listen on ``socket_path`` (a Unix socket) when given, else on a free TCP port of ``host``."""
         self.model = model
         self.host = host
-        self.socket_path = socket_path
-        self.port = None if socket_path else free_port(host)
+        self.socket_path = socket_path if self.uses_unix_socket else None
+        self.port = None if self.socket_path else free_port(host)
         self.log_path = log_path
         self.nice = nice
-        self._http = http
+        self.api_key = api_key
         self._proc: asyncio.subprocess.Process | None = None
-        self.capabilities = self.build_capabilities(model)
 
     @abc.abstractmethod
     def command(self) -> list[str]: ...
 
-    @abc.abstractmethod
-    def build_capabilities(self, model: ModelConfig) -> Capabilities: ...
+    def environment(self) -> dict[str, str]:
+        """Extra environment of the child (secrets go here, not on its command line)."""
+        return {}
 
     @property
     def base_url(self) -> str:
@@ -121,7 +98,7 @@ class ProcessEngine(Engine):
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the gateway only; it drains, then stops us
-                env={**os.environ, "SEEKSTACK_PARENT_PID": str(os.getpid())},
+                env={**os.environ, "SEEKSTACK_PARENT_PID": str(os.getpid()), **self.environment()},
             )
             if self.nice:
                 # Still one thread (the interpreter is starting); threads it makes later inherit this.
@@ -135,14 +112,8 @@ class ProcessEngine(Engine):
         finally:
             log.close()
 
-    async def health(self) -> bool:
-        if self._proc is None or self._proc.returncode is not None or self._http is None:
-            return False
-        try:
-            status, _ = await self._http.get(self.base_url, self.health_path, timeout=1.0)
-            return status == 200
-        except Exception:
-            return False
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
 
     async def wait(self) -> int:
         assert self._proc is not None
@@ -163,16 +134,26 @@ class ProcessEngine(Engine):
             await proc.wait()
 
 
-EngineFactory = Callable[..., ProcessEngine]
-ENGINES: dict[str, EngineFactory] = {}
+class ExternalEngine(Engine):
+    """A server seekstack does not start: nothing to start or stop, and it never "exits" (the
+    heartbeat takes it out of rotation while it does not answer, and back when it does)."""
 
+    def __init__(self, base_url: str):
+        self._base_url = base_url
 
-def register_engine(name: str) -> Callable[[EngineFactory], EngineFactory]:
-    def deco(factory: EngineFactory) -> EngineFactory:
-        ENGINES[name] = factory
-        return factory
+    @property
+    def base_url(self) -> str:
+        return self._base_url
 
-    return deco
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        return None
+
+    async def wait(self) -> int:
+        await asyncio.Event().wait()
+        return 0
 
 
 def python_module_command(module: str, *args: str) -> list[str]:

@@ -244,8 +244,9 @@ class EngineHTTP:
             raise
         return response
 
-    async def get(self, base_url: str, path: str, *, timeout: float | None = None) -> tuple[int, bytes]:
-        response = await self.request(base_url, "GET", path, timeout=timeout)
+    async def get(self, base_url: str, path: str, *, timeout: float | None = None,
+                  headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        response = await self.request(base_url, "GET", path, timeout=timeout, headers=headers)
         try:
             async with asyncio.timeout(timeout if timeout is not None else self.read_timeout):
                 return response.status, await response.read()

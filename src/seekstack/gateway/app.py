@@ -44,7 +44,7 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
         app.state.settings = settings
         app.state.supervisor = supervisor
         app.state.router = router
-        app.state.inference = InferenceService(settings, supervisor, Upstream(router, http, settings.scheduler.retries, settings.scheduler.timeout),
+        app.state.inference = InferenceService(settings, supervisor, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout),
                                                governance.quotas)
         await supervisor.start()
         try:

@@ -13,18 +13,21 @@ non-streamed shaping, PII and metering apply to it unchanged.
 from __future__ import annotations
 
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..errors import EngineError
+
+if TYPE_CHECKING:
+    from ..engines.backend import Backend
 from .shaping import UsageTally
-from .upstream import Lease, engine_error
+from .upstream import Lease
 
 
 async def assemble(lease: Lease, kind: str) -> dict[str, Any]:
     """Read a streamed answer to its end and return it in non-streamed form."""
-    assembler = Assembler(kind)
+    assembler = Assembler(kind, lease.replica.backend)
     async with aclosing(lease.events()) as batches:
         async for events in batches:
             for event in events:
@@ -35,8 +38,9 @@ async def assemble(lease: Lease, kind: str) -> dict[str, Any]:
 class Assembler:
     """Feed raw SSE events (without their blank-line terminator); then :meth:`result`."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, backend: "Backend"):
         self.kind = kind  # "chat" | "completion"
+        self.backend = backend  # its dialect: normalize chunks, translate an error event
         self.head: dict[str, Any] = {}
         self.choices: dict[int, dict[str, Any]] = {}
         self.usage: dict[str, Any] | None = None
@@ -54,7 +58,8 @@ class Assembler:
         if not isinstance(chunk, dict):
             return  # llama.cpp opens a batched completions stream with `data: null`
         if "error" in chunk:
-            raise engine_error(500, payload)
+            raise self.backend.translate_error(500, payload)
+        chunk = self.backend.normalize(chunk)
         if not self.head:
             self.head = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
         if chunk.get("usage"):

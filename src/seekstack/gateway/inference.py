@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from ..config import Settings
 from ..engines import Capabilities
+from ..engines.backend import Kind
 from ..governance import Principal
 from ..governance.meter import Meter
 from ..governance.quotas import Quotas
@@ -39,6 +40,7 @@ TEMPLATE_SLACK = 256
 # so a prompt that could never fit is refused without tokenizing it (8 MB took 9 s).
 MAX_TOKEN_BYTES = 64
 MEDIA_PARTS = frozenset({"image_url", "input_audio"})  # OpenAI's non-text parts of a chat message
+Counter = Callable[[], Awaitable["int | None"]]  # counts a prompt on the engine; None when it cannot
 
 
 async def parse_body(request: Request, model: type[BaseModel]) -> tuple[dict[str, Any], Any]:
@@ -90,9 +92,9 @@ def _param(loc: tuple, body: Any) -> tuple:
 _TYPE_LABELS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
-def longest_input(value: str | list) -> tuple[int, Callable[[], Awaitable[str]] | None]:
+def longest_input(value: str | list) -> tuple[int, str | None]:
     """A completions prompt or embeddings input — a string, strings, token ids or lists of them —
-    as (an upper bound of its longest item in tokens, how to render that item for tokenizing;
+    as (an upper bound of its longest item in tokens, that item's text to count exactly;
     None when the bound is exact: token ids)."""
     items = value if isinstance(value, list) and value and not isinstance(value[0], int) else [value]
     ids = [item for item in items if isinstance(item, list)]
@@ -102,10 +104,7 @@ def longest_input(value: str | list) -> tuple[int, Callable[[], Awaitable[str]] 
     text_bound = len(longest.encode("utf-8")) + PER_MESSAGE_SLACK if texts else 0
     if longest_ids >= text_bound:
         return longest_ids, None
-
-    async def render() -> str:
-        return longest
-    return text_bound, render
+    return text_bound, longest
 
 
 def _prompts(value: str | list) -> int:
@@ -139,7 +138,7 @@ class InferenceService:
             raise ModelNotFoundError(f"model {name!r} does not exist; available models: {available}", param="model")
         principal.require_model(name)
         request.state.meter.model = name
-        return group[0].engine.capabilities
+        return group[0].backend.capabilities
 
     # ------------------------------------------------------------ endpoints
 
@@ -162,16 +161,16 @@ class InferenceService:
         redactor = self._redactor(request, req.model, body)
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
         bound = sum(text_bytes(m.get("content")) + PER_MESSAGE_SLACK for m in body["messages"]) + TEMPLATE_SLACK
-        render = (lambda: self.upstream.render_chat(req.model, body)) if caps.counts_tokens else None
-        prompt = await self._check_context(req.model, caps, bound, budget, "messages", render)
-        await self._reserve(request, req.model, caps, prompt, budget, body, render)
+        count = (lambda: self.upstream.count_tokens(req.model, "chat", body)) if caps.counts_tokens else None
+        prompt = await self._check_context(caps, bound, budget, "messages", count)
+        await self._reserve(request, caps, prompt, budget, body, count)
         split = caps.reasoning_format != "none" and not caps.native_reasoning
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
-            return await self._stream(request, req.model, "/v1/chat/completions", body,
+            return await self._stream(request, req.model, "chat", body,
                                       StreamShaper(req.model, include_usage=include, split_reasoning=split,
                                                   meter=request.state.meter, redactor=redactor))
-        data = shape_chat(await self._answer(request, req.model, caps, "/v1/chat/completions", body, "chat"),
+        data = shape_chat(await self._answer(request, req.model, caps, "chat", body),
                           req.model, split)
         for choice in data.get("choices", []):
             message = choice.get("message") or {}
@@ -191,17 +190,17 @@ class InferenceService:
             raise UnsupportedError(f"model {req.model!r} does not serve completions", param="model")
         self._apply_defaults(body, caps)
         redactor = self._redactor(request, req.model, body)
-        bound, render = longest_input(req.prompt)
-        render = render if caps.counts_tokens else None
+        bound, longest = longest_input(req.prompt)
+        count = self._counter(req.model, caps, bound, longest)
         budget = body.get("max_tokens")
-        prompt = await self._check_context(req.model, caps, bound, budget, "prompt", render)
-        await self._reserve(request, req.model, caps, prompt, budget, body, render, count=_prompts(req.prompt))
+        prompt = await self._check_context(caps, bound, budget, "prompt", count)
+        await self._reserve(request, caps, prompt, budget, body, count, prompts=_prompts(req.prompt))
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
-            return await self._stream(request, req.model, "/v1/completions", body,
+            return await self._stream(request, req.model, "completion", body,
                                       StreamShaper(req.model, include_usage=include, split_reasoning=False,
                                                   meter=request.state.meter, redactor=redactor))
-        data = shape_completion(await self._answer(request, req.model, caps, "/v1/completions", body, "completion"),
+        data = shape_completion(await self._answer(request, req.model, caps, "completion", body),
                                 req.model)
         for choice in data.get("choices", []):
             if isinstance(choice.get("text"), str):
@@ -218,11 +217,11 @@ class InferenceService:
         if not caps.embeddings:
             raise UnsupportedError(f"model {req.model!r} does not serve embeddings",
                                    fix="set `embeddings: true` for it in seekstack.yaml", param="model")
-        bound, render = longest_input(req.input)  # each input is embedded on its own: the longest must fit
-        render = render if caps.counts_tokens else None
-        prompt = await self._check_context(req.model, caps, bound, None, "input", render)
-        await self._reserve(request, req.model, caps, prompt, 0, body, render, count=_prompts(req.input))
-        data = shape_embeddings(await self._post(request, req.model, "/v1/embeddings", body), req.model)
+        bound, longest = longest_input(req.input)  # each input is embedded on its own: the longest must fit
+        count = self._counter(req.model, caps, bound, longest)
+        prompt = await self._check_context(caps, bound, None, "input", count)
+        await self._reserve(request, caps, prompt, 0, body, count, prompts=_prompts(req.input))
+        data = shape_embeddings(await self._post(request, req.model, "embedding", body), req.model)
         request.state.meter.add_usage(data.get("usage"))
         return json_response(data)
 
@@ -255,23 +254,39 @@ class InferenceService:
             if body.get(key) is None:
                 body[key] = value
 
-    async def _check_context(self, model: str, caps: Capabilities, bound: int, budget: int | None, param: str,
-                             render: Callable[[], Awaitable[str]] | None) -> tuple[int, bool]:
+    def _counter(self, model: str, caps: Capabilities, bound: int, text: str | None) -> Counter | None:
+        """How to count the longest input exactly: token ids are their own count (``text`` None);
+        text is counted on the model's engine, where it can count (else None)."""
+        if text is None:
+            async def exact() -> int:
+                return bound
+            return exact
+        if not caps.counts_tokens:
+            return None
+        return lambda: self.upstream.count_tokens(model, "completion", {"prompt": text})
+
+    async def _check_context(self, caps: Capabilities, bound: int, budget: int | None, param: str,
+                             count: Counter | None) -> tuple[int, bool]:
         """Refuse what cannot fit the context; return the prompt's size in tokens as far as it is
-        known, and whether that is final: (an upper bound that tokenizing could lower, False), or
-        (a count nothing here can improve — exact, or no way to tokenize — True)."""
+        known, and whether that is final: (an upper bound that counting could lower, False), or
+        (a count nothing here can improve — exact, or no way to count — True).
+
+        Where the engine cannot count, only a prompt that cannot fit whatever its tokens is refused
+        here; the engine refuses the rest itself, which its Backend turns into the same 400."""
         ctx = caps.context_length
         if budget is not None and budget >= ctx:
             raise ContextLengthError(f"max_tokens is {budget} but the model's context length is {ctx} tokens "
                                      "(prompt and completion together)", fix=f"ask for fewer than {ctx} tokens",
                                      param="max_tokens")
         if bound + (budget or 0) <= ctx:
-            return bound, render is None  # fits even in the worst case: no need to tokenize
-        if render is not None and bound // MAX_TOKEN_BYTES >= ctx:
+            return bound, count is None  # fits even in the worst case: no need to count
+        if bound // MAX_TOKEN_BYTES >= ctx:
             raise ContextLengthError(f"the prompt is {bound} bytes, at least {bound // MAX_TOKEN_BYTES} tokens, but the "
                                      f"model's context length is {ctx} tokens",
                                      fix="shorten the prompt or serve the model with a larger `context`", param=param)
-        n_prompt = bound if render is None else await self.upstream.tokenize(model, await render())
+        n_prompt = None if count is None else await count()
+        if n_prompt is None:
+            return bound, True
         if n_prompt >= ctx:
             raise ContextLengthError(f"the prompt is {n_prompt} tokens but the model's context length is {ctx} tokens",
                                      fix="shorten the prompt or serve the model with a larger `context`", param=param)
@@ -281,42 +296,42 @@ class InferenceService:
                                      fix=f"set max_tokens to at most {ctx - n_prompt}", param="max_tokens")
         return n_prompt, True
 
-    async def _reserve(self, request: Request, model: str, caps: Capabilities, prompt: tuple[int, bool],
-                       budget: int | None, body: dict[str, Any], render: Callable[[], Awaitable[str]] | None,
-                       count: int = 1) -> None:
+    async def _reserve(self, request: Request, caps: Capabilities, prompt: tuple[int, bool], budget: int | None,
+                       body: dict[str, Any], count: Counter | None, prompts: int = 1) -> None:
         """Reserve the request's most against the caller's token limits (none: nothing to do).
 
-        ``prompt`` is the (longest) prompt's size, ``count`` how many prompts are answered,
+        ``prompt`` is the (longest) prompt's size, ``prompts`` how many prompts are answered,
         each with up to ``budget`` tokens. The prompt counts exactly where the engine can count
-        it; without ``max_tokens`` the completion is bounded by what the budget has left, and
-        the engine is told so."""
+        it (else by its upper bound, settled to the engine's usage afterwards); without
+        ``max_tokens`` the completion is bounded by what the budget has left, and the engine is told so."""
         admission = request.state.admission
         if not admission.token_checks:
             return
         n_prompt, exact = prompt
-        if not exact and render is not None:
-            n_prompt = await self.upstream.tokenize(model, await render())
+        if not exact and count is not None:
+            n_prompt = await count() or n_prompt
         room = max(caps.context_length - n_prompt, 0)
-        allowed = await self.quotas.reserve(admission, n_prompt * count, None if budget is None else budget * count,
-                                            room * count)
+        allowed = await self.quotas.reserve(admission, n_prompt * prompts, None if budget is None else budget * prompts,
+                                            room * prompts)
+        count = prompts
         if budget is None:
             body["max_tokens"] = max(allowed // count, 1)
 
-    async def _answer(self, request: Request, model: str, caps: Capabilities, path: str, body: dict[str, Any],
-                      kind: str) -> dict[str, Any]:
+    async def _answer(self, request: Request, model: str, caps: Capabilities, kind: Kind,
+                      body: dict[str, Any]) -> dict[str, Any]:
         """The engine's whole answer to a non-streamed request, in its non-streamed form.
 
         From an engine that notices a departed client only on streams, it is streamed and
         assembled (gateway/assemble.py), so that a client that leaves stops the work."""
         if not caps.cancels_only_streams:
-            return await self._post(request, model, path, body)
+            return await self._post(request, model, kind, body)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         broken: frozenset = frozenset()
         with stage(request.state.trace, "engine"):
             async with cancel_on_disconnect(request.receive):
                 for _ in range(self.upstream.retries + 1):
-                    lease = await self.upstream.send(model, path, body, stream=True, avoid=broken)
+                    lease = await self.upstream.send(model, kind, body, stream=True, avoid=broken)
                     request.state.meter.replica = str(lease.replica.index)
                     try:
                         return await assemble(lease, kind)
@@ -326,25 +341,29 @@ class InferenceService:
                         await lease.aclose()
         raise EngineError("the engine connection broke while answering")
 
-    async def _post(self, request: Request, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, request: Request, model: str, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
         """Send and wait for the whole answer; a client that leaves meanwhile cancels the request."""
         with stage(request.state.trace, "engine"):
             async with cancel_on_disconnect(request.receive):
-                lease = await self.upstream.send(model, path, body)
+                lease = await self.upstream.send(model, kind, body)
         request.state.meter.replica = str(lease.replica.index)
         await lease.aclose()
         try:
-            return orjson.loads(lease.content)
+            data = orjson.loads(lease.content)
         except orjson.JSONDecodeError:
             raise EngineError("the engine sent a response that is not JSON") from None
+        if not isinstance(data, dict):
+            raise EngineError("the engine sent a response that is not a JSON object")
+        return lease.replica.backend.normalize(data)
 
-    async def _stream(self, request: Request, model: str, path: str, body: dict[str, Any],
+    async def _stream(self, request: Request, model: str, kind: Kind, body: dict[str, Any],
                       shaper: StreamShaper) -> Response:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         trace, sent = request.state.trace, time.monotonic()
         with stage(trace, "route"):
-            lease = await self.upstream.send(model, path, body, stream=True)
+            lease = await self.upstream.send(model, kind, body, stream=True)
+        shaper.speak(lease.replica.backend)
         meter = request.state.meter
         meter.replica = str(lease.replica.index)
         return EventStream(relay(lease, shaper, meter, trace, sent))

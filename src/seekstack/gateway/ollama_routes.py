@@ -145,7 +145,7 @@ async def show(request: Request) -> Response:
         return _json({"modified_at": _STARTED, "details": _details(model), "license": "", "template": "",
                       "parameters": "", "capabilities": capabilities,
                       "model_info": {"general.architecture": model.reasoning_format(), "context_length": model.context,
-                                     "seekstack.engine": model.engine, "seekstack.replicas": model.replicas}})
+                                     "seekstack.engine": model.engine.kind, "seekstack.replicas": model.replicas}})
     except SeekstackError as exc:
         return _error(request, exc)
 
@@ -298,7 +298,7 @@ def _visible_models(request: Request):
 
 
 def _details(model) -> dict[str, Any]:
-    return {"format": "gguf" if model.engine == "llamacpp" else model.engine, "family": model.reasoning_format(),
+    return {"format": "gguf" if model.engine.kind == "llamacpp" else model.engine.kind, "family": model.reasoning_format(),
             "families": None, "parameter_size": "", "quantization_level": model.quantization or ""}
 
 

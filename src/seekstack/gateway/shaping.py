@@ -7,7 +7,7 @@ Streams are rewritten event by event, as they come, never buffered.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -15,7 +15,14 @@ from ..governance.meter import Meter
 from ..governance.pii.masker import Redactor, StreamFilter
 from ..reasoning import ReasoningSplitter, split_reasoning
 
+if TYPE_CHECKING:
+    from ..engines.backend import Backend
+
 DONE = b"data: [DONE]\n\n"
+
+
+def _as_is(chunk: dict[str, Any]) -> dict[str, Any]:
+    return chunk
 
 
 def shape_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
@@ -53,7 +60,6 @@ class UsageTally:
 
 
 def shape_chat(data: dict[str, Any], model_id: str, split: bool) -> dict[str, Any]:
-    data.pop("timings", None)
     data["model"] = model_id
     for choice in data.get("choices", []):
         choice.setdefault("logprobs", None)
@@ -68,7 +74,6 @@ def shape_chat(data: dict[str, Any], model_id: str, split: bool) -> dict[str, An
 
 
 def shape_completion(data: dict[str, Any], model_id: str) -> dict[str, Any]:
-    data.pop("timings", None)
     data["model"] = model_id
     for choice in data.get("choices", []):
         choice.setdefault("logprobs", None)
@@ -109,6 +114,13 @@ class StreamShaper:
         self.finished = False
         self._engine_model: bytes | None = None  # b'"model":"<engine id>"', learnt from the first chunk
         self._our_model = b'"model":' + orjson.dumps(model_id)
+        self._markers: tuple[bytes, ...] = ()
+        self._normalize = _as_is
+
+    def speak(self, backend: "Backend") -> None:
+        """Read the engine's dialect: chunks holding one of its markers go through its ``normalize``."""
+        self._markers = backend.rewrite_markers
+        self._normalize = backend.normalize
 
     def event(self, raw: bytes) -> bytes | None:
         """One SSE event in (without its blank-line terminator); bytes to send, or None to drop."""
@@ -123,8 +135,8 @@ class StreamShaper:
         if self._detector is not None:
             self._seen.append(payload)
         if self._engine_model is not None and self.splitter is None and self.redactor is None and not self._capture \
-                and b'"usage"' not in payload \
-                and b'"timings"' not in payload and self._engine_model in payload:
+                and b'"usage"' not in payload and self._engine_model in payload \
+                and not any(marker in payload for marker in self._markers):
             # Fast path for plain token chunks: only the model id changes. A quote inside a JSON
             # string is escaped, so the unescaped pattern can only be the top-level field.
             return b"data: " + payload.replace(self._engine_model, self._our_model, 1) + b"\n\n"
@@ -135,7 +147,7 @@ class StreamShaper:
             self._engine_model = b'"model":' + orjson.dumps(chunk["model"])
         if "error" in chunk:
             return b"data: " + payload + b"\n\n"
-        chunk.pop("timings", None)
+        chunk = self._normalize(chunk)
         chunk["model"] = self.model_id
         if "usage" in chunk:
             self.usage = chunk["usage"] = shape_usage(self._tally.add(chunk))  # the request's whole usage so far

@@ -45,7 +45,7 @@ class ReplicaCollector(Collector):
         in_flight = GaugeMetricFamily("seekstack_requests_in_flight", _help("seekstack_requests_in_flight"), labels=["model", "replica"])
         queued = GaugeMetricFamily("seekstack_requests_queued", _help("seekstack_requests_queued"), labels=["model", "replica"])
         for replica in self.supervisor.all():
-            ids = [replica.model.name, str(replica.index), replica.model.engine]
+            ids = [replica.model.name, str(replica.index), replica.model.engine.kind]
             up.add_metric(ids, 1.0 if replica.routable else 0.0)
             restarts.add_metric(ids, replica.restarts)
             slots.add_metric(ids, replica.model.slots)
@@ -82,18 +82,10 @@ class EngineMetrics(Collector):
         self._families: list[Metric] = []
 
     async def scrape(self) -> None:
-        replicas = [r for r in self.supervisor.all() if r.routable and r.engine.base_url]
-        texts = await asyncio.gather(*(self._fetch(r.engine.base_url) for r in replicas))
-        self._families = relabel([(r.model.name, str(r.index), r.model.engine, text)
+        replicas = [r for r in self.supervisor.all() if r.routable]
+        texts = await asyncio.gather(*(r.backend.metrics_page(SCRAPE_TIMEOUT_S) for r in replicas))
+        self._families = relabel([(r.model.name, str(r.index), r.model.engine.kind, text)
                                   for r, text in zip(replicas, texts) if text])
-
-    async def _fetch(self, base_url: str) -> str | None:
-        try:
-            status, body = await self.http.get(base_url, "/metrics", timeout=SCRAPE_TIMEOUT_S)
-        except Exception as exc:  # an engine without /metrics, or one that is restarting
-            log.debug("engine metrics from %s unavailable: %s", base_url, exc)
-            return None
-        return body.decode("utf-8", "replace") if status == 200 else None
 
     def collect(self) -> Iterable[Metric]:
         return self._families

@@ -60,7 +60,7 @@ class Admission:
 
 def admit(settings: Settings, info: dict | None = None) -> Admission | None:
     """Plan the configured llama.cpp models; None when there is nothing to plan."""
-    local = [m for m in settings.models if m.engine == "llamacpp"]
+    local = [m for m in settings.models if m.engine.kind == "llamacpp"]
     if not local:
         return None
     info = info if info is not None else detect()
@@ -98,9 +98,9 @@ def derive(settings: Settings, info: dict | None = None) -> list[str]:
     unset: the model's trained context (at most 4096) × 4 slots with a 256 MiB prompt cache; until
     everything fits the budget, the prompt cache is halved first (then dropped), then the context —
     the largest first —, then slots. Returns one line per model saying what was chosen."""
-    ctx_open = [m for m in settings.models if m.engine == "llamacpp" and "context" not in m.model_fields_set]
-    slots_open = [m for m in settings.models if m.engine == "llamacpp" and "slots" not in m.model_fields_set]
-    cache_open = [m for m in settings.models if m.engine == "llamacpp" and "prompt_cache_mib" not in m.model_fields_set]
+    ctx_open = [m for m in settings.models if m.engine.kind == "llamacpp" and "context" not in m.model_fields_set]
+    slots_open = [m for m in settings.models if m.engine.kind == "llamacpp" and "slots" not in m.model_fields_set]
+    cache_open = [m for m in settings.models if m.engine.kind == "llamacpp" and "prompt_cache_mib" not in m.model_fields_set]
     if not ctx_open and not slots_open:
         return []
     info = info if info is not None else detect()

@@ -44,7 +44,7 @@ def _resolve(settings: Settings) -> tuple[list[str], list[str]]:
     policy = settings.store
     problems, lines = [], []
     for model in settings.models:
-        if model.engine == "remote":
+        if not model.engine.launched or model.engine.simulated:
             continue
         if model.store is None:
             if policy.require_signature:

@@ -1,0 +1,64 @@
+"""The gateway in-process, in front of the engine simulator in the same event loop.
+
+No subprocess and no port: the simulator listens on a Unix socket in the test's own loop, the
+gateway's app runs its real lifespan (governance in a temporary state directory, the supervisor,
+the Backend of the engine kind under test) and is called through httpx's ASGI transport. Every
+stage of the request path — guard, inference, the Backend's dialect, shaping, PII — is the real
+one; only the engine is simulated, and says so. For what needs real processes (signals,
+supervision, TLS, real llama.cpp), the tests start a real `seekstack serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import httpx
+
+from seekstack.config import Settings
+from seekstack.gateway.app import build_app
+from seekstack.sim import SimConfig, SimEngine, SimServer
+
+
+@dataclass
+class Gateway:
+    client: httpx.AsyncClient     # the system admin's key
+    app: Any
+    sim: SimEngine
+    key: str
+
+
+@contextlib.asynccontextmanager
+async def gateway(tmp: Path, *, dialect: str = "vllm", name: str = "deepseek-r1", context: int = 512,
+                  sim: dict | None = None, config: dict | None = None, model: dict | None = None) -> AsyncIterator[Gateway]:
+    """A gateway serving one model, ``name``, from a simulator speaking ``dialect``."""
+    engine = SimEngine(SimConfig(dialect=dialect, served_names=(name,), max_model_len=context,
+                                 ttft_ms=1, itl_ms=0.2, reasoning_parser=dialect != "openai", **(sim or {})))
+    server = await SimServer(engine, uds=tmp / "sim.sock").start()
+    kind = {"openai": "openai"}.get(dialect, dialect)
+    settings = Settings.model_validate({
+        "state_dir": str(tmp / "state"), "server": {"log_level": "warning"},
+        "supervisor": {"heartbeat_interval": 0.1, "backoff_initial": 0.1},
+        "models": [{"name": name, "context": context, "engine": {"kind": kind, "url": server.base_url}, **(model or {})}],
+        **(config or {})})
+    app = build_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            key = app.state.bootstrap_key
+            for _ in range(200):
+                if app.state.supervisor.ready():
+                    break
+                await asyncio.sleep(0.01)
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30,
+                                         headers={"Authorization": f"Bearer {key}"}) as client:
+                yield Gateway(client, app, engine, key)
+    finally:
+        await server.close()
+
+
+def run(coro) -> Any:
+    return asyncio.run(coro)
