@@ -12,7 +12,10 @@ app with seekstack's key check and audit commit) in front of each simulator. In 
 
 llama.cpp's row is bench/gateway_vs_direct.py and bench/floors.py (a real engine on this CPU).
 
-Usage: python bench/backends.py [--rounds 3] [--pairs 150] [--streams 200] [--profile]
+With --litellm, LiteLLM's proxy (one worker, master key; `make bench-litellm`) fronts the vLLM-dialect
+simulator too, and its added TTFT is paired the same way: target, seekstack's <= 1/4 of LiteLLM's.
+
+Usage: python bench/backends.py [--rounds 3] [--pairs 150] [--streams 200] [--profile] [--litellm]
        python bench/backends.py --external vllm=http://127.0.0.1:8000 --served-name NAME --api-key-file F
          (a real engine, as bench/gpu_check.sh runs it: gateway vs direct only, no floor)
 """
@@ -70,7 +73,7 @@ def start_gateway(tmp: Path, urls: dict[str, str], profile: bool, key_file: Path
     auth = {"api_key_file": str(key_file)} if key_file else {}
     config.write_text(json.dumps({
         "state_dir": str(tmp / "state"), "server": {"log_level": "warning"},
-        "models": [{"name": NAMES[d], "context": 4096, "slots": 512, "engine": {"kind": d, "url": url, **auth}}
+        "models": [{"name": NAMES[d], "context": 4096, "slots": 256, "engine": {"kind": d, "url": url, **auth}}
                    for d, url in urls.items()]}))
     serve = ["serve", "--config", str(config), "--port", str(port)]
     argv = [sys.executable, str(HERE / "_profiled.py"), str(tmp / "gateway.prof"), *serve] if profile else \
@@ -93,11 +96,12 @@ def body(dialect: str, max_tokens: int = TOKENS) -> dict:
 
 
 async def throughput(targets: dict, headers: dict, dialect: str, rounds: int) -> dict:
-    samples = {name: {1: [], 8: []} for name in targets}
+    samples = {name: {1: [], 8: []} for name in targets if name != "litellm"}
     await run_load(targets["direct"], body(dialect), 8, 8, headers.get("direct"))  # warm-up
     for r in range(rounds):
         for c, n in ((1, 6), (8, 24)):
-            for name in (("gateway", "direct") if r % 2 == 0 else ("direct", "gateway")):
+            names = list(samples)
+            for name in names[r % len(names):] + names[:r % len(names)]:
                 samples[name][c].append(await run_load(targets[name], body(dialect), c, n, headers.get(name)))
     out = {}
     for name, by_c in samples.items():
@@ -168,6 +172,10 @@ async def main_async(args) -> dict:
                 procs.append(floor)
                 targets["floor"] = floor_url
                 headers["floor"] = {"Authorization": f"Bearer {(tmp / f'floor-{dialect}' / 'admin.key').read_text().strip()}"}
+            if args.litellm and dialect == "vllm" and (lite := start_litellm_for(tmp, engine_url)):
+                procs.append(lite[0])
+                targets["litellm"] = f"http://127.0.0.1:{lite[1]}/v1/chat/completions"
+                headers["litellm"] = {"Authorization": "Bearer sk-bench-master"}
             row = await throughput(targets, headers, dialect, args.rounds)
             row.update(await added_ttft(targets, headers, dialect, args.pairs))
             if "floor_added_ttft_ms" in row:
@@ -193,6 +201,33 @@ async def main_async(args) -> dict:
                 proc.kill()
 
 
+def start_litellm_for(tmp: Path, engine_url: str) -> tuple[subprocess.Popen, int] | None:
+    """LiteLLM's proxy (one worker, a master key) in front of the simulator, serving `bench-vllm`."""
+    import yaml
+
+    binary = HERE / ".litellm-venv" / "bin" / "litellm"
+    if not binary.exists():
+        print("LiteLLM not installed (make bench-litellm); no side-by-side")
+        return None
+    port = free_port()
+    config = tmp / "litellm.yaml"
+    config.write_text(yaml.safe_dump({
+        "model_list": [{"model_name": "bench-vllm", "litellm_params": {
+            "model": "openai/bench-vllm", "api_base": engine_url + "/v1", "api_key": "sk-none"}}],
+        "general_settings": {"master_key": "sk-bench-master"}}))
+    proc = subprocess.Popen([str(binary), "--config", str(config), "--port", str(port), "--num_workers", "1"],
+                            stdout=open(tmp / "litellm.log", "wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "LITELLM_LOG": "ERROR"})
+    for _ in range(2400):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("LiteLLM did not come up (see litellm.log)")
+
+
 def top_functions(stats: pstats.Stats, n: int) -> list[dict]:
     rows = []
     total = sum(tt for (_, _, tt, _, _) in stats.stats.values()) or 1.0
@@ -204,16 +239,24 @@ def top_functions(stats: pstats.Stats, n: int) -> list[dict]:
 
 def report(out: dict) -> bool:
     ok = True
-    print(f"{'dialect':8}{'c1 gw/direct':>14}{'c8 gw/direct':>14}{'gw +TTFT ms':>13}{'floor +ms':>11}{'gw−floor ms':>13}")
+    print(f"{'dialect':8}{'c1 gw/direct':>14}{'c8 gw/direct':>14}{'c8 floor/dir':>14}{'gw +TTFT ms':>13}{'floor +ms':>11}"
+          f"{'gw−floor ms':>13}")
     for dialect in DIALECTS:
         row = out[dialect]
         r1, r8 = row["gateway_c1_tok_s"] / row["direct_c1_tok_s"], row["gateway_c8_tok_s"] / row["direct_c8_tok_s"]
         row["ratio_c1"], row["ratio_c8"] = r1, r8
         floor, over = row.get("floor_added_ttft_ms", float("nan")), row.get("gateway_over_floor_ms", float("nan"))
-        print(f"{dialect:8}{r1:>14.3f}{r8:>14.3f}{row['gateway_added_ttft_ms']:>13.2f}{floor:>11.2f}{over:>13.2f}")
+        f8 = row["floor_c8_tok_s"] / row["direct_c8_tok_s"] if "floor_c8_tok_s" in row else float("nan")
+        row["floor_ratio_c8"] = f8
+        print(f"{dialect:8}{r1:>14.3f}{r8:>14.3f}{f8:>14.3f}{row['gateway_added_ttft_ms']:>13.2f}{floor:>11.2f}{over:>13.2f}")
         checks = [("tok/s c=1 >= 0.97", r1 >= 0.97), ("tok/s c=8 >= 0.97", r8 >= 0.97)]
         if "gateway_over_floor_ms" in row:
             checks.append(("TTFT over floor <= 0.5 ms", over <= 0.5))
+        if "litellm_added_ttft_ms" in row:
+            row["gateway_over_litellm"] = row["gateway_added_ttft_ms"] / row["litellm_added_ttft_ms"]
+            print(f"  LiteLLM added TTFT {row['litellm_added_ttft_ms']:.2f} ms; seekstack's is "
+                  f"{row['gateway_over_litellm']:.2f} of it")
+            checks.append(("added TTFT <= 1/4 of LiteLLM's", row["gateway_over_litellm"] <= 0.25))
         for name, passed in checks:
             print(f"  {'PASS' if passed else 'MISS'}  {name}")
             ok = ok and passed
@@ -232,6 +275,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--itl-ms", type=float, default=10.0, help="The simulator's time between tokens.")
     parser.add_argument("--profile", action="store_true", help="Profile the gateway (cProfile; slows it down).")
+    parser.add_argument("--litellm", action="store_true", help="Also pair LiteLLM's proxy (make bench-litellm).")
     parser.add_argument("--external", help="DIALECT=URL: a real engine already running (no simulators, no floor).")
     parser.add_argument("--served-name", help="With --external: the model id the engine serves.")
     parser.add_argument("--api-key-file", type=Path, help="With --external: the engine's API key.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -62,3 +63,40 @@ async def gateway(tmp: Path, *, dialect: str = "vllm", name: str = "deepseek-r1"
 
 def run(coro) -> Any:
     return asyncio.run(coro)
+
+
+@contextlib.contextmanager
+def sync_gateway(tmp: Path, models: list[dict], *, dialect: str = "llamacpp", names: tuple[str, ...] = ("m",),
+                 config: dict | None = None, context: int = 512):
+    """The same, for synchronous callers (schemathesis): the simulator runs in a thread of its own,
+    the gateway in starlette's TestClient (its lifespan included). ``models`` are model entries
+    without an engine: each is served by the one simulator."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    loop = asyncio.new_event_loop()
+    engine = SimEngine(SimConfig(dialect=dialect, served_names=names, max_model_len=context, ttft_ms=1, itl_ms=0.2,
+                                 reasoning_parser=dialect != "openai"))
+    server = SimServer(engine, uds=tmp / "sim.sock")
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    settings = Settings.model_validate({
+        "state_dir": str(tmp / "state"), "server": {"log_level": "warning"},
+        "supervisor": {"heartbeat_interval": 0.1},
+        "models": [{"context": context, **m, "engine": {"kind": dialect, "url": server.base_url}} for m in models],
+        **(config or {})})
+    app = build_app(settings)
+    try:
+        with TestClient(app, client=("127.0.0.1", 40000), raise_server_exceptions=False) as client:
+            for _ in range(200):
+                if app.state.supervisor.ready():
+                    break
+                time.sleep(0.01)
+            client.headers["Authorization"] = f"Bearer {app.state.bootstrap_key}"
+            yield client, app, engine
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)

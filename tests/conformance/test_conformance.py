@@ -70,7 +70,7 @@ def fleet(tmp_path_factory):
         return {**base, "engine": {**remote, "upstream_model": upstream_model}}
 
     models = [entries(a, CHAT[a]) for a in ADAPTERS] + [entries(a, EMBED[a], embeddings=True) for a in ADAPTERS]
-    srv = Server(tmp, {"models": models, "scheduler": {"timeout": 4},
+    srv = Server(tmp, {"models": models, "scheduler": {"timeout": 2.5},
                        "supervisor": {"backoff_initial": 0.2, "backoff_max": 0.5}})
     srv.env = {"SEEKSTACK_SIM_FAULTS": str(faults)}
     srv.start(timeout=900 if REAL else 120)  # a real engine loads its weights first
@@ -231,7 +231,7 @@ def test_a_hung_engine_is_a_503_with_retry_after_not_a_hung_request(fleet, adapt
     started = time.monotonic()
     r = fleet.http.post("/v1/chat/completions", json={"model": CHAT[adapter], "messages": [{"role": "user", "content": "Hi"}]})
     assert r.status_code == 503 and "retry-after" in r.headers, r.text
-    assert time.monotonic() - started < 10  # scheduler.timeout is 4 s here
+    assert time.monotonic() - started < 10  # scheduler.timeout is 2.5 s here
 
 
 @pytest.mark.parametrize("adapter", SIMULATED)

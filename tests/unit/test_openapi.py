@@ -1,35 +1,38 @@
-"""The served OpenAPI document, and a bounded schemathesis run against a real gateway: no server errors."""
+"""The served OpenAPI document, and a bounded schemathesis run against the gateway: no server errors.
+
+In-process (tests/inprocess.py): the gateway's real app and lifespan, a llama.cpp-dialect simulator
+behind it in a thread of its own; what the fuzz probes is the gateway's handling of every input."""
 
 from __future__ import annotations
 
 import copy
 import re
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from seekstack.governance.policy import BUILTIN_ROLES, OPEN_ROUTES, ROUTES
 
-from conftest import Server
+from inprocess import sync_gateway
 
 schemathesis = pytest.importorskip("schemathesis")  # a test extra: `make test` installs it
 
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("fuzz"), {
-        "models": [{"name": "m", "source": "embedded", "context": 256, "slots": 2, "threads": 1},
-                   {"name": "e", "source": "embedded", "embeddings": True, "context": 128, "slots": 1, "threads": 1}],
-        "server": {"source_limits": {"failures_per_minute": 100000, "audited_failures": 100000}}}).start()
-    yield srv
-    srv.stop()
+    tmp = tmp_path_factory.mktemp("fuzz")
+    with sync_gateway(tmp, [{"name": "m", "slots": 2}, {"name": "e", "embeddings": True, "context": 128, "slots": 1}],
+                      names=("m", "e"), context=256,
+                      config={"server": {"source_limits": {"failures_per_minute": 100000, "audited_failures": 100000}}}) \
+            as (client, app, _):
+        client.state = tmp / "state"
+        yield client
 
 
 def test_the_document_covers_the_route_table(fuzzed):
-    assert httpx.get(fuzzed.url + "/openapi.json").status_code == 401  # a key is needed, like every route
-    doc = fuzzed.http.get("/openapi.json").json()
+    assert fuzzed.get("/openapi.json", headers={"Authorization": ""}).status_code == 401  # a key is needed, like every route
+    doc = fuzzed.get("/openapi.json").json()
     documented = {(m.upper(), re.sub(r"\{[^}]+\}", "{id}", p)) for p, ops in doc["paths"].items() for m in ops}
     assert documented == (set(ROUTES) - {("GET", "/openapi.json")}) | set(OPEN_ROUTES)
     chat = doc["paths"]["/v1/chat/completions"]["post"]
@@ -37,14 +40,14 @@ def test_the_document_covers_the_route_table(fuzzed):
     schemathesis.openapi.from_dict(doc)  # a valid OpenAPI document
 
 
-def _keys(server: Server) -> dict[str, str]:
-    state = server.key_path.parent
+def _keys(fuzzed) -> dict[str, str]:
+    state = fuzzed.state
     return {role: (state / name).read_text().strip() for role, name in
             (("admin", "admin.key"), ("security_admin", "security-admin.key"), ("auditor", "auditor.key"))}
 
 
 def test_a_bounded_fuzz_run_finds_no_server_error(fuzzed):
-    doc = copy.deepcopy(fuzzed.http.get("/openapi.json").json())
+    doc = copy.deepcopy(fuzzed.get("/openapi.json").json())
     schemas = doc["components"]["schemas"]
     for name in ("ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest"):  # reach the engine, briefly
         schemas[name]["properties"]["model"] = {"enum": ["e"] if name == "EmbeddingRequest" else ["m"]}
@@ -67,7 +70,11 @@ def test_a_bounded_fuzz_run_finds_no_server_error(fuzzed):
                       suppress_health_check=list(HealthCheck))
             @given(case=strategy)
             def run(case):
-                response = case.call(base_url=fuzzed.url, headers=headers, timeout=60)
+                kwargs = case.as_transport_kwargs(base_url="http://testserver", headers=headers)
+                cookies = kwargs.pop("cookies", None)  # per-request cookies: sent as the header they are
+                if cookies:
+                    kwargs["headers"] = {**kwargs.get("headers", {}), "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+                response = fuzzed.request(**kwargs)
                 if response.status_code >= 500:
                     failures.append((operation.label, mode.value, response.status_code, response.text[:300]))
 
@@ -78,4 +85,4 @@ def test_a_bounded_fuzz_run_finds_no_server_error(fuzzed):
             ran += 1
     assert not failures, failures
     assert ran >= 2 * (len(ROUTES) - 1)
-    assert fuzzed.http.get("/readyz").status_code == 200
+    assert fuzzed.get("/readyz").status_code == 200
