@@ -455,7 +455,15 @@ def check_model(index: int, model: ModelConfig) -> list[str]:
     problems = [f"{where}.engine: {missing}"] if missing else []
     if kind.needs_gpu and model.device == "cpu" and not model.engine.simulated:
         problems.append(f"{where}.device: {kind.name} needs a GPU — use engine llamacpp for CPU")
-    if not model.engine.launched or (model.store is not None and model._store_path is None):
+    if not model.engine.launched:
+        from .engines.keys import read_api_key
+
+        try:
+            read_api_key(model.engine)
+        except ConfigError as exc:
+            problems.append(f"{where}.{exc.message} — {exc.fix}")
+        return problems
+    if model.store is not None and model._store_path is None:
         return problems  # a store model the store did not resolve: its problem is the store's to report
     if model.engine.simulated:
         return problems  # `seekstack sim` stands in: it reads no weights

@@ -22,9 +22,9 @@ from typing import Any
 
 from .config import ModelConfig, Settings
 from .engines import Backend, Health, Load
-from .engines.backend import DOWN, STARTING as ENGINE_STARTING
+from .engines.backend import DEGRADED, DOWN, STARTING as ENGINE_STARTING
 from .engines.base import Engine, ExternalEngine
-from .engines.openai import read_api_key
+from .engines.keys import read_api_key
 from .engines.registry import engine_kind, missing_package
 from .errors import ConfigError
 
@@ -71,13 +71,13 @@ class Replica:
             "state": self.state,
             "health": {"state": self.health.state, "reason": self.health.reason},
             "load": self.load.to_json(),
-            "pid": getattr(self.engine, "pid", None),
+            "pid": self.engine.pid,
             "port": self.engine.port,
             "base_url": self.engine.base_url,
             "restarts": self.restarts,
             "outstanding": self.outstanding,
             "uptime_s": round(time.monotonic() - self.started_at, 1) if self.state == READY else 0.0,
-            "memory_bytes": _rss(getattr(self.engine, "pid", None)),
+            "memory_bytes": _rss(self.engine.pid),
         }
 
 
@@ -269,14 +269,17 @@ class Supervisor:
 
     async def _check(self, replica: Replica) -> bool:
         """Ask the engine how it is (and, when it serves, how loaded it is)."""
-        alive = getattr(replica.engine, "alive", None)
-        if alive is not None and not alive():
+        if not replica.engine.alive():
             replica.health = Health(DOWN, "the engine process is not running")
             return False
-        replica.health = await replica.backend.health()
-        if replica.health.serving:
+        health = await replica.backend.health()
+        if health.serving:
             replica.load = await replica.backend.load()
-        return replica.health.serving
+            strain = replica.load.strain()
+            if strain is not None:  # still serving, but saturated: say so (ps, /admin/v1/replicas)
+                health = Health(DEGRADED, strain)
+        replica.health = health
+        return health.serving
 
 
 def _safe(name: str) -> str:

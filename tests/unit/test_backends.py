@@ -274,3 +274,23 @@ def test_config_check_doctor_and_serve_say_the_same_about_a_missing_engine_packa
     with pytest.raises(ConfigError) as info:
         Supervisor(settings, HTTP)
     assert info.value.message.removeprefix("model r1: ") in sentence and info.value.fix in sentence
+
+
+def test_an_external_engines_key_comes_from_the_environment_or_a_private_file(tmp_path, monkeypatch):
+    from seekstack.engines.keys import read_api_key
+    from seekstack.engines.settings import parse_engine
+    from seekstack.errors import ConfigError
+
+    key_file = tmp_path / "k"
+    key_file.write_text("secret\n")
+    key_file.chmod(0o644)
+    with pytest.raises(ConfigError, match="can be read by other users") as info:
+        read_api_key(parse_engine({"kind": "openai", "url": "http://h", "api_key_file": str(key_file)}))
+    assert info.value.fix == f"chmod 600 {key_file}" and "secret" not in info.value.message
+    key_file.chmod(0o600)
+    assert read_api_key(parse_engine({"kind": "openai", "url": "http://h", "api_key_file": str(key_file)})) == "secret"
+    monkeypatch.delenv("ENGINE_KEY", raising=False)
+    with pytest.raises(ConfigError, match="ENGINE_KEY is not set"):
+        read_api_key(parse_engine({"kind": "vllm", "url": "http://h", "api_key_env": "ENGINE_KEY"}))
+    monkeypatch.setenv("ENGINE_KEY", "k2")
+    assert read_api_key(parse_engine({"kind": "vllm", "url": "http://h", "api_key_env": "ENGINE_KEY"})) == "k2"

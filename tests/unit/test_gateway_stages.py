@@ -146,7 +146,7 @@ def test_a_stream_broken_mid_way_ends_with_one_error_event(tmp_path):
     assert events[-1]["error"]["code"] == "engine_error"
 
 
-def test_engine_load_is_read_into_the_registry(tmp_path):
+def test_engine_load_is_read_into_the_registry_and_saturation_is_degraded(tmp_path):
     from seekstack.sim import Faults
 
     async def main():
@@ -157,10 +157,13 @@ def test_engine_load_is_read_into_the_registry(tmp_path):
             seen = []
             for _ in range(40):
                 await asyncio.sleep(0.05)
-                seen.append(replica.load)
+                seen.append((replica.load, replica.health))
             gw.sim.set_faults(Faults())
             await asyncio.gather(*tasks)
-            return seen
+            await asyncio.sleep(0.3)
+            return seen, replica.health
 
-    seen = run(main())
-    assert any(load.running == 1 and load.queued == 2 and 0 < load.kv_use <= 1 for load in seen), seen
+    seen, after = run(main())
+    assert any(load.running == 1 and load.queued == 2 and 0 < load.kv_use <= 1 and health.state == "degraded"
+               and health.reason == "2 request(s) waiting in the engine" for load, health in seen), seen
+    assert after.state == "ready"  # saturation over: ready again

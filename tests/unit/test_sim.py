@@ -96,3 +96,21 @@ def test_stand_in_command_lines_are_parsed_like_the_engines(capsys):
     with pytest.raises(SystemExit) as info:
         parse(["vllm", "serve", "/m", "--tensor-paralel-size", "8"])  # a typo fails as in vLLM
     assert info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_the_exit_fault_ends_the_process_when_the_nth_request_arrives():
+    import httpx
+
+    from conftest import start_sim
+
+    proc, port = start_sim("--fault", "exit_after=2")
+    try:
+        first = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                           json={"model": "sim", "messages": [{"role": "user", "content": "hi"}]})
+        assert first.status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                       json={"model": "sim", "messages": [{"role": "user", "content": "hi"}]})
+        assert proc.wait(5) == 1
+    finally:
+        proc.kill()

@@ -65,6 +65,14 @@ class Load:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def strain(self) -> str | None:
+        """Why an engine that answers is saturated (requests wait, or its KV cache is full); None: it is not."""
+        if self.queued:
+            return f"{self.queued:.0f} request(s) waiting in the engine"
+        if self.kv_use is not None and self.kv_use >= 0.95:
+            return f"KV cache {self.kv_use:.0%} full"
+        return None
+
 
 class EngineReply:
     """An engine's answer to one request; the head is in. ``close()`` exactly once."""

@@ -36,12 +36,15 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def stop(self, timeout: float = 10.0) -> None: ...
 
-    # Process engines also expose these to the supervisor.
-    pid: int | None = None
+    pid: int | None = None  # a process engine's
 
     @abc.abstractmethod
     async def wait(self) -> int:
         """Wait for the engine to exit; return its exit code."""
+
+    def alive(self) -> bool:
+        """Whether the engine can be running at all (a process that exited cannot)."""
+        return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -11,16 +11,12 @@ CRLF line ends, OpenAI's error shape and vLLM's / SGLang's (``{"object": "error"
 
 from __future__ import annotations
 
-import os
-import stat
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
 from .backend import Backend
 from .capabilities import Capabilities
 from .registry import EngineKind, register_engine
-from .settings import EngineSettings, OpenAISettings
+from .settings import OpenAISettings
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -69,31 +65,6 @@ class OpenAIBackend(OpenAIDialect):
         if body.get("model") != self.upstream_model:
             body = {**body, "model": self.upstream_model}
         return body
-
-
-def read_api_key(settings: EngineSettings) -> str | None:
-    """The server's API key from ``api_key_env`` or ``api_key_file`` (which must be 0600 or stricter)."""
-    if settings.api_key_env:
-        key = os.environ.get(settings.api_key_env)
-        if not key:
-            raise ConfigError(f"engine.api_key_env: the environment variable {settings.api_key_env} is not set",
-                              fix=f"export {settings.api_key_env}=… before starting seekstack")
-        return key.strip()
-    if settings.api_key_file:
-        path = Path(settings.api_key_file).expanduser()
-        try:
-            mode = path.stat().st_mode
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"engine.api_key_file: cannot read {path} ({exc.strerror})",
-                              fix="point it at a file holding the server's API key") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"engine.api_key_file: {path} can be read by other users (mode {stat.S_IMODE(mode):o})",
-                              fix=f"chmod 600 {path}")
-        if not key:
-            raise ConfigError(f"engine.api_key_file: {path} is empty", fix="write the server's API key into it")
-        return key
-    return None
 
 
 register_engine(EngineKind("openai", OpenAISettings, OpenAIBackend,

@@ -313,9 +313,8 @@ class InferenceService:
         room = max(caps.context_length - n_prompt, 0)
         allowed = await self.quotas.reserve(admission, n_prompt * prompts, None if budget is None else budget * prompts,
                                             room * prompts)
-        count = prompts
         if budget is None:
-            body["max_tokens"] = max(allowed // count, 1)
+            body["max_tokens"] = max(allowed // prompts, 1)
 
     async def _answer(self, request: Request, model: str, caps: Capabilities, kind: Kind,
                       body: dict[str, Any]) -> dict[str, Any]:

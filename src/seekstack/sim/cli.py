@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(config, where))
     except OSError as exc:
-        print(f"seekstack sim: error: cannot listen ({exc.strerror or exc})", file=sys.stderr)
+        place = where.get("uds") or f"{where.get('host')}:{where.get('port')}"
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        print(f"seekstack sim: error: cannot listen on {place} ({why}) — pick another --port", file=sys.stderr)
         return 1
     return 0
