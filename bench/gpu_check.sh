@@ -36,9 +36,13 @@ for engine in $ENGINES; do
     continue
   fi
   "$venv/bin/seekstack" doctor | tee -a "$log" || true
+  model="$MODEL"
+  if [ ! -d "$model" ]; then  # a hub id: fetch it once (the planner reads a local folder's config and weights)
+    model=$("$venv/bin/python" -c "import sys; from huggingface_hub import snapshot_download; print(snapshot_download(sys.argv[1]))" "$MODEL")
+  fi
 
   echo "== $engine: conformance suite against the real engine" | tee -a "$log"
-  SEEKSTACK_CONFORMANCE_REAL="$engine" SEEKSTACK_CONFORMANCE_MODEL="$MODEL" \
+  SEEKSTACK_CONFORMANCE_REAL="$engine" SEEKSTACK_CONFORMANCE_MODEL="$model" \
     "$venv/bin/python" -m pytest -q "$ROOT/tests/conformance" -p no:cacheprovider 2>&1 | tee -a "$log" || true
 
   echo "== $engine: through seekstack vs direct" | tee -a "$log"
@@ -46,7 +50,7 @@ for engine in $ENGINES; do
   (umask 077; "$venv/bin/python" -c "import secrets; print(secrets.token_urlsafe(32))" > "$key")
   port=$("$venv/bin/python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
   # The planner's own launch command for this model on this GPU, on our port, with our key.
-  mapfile -t launch < <("$venv/bin/seekstack" plan "$MODEL" --engine "$engine" --context 4096 --concurrency 16 --json |
+  mapfile -t launch < <("$venv/bin/seekstack" plan "$model" --engine "$engine" --context 4096 --concurrency 16 --json |
     "$venv/bin/python" -c "import json, sys; print('\n'.join(json.load(sys.stdin)['launch']))")
   args=()
   skip=""
@@ -67,7 +71,7 @@ for engine in $ENGINES; do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
     sleep 1
   done
-  served=$(basename "$MODEL")
+  served=$(basename "$model")
   "$venv/bin/python" "$ROOT/bench/backends.py" --external "$engine=http://127.0.0.1:$port" --served-name "$served" \
     --api-key-file "$key" -o "$RESULTS/gpu_check-$engine-$STAMP.json" 2>&1 | tee -a "$log" || true
   kill "$engine_pid" 2>/dev/null || true
