@@ -294,3 +294,12 @@ def test_an_external_engines_key_comes_from_the_environment_or_a_private_file(tm
         read_api_key(parse_engine({"kind": "vllm", "url": "http://h", "api_key_env": "ENGINE_KEY"}))
     monkeypatch.setenv("ENGINE_KEY", "k2")
     assert read_api_key(parse_engine({"kind": "vllm", "url": "http://h", "api_key_env": "ENGINE_KEY"})) == "k2"
+
+
+def test_an_engine_that_never_ends_an_event_cannot_fill_the_gateways_memory():
+    from seekstack.engines.backend import MAX_EVENT_BYTES
+    from seekstack.engines.http import EngineStreamError
+
+    endless = [b"data: " + b"x" * 65536] * (MAX_EVENT_BYTES // 65536 + 2)  # no blank line, ever
+    with pytest.raises(EngineStreamError, match="longer than"):
+        events_of(endless)

@@ -114,3 +114,11 @@ def test_the_exit_fault_ends_the_process_when_the_nth_request_arrives():
         assert proc.wait(5) == 1
     finally:
         proc.kill()
+
+
+def test_sim_info_shows_the_command_line_without_its_key():
+    from seekstack.sim.server import _redacted
+
+    assert _redacted(("sglang.launch_server", "--api-key=s3cret", "--tp-size", "8")) == \
+        ["sglang.launch_server", "--api-key=<redacted>", "--tp-size", "8"]
+    assert _redacted(("vllm", "serve", "m", "--api-key", "s3cret")) == ["vllm", "serve", "m", "--api-key", "<redacted>"]

@@ -30,7 +30,7 @@ import orjson
 from ..errors import (ContextLengthError, EngineError, EngineUnavailableError, InvalidRequestError,
                       SeekstackError, UnsupportedError)
 from .capabilities import Capabilities
-from .http import EngineHTTP, EngineResponse
+from .http import EngineHTTP, EngineResponse, EngineStreamError
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -42,6 +42,7 @@ PATHS: dict[str, str] = {"chat": "/v1/chat/completions", "completion": "/v1/comp
 JSON = "application/json"
 
 READY, STARTING, DEGRADED, DOWN = "ready", "starting", "degraded", "down"
+MAX_EVENT_BYTES = 4 * 2**20  # one SSE event (a chunk of tokens, or a usage report) is never near this
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class EngineReply:
                 buffer, events = _frame(buffer + piece, final=False)
                 if events:
                     yield events
+                if len(buffer) > MAX_EVENT_BYTES:  # an engine that never ends an event cannot fill our memory
+                    raise EngineStreamError(f"the engine sent an event longer than {MAX_EVENT_BYTES} bytes")
         if buffer:  # the body ended on a lone CR that was waiting for its LF
             _, events = _frame(buffer, final=True)
             if events:

@@ -131,7 +131,7 @@ class SimServer:
             conn.respond(200, {"object": "list", "data": [{"id": n, "object": "model", "created": now(), "owned_by": d.name,
                                                            "max_model_len": cfg.max_model_len} for n in cfg.served_names]})
         elif path == "/sim/info":
-            conn.respond(200, {"dialect": d.name, "served_names": list(cfg.served_names), "argv": list(cfg.argv),
+            conn.respond(200, {"dialect": d.name, "served_names": list(cfg.served_names), "argv": _redacted(cfg.argv),
                                "max_model_len": cfg.max_model_len, "max_num_seqs": cfg.max_num_seqs,
                                "kv_tokens": cfg.kv_capacity, "reasoning_parser": cfg.reasoning_parser,
                                "faults": asdict(self.engine.faults(cfg.served_names[0])),
@@ -305,3 +305,18 @@ class SimServer:
         conn.respond(200, {"object": "list", "data": data, "model": model,
                            "usage": {"prompt_tokens": total, "total_tokens": total}})
         return True
+
+
+def _redacted(argv: tuple[str, ...]) -> list[str]:
+    """The command line without its secrets: /sim/info is open, and a key is a key even in a rehearsal."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("<redacted>")
+            hide = False
+        elif arg == "--api-key":
+            out.append(arg)
+            hide = True
+        else:
+            out.append("--api-key=<redacted>" if arg.startswith("--api-key=") else arg)
+    return out
