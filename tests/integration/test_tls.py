@@ -97,6 +97,8 @@ def test_https_only_with_tls12_minimum(tmp_path, pki):
         samples = {s.name: s.value for f in text_string_to_metric_families(srv.http.get("/metrics").text) for s in f.samples}
         assert samples["seekstack_tls_certificate_expiry_timestamp_seconds"] == not_after
     finally:
+        srv.http.close()  # idle TLS keep-alive connections would hold the drain open (asyncio waits
+        srv.security.close()  # up to 30 s for each peer's close_notify): this test is not about that
         srv.stop()
 
 
