@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import pstats
 import signal
 import subprocess
@@ -39,6 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from _load import Result, client_for, median, one_stream, run_load  # noqa: E402
 from floors import cpu_seconds, start_floor  # noqa: E402
+from governance_overhead import start_litellm  # noqa: E402
 from gateway_vs_direct import free_port  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -164,15 +164,16 @@ async def main_async(args) -> dict:
         key = (tmp / "state" / "admin.key").read_text().strip()
         out: dict = {"itl_ms": None if args.external else args.itl_ms, "tokens": TOKENS}
         for dialect, engine_url in urls.items():
+            port = int(engine_url.rsplit(":", 1)[1])
             targets = {"direct": engine_url + "/v1/chat/completions", "gateway": url + "/v1/chat/completions"}
             headers = {"gateway": {"Authorization": f"Bearer {key}"},
                        "direct": {"Authorization": f"Bearer {engine_key}"} if engine_key else None}
             if not args.external:  # the floor relays the client's key verbatim: only in front of a keyless engine
-                floor, floor_url = start_floor("controls", int(engine_url.rsplit(":", 1)[1]), tmp / f"floor-{dialect}")
+                floor, floor_url = start_floor("controls", port, tmp / f"floor-{dialect}")
                 procs.append(floor)
                 targets["floor"] = floor_url
                 headers["floor"] = {"Authorization": f"Bearer {(tmp / f'floor-{dialect}' / 'admin.key').read_text().strip()}"}
-            if args.litellm and dialect == "vllm" and (lite := start_litellm_for(tmp, engine_url)):
+            if args.litellm and dialect == "vllm" and (lite := start_litellm(tmp, port, NAMES[dialect])):
                 procs.append(lite[0])
                 targets["litellm"] = f"http://127.0.0.1:{lite[1]}/v1/chat/completions"
                 headers["litellm"] = {"Authorization": "Bearer sk-bench-master"}
@@ -199,33 +200,6 @@ async def main_async(args) -> dict:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def start_litellm_for(tmp: Path, engine_url: str) -> tuple[subprocess.Popen, int] | None:
-    """LiteLLM's proxy (one worker, a master key) in front of the simulator, serving `bench-vllm`."""
-    import yaml
-
-    binary = HERE / ".litellm-venv" / "bin" / "litellm"
-    if not binary.exists():
-        print("LiteLLM not installed (make bench-litellm); no side-by-side")
-        return None
-    port = free_port()
-    config = tmp / "litellm.yaml"
-    config.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "bench-vllm", "litellm_params": {
-            "model": "openai/bench-vllm", "api_base": engine_url + "/v1", "api_key": "sk-none"}}],
-        "general_settings": {"master_key": "sk-bench-master"}}))
-    proc = subprocess.Popen([str(binary), "--config", str(config), "--port", str(port), "--num_workers", "1"],
-                            stdout=open(tmp / "litellm.log", "wb"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "LITELLM_LOG": "ERROR"})
-    for _ in range(2400):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("LiteLLM did not come up (see litellm.log)")
 
 
 def top_functions(stats: pstats.Stats, n: int) -> list[dict]:

@@ -82,14 +82,15 @@ def start_gateway(tmp: Path, name: str, stub_port: int, controls: bool) -> tuple
     return proc, port, key
 
 
-def start_litellm(tmp: Path, stub_port: int) -> tuple[subprocess.Popen, int] | None:
+def start_litellm(tmp: Path, stub_port: int, model: str = "stub") -> tuple[subprocess.Popen, int] | None:
+    """LiteLLM's proxy (one worker, master key sk-bench-master) serving ``model`` from the server on ``stub_port``."""
     binary = HERE / ".litellm-venv" / "bin" / "litellm"
     if not binary.exists():
         print("LiteLLM not installed (make bench-litellm); skipping the side-by-side")
         return None
     port = free_port()
-    config = {"model_list": [{"model_name": "stub", "litellm_params": {
-        "model": "openai/stub", "api_base": f"http://127.0.0.1:{stub_port}/v1", "api_key": "sk-stub"}}],
+    config = {"model_list": [{"model_name": model, "litellm_params": {
+        "model": f"openai/{model}", "api_base": f"http://127.0.0.1:{stub_port}/v1", "api_key": "sk-stub"}}],
         "general_settings": {"master_key": "sk-bench-master"}}
     path = tmp / "litellm.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -64,16 +64,13 @@ def spec_from_model(model: "ModelConfig", *, port: int, api_key: str | None, pla
     """The launch of one replica of a model entry (``engine: {kind: vllm|sglang, ...}``)."""
     engine: Any = model.engine
     quant = (model.quantization or "").lower()
-    native = getattr(engine, "native_quantization", None)
-    location = str(model.path.expanduser()) if model.path is not None else (
-        str(model.resolved_path()) if model.store is not None or model.source is not None else model.name)
     ep = engine.expert_parallel
     return LaunchSpec(
-        model=location, served_name=model.name, context=model.context, max_seqs=model.slots,
+        model=str(model.resolved_path()), served_name=model.name, context=model.context, max_seqs=model.slots,
         host=engine.host, port=port, tensor_parallel=engine.tensor_parallel or planned_tp or 1,
         pipeline_parallel=getattr(engine, "pipeline_parallel", 1), data_parallel=engine.data_parallel,
         expert_parallel=(2 if ep else 1) if isinstance(ep, bool) else ep,
-        quantization=quant if quant in ONLINE_QUANT and quant != native else None,
+        quantization=quant if quant in ONLINE_QUANT else None,
         kv_cache_dtype=engine.kv_cache_dtype, reasoning=model.reasoning_format(),
         prefix_caching=getattr(engine, "prefix_caching", True),
         dp_attention=_dp_attention(model, engine),

@@ -74,9 +74,9 @@ def load_plugins() -> None:
 def engine_kind(name: str) -> EngineKind:
     from .settings import settings_class
 
-    settings_class(name)  # loads plugins; raises ValueError naming the installed kinds
+    kind = settings_class(name).model_fields["kind"].default  # raises ValueError naming the installed kinds
     load_plugins()
-    return KINDS[settings_class(name).model_fields["kind"].default]
+    return KINDS[kind]
 
 
 def all_kinds() -> dict[str, EngineKind]:

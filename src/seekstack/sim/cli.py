@@ -116,18 +116,17 @@ def sglang_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _operator_config(argv: list[str], dialect: str | None = None) -> SimConfig:
-    args = operator_parser().parse_args(argv)
+def _operator_config(args: argparse.Namespace, faults_file: Path | None = None) -> SimConfig:
     key = args.api_key
     if args.api_key_file is not None:
         key = args.api_key_file.read_text().strip()
     reasoning = {"auto": None, "on": True, "off": False}[args.reasoning]
-    return SimConfig(dialect=dialect or args.dialect, served_names=tuple(args.models or ["sim"]),
+    return SimConfig(dialect=args.dialect, served_names=tuple(args.models or ["sim"]),
                      max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs, kv_tokens=args.kv_tokens,
                      ttft_ms=args.ttft_ms, prefill_ms_per_1k=args.prefill_ms_per_1k, itl_ms=args.itl_ms,
                      load_factor=args.load_factor, reasoning=reasoning, reasoning_parser=args.reasoning_parser,
                      mode=args.mode, seed=args.seed, output_len=args.output_len, api_key=key, crlf=args.crlf,
-                     faults=Faults.parse(args.fault), faults_file=args.faults_file)
+                     faults=Faults.parse(args.fault), faults_file=args.faults_file or faults_file)
 
 
 def _with_env_options(config: SimConfig) -> SimConfig:
@@ -135,7 +134,7 @@ def _with_env_options(config: SimConfig) -> SimConfig:
     extra = os.environ.get("SEEKSTACK_SIM_OPTIONS", "")
     if not extra:
         return config
-    base = _operator_config(shlex.split(extra))
+    base = _operator_config(operator_parser().parse_args(shlex.split(extra)))
     from dataclasses import replace
 
     return replace(config, ttft_ms=base.ttft_ms, prefill_ms_per_1k=base.prefill_ms_per_1k, itl_ms=base.itl_ms,
@@ -173,12 +172,7 @@ def parse(argv: list[str]) -> tuple[SimConfig, dict]:
         where = {"uds": Path(host)} if host.endswith(".sock") else {"host": host, "port": spec["port"]}
         return _with_env_options(config), where
     args = operator_parser().parse_args(argv)
-    config = _operator_config(argv)
-    if config.faults_file is None and faults_path is not None:
-        from dataclasses import replace
-
-        config = replace(config, faults_file=faults_path)
-    return config, ({"uds": args.uds} if args.uds else {"host": args.host, "port": args.port})
+    return _operator_config(args, faults_path), ({"uds": args.uds} if args.uds else {"host": args.host, "port": args.port})
 
 
 async def serve(config: SimConfig, where: dict) -> None:
