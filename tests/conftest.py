@@ -108,7 +108,9 @@ class Server:
                 raise RuntimeError(f"serve exited early:\n{self.log_path.read_text()}")
             try:
                 probe = getattr(self, "_probe_kwargs", {})
-                if httpx.get(self.url + "/readyz", timeout=1, **probe).status_code == 200:
+                ready = httpx.get(self.url + "/readyz", timeout=1, **probe)
+                # the gateway is ready once one model is; a test starts once every model is
+                if ready.status_code == 200 and set(ready.json()["models"].values()) <= {"ready", "unloaded"}:
                     self.key = self.key_path.read_text().strip() if self.key_path.exists() else None
                     headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
                     self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60, **probe)

@@ -1,25 +1,24 @@
-"""Choose a replica for each request: round-robin or least-outstanding over routable replicas."""
+"""Choose an endpoint for each request from the registry: round-robin or least-outstanding
+over the ready endpoints of one of the model's deployments (chosen by weight)."""
 
 from __future__ import annotations
 
 import itertools
-from contextlib import contextmanager
-from typing import Iterator
 
 from .errors import EngineUnavailableError
-from .supervisor import Replica, Supervisor
+from .registry import MODEL_UNLOADED, Registry
+from .supervisor import Replica
 
 
 class Router:
-    def __init__(self, supervisor: Supervisor, policy: str = "least-outstanding"):
-        self.supervisor = supervisor
+    def __init__(self, registry: Registry, policy: str = "least-outstanding"):
+        self.registry = registry
         self.policy = policy
         self._turn = itertools.count()
 
     def pick(self, model: str, exclude: frozenset[Replica] | set[Replica] = frozenset()) -> Replica:
-        group = self.supervisor.replicas.get(model, [])
-        candidates = [r for r in group if r.routable and r not in exclude]
-        if not candidates and group and self.supervisor.unloaded(model):
+        candidates = [r for r in self.registry.candidates(model) if r not in exclude]
+        if not candidates and self.registry.state(model) == MODEL_UNLOADED:
             raise EngineUnavailableError(f"model {model!r} is unloaded", retry_after=30,
                                          fix=f"an operator loads it with `seekstack models load {model}`")
         if not candidates:
@@ -33,11 +32,3 @@ class Router:
         least = min(r.outstanding for r in candidates)
         tied = [r for r in candidates if r.outstanding == least]
         return tied[next(self._turn) % len(tied)]
-
-    @contextmanager
-    def track(self, replica: Replica) -> Iterator[Replica]:
-        replica.outstanding += 1
-        try:
-            yield replica
-        finally:
-            replica.outstanding -= 1

@@ -1,5 +1,9 @@
 """Supervise engine replicas: start them, heartbeat them, restart them with backoff, stop them.
 
+The supervisor is a source of the registry of deployments (:mod:`seekstack.registry`): each
+configured model is one deployment, ``local`` when this host launches its engines, ``static``
+when they run elsewhere (``engine.url`` / ``engine.endpoints``) and are only heartbeated.
+
 Each replica runs in its own task. A replica is routable only while its state is
 ``ready``: the moment its process exits the state leaves ``ready`` (the router
 stops using it immediately), then it is restarted after an exponential backoff.
@@ -27,6 +31,7 @@ from .engines.base import Engine, ExternalEngine
 from .engines.keys import read_api_key
 from .engines.registry import engine_kind, missing_package
 from .errors import ConfigError
+from .registry import Deployment
 
 log = logging.getLogger("seekstack.supervisor")
 
@@ -98,6 +103,7 @@ class Supervisor:
         self.cfg = settings.supervisor
         self.http = http
         self.replicas: dict[str, list[Replica]] = {}
+        self._deployments: dict[str, Deployment] = {}
         self._tasks: dict[Replica, asyncio.Task] = {}
         self._stopping = False
         logs = settings.state_path / "logs"
@@ -108,6 +114,7 @@ class Supervisor:
             if missing is not None:
                 raise ConfigError(f"model {model.name}: {missing.partition(' — ')[0]}", fix=missing.partition(" — ")[2])
             self.replicas[model.name] = [self._replica(model, i, logs) for i in range(model.replicas)]
+            self._deployments[model.name] = deployment_of(model, self.replicas[model.name])
 
     def _replica(self, model: ModelConfig, index: int, logs: Path) -> Replica:
         kind = engine_kind(model.engine.kind)
@@ -128,6 +135,9 @@ class Supervisor:
         if self.runtime_dir is None:
             return None
         return self.runtime_dir / f"{len(self.replicas)}-{index}.sock"
+
+    def deployments(self) -> list[Deployment]:
+        return list(self._deployments.values())
 
     def all(self) -> list[Replica]:
         return [r for group in self.replicas.values() for r in group]
@@ -280,6 +290,12 @@ class Supervisor:
                 health = Health(DEGRADED, strain)
         replica.health = health
         return health.serving
+
+
+def deployment_of(model: ModelConfig, replicas: list[Replica]) -> Deployment:
+    version = model.store.partition("@")[2] or None if model.store else None
+    return Deployment(alias=model.name, name=model.name, model=model, endpoints=replicas, version=version,
+                      source="local" if model.engine.launched else "static")
 
 
 def _safe(name: str) -> str:

@@ -77,9 +77,15 @@ def test_no_healthy_replica_is_503_with_retry_after_then_recovers(supervised):
     assert r.status_code == 503, r.text
     assert int(r.headers["retry-after"]) >= 1
     assert r.json()["error"]["code"] == "engine_unavailable"
-    assert supervised.http.get("/readyz").status_code == 503
+    # the gateway stays ready (it serves "pair"); the model's own state says it is down
+    ready = supervised.http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["models"]["solo"] != "ready", ready.text
+    assert supervised.http.get("/healthz").json()["models"]["solo"] in ("down", "starting")
+    assert {m["id"]: m["state"] for m in supervised.http.get("/v1/models").json()["data"]}["solo"] != "ready"
+    metrics = supervised.http.get("/metrics").text
+    assert 'seekstack_model_ready{model="solo"} 0.0' in metrics and 'seekstack_model_ready{model="pair"} 1.0' in metrics
     # the restart window passes; then every request succeeds again
-    assert wait_until(lambda: supervised.http.get("/readyz").status_code == 200, 30)
+    assert wait_until(lambda: supervised.http.get("/healthz").json()["models"]["solo"] == "ready", 30)
     assert [chat(supervised, "solo").status_code for _ in range(5)] == [200] * 5
 
 

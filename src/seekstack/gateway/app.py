@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from ..config import Settings
 from ..engines.http import EngineHTTP
 from ..governance import Governance
+from ..registry import Registry
 from ..router import Router
 from ..supervisor import Supervisor
 from ..observability import Observability
@@ -38,13 +39,15 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
         audit_watch = asyncio.create_task(_recover_audit(governance))
         http = EngineHTTP(read_timeout=settings.scheduler.timeout)
         supervisor = Supervisor(settings, http)
-        router = Router(supervisor, settings.scheduler.policy)
-        observability.attach(supervisor, http, governance.audit)
+        registry = Registry([supervisor])
+        router = Router(registry, settings.scheduler.policy)
+        observability.attach(registry, http, governance.audit)
         app.state.observability = observability
         app.state.settings = settings
         app.state.supervisor = supervisor
+        app.state.registry = registry
         app.state.router = router
-        app.state.inference = InferenceService(settings, supervisor, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout),
+        app.state.inference = InferenceService(settings, registry, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout),
                                                governance.quotas)
         await supervisor.start()
         try:

@@ -1,4 +1,10 @@
-"""Liveness, readiness, the replica table behind `seekstack ps`, and the OpenAPI document."""
+"""Liveness, readiness, the registry's tables behind `seekstack ps`, and the OpenAPI document.
+
+Readiness is the gateway's, for a load balancer: ready when it can serve — the audit log
+takes records and at least one model has a ready endpoint. One model being down is that
+model's state, reported beside it (here, in ``/v1/models`` and in ``seekstack_model_ready``),
+and no reason for a balancer to drop a gateway that serves every other model.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,22 @@ router = APIRouter()
 
 
 @router.get("/healthz")
-async def healthz() -> dict:
-    return {"status": "ok"}
+async def healthz(request: Request) -> dict:
+    """Alive (the process answers), with each model's state: ready, starting, down or unloaded."""
+    registry = getattr(request.app.state, "registry", None)
+    models = {alias: state["state"] for alias, state in registry.models().items()} if registry is not None else {}
+    return {"status": "ok", "models": models}
 
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    supervisor = request.app.state.supervisor
-    models = {name: sum(r.routable for r in group) for name, group in supervisor.replicas.items()}
+    registry = request.app.state.registry
+    models = registry.models()
     audit = request.app.state.governance.audit.unavailable  # fail-closed: nothing can be served
-    ready = supervisor.ready() and audit is None  # an unloaded model is no reason to stop sending traffic
-    body = {"status": "ready" if ready else "not ready", "healthy_replicas": models}
+    ready = registry.can_serve() and audit is None
+    body = {"status": "ready" if ready else "not ready",
+            "models": {alias: state["state"] for alias, state in models.items()},
+            "healthy_replicas": {alias: state["ready_endpoints"] for alias, state in models.items()}}
     if audit is not None:
         body["audit"] = f"unavailable: {audit}"
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
@@ -38,7 +49,14 @@ async def openapi(request: Request) -> JSONResponse:
 
 @router.get("/admin/v1/replicas")
 async def replicas(request: Request) -> dict:
-    return {"object": "list", "data": [r.describe() for r in request.app.state.supervisor.all()]}
+    """Every endpoint in the registry (``seekstack ps``)."""
+    return {"object": "list", "data": [r.describe() for r in request.app.state.registry.endpoints()]}
+
+
+@router.get("/admin/v1/deployments")
+async def deployments(request: Request) -> dict:
+    """The registry: each model alias's deployments (engine, version, weight, source, state)."""
+    return {"object": "list", "data": [d.describe() for d in request.app.state.registry.deployments()]}
 
 
 @router.post("/admin/v1/models/{name}/unload")

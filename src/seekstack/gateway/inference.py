@@ -23,7 +23,7 @@ from ..observability import Trace, stage
 from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
                       UnsupportedError, ValidationFailed)
 from ..protocol import INSTEAD, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from ..supervisor import Supervisor
+from ..registry import Registry
 from .assemble import assemble
 from .disconnect import cancel_on_disconnect
 from .errors import sse_error
@@ -121,9 +121,9 @@ def text_bytes(content: Any) -> int:
 
 
 class InferenceService:
-    def __init__(self, settings: Settings, supervisor: Supervisor, upstream: Upstream, quotas: Quotas):
+    def __init__(self, settings: Settings, registry: Registry, upstream: Upstream, quotas: Quotas):
         self.settings = settings
-        self.supervisor = supervisor
+        self.registry = registry
         self.upstream = upstream
         self.quotas = quotas
 
@@ -132,13 +132,13 @@ class InferenceService:
     def capabilities(self, request: Request, name: str) -> Capabilities:
         """The model's capabilities, if it exists and this caller may use it."""
         principal: Principal = request.state.principal
-        group = self.supervisor.replicas.get(name)
-        if not group:
-            available = ", ".join(m for m in sorted(self.supervisor.replicas) if principal.may_use_model(m)) or "none"
+        caps = self.registry.capabilities(name)
+        if caps is None:
+            available = ", ".join(m for m in sorted(self.registry.aliases()) if principal.may_use_model(m)) or "none"
             raise ModelNotFoundError(f"model {name!r} does not exist; available models: {available}", param="model")
         principal.require_model(name)
         request.state.meter.model = name
-        return group[0].backend.capabilities
+        return caps
 
     # ------------------------------------------------------------ endpoints
 

@@ -152,10 +152,10 @@ async def show(request: Request) -> Response:
 
 @router.get("/ps")
 async def ps(request: Request) -> Response:
-    supervisor = request.app.state.supervisor
+    registry = request.app.state.registry
     running = []
     for model in _visible_models(request):
-        replicas = supervisor.replicas.get(model.name, [])
+        replicas = registry.endpoints(model.name)
         if any(r.routable for r in replicas):
             size = sum((r.describe().get("memory_bytes") or 0) for r in replicas)
             running.append({**_model_entry(model), "size": size, "size_vram": 0, "context_length": model.context,
@@ -294,7 +294,8 @@ class NDJSONStream(EventStream):
 
 def _visible_models(request: Request):
     principal = request.state.principal
-    return [m for m in request.app.state.settings.models if principal.may_use_model(m.name)]
+    registry = request.app.state.registry
+    return [registry.model(alias) for alias in registry.aliases() if principal.may_use_model(alias)]
 
 
 def _details(model) -> dict[str, Any]:

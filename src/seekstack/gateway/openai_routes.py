@@ -27,10 +27,13 @@ _CREATED = int(time.time())
 
 
 async def list_models(request: Request) -> Response:
+    """The models this caller may use, each with its state now (``ready``, ``starting``, ``down``,
+    ``unloaded``) — an extra field the OpenAI clients ignore."""
     principal = request.state.principal
-    models = [m for m in request.app.state.settings.models if principal.may_use_model(m.name)]
+    registry = request.app.state.registry
     return json_response({"object": "list", "data": [
-        {"id": m.name, "object": "model", "created": _CREATED, "owned_by": "seekstack"} for m in models]})
+        {"id": alias, "object": "model", "created": _CREATED, "owned_by": "seekstack", "state": registry.state(alias)}
+        for alias in registry.aliases() if principal.may_use_model(alias)]})
 
 
 async def chat_completions(request: Request) -> Response:

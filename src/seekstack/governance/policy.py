@@ -56,6 +56,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/ps"): "models:read",
     ("GET", "/api/version"): "self",
     ("GET", "/admin/v1/replicas"): "models:manage",
+    ("GET", "/admin/v1/deployments"): "models:manage",
     ("POST", "/admin/v1/models/{id}/load"): "models:manage",
     ("POST", "/admin/v1/models/{id}/unload"): "models:manage",
     ("GET", "/admin/v1/keys"): "self",          # one's own keys; keys:manage: the team's or everyone's

@@ -25,16 +25,16 @@ class Observability:
         self._gc: GcCollector | None = None
         self._nvml = nvml
 
-    def attach(self, supervisor, http, audit=None) -> None:
-        """Register the scrape-time collectors, once the supervisor exists."""
+    def attach(self, deployments, http, audit=None) -> None:
+        """Register the scrape-time collectors, once the registry of deployments exists."""
         if self.metrics is None or self._engines is not None:
             return
         from .. import __version__
 
         registry = self.metrics.registry
         tls = self.settings.server.tls
-        registry.register(ReplicaCollector(supervisor))
-        self._engines = EngineMetrics(supervisor, http)
+        registry.register(ReplicaCollector(deployments))
+        self._engines = EngineMetrics(deployments, http)
         registry.register(self._engines)
         registry.register(GpuCollector(self._nvml))
         ProcessCollector(namespace="seekstack", registry=registry)

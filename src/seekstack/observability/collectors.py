@@ -32,8 +32,10 @@ SCRAPE_TIMEOUT_S = 2.0
 
 
 class ReplicaCollector(Collector):
-    def __init__(self, supervisor):
-        self.supervisor = supervisor
+    """Every endpoint in the registry of deployments, and each model's state as a whole."""
+
+    def __init__(self, registry):
+        self.registry = registry
 
     def collect(self) -> Iterable[Metric]:
         labels = ["model", "replica", "engine"]
@@ -44,7 +46,7 @@ class ReplicaCollector(Collector):
         cpu = CounterMetricFamily("seekstack_replica_cpu_seconds", _help("seekstack_replica_cpu_seconds_total"), labels=labels)
         in_flight = GaugeMetricFamily("seekstack_requests_in_flight", _help("seekstack_requests_in_flight"), labels=["model", "replica"])
         queued = GaugeMetricFamily("seekstack_requests_queued", _help("seekstack_requests_queued"), labels=["model", "replica"])
-        for replica in self.supervisor.all():
+        for replica in self.registry.endpoints():
             ids = [replica.model.name, str(replica.index), replica.model.engine.kind]
             up.add_metric(ids, 1.0 if replica.routable else 0.0)
             restarts.add_metric(ids, replica.restarts)
@@ -55,7 +57,13 @@ class ReplicaCollector(Collector):
             if usage is not None:
                 memory.add_metric(ids, usage[0])
                 cpu.add_metric(ids, usage[1])
-        return [up, restarts, slots, in_flight, queued, memory, cpu]
+        model_ready = GaugeMetricFamily("seekstack_model_ready", _help("seekstack_model_ready"), labels=["model"])
+        ready_endpoints = GaugeMetricFamily("seekstack_model_ready_endpoints", _help("seekstack_model_ready_endpoints"),
+                                            labels=["model"])
+        for alias, state in self.registry.models().items():
+            model_ready.add_metric([alias], 1.0 if state["state"] == "ready" else 0.0)
+            ready_endpoints.add_metric([alias], state["ready_endpoints"])
+        return [up, restarts, slots, in_flight, queued, memory, cpu, model_ready, ready_endpoints]
 
 
 def _process_usage(pid: int | None) -> tuple[float, float] | None:
@@ -76,13 +84,13 @@ def _process_usage(pid: int | None) -> tuple[float, float] | None:
 class EngineMetrics(Collector):
     """The engines' own metrics, as of the last :meth:`scrape`."""
 
-    def __init__(self, supervisor, http):
-        self.supervisor = supervisor
+    def __init__(self, registry, http):
+        self.registry = registry
         self.http = http
         self._families: list[Metric] = []
 
     async def scrape(self) -> None:
-        replicas = [r for r in self.supervisor.all() if r.routable]
+        replicas = [r for r in self.registry.endpoints() if r.routable]
         texts = await asyncio.gather(*(r.backend.metrics_page(SCRAPE_TIMEOUT_S) for r in replicas))
         self._families = relabel([(r.model.name, str(r.index), r.model.engine.kind, text)
                                   for r, text in zip(replicas, texts) if text])

@@ -45,6 +45,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "seekstack_requests_in_flight": ("gauge", "model, replica", "Requests the gateway has sent to the replica and not finished."),
     "seekstack_requests_queued": ("gauge", "model, replica", "In-flight requests beyond the replica's engine slots: waiting for a slot."),
     "seekstack_replica_slots": ("gauge", "model, replica, engine", "Parallel sequences (engine slots) of the replica."),
+    "seekstack_model_ready": ("gauge", "model", "1 when at least one endpoint of the model takes requests, else 0 (the gateway itself stays ready: see /readyz)."),
+    "seekstack_model_ready_endpoints": ("gauge", "model", "Endpoints of the model that take requests now, over all its deployments."),
     "seekstack_replica_up": ("gauge", "model, replica, engine", "1 when the replica passes its heartbeat and takes requests, else 0."),
     "seekstack_replica_restarts_total": ("counter", "model, replica, engine", "Times the supervisor restarted the replica after a crash or a failed heartbeat."),
     "seekstack_replica_resident_memory_bytes": ("gauge", "model, replica, engine", "Resident memory of the replica's engine process."),

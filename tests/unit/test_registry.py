@@ -1,0 +1,74 @@
+"""The registry of deployments: what it says about models, and how it spreads traffic."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from seekstack.config import ModelConfig
+from seekstack.engines.base import ExternalEngine
+from seekstack.engines.http import EngineHTTP
+from seekstack.engines.registry import engine_kind
+from seekstack.errors import EngineUnavailableError
+from seekstack.registry import Deployment, Registry
+from seekstack.router import Router
+from seekstack.supervisor import READY, STARTING, UNLOADED, Replica
+
+
+class Listed:
+    """A source with fixed deployments (what a discovery hands the registry)."""
+
+    def __init__(self, *deployments: Deployment):
+        self._deployments = list(deployments)
+
+    def deployments(self):
+        return self._deployments
+
+    async def start(self):
+        return None
+
+    async def stop(self):
+        return None
+
+
+def deployment(alias: str, name: str, states: list[str], weight: int = 100) -> Deployment:
+    model = ModelConfig(name=alias, engine={"kind": "openai", "url": "http://127.0.0.1:9/v1"})
+    kind, http = engine_kind("openai"), EngineHTTP(read_timeout=5)
+    endpoints = []
+    for index, state in enumerate(states):
+        engine = ExternalEngine(f"http://127.0.0.1:{9 + index}/v1")
+        endpoints.append(Replica(model, index, engine, kind.backend(http, engine.base_url, model), state=state))
+    return Deployment(alias=alias, name=name, model=model, source="static", endpoints=endpoints, weight=weight)
+
+
+def test_a_model_is_ready_while_one_endpoint_is_and_the_gateway_while_one_model_is():
+    registry = Registry([Listed(deployment("a", "a", [READY, STARTING]), deployment("b", "b", [STARTING]),
+                                deployment("c", "c", [UNLOADED]))])
+    assert registry.aliases() == ["a", "b", "c"]
+    assert {alias: s["state"] for alias, s in registry.models().items()} == {"a": "ready", "b": "starting", "c": "unloaded"}
+    assert registry.models()["a"]["ready_endpoints"] == 1 and registry.models()["a"]["endpoints"] == 2
+    assert registry.can_serve()
+    assert registry.capabilities("a") is not None and registry.capabilities("nosuch") is None
+    assert not Registry([Listed(deployment("b", "b", [STARTING]))]).can_serve()
+
+
+def test_traffic_is_split_between_an_alias_deployments_by_weight():
+    stable, canary = deployment("m", "stable", [READY, READY], weight=90), deployment("m", "canary", [READY], weight=10)
+    registry = Registry([Listed(stable, canary)])
+    router = Router(registry, "round-robin")
+    picks = Counter("canary" if router.pick("m") in canary.endpoints else "stable" for _ in range(1000))
+    assert picks == {"stable": 900, "canary": 100}
+    # a deployment with no ready endpoint takes none; weight 0 takes none
+    for endpoint in canary.endpoints:
+        endpoint.state = STARTING
+    assert all(router.pick("m") in stable.endpoints for _ in range(50))
+    canary.endpoints[0].state, canary.weight = READY, 0
+    assert all(router.pick("m") in stable.endpoints for _ in range(50))
+
+
+def test_an_unloaded_model_says_how_to_load_it():
+    router = Router(Registry([Listed(deployment("c", "c", [UNLOADED]))]))
+    with pytest.raises(EngineUnavailableError, match="unloaded") as refused:
+        router.pick("c")
+    assert "seekstack models load c" in refused.value.fix
