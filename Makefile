@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install serve test bench bench-litellm docs clean
+.PHONY: install system-deps serve test bench bench-litellm docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,22 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Programs the tests run for real (a load balancer in front of several gateways): installed
+# from Debian's packages when missing and this is root; otherwise one line naming what is missing.
+SYSTEM_DEPS := haproxy
+system-deps:
+	@missing=""; for tool in $(SYSTEM_DEPS); do PATH="$$PATH:/usr/sbin" command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
+	      || { echo "missing:$$missing — apt-get could not install it; install it, then run make test again"; exit 1; }; \
+	  else echo "missing:$$missing — install it (sudo apt-get install$$missing), then run make test again"; exit 1; fi; \
+	fi
+
 serve: install
 	$(BIN)/seekstack serve
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -67,7 +67,8 @@ class Server:
 
     started: list["Server"] = []  # every one, so a failed test cannot leave its servers running
 
-    def __init__(self, tmp: Path, config: dict, name: str = "serve"):
+    def __init__(self, tmp: Path, config: dict, name: str = "serve", command: str = "serve"):
+        self.command = command                       # serve | gateway (a host role)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = tmp / f"{name}.yaml"
@@ -96,7 +97,7 @@ class Server:
         if terminal:
             master, output = pty.openpty()
             threading.Thread(target=_copy_terminal, args=(master, log), daemon=True).start()
-        self.proc = subprocess.Popen([*SEEKSTACK, "serve", "--config", str(self.config_path), "--port", str(self.port),
+        self.proc = subprocess.Popen([*SEEKSTACK, self.command, "--config", str(self.config_path), "--port", str(self.port),
                                       *self.extra_args],
                                      stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.config_path.parent,
                                      env={**os.environ, **self.env})

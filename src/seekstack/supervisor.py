@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, Settings
+from .config import ModelConfig, Settings, is_loopback
 from .engines import Backend, Health, Load
 from .engines.backend import DEGRADED, DOWN, STARTING as ENGINE_STARTING
 from .engines.base import Engine, ExternalEngine
@@ -98,8 +98,11 @@ def _rss(pid: int | None) -> int | None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, http: Any):
+    def __init__(self, settings: Settings, http: Any, *, engines_only: bool = False):
+        """``engines_only``: this host runs engines for gateways elsewhere (``seekstack engines``):
+        every engine listens on TCP at its ``host`` / ``port`` and requires its configured key."""
         self.settings = settings
+        self.engines_only = engines_only
         self.cfg = settings.supervisor
         self.http = http
         self.replicas: dict[str, list[Replica]] = {}
@@ -108,31 +111,38 @@ class Supervisor:
         self._stopping = False
         logs = settings.state_path / "logs"
         # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) if self.cfg.engine_transport == "unix" else None
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) \
+            if self.cfg.engine_transport == "unix" and not engines_only else None
         for model in settings.models:
             missing = missing_package(model.engine)
             if missing is not None:
                 raise ConfigError(f"model {model.name}: {missing.partition(' — ')[0]}", fix=missing.partition(" — ")[2])
-            self.replicas[model.name] = [self._replica(model, i, logs) for i in range(model.replicas)]
+            count = model.replicas if model.engine.launched else len(model.engine.addresses)
+            self.replicas[model.name] = [self._replica(model, i, logs) for i in range(count)]
             self._deployments[model.name] = deployment_of(model, self.replicas[model.name])
 
     def _replica(self, model: ModelConfig, index: int, logs: Path) -> Replica:
         kind = engine_kind(model.engine.kind)
         if not model.engine.launched or kind.process is None:
-            engine: Engine = ExternalEngine(model.engine.url)  # type: ignore[arg-type]
+            engine: Engine = ExternalEngine(model.engine.addresses[index])
             return Replica(model, index, engine, kind.backend(self.http, engine.base_url, model,
                                                              api_key=read_api_key(model.engine)))
-        # An engine on TCP takes only requests carrying this key, which only the gateway holds.
-        key = None if kind.process.uses_unix_socket else secrets.token_hex(32)  # hex: never read as a flag
-        process = kind.process(model, log_path=logs / f"{_safe(model.name)}-{index}.log",
-                               socket_path=self._socket(model.name, index), nice=self.cfg.engine_nice, api_key=key)
+        socket = self._socket(model, index) if kind.process.uses_unix_socket else None
+        # An engine on TCP takes only requests carrying a key: the configured one (shared with
+        # gateways on other hosts), else one made now that only this gateway holds.
+        key = None if socket else read_api_key(model.engine) or secrets.token_hex(32)  # hex: never read as a flag
+        process = kind.process(model, log_path=logs / f"{_safe(model.name)}-{index}.log", socket_path=socket,
+                               port=model.engine.port + index if model.engine.port else None,
+                               nice=self.cfg.engine_nice, api_key=key)
         if model.engine.simulated:
             log.warning("model %s replica %d: SIMULATED — `seekstack sim` stands in for %s (no model runs)",
                         model.name, index, kind.name)
         return Replica(model, index, process, kind.backend(self.http, process.base_url, model, api_key=key))
 
-    def _socket(self, name: str, index: int) -> Path | None:
-        if self.runtime_dir is None:
+    def _socket(self, model: ModelConfig, index: int) -> Path | None:
+        """A private Unix socket, for an engine only this host's gateway talks to (a loopback
+        engine with no fixed port); None: TCP."""
+        if self.runtime_dir is None or model.engine.port or not is_loopback(model.engine.host):
             return None
         return self.runtime_dir / f"{len(self.replicas)}-{index}.sock"
 

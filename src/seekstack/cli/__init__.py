@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import SeekstackError
-from . import admin, audit, bench, config_cmd, deploy, doctor, info, plan, run, serve, service, sim, store_cmd
+from . import (admin, audit, bench, config_cmd, deploy, doctor, engines, info, plan, run, serve, service, sim,
+               store_cmd)
 
 app = typer.Typer(
     name="seekstack",
@@ -22,6 +23,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("serve")(serve.serve)
+app.command("gateway")(serve.gateway)
+app.command("engines")(engines.engines)
 app.command("stop")(service.stop)
 app.add_typer(service.app, name="service")
 app.command("run")(run.run)

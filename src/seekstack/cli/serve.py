@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..gateway.app import build_app
 from ..gateway.connections import bounded_protocol
 from ..governance.service import admin_key_path, audit_dir
+from ..hostroles import Role, role_problems
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
 from ..planner.admission import admit, derive
 from ..planner.hardware import detect
@@ -37,11 +38,27 @@ def serve(
     force: bool = typer.Option(False, "--force", help="Start even when the planner says the models do not fit in memory."),
 ) -> None:
     """Start engines and the OpenAI/DeepSeek-compatible gateway (loopback only by default)."""
-    settings = load_settings(config)
+    start(load_settings(config), "serve", host, port, force)
+
+
+def gateway(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="seekstack.yaml whose models name their engines (engine.url / engine.endpoints)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default 8800; 0 picks a free one)."),
+) -> None:
+    """Start a gateway only: every model's engines run on other hosts (several gateways share one database)."""
+    start(load_settings(config), "gateway", host, port, force=False)
+
+
+def start(settings: Settings, role: Role, host: str | None, port: int | None, force: bool) -> None:
     if host is not None:
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    problems = role_problems(settings, role)
+    if problems:
+        raise ConfigError(f"cannot start a {role} host: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
+                          fix="fix them, then run `seekstack config check FILE`")
     # One writer per audit chain: gateways may share a state_dir only with an audit.dir each.
     settings_lock[0] = statelock.hold(audit_dir(settings), host=settings.server.host, port=settings.server.port)
     if ports.in_use(settings.server.host, settings.server.port):

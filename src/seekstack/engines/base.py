@@ -61,12 +61,13 @@ class ProcessEngine(Engine):
     uses_unix_socket = True  # listens on a Unix socket when the supervisor offers one
 
     def __init__(self, model: "ModelConfig", *, log_path: Path, socket_path: Path | None = None,
-                 host: str = "127.0.0.1", nice: int = 0, api_key: str | None = None):
-        """Listen on ``socket_path`` (a Unix socket) when given, else on a free TCP port of ``host``."""
+                 port: int | None = None, nice: int = 0, api_key: str | None = None):
+        """Listen on ``socket_path`` (a Unix socket) when given, else on ``port`` (default: a free
+        one) of the engine's ``host``."""
         self.model = model
-        self.host = host
+        self.host = model.engine.host
         self.socket_path = socket_path if self.uses_unix_socket else None
-        self.port = None if self.socket_path else free_port(host)
+        self.port = None if self.socket_path else port or free_port(self.host)
         self.log_path = log_path
         self.nice = nice
         self.api_key = api_key

@@ -22,6 +22,7 @@ from ..errors import ContextLengthError
 from .backend import Backend, Kind
 from .base import ProcessEngine, python_module_command
 from .capabilities import Capabilities
+from .llamacpp_worker import ENGINE_KEY_ENV
 from .registry import EngineKind, register_engine
 from .settings import LlamaCppSettings
 
@@ -114,6 +115,9 @@ class LlamaCppProcess(ProcessEngine):
             "reasoning": NATIVE_REASONING.get(model.reasoning_format()) if native_reasoning(model) else None,
             "served_name": model.name,
         }
+
+    def environment(self) -> dict[str, str]:
+        return {ENGINE_KEY_ENV: self.api_key} if self.api_key else {}
 
     def command(self) -> list[str]:
         if self.model.engine.simulate:

@@ -13,6 +13,7 @@ import sys
 
 from .lifeline import die_with_parent
 
+ENGINE_KEY_ENV = "SEEKSTACK_ENGINE_API_KEY"  # the key every request must carry (in the environment, not argv)
 _REASONING = {"deepseek": "COMMON_REASONING_FORMAT_DEEPSEEK", None: "COMMON_REASONING_FORMAT_NONE"}
 
 
@@ -31,6 +32,8 @@ def build_params(spec: dict):
     p.n_gpu_layers = spec["gpu_layers"]
     p.hostnames = [spec["host"]]
     p.port = spec["port"]
+    if os.environ.get(ENGINE_KEY_ENV):  # on TCP: only the gateways holding the key get in (/health stays open)
+        p.api_keys = [os.environ[ENGINE_KEY_ENV]]
     p.endpoint_metrics = True
     p.endpoint_slots = True
     p.cont_batching = True

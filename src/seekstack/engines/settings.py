@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SIMULATE_HELP = ("Run `seekstack sim` in this engine's dialect instead of the engine, with the very launch "
                  "command seekstack would run (for rehearsals and tests on machines without a GPU). Logged loudly.")
@@ -26,23 +26,42 @@ class EngineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     kind: str = Field(description="The engine kind.")
-    url: str | None = Field(None, description="An engine of this kind already running at this base URL (another host, another team's): seekstack does not start it, and talks to it in this engine's dialect (its metrics, its token counting). Without it, seekstack starts the engine.")
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="With `url`: the environment variable holding the server's API key (sent as a bearer token; never logged).")
-    api_key_file: Path | None = Field(None, description="With `url`: a file holding the server's API key (mode 0600 or stricter; never logged).")
+    url: str | None = Field(None, description="An engine of this kind already running at this base URL (another host, another team's): seekstack does not start it, and talks to it in this engine's dialect (its metrics, its token counting). Without it (or `endpoints`), seekstack starts the engine.")
+    endpoints: list[str] = Field(default_factory=list, description="Several engines of this kind already running (on GPU hosts, each started by `seekstack engines`): one endpoint of this model each, heartbeated and load-balanced. Use instead of `url`.")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The environment variable holding the engine's API key (a bearer token; never logged). With `url` / `endpoints`: the key sent. On an engine seekstack starts: the key it requires, shared with the gateways on other hosts; without one, a new key is made at each start and only this host's gateway holds it.")
+    api_key_file: Path | None = Field(None, description="A file holding the engine's API key (mode 0600 or stricter; never logged); like `api_key_env`.")
+    host: str = Field("127.0.0.1", description="Address a started engine binds. Loopback by default: only this host's gateway reaches it. Another address (an engines host, `seekstack engines`) needs `api_key_file` or `api_key_env`: every request must carry that key.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port of a started engine (replica i listens on port + i); default: a free port, or a private Unix socket where the engine can use one.")
     package: ClassVar[str | None] = None   # the Python package that must be installed to run it here
     install: ClassVar[str] = ""            # how to install that package
 
     @field_validator("url")
     @classmethod
     def _base_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("http://", "https://", "unix://")):
-            raise ValueError(f"{url!r}: use http://, https:// or unix:// — the base URL of the server")
-        return None if url is None else url.rstrip("/").removesuffix("/v1")
+        return None if url is None else base_url(url)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _base_urls(cls, urls: list[str]) -> list[str]:
+        return [base_url(url) for url in urls]
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "EngineSettings":
+        if self.url is not None and self.endpoints:
+            raise ValueError("set `url` (one engine) or `endpoints` (several), not both")
+        if len(set(self.endpoints)) != len(self.endpoints):
+            raise ValueError("endpoints: each address once")
+        return self
 
     @property
     def launched(self) -> bool:
-        """seekstack starts this engine (False: a server that already runs at ``url``)."""
-        return self.url is None
+        """seekstack starts this engine (False: servers that already run at ``url`` / ``endpoints``)."""
+        return self.url is None and not self.endpoints
+
+    @property
+    def addresses(self) -> list[str]:
+        """The base URLs of engines that already run (empty for an engine seekstack starts)."""
+        return list(self.endpoints) if self.endpoints else [self.url] if self.url else []
 
     @property
     def simulated(self) -> bool:
@@ -60,7 +79,6 @@ class LlamaCppSettings(EngineSettings):
 
 
 class _GpuServerSettings(EngineSettings):
-    host: str = Field("127.0.0.1", description="Address the engine binds. Loopback by default: only this host's gateway reaches it, and every request must carry the engine's API key (made per start, held by the gateway).")
     tensor_parallel: int | None = Field(None, ge=1, le=64, description="GPUs one replica's weights are split across (default: the planner's answer for this model and hardware).")
     data_parallel: int = Field(1, ge=1, le=64, description="Copies of the model inside one engine process group.")
     kv_cache_dtype: Literal["auto", "fp8"] = Field("auto", description="KV cache precision; fp8 halves its memory.")
@@ -96,9 +114,21 @@ class OpenAISettings(EngineSettings):
     server on a GPU host, a cloud endpoint over a private link)."""
 
     kind: Literal["openai"] = Field("openai", description="An OpenAI-compatible server seekstack does not start.")
-    url: str = Field(description="Base URL of the server, without /v1 (e.g. http://10.0.0.7:8000).")  # type: ignore[assignment]
+    url: str | None = Field(None, description="Base URL of the server, without /v1 (e.g. http://10.0.0.7:8000); or list several in `endpoints`.")
     upstream_model: str | None = Field(None, min_length=1, description="The model id the server knows this model by (default: the model's own name).")
     health_path: str = Field("/v1/models", pattern=r"^/", description="Path whose 200 means the server is up.")
+
+    @model_validator(mode="after")
+    def _needs_an_address(self) -> "OpenAISettings":
+        if not self.addresses:
+            raise ValueError("set `url` (the server's base URL) or `endpoints` — seekstack does not start this engine")
+        return self
+
+
+def base_url(url: str) -> str:
+    if not url.startswith(("http://", "https://", "unix://")):
+        raise ValueError(f"{url!r}: use http://, https:// or unix:// — the base URL of the server")
+    return url.rstrip("/").removesuffix("/v1")
 
 
 SETTINGS: dict[str, type[EngineSettings]] = {}

@@ -62,10 +62,6 @@ def sglang_command(spec: LaunchSpec) -> list[str]:
 class SglangProcess(ProcessEngine):
     uses_unix_socket = False
 
-    def __init__(self, model, **kwargs):
-        kwargs["host"] = model.engine.host
-        super().__init__(model, **kwargs)
-
     def launch(self) -> LaunchSpec:
         planned = None if self.model.engine.tensor_parallel else planned_tensor_parallel(self.model, "sglang")
         return spec_from_model(self.model, port=self.port, api_key=self.api_key, planned_tp=planned)

