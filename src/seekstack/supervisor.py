@@ -15,6 +15,7 @@ A configured model can be unloaded (its replicas stopped, their memory freed, th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import shutil
@@ -36,7 +37,7 @@ from .registry import Deployment
 log = logging.getLogger("seekstack.supervisor")
 
 STARTING, READY, UNHEALTHY, RESTARTING, STOPPED = "starting", "ready", "unhealthy", "restarting", "stopped"
-UNLOADED = "unloaded"
+UNLOADED, DRAINING = "unloaded", "draining"
 UNHEALTHY_AFTER = 3  # consecutive failed heartbeats before a live replica stops taking traffic
 
 
@@ -107,19 +108,99 @@ class Supervisor:
         self.http = http
         self.replicas: dict[str, list[Replica]] = {}
         self._deployments: dict[str, Deployment] = {}
+        self._socket_ids = itertools.count()
+        self._draining: dict[asyncio.Task, list[Replica]] = {}  # replicas out of the registry, finishing
         self._tasks: dict[Replica, asyncio.Task] = {}
         self._stopping = False
-        logs = settings.state_path / "logs"
         # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) \
             if self.cfg.engine_transport == "unix" and not engines_only else None
         for model in settings.models:
-            missing = missing_package(model.engine)
-            if missing is not None:
-                raise ConfigError(f"model {model.name}: {missing.partition(' — ')[0]}", fix=missing.partition(" — ")[2])
-            count = model.replicas if model.engine.launched else len(model.engine.addresses)
-            self.replicas[model.name] = [self._replica(model, i, logs) for i in range(count)]
-            self._deployments[model.name] = deployment_of(model, self.replicas[model.name])
+            self._publish(model, self._replicas_of(model))
+
+    def _replicas_of(self, model: ModelConfig) -> list[Replica]:
+        missing = missing_package(model.engine)
+        if missing is not None:
+            raise ConfigError(f"model {model.name}: {missing.partition(' — ')[0]}", fix=missing.partition(" — ")[2])
+        count = model.replicas if model.engine.launched else len(model.engine.addresses)
+        return [self._replica(model, i, self.settings.state_path / "logs") for i in range(count)]
+
+    def _publish(self, model: ModelConfig, replicas: list[Replica]) -> list[Replica]:
+        """Make ``replicas`` the model's (the registry sees them at once); return the ones they replace."""
+        old = self.replicas.get(model.name, [])
+        self.replicas[model.name] = replicas
+        self._deployments[model.name] = deployment_of(model, replicas)
+        return old
+
+    # ------------------------------------------------------------ hot reload
+
+    async def apply(self, models: list[ModelConfig], changed: set[str]) -> dict[str, list[str]]:
+        """Serve ``models`` from now on, without dropping a request in flight.
+
+        A new model starts at once (its requests get 503 until a replica is ready). A model in
+        ``changed`` gets new replicas first; once one is ready they take its traffic and the old
+        ones drain in the background — requests in flight finish, then they stop. If none gets
+        ready within ``startup_timeout``, the old ones stay and the model is listed as failed.
+        A removed model leaves the registry at once and drains the same way."""
+        wanted = {m.name: m for m in models}
+        added = [m for m in models if m.name not in self.replicas]
+        removed = [name for name in self.replicas if name not in wanted]
+        fresh = {m.name: self._replicas_of(m) for m in [*added, *(wanted[n] for n in changed if n in self.replicas)]}
+        for replica in (r for group in fresh.values() for r in group):
+            self._run(replica)
+        for model in added:
+            self._publish(model, fresh[model.name])
+        failed = []
+        replacing = [name for name in changed if name in self.replicas and name in fresh]
+        ready = await asyncio.gather(*(self._first_ready(fresh[name]) for name in replacing))
+        for name, ok in zip(replacing, ready):
+            if ok:
+                self._drain(self._publish(wanted[name], fresh[name]))
+            else:
+                failed.append(name)
+                self._drain(fresh[name])
+        for name in removed:
+            self._drain(self.replicas.pop(name))
+            del self._deployments[name]
+        order = {m.name: i for i, m in enumerate(models)}  # the registry lists models as the config does
+        self._deployments = dict(sorted(self._deployments.items(), key=lambda item: order.get(item[0], len(order))))
+        log.info("config applied: added %s, replaced %s, removed %s, failed %s",
+                 [m.name for m in added], [n for n in replacing if n not in failed], removed, failed)
+        return {"added": [m.name for m in added], "changed": [n for n in replacing if n not in failed],
+                "removed": removed, "failed": failed}
+
+    async def _first_ready(self, group: list[Replica]) -> bool:
+        waits = [asyncio.ensure_future(r._ready.wait()) for r in group]
+        try:
+            await asyncio.wait_for(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED), self.cfg.startup_timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return any(r.routable for r in group)
+
+    def _drain(self, group: list[Replica]) -> None:
+        """Out of the registry already: let their requests in flight finish, then stop them."""
+        task = asyncio.create_task(self._drain_then_stop(group))
+        self._draining[task] = group
+        task.add_done_callback(lambda done: self._draining.pop(done, None))
+
+    async def _drain_then_stop(self, group: list[Replica]) -> None:
+        for replica in group:
+            if replica.state == READY:
+                replica.state = DRAINING
+        deadline = time.monotonic() + self.settings.server.drain_timeout
+        while any(r.outstanding for r in group) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        tasks = [self._tasks.pop(r) for r in group if r in self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(r.engine.stop() for r in group), return_exceptions=True)
+        for replica in group:
+            replica.state = STOPPED
+        log.info("drained and stopped %s", ", ".join(r.name for r in group))
 
     def _replica(self, model: ModelConfig, index: int, logs: Path) -> Replica:
         kind = engine_kind(model.engine.kind)
@@ -144,7 +225,7 @@ class Supervisor:
         engine with no fixed port); None: TCP."""
         if self.runtime_dir is None or model.engine.port or not is_loopback(model.engine.host):
             return None
-        return self.runtime_dir / f"{len(self.replicas)}-{index}.sock"
+        return self.runtime_dir / f"{next(self._socket_ids)}.sock"
 
     def deployments(self) -> list[Deployment]:
         return list(self._deployments.values())
@@ -214,6 +295,11 @@ class Supervisor:
 
     async def stop(self) -> None:
         self._stopping = True
+        draining = [r for group in self._draining.values() for r in group]
+        for task in list(self._draining):
+            task.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
+        await asyncio.gather(*(r.engine.stop() for r in draining), return_exceptions=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

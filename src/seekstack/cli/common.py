@@ -86,9 +86,9 @@ class GatewayClient:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
-    def request(self, method: str, path: str, body: Optional[dict] = None) -> dict:
+    def request(self, method: str, path: str, body: Optional[dict] = None, timeout: Optional[float] = 10.0) -> dict:
         try:
-            response = httpx.request(method, self.url + path, json=body, headers=self.headers, timeout=10.0)
+            response = httpx.request(method, self.url + path, json=body, headers=self.headers, timeout=timeout)
         except httpx.TransportError:
             raise ServerUnreachableError(f"cannot reach seekstack at {self.url}",
                                          fix="start it with `seekstack serve`, or pass --url") from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Optional
 
 import typer
 

@@ -6,7 +6,9 @@ import asyncio
 import faulthandler
 import gc
 import json
+import logging
 import os
+import signal
 import ssl
 from pathlib import Path
 from typing import Optional
@@ -15,12 +17,13 @@ import typer
 import uvicorn
 
 from .. import __version__, ports, statelock
-from ..config import Settings, check_settings, load_settings
+from ..config import Settings, check_settings, find_config_file, load_settings
 from ..errors import ConfigError
 from ..gateway.app import build_app
 from ..gateway.connections import bounded_protocol
 from ..governance.service import admin_key_path, audit_dir
 from ..hostroles import Role, role_problems
+from ..reload import Reloader
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
 from ..planner.admission import admit, derive
 from ..planner.hardware import detect
@@ -38,7 +41,7 @@ def serve(
     force: bool = typer.Option(False, "--force", help="Start even when the planner says the models do not fit in memory."),
 ) -> None:
     """Start engines and the OpenAI/DeepSeek-compatible gateway (loopback only by default)."""
-    start(load_settings(config), "serve", host, port, force)
+    start(config, "serve", host, port, force)
 
 
 def gateway(
@@ -47,10 +50,12 @@ def gateway(
     port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default 8800; 0 picks a free one)."),
 ) -> None:
     """Start a gateway only: every model's engines run on other hosts (several gateways share one database)."""
-    start(load_settings(config), "gateway", host, port, force=False)
+    start(config, "gateway", host, port, force=False)
 
 
-def start(settings: Settings, role: Role, host: str | None, port: int | None, force: bool) -> None:
+def start(config: Path | None, role: Role, host: str | None, port: int | None, force: bool) -> None:
+    settings = load_settings(config)
+    reloader = Reloader(find_config_file(config), role, settings)  # the models as written, before sizes are derived
     if host is not None:
         settings.server.host = host
     if port is not None:
@@ -87,12 +92,12 @@ def start(settings: Settings, role: Role, host: str | None, port: int | None, fo
     try:
         import uvloop
 
-        uvloop.run(run_server(settings))
+        uvloop.run(run_server(settings, reloader))
     except ImportError:  # pragma: no cover
-        asyncio.run(run_server(settings))
+        asyncio.run(run_server(settings, reloader))
 
 
-async def run_server(settings: Settings) -> None:
+async def run_server(settings: Settings, reloader: Reloader | None = None) -> None:
     tls = settings.server.tls
     if tls:  # before anything is opened or logged: a bad certificate is one line
         try:
@@ -100,7 +105,8 @@ async def run_server(settings: Settings) -> None:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot use the TLS certificate or key: {exc}",
                               fix="check server.tls.cert / key (PEM, matching pair, readable)") from None
-    app = build_app(settings)
+    app = build_app(settings, reloader=reloader)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(app)))
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -176,6 +182,17 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
     out.print("Try it:", style="dim")
     out.print(f"  curl {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
     out.print("Stop with Ctrl-C (in-flight requests finish first).", style="dim")
+
+
+async def _reload(app) -> None:
+    """SIGHUP: apply the config file again (the outcome goes to the log; nothing else waits for it)."""
+    reloader = getattr(app.state, "reloader", None)
+    if reloader is None:
+        return
+    try:
+        await reloader.reload()  # logs what changed
+    except ConfigError as exc:
+        logging.getLogger("seekstack.reload").error("SIGHUP reload refused: %s", exc.message)
 
 
 def freeze_startup_heap() -> None:

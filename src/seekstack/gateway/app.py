@@ -12,6 +12,7 @@ from ..config import Settings
 from ..engines.http import EngineHTTP
 from ..governance import Governance
 from ..registry import Registry
+from ..reload import Reloader
 from ..router import Router
 from ..supervisor import Supervisor
 from ..observability import Observability
@@ -24,7 +25,7 @@ from .sources import SourceGuard
 from .upstream import Upstream
 
 
-def build_app(settings: Settings, observability: Observability | None = None) -> FastAPI:
+def build_app(settings: Settings, observability: Observability | None = None, reloader: "Reloader | None" = None) -> FastAPI:
     governance = Governance(settings)
     observability = observability or Observability(settings)
     limits = settings.server.source_limits
@@ -46,6 +47,9 @@ def build_app(settings: Settings, observability: Observability | None = None) ->
         app.state.settings = settings
         app.state.supervisor = supervisor
         app.state.registry = registry
+        app.state.reloader = reloader
+        if reloader is not None:
+            reloader.supervisor = supervisor
         app.state.router = router
         app.state.inference = InferenceService(settings, registry, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout),
                                                governance.quotas)

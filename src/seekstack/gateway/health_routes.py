@@ -71,3 +71,16 @@ async def load(name: str, request: Request) -> dict:
     """Start an unloaded model's replicas again; answers once one is ready (or the startup timeout)."""
     ready = await request.app.state.supervisor.load(name)
     return {"model": name, "state": "ready" if ready else "starting"}
+
+
+@router.post("/admin/v1/config/reload")
+async def reload_config(request: Request) -> dict:
+    """Apply the config file again: models added, changed and removed without dropping a request;
+    a config with any problem is refused whole (400, every problem listed) and the running one stays."""
+    reloader = request.app.state.reloader
+    if reloader is None:
+        from ..errors import ConfigError
+
+        raise ConfigError("this gateway was started without a config file: there is nothing to reload",
+                          fix="start it with --config FILE, then edit that file and reload")
+    return await reloader.reload()

@@ -74,6 +74,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/v1/audit/verify"): "audit:read",
     ("GET", "/admin/v1/audit/bodies/{id}"): "audit:read",
     ("POST", "/admin/v1/retention/run"): "config:manage",
+    ("POST", "/admin/v1/config/reload"): "config:manage",
     ("GET", "/admin/v1/whoami"): "self",
     ("GET", "/openapi.json"): "self",
     ("GET", "/metrics"): "metrics:read",

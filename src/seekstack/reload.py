@@ -1,0 +1,91 @@
+"""Hot reload: apply a changed config file to a running gateway, or refuse it whole.
+
+``seekstack config reload``, ``POST /admin/v1/config/reload`` and SIGHUP all come here. The
+file is read and checked as at start (every problem at once, the host role's rules, store
+models resolved and verified) in a worker thread; if anything is wrong, nothing changes and
+every problem is listed. Otherwise the models are diffed against what was configured — the
+entries as written, before `serve` derived unset sizes — and the supervisor applies the
+difference without dropping a request in flight (:meth:`Supervisor.apply`). Other sections
+(server, auth, audit…) are read at start only: a change there is listed as needing a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .config import Settings, check_config, load_settings
+from .errors import ConfigError
+from .hostroles import Role, role_problems
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+log = logging.getLogger("seekstack.reload")
+
+
+def as_configured(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each model entry as written (call before sizes are derived): what a reload compares."""
+    return {m.name: m.model_dump(mode="json") for m in settings.models}
+
+
+class Reloader:
+    def __init__(self, config_path: Path | None, role: Role, settings: Settings):
+        self.config_path = config_path
+        self.role = role
+        self.settings = settings
+        self.configured = as_configured(settings)
+        self.sections = _sections(settings)
+        self.supervisor: "Supervisor | None" = None  # set once the app has started it
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> dict[str, Any]:
+        if self.config_path is None or self.supervisor is None:
+            raise ConfigError("this gateway was started without a config file: there is nothing to reload",
+                              fix="start it with --config FILE, then edit that file and reload")
+        async with self._lock:  # one at a time: a second waits and applies the file as it is then
+            new, configured = await anyio.to_thread.run_sync(self._read)
+            changed = {name for name, entry in configured.items() if name in self.configured
+                       and entry != self.configured[name]}
+            added_or_changed = [m for m in new.models if m.name in changed or m.name not in self.configured]
+            if added_or_changed:
+                await anyio.to_thread.run_sync(_derive, new, added_or_changed)
+            result = await self.supervisor.apply(new.models, changed)
+            self.configured = {name: entry for name, entry in configured.items() if name not in result["failed"]} | {
+                name: self.configured[name] for name in result["failed"]}
+            self.settings.models = new.models
+            sections = _sections(new)
+            result["restart_needed"] = [name for name, value in sections.items() if value != self.sections.get(name)]
+            log.info("config reloaded from %s: %s", self.config_path, result)
+            return result
+
+    def _read(self) -> tuple[Settings, dict[str, dict[str, Any]]]:
+        from .store import resolve_models
+
+        assert self.config_path is not None
+        problems = check_config(self.config_path)
+        if not problems:
+            settings = load_settings(self.config_path)
+            problems = role_problems(settings, self.role)
+        if problems:
+            raise ConfigError(f"{self.config_path}: the new config was refused whole ({len(problems)} problem(s)); "
+                              "the running one stays:\n  " + "\n  ".join(problems),
+                              fix="fix them (`seekstack config check FILE` lists them), then reload again")
+        resolve_models(settings)  # store models: verified and trusted, or refused (ConfigError)
+        return settings, as_configured(settings)
+
+
+def _sections(settings: Settings) -> dict[str, Any]:
+    """Every section but the models, as read from the file (before command-line overrides)."""
+    return {name: value for name, value in settings.model_dump(mode="json").items() if name != "models"}
+
+
+def _derive(settings: Settings, models: list) -> None:
+    """Size the new and changed llama.cpp models as `serve` does, counting only them."""
+    from .planner.admission import derive
+
+    derive(settings.model_copy(update={"models": models}))
