@@ -55,9 +55,10 @@ class Reloader:
             if added_or_changed:
                 await anyio.to_thread.run_sync(_derive, new, added_or_changed)
             result = await self.supervisor.apply(new.models, changed)
-            self.configured = {name: entry for name, entry in configured.items() if name not in result["failed"]} | {
-                name: self.configured[name] for name in result["failed"]}
-            self.settings.models = new.models
+            failed = set(result["failed"])  # these keep serving as they were configured before
+            running = {m.name: m for m in self.settings.models}
+            self.configured = {name: self.configured[name] if name in failed else entry for name, entry in configured.items()}
+            self.settings.models = [running[m.name] if m.name in failed else m for m in new.models]
             sections = _sections(new)
             result["restart_needed"] = [name for name, value in sections.items() if value != self.sections.get(name)]
             log.info("config reloaded from %s: %s", self.config_path, result)

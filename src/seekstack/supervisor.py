@@ -54,6 +54,7 @@ class Replica:
     started_at: float = 0.0
     outstanding: int = 0
     last_exit: int | None = None
+    retired: bool = False       # drained out of service: never restarted again
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -103,7 +104,6 @@ class Supervisor:
         """``engines_only``: this host runs engines for gateways elsewhere (``seekstack engines``):
         every engine listens on TCP at its ``host`` / ``port`` and requires its configured key."""
         self.settings = settings
-        self.engines_only = engines_only
         self.cfg = settings.supervisor
         self.http = http
         self.replicas: dict[str, list[Replica]] = {}
@@ -188,6 +188,7 @@ class Supervisor:
 
     async def _drain_then_stop(self, group: list[Replica]) -> None:
         for replica in group:
+            replica.retired = True  # if it exits while draining, it stays down
             if replica.state == READY:
                 replica.state = DRAINING
         deadline = time.monotonic() + self.settings.server.drain_timeout
@@ -328,7 +329,7 @@ class Supervisor:
             if not exited.done():
                 exited.cancel()
             replica.last_exit = exited.result() if exited.done() and not exited.cancelled() else None
-            if self._stopping:
+            if self._stopping or replica.retired:
                 return
             replica.state = RESTARTING
             replica.restarts += 1
