@@ -211,8 +211,11 @@ class Supervisor:
                                                              api_key=read_api_key(model.engine)))
         socket = self._socket(model, index) if kind.process.uses_unix_socket else None
         # An engine on TCP takes only requests carrying a key: the configured one (shared with
-        # gateways on other hosts), else one made now that only this gateway holds.
-        key = None if socket else read_api_key(model.engine) or secrets.token_hex(32)  # hex: never read as a flag
+        # gateways on other hosts), else one made now that only this gateway holds (hex: never
+        # read as a flag). llama.cpp on loopback TCP (`engine_transport: tcp`, which the
+        # benchmarks use to reach the engine directly) takes none unless one is configured.
+        open_on_loopback = kind.process.uses_unix_socket and is_loopback(model.engine.host)
+        key = None if socket else read_api_key(model.engine) or (None if open_on_loopback else secrets.token_hex(32))
         process = kind.process(model, log_path=logs / f"{_safe(model.name)}-{index}.log", socket_path=socket,
                                port=model.engine.port + index if model.engine.port else None,
                                nice=self.cfg.engine_nice, api_key=key)
