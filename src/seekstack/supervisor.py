@@ -100,9 +100,7 @@ def _rss(pid: int | None) -> int | None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, http: Any, *, engines_only: bool = False):
-        """``engines_only``: this host runs engines for gateways elsewhere (``seekstack engines``):
-        every engine listens on TCP at its ``host`` / ``port`` and requires its configured key."""
+    def __init__(self, settings: Settings, http: Any):
         self.settings = settings
         self.cfg = settings.supervisor
         self.http = http
@@ -113,8 +111,7 @@ class Supervisor:
         self._tasks: dict[Replica, asyncio.Task] = {}
         self._stopping = False
         # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) \
-            if self.cfg.engine_transport == "unix" and not engines_only else None
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) if self.cfg.engine_transport == "unix" else None
         for model in settings.models:
             self._publish(model, self._replicas_of(model))
 
@@ -245,10 +242,6 @@ class Supervisor:
         replica.state, replica._ready = STARTING, asyncio.Event()
         self._tasks[replica] = asyncio.create_task(self._supervise(replica), name=f"supervise {replica.name}")
 
-    def unloaded(self, model: str) -> bool:
-        group = self.replicas.get(model)
-        return bool(group) and all(r.state == UNLOADED for r in group)
-
     async def unload(self, model: str) -> list[Replica]:
         """Stop a model's replicas and keep them stopped (requests get 503 naming the fix) until :meth:`load`."""
         group = self._group(model)
@@ -293,9 +286,6 @@ class Supervisor:
             return True
         except asyncio.TimeoutError:
             return False
-
-    def ready(self) -> bool:
-        return all(any(r.routable for r in group) for name, group in self.replicas.items() if not self.unloaded(name))
 
     async def stop(self) -> None:
         self._stopping = True

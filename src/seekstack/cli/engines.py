@@ -54,7 +54,7 @@ def engines(
 
 async def run_engines(settings: Settings) -> None:
     http = EngineHTTP(read_timeout=settings.scheduler.timeout)
-    supervisor = Supervisor(settings, http, engines_only=True)
+    supervisor = Supervisor(settings, http)  # every engine has a port (the role's rule): TCP, with its key
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -186,11 +186,8 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
 
 async def _reload(app) -> None:
     """SIGHUP: apply the config file again (the outcome goes to the log; nothing else waits for it)."""
-    reloader = getattr(app.state, "reloader", None)
-    if reloader is None:
-        return
     try:
-        await reloader.reload()  # logs what changed
+        await app.state.reloader.reload()  # logs what changed
     except ConfigError as exc:
         logging.getLogger("seekstack.reload").error("SIGHUP reload refused: %s", exc.message)
 

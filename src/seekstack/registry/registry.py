@@ -86,9 +86,6 @@ class Registry:
         self.sources: list[Source] = list(sources)
         self._turn = itertools.count()
 
-    def add_source(self, source: Source) -> None:
-        self.sources.append(source)
-
     # ------------------------------------------------------------ reads
     def deployments(self, alias: str | None = None) -> list[Deployment]:
         found = [d for source in self.sources for d in source.deployments()]
