@@ -19,11 +19,13 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# Programs the tests run for real (a load balancer in front of several gateways): installed
-# from Debian's packages when missing and this is root; otherwise one line naming what is missing.
-SYSTEM_DEPS := haproxy
+# Programs the tests run for real — a load balancer in front of several gateways, a PostgreSQL
+# server for the shared governance database — installed from Debian's packages when missing
+# and this is root; otherwise one line naming what is missing.
 system-deps:
-	@missing=""; for tool in $(SYSTEM_DEPS); do PATH="$$PATH:/usr/sbin" command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; \
+	PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \

@@ -269,12 +269,25 @@ def auditor_key(server, role: str = "auditor", team: str = "default") -> str:
 
 
 
-@pytest.fixture(scope="session")
-def role_keys(server):
-    """A key for a user of each built-in role, on the session server."""
-    from seekstack.governance.policy import BUILTIN_ROLES
-
-    from seekstack.governance.policy import DUTIES
+def keys_for_every_role(server) -> dict[str, str]:
+    """A key for a user of each built-in role on ``server``."""
+    from seekstack.governance.policy import BUILTIN_ROLES, DUTIES
 
     return {role: auditor_key(server, role) if BUILTIN_ROLES[role].granted & (DUTIES["audit"] | DUTIES["system"])
             else make_key(server, make_user(server, role)) for role in BUILTIN_ROLES}
+
+
+@pytest.fixture(scope="session")
+def role_keys(server):
+    """A key for a user of each built-in role, on the session server."""
+    return keys_for_every_role(server)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the whole run (each test takes a database of its own: ``postgres.new_database()``)."""
+    from pgserver import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()

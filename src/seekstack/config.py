@@ -110,6 +110,17 @@ class QuotaConfig(_Section):
     redis_url: str | None = Field(None, description="Redis URL for `store: redis`, e.g. `redis://10.0.0.5:6379/0` or a Unix socket path.")
 
 
+class StorageConfig(_Section):
+    url: str | None = Field(None, description="The governance database (teams, users, keys, limits, usage): unset, SQLite in `state_dir` (one host); a PostgreSQL URL (`postgresql://seekstack@10.0.0.5/seekstack`) for gateways on several hosts. Keep the password out of this file: libpq reads `PGPASSWORD` or `~/.pgpass`. Each gateway's `state_dir` needs the same `pepper.key` (keys are stored as peppered hashes).")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"{url.partition('://')[0] or url!r}: use a postgresql:// URL, or leave it unset for SQLite")
+        return url
+
+
 class RoleConfig(_Section):
     permissions: list[str] = Field(description="Permission patterns this role grants, e.g. `inference:*`, `usage:read`.")
     resources: list[str] = Field(["*"], description="Model patterns the role may use, e.g. `deepseek-r1*`.")
@@ -276,6 +287,7 @@ class Settings(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys.")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="The tamper-evident audit log.")
     pii: PiiConfig = Field(default_factory=PiiConfig, description="PII detection and masking in prompts and answers.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Where governance state lives: SQLite (default) or PostgreSQL.")
     quotas: QuotaConfig = Field(default_factory=QuotaConfig, description="Rate limits and token budgets (the limits themselves are set per key, user and team with `seekstack limits`).")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Custom roles beside the six built-in ones.")
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Metrics, tracing and alert thresholds.")
@@ -540,7 +552,7 @@ def settings_reference() -> str:
              "Unknown keys are errors. `seekstack config check FILE` reports every problem at once.", ""]
     sections = [("(top level)", Settings, "")] + [
         (name, field.annotation if name != "models" else ModelConfig, name)
-        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "quotas", "models", "observability", "store")]
+        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "storage", "quotas", "models", "observability", "store")]
     from .engines.settings import LlamaCppSettings, OpenAISettings, SglangSettings, VllmSettings
 
     sections += [(f"models[].engine, kind: {cls.model_fields['kind'].default}", cls, "models[].engine")

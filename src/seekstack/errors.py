@@ -16,6 +16,7 @@
  ├─ RequestTimeoutError         408 request_timeout       (the body stopped arriving)
      ├─ EngineUnavailableError      503 engine_unavailable    (Retry-After set)
      ├─ AuditUnavailableError       503 audit_unavailable     (fail-closed: nothing served unaudited)
+     ├─ StorageUnavailableError     503 storage_unavailable   (the governance database cannot be reached)
      ├─ EngineError                 502 engine_error          (engine answered with garbage)
      └─ ServerUnreachableError      503 server_unreachable    (CLI: no gateway at that URL)
 
@@ -140,6 +141,16 @@ class AuditUnavailableError(SeekstackError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "30"}
+
+
+class StorageUnavailableError(SeekstackError):
+    status, error_type, code = 503, "server_error", "storage_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
+__all__.append("StorageUnavailableError")
 
 
 class EngineError(SeekstackError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,9 +63,11 @@ class EnginesHost:
             self.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory, redis_server):
-    tmp = tmp_path_factory.mktemp("fleet")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def fleet(request, tmp_path_factory, redis_server):
+    """On SQLite the gateways share one state directory (one host); on PostgreSQL each has its
+    own, as on separate hosts, with the same pepper copied in."""
+    tmp = tmp_path_factory.mktemp(f"fleet-{request.param}")
     key_file = tmp / "engine.key"
     key_file.write_text(secrets.token_hex(32))
     key_file.chmod(0o600)
@@ -82,12 +85,20 @@ def fleet(tmp_path_factory, redis_server):
         {"name": "smollm2", "context": CONTEXT, "slots": 4,
          "engine": {"kind": "llamacpp", "endpoints": [f"http://127.0.0.1:{small_port}"], "api_key_file": str(key_file)}},
     ]
-    shared = {"state_dir": str(tmp / "shared-state"), "models": models,
-              "quotas": {"store": "redis", "redis_url": redis_server}}
+    shared = {"models": models, "quotas": {"store": "redis", "redis_url": redis_server}}
+    if request.param == "postgres":
+        shared["storage"] = {"url": request.getfixturevalue("postgres").new_database()}
+    else:
+        shared["state_dir"] = str(tmp / "shared-state")
     gateways = {}
     for name in "abc":  # a first, alone: it makes the database and the first admin keys
-        gateways[name] = Server(tmp, {**shared, "audit": {"dir": str(tmp / f"audit-{name}")}},
-                                name=name, command="gateway").start()
+        gw = Server(tmp, {**shared, "audit": {"dir": str(tmp / f"audit-{name}")}}, name=name, command="gateway")
+        if name != "a" and request.param == "postgres":
+            first = gateways["a"].key_path.parent
+            gw.key_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(first / "pepper.key", gw.key_path.parent / "pepper.key")
+            gw.key_path = gateways["a"].key_path  # the first admin keys were written beside the first gateway
+        gateways[name] = gw.start()
     balancer = HAProxy(tmp, {name: gw.port for name, gw in gateways.items()})
     yield {"engines": engines, "gateways": gateways, "balancer": balancer, "key_file": key_file,
            "ports": {"deepseek-r1": r1_port, "smollm2": small_port}, "tmp": tmp}

@@ -13,7 +13,32 @@ import pytest
 
 from seekstack.governance.policy import BUILTIN_ROLES, ROUTES
 
-from conftest import as_key, make_key, make_user, unique, auditor_key
+from conftest import (EMBEDDED, EMBEDDER, SMALL_CTX, TEAM_AUDITOR, TEAM_KEYMASTER, Server, as_key, auditor_key,
+                      keys_for_every_role, make_key, make_user, unique)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request, tmp_path_factory):
+    """This module's gateway, once on each governance database: SQLite in its state directory,
+    and a real PostgreSQL."""
+    storage = {"url": request.getfixturevalue("postgres").new_database()} if request.param == "postgres" else {}
+    srv = Server(tmp_path_factory.mktemp(f"governed-{request.param}"), {
+        "models": [EMBEDDED, SMALL_CTX, EMBEDDER], "storage": storage,
+        "roles": {"team_keymaster": TEAM_KEYMASTER, "team_auditor": TEAM_AUDITOR},
+        "pii": {"teams": {"pii_mask": "mask", "pii_token": "tokenize", "pii_off": "off"}}}).start()
+    srv.storage_url = storage.get("url")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def role_keys(server):
+    return keys_for_every_role(server)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0, timeout=60)
 
 HELLO = [{"role": "user", "content": "Hi"}]
 def request_for(method: str, path: str) -> tuple[str, str, dict | None]:
@@ -165,15 +190,21 @@ def test_a_team_scoped_auditor_reads_only_its_own_teams_audit_records(server):
 
 def test_secrets_at_rest(server):
     state = server.key_path.parent
-    for name in ("admin.key", "pepper.key", "seekstack.db"):
+    for name in ("admin.key", "pepper.key", *(() if server.storage_url else ("seekstack.db",))):
         mode = stat.S_IMODE((state / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
-    db_bytes = b"".join(p.read_bytes() for p in state.glob("seekstack.db*"))
-    assert server.key.encode() not in db_bytes
     secret = server.key[len("sk-") + 12:]
-    assert secret.encode() not in db_bytes
-    with sqlite3.connect(state / "seekstack.db") as db:
-        hashes = [h for (h,) in db.execute("SELECT hash FROM keys")]
+    if server.storage_url is None:
+        db_bytes = b"".join(p.read_bytes() for p in state.glob("seekstack.db*"))
+        with sqlite3.connect(state / "seekstack.db") as db:
+            hashes = [h for (h,) in db.execute("SELECT hash FROM keys")]
+    else:  # every column of every key row, as text
+        import psycopg
+
+        with psycopg.connect(server.storage_url) as conn:
+            db_bytes = "".join(str(row) for row in conn.execute("SELECT * FROM keys")).encode()
+            hashes = [h for (h,) in conn.execute("SELECT hash FROM keys")]
+    assert server.key.encode() not in db_bytes and secret.encode() not in db_bytes
     assert hashes and all(len(h) == 64 for h in hashes)
 
 

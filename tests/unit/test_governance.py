@@ -14,9 +14,12 @@ from seekstack.governance.keys import hash_key, key_id, matches, new_key
 from seekstack.governance.policy import BUILTIN_ROLES, ROUTES, Policy, route_permission
 
 
-@pytest.fixture
-def gov(tmp_path):
-    g = Governance(Settings(state_dir=tmp_path, roles={"keymaster": {"permissions": ["keys:manage", "users:manage"]}}))
+@pytest.fixture(params=["sqlite", "postgres"])
+def gov(request, tmp_path):
+    """Governance on each governance database: SQLite (the default) and a real PostgreSQL."""
+    storage = {"url": request.getfixturevalue("postgres").new_database()} if request.param == "postgres" else {}
+    g = Governance(Settings(state_dir=tmp_path, storage=storage,
+                            roles={"keymaster": {"permissions": ["keys:manage", "users:manage"]}}))
     yield g
     asyncio.run(g.aclose())
 

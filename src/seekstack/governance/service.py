@@ -33,7 +33,7 @@ from .quotas import Limits, MemoryCounters, Quotas, RedisCounters
 from .auth import Authenticator, Principal
 from .keys import hash_key, load_pepper, new_key, write_secret_file
 from .policy import Policy
-from .store import LIMIT_FIELDS, IdentityStore, KeyRecord
+from .store import LIMIT_FIELDS, KeyRecord, open_identity_store
 
 log = logging.getLogger("seekstack.governance")
 
@@ -47,7 +47,7 @@ class Governance:
     def __init__(self, settings: Settings):
         self.settings = settings
         state = settings.state_path
-        self.store = IdentityStore(state / "seekstack.db")
+        self.store = open_identity_store(settings)
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
         self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
         self.audit = AuditLog(audit_dir(settings), max_bytes=settings.audit.max_bytes)
@@ -328,9 +328,9 @@ def provision_locally(settings: Settings, name: str, role: str, team: str) -> st
         raise InvalidRequestError(f"role {role!r} does not exist; roles: {', '.join(sorted(policy.roles))}",
                                   param="role")
     state = settings.state_path
-    if not (state / "seekstack.db").exists():
+    if settings.storage.url is None and not (state / "seekstack.db").exists():
         raise NotFoundError(f"no identity store in {state}", fix="start `seekstack serve` once, or pass its --config")
-    store = IdentityStore(state / "seekstack.db")
+    store = open_identity_store(settings)
     try:
         store.create_user(name, team, role)
         kid, key = new_key()

@@ -1,4 +1,5 @@
-"""Teams, users and API keys in SQLite (WAL) under the state directory.
+"""Teams, users, API keys, limits and usage: the identity store, in SQLite (WAL) under the
+state directory by default, or in PostgreSQL (:mod:`.store_pg`) for gateways on several hosts.
 
 Small and synchronous on purpose: admin writes are rare, and the request path reads keys
 through :class:`~seekstack.governance.auth.Authenticator`'s cache, not from here.
@@ -87,16 +88,151 @@ class KeyRecord:
 
 
 class IdentityStore:
+    """The queries, written once for both databases: ``?`` placeholders (the PostgreSQL store
+    rewrites them), standard upserts, and ``"user"`` quoted (a reserved word in PostgreSQL).
+    A subclass opens the database, migrates it, runs statements and says when another
+    process changed it (:meth:`changed_elsewhere`)."""
+
+    integrity_errors: tuple[type[Exception], ...] = ()
+
+    def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        """All rows in one transaction: all or none."""
+        raise NotImplementedError
+
+    def changed_elsewhere(self) -> bool:
+        """True once after another process (another gateway, the CLI) committed a change."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _insert(self, sql: str, args: tuple, conflict: str) -> None:
+        try:
+            self.execute(sql, args)
+        except self.integrity_errors:
+            raise ConflictError(conflict) from None
+
+    # teams and users
+    def create_team(self, name: str) -> dict:
+        self._insert("INSERT INTO teams VALUES (?, ?)", (name, time.time()), f"team {name!r} already exists")
+        return {"name": name}
+
+    def teams(self) -> list[dict]:
+        return [{"name": n, "created": c} for n, c in self.execute("SELECT name, created FROM teams ORDER BY name")]
+
+    def team_exists(self, name: str) -> bool:
+        return bool(self.execute("SELECT 1 FROM teams WHERE name = ?", (name,)))
+
+    def create_user(self, name: str, team: str, role: str) -> dict:
+        if not self.team_exists(team):
+            raise NotFoundError(f"team {team!r} not found", fix="create it first: seekstack teams create NAME")
+        self._insert("INSERT INTO users VALUES (?, ?, ?, ?)", (name, team, role, time.time()),
+                     f"user {name!r} already exists")
+        return {"name": name, "team": team, "role": role}
+
+    def users(self, team: str | None = None) -> list[dict]:
+        sql, args = "SELECT name, team, role, created FROM users", ()
+        if team is not None:
+            sql, args = sql + " WHERE team = ?", (team,)
+        return [{"name": n, "team": t, "role": r, "created": c} for n, t, r, c in self.execute(sql + " ORDER BY name", args)]
+
+    def user(self, name: str) -> dict | None:
+        rows = self.execute("SELECT name, team, role FROM users WHERE name = ?", (name,))
+        return {"name": rows[0][0], "team": rows[0][1], "role": rows[0][2]} if rows else None
+
+    def is_empty(self) -> bool:
+        return self.execute("SELECT COUNT(*) FROM keys")[0][0] == 0
+
+    # keys
+    def add_key(self, kid: str, key_hash: str, name: str, user: str, models: list[str], endpoints: list[str],
+                expires: float | None, role: str | None = None) -> KeyRecord:
+        self.execute('INSERT INTO keys (id, hash, name, "user", models, endpoints, created, expires, role) '
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (kid, key_hash, name, user, json.dumps(models), json.dumps(endpoints), time.time(), expires, role))
+        record = self.key(kid)
+        assert record is not None
+        return record
+
+    _KEY_SELECT = ('SELECT k.id, k.hash, k.name, k."user", u.team, COALESCE(k.role, u.role), k.models, k.endpoints, '
+                   'k.created, k.expires, k.revoked, k.last_used, u.role FROM keys k JOIN users u ON u.name = k."user"')
+
+    def key(self, kid: str) -> KeyRecord | None:
+        rows = self.execute(self._KEY_SELECT + " WHERE k.id = ?", (kid,))
+        return _record(rows[0]) if rows else None
+
+    def keys(self, team: str | None = None) -> list[KeyRecord]:
+        sql, args = self._KEY_SELECT, ()
+        if team is not None:
+            sql, args = sql + " WHERE u.team = ?", (team,)
+        return [_record(row) for row in self.execute(sql + " ORDER BY k.created", args)]
+
+    def revoke_key(self, kid: str) -> None:
+        self.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), kid))
+
+    def touch_keys(self, last_used: dict[str, float]) -> None:
+        self.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
+
+    # limits and usage
+    def set_limits(self, scope: str, name: str, values: dict, imposed_rank: int = 0) -> None:
+        fields = (*LIMIT_FIELDS, "imposed_rank")
+        self.execute(f"INSERT INTO limits (scope, name, {', '.join(fields)}) VALUES (?, ?, {', '.join('?' * len(fields))}) "
+                     f"ON CONFLICT (scope, name) DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in fields)}",
+                     (scope, name, *(values.get(f) for f in LIMIT_FIELDS), imposed_rank))
+
+    def limits(self) -> list[dict]:
+        rows = self.execute(f"SELECT scope, name, {', '.join(LIMIT_FIELDS)}, imposed_rank FROM limits "
+                            "ORDER BY scope, name")
+        return [{"scope": r[0], "name": r[1], **dict(zip(LIMIT_FIELDS, r[2:-1])), "imposed_rank": r[-1]} for r in rows]
+
+    def limit(self, scope: str, name: str) -> dict | None:
+        return next((r for r in self.limits() if r["scope"] == scope and r["name"] == name), None)
+
+    def add_usage(self, rows: list[tuple]) -> None:
+        """rows: (day, key_id, user, team, model, requests, prompt, completion, reasoning); one commit, all or none."""
+        self.executemany(
+            "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE SET "
+            "requests = usage.requests + excluded.requests, "
+            "prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = usage.completion_tokens + excluded.completion_tokens, "
+            "reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens", rows)
+
+    def usage(self, *, team: str | None = None, since_day: str | None = None) -> list[dict]:
+        sql, args = ('SELECT day, key_id, "user", team, model, requests, prompt_tokens, completion_tokens, '
+                     "reasoning_tokens FROM usage WHERE 1=1"), []
+        if team is not None:
+            sql, args = sql + " AND team = ?", [*args, team]
+        if since_day is not None:
+            sql, args = sql + " AND day >= ?", [*args, since_day]
+        cols = ("day", "key_id", "user", "team", "model", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens")
+        return [dict(zip(cols, r)) for r in self.execute(sql + ' ORDER BY day, team, "user", model', args)]
+
+
+class SqliteIdentityStore(IdentityStore):
+    """The embedded default: one file under the state directory (WAL), shared by the gateways
+    and the CLI of one host; another process's commit is seen through ``PRAGMA data_version``."""
+
+    integrity_errors = (sqlite3.IntegrityError,)
+
     def __init__(self, path: Path):
         self.db = open_private(path, SCHEMA, "foreign_keys=ON")
         migrate(self.db, path)
         self._seen_version = self._data_version()
 
+    def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        return self.db.execute(sql, args).fetchall()
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        with transaction(self.db):  # one commit for the batch (autocommit would make one per row)
+            self.db.executemany(sql, rows)
+
     def _data_version(self) -> int:
         return self.db.execute("PRAGMA data_version").fetchone()[0]
 
     def changed_elsewhere(self) -> bool:
-        """True once after another process (another gateway, the CLI) committed a change (a few µs)."""
+        """True once after another process committed a change (a few µs)."""
         version = self._data_version()
         if version == self._seen_version:
             return False
@@ -106,103 +242,14 @@ class IdentityStore:
     def close(self) -> None:
         self.db.close()
 
-    # teams and users
-    def create_team(self, name: str) -> dict:
-        try:
-            self.db.execute("INSERT INTO teams VALUES (?, ?)", (name, time.time()))
-        except sqlite3.IntegrityError:
-            raise ConflictError(f"team {name!r} already exists") from None
-        return {"name": name}
 
-    def teams(self) -> list[dict]:
-        return [{"name": n, "created": c} for n, c in self.db.execute("SELECT name, created FROM teams ORDER BY name")]
+def open_identity_store(settings) -> IdentityStore:
+    """The governance database the settings name: PostgreSQL (``storage.url``), else SQLite in the state directory."""
+    if settings.storage.url:
+        from .store_pg import PostgresIdentityStore
 
-    def team_exists(self, name: str) -> bool:
-        return self.db.execute("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone() is not None
-
-    def create_user(self, name: str, team: str, role: str) -> dict:
-        if not self.team_exists(team):
-            raise NotFoundError(f"team {team!r} not found", fix="create it first: seekstack teams create NAME")
-        try:
-            self.db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (name, team, role, time.time()))
-        except sqlite3.IntegrityError:
-            raise ConflictError(f"user {name!r} already exists") from None
-        return {"name": name, "team": team, "role": role}
-
-    def users(self, team: str | None = None) -> list[dict]:
-        sql, args = "SELECT name, team, role, created FROM users", ()
-        if team is not None:
-            sql, args = sql + " WHERE team = ?", (team,)
-        return [{"name": n, "team": t, "role": r, "created": c} for n, t, r, c in self.db.execute(sql + " ORDER BY name", args)]
-
-    def user(self, name: str) -> dict | None:
-        row = self.db.execute("SELECT name, team, role FROM users WHERE name = ?", (name,)).fetchone()
-        return {"name": row[0], "team": row[1], "role": row[2]} if row else None
-
-    def is_empty(self) -> bool:
-        return self.db.execute("SELECT COUNT(*) FROM keys").fetchone()[0] == 0
-
-    # keys
-    def add_key(self, kid: str, key_hash: str, name: str, user: str, models: list[str], endpoints: list[str],
-                expires: float | None, role: str | None = None) -> KeyRecord:
-        self.db.execute("INSERT INTO keys (id, hash, name, user, models, endpoints, created, expires, role) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (kid, key_hash, name, user, json.dumps(models), json.dumps(endpoints), time.time(), expires, role))
-        record = self.key(kid)
-        assert record is not None
-        return record
-
-    _KEY_SELECT = ("SELECT k.id, k.hash, k.name, k.user, u.team, COALESCE(k.role, u.role), k.models, k.endpoints, "
-                   "k.created, k.expires, k.revoked, k.last_used, u.role FROM keys k JOIN users u ON u.name = k.user")
-
-    def key(self, kid: str) -> KeyRecord | None:
-        row = self.db.execute(self._KEY_SELECT + " WHERE k.id = ?", (kid,)).fetchone()
-        return _record(row) if row else None
-
-    def keys(self, team: str | None = None) -> list[KeyRecord]:
-        sql, args = self._KEY_SELECT, ()
-        if team is not None:
-            sql, args = sql + " WHERE u.team = ?", (team,)
-        return [_record(row) for row in self.db.execute(sql + " ORDER BY k.created", args)]
-
-    def revoke_key(self, kid: str) -> None:
-        self.db.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), kid))
-
-    def touch_keys(self, last_used: dict[str, float]) -> None:
-        with transaction(self.db):  # one commit for the batch (autocommit would make one per row)
-            self.db.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
-
-    # limits and usage
-    def set_limits(self, scope: str, name: str, values: dict, imposed_rank: int = 0) -> None:
-        self.db.execute(f"INSERT OR REPLACE INTO limits (scope, name, {', '.join(LIMIT_FIELDS)}, imposed_rank) "
-                        f"VALUES (?, ?, {', '.join('?' * len(LIMIT_FIELDS))}, ?)",
-                        (scope, name, *(values.get(f) for f in LIMIT_FIELDS), imposed_rank))
-
-    def limits(self) -> list[dict]:
-        rows = self.db.execute(f"SELECT scope, name, {', '.join(LIMIT_FIELDS)}, imposed_rank FROM limits "
-                               "ORDER BY scope, name")
-        return [{"scope": r[0], "name": r[1], **dict(zip(LIMIT_FIELDS, r[2:-1])), "imposed_rank": r[-1]} for r in rows]
-
-    def limit(self, scope: str, name: str) -> dict | None:
-        return next((r for r in self.limits() if r["scope"] == scope and r["name"] == name), None)
-
-    def add_usage(self, rows: list[tuple]) -> None:
-        """rows: (day, key_id, user, team, model, requests, prompt, completion, reasoning); one commit, all or none."""
-        with transaction(self.db):
-            self.db.executemany(
-                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE SET "
-                "requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-                "completion_tokens = completion_tokens + excluded.completion_tokens, "
-                "reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens", rows)
-
-    def usage(self, *, team: str | None = None, since_day: str | None = None) -> list[dict]:
-        sql, args = "SELECT day, key_id, user, team, model, requests, prompt_tokens, completion_tokens, reasoning_tokens FROM usage WHERE 1=1", []
-        if team is not None:
-            sql, args = sql + " AND team = ?", [*args, team]
-        if since_day is not None:
-            sql, args = sql + " AND day >= ?", [*args, since_day]
-        cols = ("day", "key_id", "user", "team", "model", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens")
-        return [dict(zip(cols, r)) for r in self.db.execute(sql + " ORDER BY day, team, user, model", args)]
+        return PostgresIdentityStore(settings.storage.url)
+    return SqliteIdentityStore(settings.state_path / "seekstack.db")
 
 
 def _record(row) -> KeyRecord:

@@ -1,0 +1,173 @@
+"""The identity store in PostgreSQL: for gateways on several hosts sharing one database.
+
+The queries are :class:`~.store.IdentityStore`'s; here are the connection, the migrations
+and the change feed.
+
+- **Migrations**: ordered steps that bring the schema to the same versions as SQLite's
+  (version 2 today), recorded in ``seekstack_schema``; applied at start under an advisory
+  lock (gateways may start together), each in one transaction with its version. A database
+  newer than this code knows is refused rather than misread.
+- **Change feed**: every write sends ``NOTIFY seekstack_identity`` in its own transaction (so
+  a listener hears of it only once it is committed). Each store listens on a connection of
+  its own in a thread; :meth:`changed_elsewhere` is then a flag read, and a gateway drops its
+  key and limit caches before the next request it authenticates — a revoked key is refused
+  on every gateway within milliseconds. While the listening connection is down, every call
+  says "changed", so nothing stale is served; it reconnects by itself.
+
+psycopg connections are thread-safe; statements are short (indexed lookups, batched writes).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..errors import ConfigError, StorageUnavailableError
+from .store import IdentityStore, SCHEMA_VERSION
+
+log = logging.getLogger("seekstack.governance")
+
+CHANNEL = "seekstack_identity"
+LOCK_ID = 0x5EE45AC  # pg_advisory_xact_lock: one migrating gateway at a time
+
+# Step i brings the database to version i + 1 (the same versions as the SQLite store's).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE teams (name TEXT PRIMARY KEY, created DOUBLE PRECISION NOT NULL);
+    CREATE TABLE users (name TEXT PRIMARY KEY, team TEXT NOT NULL REFERENCES teams(name), role TEXT NOT NULL,
+                        created DOUBLE PRECISION NOT NULL);
+    CREATE TABLE keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL, name TEXT NOT NULL,
+                       "user" TEXT NOT NULL REFERENCES users(name), models TEXT NOT NULL, endpoints TEXT NOT NULL,
+                       created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION, revoked DOUBLE PRECISION,
+                       last_used DOUBLE PRECISION);
+    CREATE TABLE limits (scope TEXT NOT NULL, name TEXT NOT NULL, rpm BIGINT, tpm BIGINT, concurrent BIGINT,
+                         daily_tokens BIGINT, monthly_tokens BIGINT, PRIMARY KEY (scope, name));
+    CREATE TABLE usage (day TEXT NOT NULL, key_id TEXT NOT NULL, "user" TEXT NOT NULL, team TEXT NOT NULL,
+                        model TEXT NOT NULL, requests BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL,
+                        completion_tokens BIGINT NOT NULL, reasoning_tokens BIGINT NOT NULL,
+                        PRIMARY KEY (day, key_id, model));
+    """,
+    # 2: a key may carry a lesser role than its user's; a limit remembers the rank that imposed it
+    "ALTER TABLE keys ADD COLUMN role TEXT; ALTER TABLE limits ADD COLUMN imposed_rank INTEGER NOT NULL DEFAULT 0;",
+)
+assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
+
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError("storage.url names PostgreSQL, but the psycopg package is not installed",
+                          fix="pip install 'seekstack[postgres]'") from None
+    return psycopg
+
+
+def migrate(conn, url: str) -> int:
+    """Bring the database to SCHEMA_VERSION; return the version it had (0: empty)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        conn.execute("CREATE TABLE IF NOT EXISTS seekstack_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM seekstack_schema").fetchone()
+        version = row[0] if row else 0
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"{_redacted(url)} has schema version {version}, newer than this seekstack knows "
+                              f"({SCHEMA_VERSION})", fix="run the seekstack version that wrote it, or a newer one")
+        for step in range(version, SCHEMA_VERSION):
+            conn.execute(MIGRATIONS[step])
+        if row is None:
+            conn.execute("INSERT INTO seekstack_schema VALUES (%s)", (SCHEMA_VERSION,))
+        else:
+            conn.execute("UPDATE seekstack_schema SET version = %s", (SCHEMA_VERSION,))
+    return version
+
+
+class PostgresIdentityStore(IdentityStore):
+    def __init__(self, url: str, connect_timeout: float = 5.0):
+        psycopg = _psycopg()
+        self.url = url
+        self.integrity_errors = (psycopg.errors.IntegrityError,)
+        self._operational = (psycopg.OperationalError,)
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=int(connect_timeout))
+        except psycopg.OperationalError as exc:
+            raise ConfigError(f"cannot connect to the governance database {_redacted(url)}: {_first_line(exc)}",
+                              fix="check storage.url, that the server runs, and its pg_hba.conf") from None
+        migrate(self.conn, url)
+        self._changed = threading.Event()
+        self._listening = threading.Event()
+        self._closed = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="seekstack-identity-feed", daemon=True)
+        self._listener.start()
+        self._listening.wait(connect_timeout)
+
+    # ------------------------------------------------------------ statements
+    def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+        sql = sql.replace("?", "%s")
+        writes = not sql.lstrip().upper().startswith("SELECT")
+        try:
+            if not writes:
+                return self.conn.execute(sql, args).fetchall()
+            with self.conn.transaction():
+                cursor = self.conn.execute(sql, args)
+                self.conn.execute(f"NOTIFY {CHANNEL}")
+                return cursor.fetchall() if cursor.description else []
+        except self._operational as exc:
+            raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        try:
+            with self.conn.transaction():
+                with self.conn.cursor() as cursor:
+                    cursor.executemany(sql.replace("?", "%s"), rows)
+                self.conn.execute(f"NOTIFY {CHANNEL}")
+        except self._operational as exc:
+            raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
+
+    # ------------------------------------------------------------ change feed
+    def changed_elsewhere(self) -> bool:
+        if not self._listening.is_set():
+            return True  # no feed now: assume anything may have changed
+        if self._changed.is_set():
+            self._changed.clear()
+            return True
+        return False
+
+    def _listen(self) -> None:
+        psycopg = _psycopg()
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
+                    self._changed.set()  # whatever happened while not listening
+                    while not self._closed.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._changed.set()
+            except Exception as exc:  # the server went away: say "changed" until listening again
+                if self._closed.is_set():
+                    return
+                if self._listening.is_set():
+                    log.warning("governance change feed lost (%s); retrying", _first_line(exc))
+                self._listening.clear()
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.join(2)
+        self.conn.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password (never logged or shown)."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}{sep}{credentials.partition(':')[0]}@{host}"

@@ -1,0 +1,137 @@
+"""The identity store on both databases: the same answers, versioned migrations, and a change
+feed that tells one gateway of another's write (SQLite: data_version; PostgreSQL: LISTEN/NOTIFY)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from seekstack.errors import ConfigError, ConflictError
+from seekstack.governance.store import SCHEMA, SCHEMA_VERSION, SqliteIdentityStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request, tmp_path):
+    """A function opening (another) store on one fresh database, and the kind."""
+    opened = []
+    if request.param == "sqlite":
+        def open_store():
+            opened.append(SqliteIdentityStore(tmp_path / "seekstack.db"))
+            return opened[-1]
+    else:
+        from seekstack.governance.store_pg import PostgresIdentityStore
+
+        url = request.getfixturevalue("postgres").new_database()
+
+        def open_store():
+            opened.append(PostgresIdentityStore(url))
+            return opened[-1]
+    open_store.kind = request.param
+    open_store.where = tmp_path / "seekstack.db" if request.param == "sqlite" else url
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+def test_both_databases_answer_the_same(opener):
+    store = opener()
+    store.create_team("t")
+    store.create_user("ann", "t", "api_consumer")
+    with pytest.raises(ConflictError):
+        store.create_user("ann", "t", "api_consumer")
+    record = store.add_key("k1", "hash", "laptop", "ann", ["m*"], ["*"], None, role="viewer")
+    assert (record.user, record.team, record.role, record.user_role, record.models) == \
+        ("ann", "t", "viewer", "api_consumer", ("m*",))
+    store.set_limits("key", "k1", {"rpm": 5}, 1)
+    store.set_limits("key", "k1", {"rpm": 7, "tpm": 100}, 2)  # replaces
+    assert store.limits() == [{"scope": "key", "name": "k1", "rpm": 7, "tpm": 100, "concurrent": None,
+                               "daily_tokens": None, "monthly_tokens": None, "imposed_rank": 2}]
+    row = ("2026-11-30", "k1", "ann", "t", "m", 1, 10, 20, 3)
+    store.add_usage([row])
+    store.add_usage([row])  # adds up
+    assert store.usage(team="t")[0] == {"day": "2026-11-30", "key_id": "k1", "user": "ann", "team": "t",
+                                        "model": "m", "requests": 2, "prompt_tokens": 20,
+                                        "completion_tokens": 40, "reasoning_tokens": 6}
+    store.touch_keys({"k1": 123.0})
+    store.revoke_key("k1")
+    assert store.key("k1").last_used == 123.0 and store.key("k1").revoked is not None
+    assert [k.id for k in store.keys("t")] == ["k1"] and store.keys("other") == []
+
+
+def test_a_write_by_one_is_seen_by_another_within_a_second(opener):
+    writer, reader = opener(), opener()
+    writer.create_team("t")
+    reader.changed_elsewhere()  # whatever came before
+    assert not reader.changed_elsewhere()
+    writer.create_user("bob", "t", "viewer")
+    started = time.monotonic()
+    while not reader.changed_elsewhere():
+        assert time.monotonic() - started < 1.0, "the change did not reach the other store within 1 s"
+        time.sleep(0.001)
+    assert not reader.changed_elsewhere()  # once per change
+
+
+def test_migrations_make_an_empty_database_current_and_upgrade_an_old_one(opener):
+    if opener.kind == "sqlite":
+        db = sqlite3.connect(opener.where)  # a version-1 database, as seekstack 0.1 left it
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO teams VALUES ('t', 0)")
+        db.execute("INSERT INTO users VALUES ('old', 't', 'viewer', 0)")
+        db.commit()
+        db.close()
+    else:
+        import psycopg
+
+        from seekstack.governance.store_pg import MIGRATIONS
+
+        with psycopg.connect(opener.where, autocommit=True) as conn:
+            conn.execute(MIGRATIONS[0])
+            conn.execute("CREATE TABLE seekstack_schema (version INTEGER NOT NULL); INSERT INTO seekstack_schema VALUES (1)")
+            conn.execute("INSERT INTO teams VALUES ('t', 0); INSERT INTO users VALUES ('old', 't', 'viewer', 0)")
+    store = opener()
+    assert store.user("old") == {"name": "old", "team": "t", "role": "viewer"}  # kept
+    store.add_key("k", "h", "n", "old", ["*"], ["*"], None, role="viewer")  # the version-2 column exists
+    store.set_limits("user", "old", {"rpm": 1}, 3)
+    assert store.limit("user", "old")["imposed_rank"] == 3
+    assert _version(opener) == SCHEMA_VERSION
+    opener()  # opening a current database again changes nothing
+    assert _version(opener) == SCHEMA_VERSION
+
+
+def test_a_database_newer_than_this_seekstack_is_refused(opener):
+    opener().close()
+    if opener.kind == "sqlite":
+        db = sqlite3.connect(opener.where)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(opener.where, autocommit=True) as conn:
+            conn.execute("UPDATE seekstack_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(ConfigError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this seekstack knows"):
+        opener()
+
+
+def test_an_unreachable_postgres_is_one_line_without_the_password():
+    from seekstack.governance.store_pg import PostgresIdentityStore
+
+    with pytest.raises(ConfigError) as refused:
+        PostgresIdentityStore("postgresql://seekstack:hunter2@127.0.0.1:9/seekstack", connect_timeout=2)
+    assert "cannot connect to the governance database postgresql://seekstack@127.0.0.1:9/seekstack" in refused.value.message
+    assert "hunter2" not in refused.value.message and "\n" not in refused.value.message
+
+
+def _version(opener) -> int:
+    if opener.kind == "sqlite":
+        db = sqlite3.connect(opener.where)
+        try:
+            return db.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            db.close()
+    import psycopg
+
+    with psycopg.connect(opener.where) as conn:
+        return conn.execute("SELECT version FROM seekstack_schema").fetchone()[0]
