@@ -1,4 +1,8 @@
-"""Admin API under /admin/v1: keys, users, teams, roles. Thin: the governance service decides."""
+"""Admin API under /admin/v1: keys, users, teams, roles. Thin: the governance service decides.
+
+Every call that reads or writes the governance database runs in a worker thread
+(:func:`_off_loop`): a slow query, or a PostgreSQL across the network, never stalls the
+streams in flight."""
 
 from __future__ import annotations
 
@@ -53,6 +57,10 @@ def _gov(request: Request):
     return request.app.state.governance
 
 
+async def _off_loop(call, *args, **kwargs):
+    return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
+
+
 @router.get("/whoami")
 async def whoami(request: Request) -> dict:
     p = request.state.principal
@@ -62,12 +70,12 @@ async def whoami(request: Request) -> dict:
 
 @router.get("/keys")
 async def list_keys(request: Request) -> dict:
-    return {"object": "list", "data": [k.public() for k in _gov(request).list_keys(request.state.principal)]}
+    return {"object": "list", "data": [k.public() for k in await _off_loop(_gov(request).list_keys, request.state.principal)]}
 
 
 @router.post("/keys", status_code=201)
 async def create_key(body: NewKey, request: Request) -> dict:
-    record, key = _gov(request).create_key(request.state.principal, user=body.user, name=body.name,
+    record, key = await _off_loop(_gov(request).create_key, request.state.principal, user=body.user, name=body.name,
                                            models=body.models, endpoints=body.endpoints,
                                            expires_in_days=body.expires_in_days, role=body.role)
     return {**record.public(), "key": key, "note": "store this key now; it is not shown again"}
@@ -75,27 +83,27 @@ async def create_key(body: NewKey, request: Request) -> dict:
 
 @router.delete("/keys/{kid}")
 async def revoke_key(kid: str, request: Request) -> dict:
-    return _gov(request).revoke_key(request.state.principal, kid).public()
+    return (await _off_loop(_gov(request).revoke_key, request.state.principal, kid)).public()
 
 
 @router.get("/users")
 async def list_users(request: Request) -> dict:
-    return {"object": "list", "data": _gov(request).list_users(request.state.principal)}
+    return {"object": "list", "data": await _off_loop(_gov(request).list_users, request.state.principal)}
 
 
 @router.post("/users", status_code=201)
 async def create_user(body: NewUser, request: Request) -> dict:
-    return _gov(request).create_user(request.state.principal, name=body.name, team=body.team, role=body.role)
+    return await _off_loop(_gov(request).create_user, request.state.principal, name=body.name, team=body.team, role=body.role)
 
 
 @router.get("/teams")
 async def list_teams(request: Request) -> dict:
-    return {"object": "list", "data": _gov(request).list_teams(request.state.principal)}
+    return {"object": "list", "data": await _off_loop(_gov(request).list_teams, request.state.principal)}
 
 
 @router.post("/teams", status_code=201)
 async def create_team(body: NewTeam, request: Request) -> dict:
-    return _gov(request).create_team(request.state.principal, body.name)
+    return await _off_loop(_gov(request).create_team, request.state.principal, body.name)
 
 
 @router.get("/roles")
@@ -107,19 +115,21 @@ async def list_roles(request: Request) -> dict:
 
 @router.get("/limits")
 async def list_limits(request: Request) -> dict:
-    return {"object": "list", "data": _gov(request).list_limits(request.state.principal)}
+    return {"object": "list", "data": await _off_loop(_gov(request).list_limits, request.state.principal)}
 
 
 @router.put("/limits")
 async def set_limits(body: SetLimits, request: Request) -> dict:
     values = body.model_dump(exclude={"scope", "name"})
-    return _gov(request).set_limits(request.state.principal, body.scope, body.name, values)
+    return await _off_loop(_gov(request).set_limits, request.state.principal, body.scope, body.name, values)
 
 
 @router.get("/usage")
 async def usage(request: Request, since: Optional[str] = None) -> dict:
-    """Usage per day, key, user, team and model; ``since`` is a day (YYYY-MM-DD)."""
-    return {"object": "list", "data": _gov(request).usage(request.state.principal, since_day=since)}
+    """Usage per day, key, user, team and model; ``since`` is a day (YYYY-MM-DD). The batch not yet
+    written is written first, so the answer counts every request finished so far."""
+    await _gov(request).flush_off_loop()
+    return {"object": "list", "data": await _off_loop(_gov(request).usage, request.state.principal, since_day=since)}
 
 
 @router.get("/audit")
@@ -143,7 +153,7 @@ async def audit_verify(request: Request) -> dict:
 @router.get("/audit/bodies/{request_id}")
 async def audit_body(request_id: str, request: Request) -> dict:
     """A captured body, decrypted (auditors only; needs audit.capture_bodies)."""
-    return _gov(request).audit_body(request.state.principal, request_id)
+    return await _off_loop(_gov(request).audit_body, request.state.principal, request_id)
 
 
 @router.post("/retention/run")

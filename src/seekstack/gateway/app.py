@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -84,7 +85,10 @@ async def _flush_periodically(governance: Governance, sources: SourceGuard, ever
     """Write keys' last-used times and usage rows back in batches, off the request path."""
     while True:
         await asyncio.sleep(every)
-        governance.flush()
+        try:  # a batch of database writes: off the event loop
+            await governance.flush_off_loop()
+        except Exception as exc:  # the database is away: the rows wait for the next flush
+            logging.getLogger("seekstack.governance").warning("usage flush failed (kept for the next): %s", exc)
         for record in sources.summaries():  # refusals counted, not recorded one by one
             governance.audit.append_nowait(record)
 

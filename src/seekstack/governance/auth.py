@@ -104,7 +104,10 @@ class Authenticator:
     def forget_all(self) -> None:
         self._cache.clear()
 
-    def flush(self) -> None:
-        if self._last_used:
-            used, self._last_used = self._last_used, {}
-            self.store.touch_keys(used)
+    def take_last_used(self) -> dict[str, float]:
+        """The keys' last-used times gathered since the last call (for a batched write)."""
+        used, self._last_used = self._last_used, {}
+        return used
+
+    def note_used(self, kid: str, when: float) -> None:
+        self._last_used[kid] = max(when, self._last_used.get(kid, 0.0))

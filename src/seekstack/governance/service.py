@@ -60,12 +60,35 @@ class Governance:
         self._usage: dict[tuple[str, str, str], list] = {}
 
     def flush(self) -> None:
-        """Write batched last-used times and usage rows (called periodically and at shutdown)."""
-        self.auth.flush()
-        if self._usage:
-            rows, self._usage = self._usage, {}
+        """Write batched last-used times and usage rows now (at shutdown)."""
+        self._write(*self._take())
+
+    async def flush_off_loop(self) -> None:
+        """The same, periodically: the batches are taken on the event loop (where requests add to
+        them) and written in a worker thread; if the write fails they are put back for the next."""
+        used, usage = self._take()
+        try:
+            await anyio.to_thread.run_sync(self._write, used, usage)
+        except Exception:
+            for kid, when in used.items():
+                self.auth.note_used(kid, when)
+            for key, (user, team, *counts) in usage.items():
+                row = self._usage.setdefault(key, [user, team, 0, 0, 0, 0])
+                for i, count in enumerate(counts, start=2):
+                    row[i] += count
+            raise
+
+    def _take(self) -> tuple[dict, dict]:
+        used, usage = self.auth.take_last_used(), self._usage
+        self._usage = {}
+        return used, usage
+
+    def _write(self, used: dict, usage: dict) -> None:
+        if used:
+            self.store.touch_keys(used)
+        if usage:
             self.store.add_usage([(day, kid, user, team, model, *counts)
-                                  for (day, kid, model), (user, team, *counts) in rows.items()])
+                                  for (day, kid, model), (user, team, *counts) in usage.items()])
 
     async def aclose(self) -> None:
         self.flush()
@@ -154,7 +177,6 @@ class Governance:
             except ValueError:
                 raise InvalidRequestError(f"since {since_day!r} is not a day", fix="use YYYY-MM-DD, e.g. 2026-11-01",
                                           param="since") from None
-        self.flush()
         return self.store.usage(team=None if caller.is_global else caller.team, since_day=since_day)
 
     # ------------------------------------------------------------ reading the audit log

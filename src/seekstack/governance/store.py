@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,9 @@ class IdentityStore:
     process changed it (:meth:`changed_elsewhere`)."""
 
     integrity_errors: tuple[type[Exception], ...] = ()
+    # One statement or transaction at a time: admin calls run in worker threads beside the
+    # event loop's own (key lookups, batched writes), over one connection.
+    lock: threading.RLock
 
     def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
         raise NotImplementedError
@@ -217,19 +221,22 @@ class SqliteIdentityStore(IdentityStore):
     integrity_errors = (sqlite3.IntegrityError,)
 
     def __init__(self, path: Path):
+        self.lock = threading.RLock()
         self.db = open_private(path, SCHEMA, "foreign_keys=ON")
         migrate(self.db, path)
         self._seen_version = self._data_version()
 
     def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
-        return self.db.execute(sql, args).fetchall()
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
-        with transaction(self.db):  # one commit for the batch (autocommit would make one per row)
+        with self.lock, transaction(self.db):  # one commit for the batch (autocommit would make one per row)
             self.db.executemany(sql, rows)
 
     def _data_version(self) -> int:
-        return self.db.execute("PRAGMA data_version").fetchone()[0]
+        with self.lock:
+            return self.db.execute("PRAGMA data_version").fetchone()[0]
 
     def changed_elsewhere(self) -> bool:
         """True once after another process committed a change (a few µs)."""

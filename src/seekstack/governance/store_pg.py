@@ -86,6 +86,7 @@ class PostgresIdentityStore(IdentityStore):
     def __init__(self, url: str, connect_timeout: float = 5.0):
         psycopg = _psycopg()
         self.url = url
+        self.lock = threading.RLock()
         self.integrity_errors = (psycopg.errors.IntegrityError,)
         self._operational = (psycopg.OperationalError,)
         try:
@@ -105,21 +106,22 @@ class PostgresIdentityStore(IdentityStore):
     def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
         sql = sql.replace("?", "%s")
         writes = not sql.lstrip().upper().startswith("SELECT")
-        try:
-            if not writes:
-                return self.conn.execute(sql, args).fetchall()
-            with self.conn.transaction():
-                cursor = self.conn.execute(sql, args)
-                self.conn.execute(f"NOTIFY {CHANNEL}")
-                return cursor.fetchall() if cursor.description else []
-        except self._operational as exc:
-            raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
+        with self.lock:
+            try:
+                if not writes:
+                    return self.conn.execute(sql, args).fetchall()
+                with self.conn.transaction():
+                    cursor = self.conn.execute(sql, args)
+                    self.conn.execute(f"NOTIFY {CHANNEL}")
+                    return cursor.fetchall() if cursor.description else []
+            except self._operational as exc:
+                raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if not rows:
             return
         try:
-            with self.conn.transaction():
+            with self.lock, self.conn.transaction():
                 with self.conn.cursor() as cursor:
                     cursor.executemany(sql.replace("?", "%s"), rows)
                 self.conn.execute(f"NOTIFY {CHANNEL}")
