@@ -56,9 +56,11 @@ def wait_http(url: str, headers=None, timeout=120.0) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def start_gateway(tmp: Path, name: str, stub_port: int, controls: bool) -> tuple[subprocess.Popen, int, str | None]:
+def start_gateway(tmp: Path, name: str, stub_port: int, controls: bool,
+                  extra: dict | None = None) -> tuple[subprocess.Popen, int, str | None]:
+    """``extra``: more settings (e.g. ``storage``)."""
     port = free_port()
-    config = {"state_dir": str(tmp / name), "server": {"log_level": "warning"},
+    config = {"state_dir": str(tmp / name), "server": {"log_level": "warning"}, **(extra or {}),
               "models": [{"name": "stub", "engine": "remote", "url": f"http://127.0.0.1:{stub_port}", "context": 4096}]}
     if controls:
         config["pii"] = {"default": "mask"}
@@ -75,6 +77,7 @@ def start_gateway(tmp: Path, name: str, stub_port: int, controls: bool) -> tuple
         key = (tmp / name / "admin.key").read_text().strip()
         h = {"Authorization": f"Bearer {key}"}
         kid = httpx.get(f"http://127.0.0.1:{port}/admin/v1/whoami", headers=h).json()["key_id"]
+        h = {"Authorization": f"Bearer {(tmp / name / 'security-admin.key').read_text().strip()}"}  # limits: its duty
         big = {"rpm": 10**9, "tpm": 10**12, "concurrent": 10**6, "daily_tokens": 10**13}
         for scope, who in (("key", kid), ("user", "admin"), ("team", "default")):
             r = httpx.put(f"http://127.0.0.1:{port}/admin/v1/limits", headers=h, json={"scope": scope, "name": who, **big})
