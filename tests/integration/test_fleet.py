@@ -233,3 +233,20 @@ def test_url_and_endpoints_are_one_or_the_other(tmp_path):
     check = run_cli("config", "check", str(config))
     assert check.returncode == 1
     assert "not both" in check.stderr and "set `url`" in check.stderr and "each address once" in check.stderr, check.stderr
+
+
+def test_the_three_audit_chains_verify_together_and_a_missing_one_is_named(fleet):
+    """Each gateway writes its own chain; `audit verify --chains` checks them against the writers
+    registered in the shared store (after the kill -9 above, b's chain goes on where it stopped)."""
+    tmp, a = fleet["tmp"], fleet["gateways"]["a"]
+    chains = {name: tmp / f"audit-{name}" for name in "abc"}
+
+    def verify(*names: str) -> subprocess.CompletedProcess:
+        args = [arg for name in names for arg in ("--chains", str(chains[name]))]
+        return run_cli("audit", "verify", "--config", str(a.config_path), *args)
+
+    together = verify("a", "b", "c")
+    assert together.returncode == 0 and "ok: 3 writer(s)" in together.stdout, together.stdout + together.stderr
+    without_b = verify("a", "c")
+    writer_b = (chains["b"] / "audit-writer.id").read_text()
+    assert without_b.returncode == 1 and f"writer {writer_b}: its chain is missing" in without_b.stderr

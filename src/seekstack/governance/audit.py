@@ -42,7 +42,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -112,6 +112,20 @@ class AuditKeys:
         return cls(chain_file.read_bytes(), signing, public)
 
 
+WRITER_FILE = "audit-writer.id"
+
+
+def writer_id(directory: Path) -> str:
+    """This chain's name among the gateways' chains: made once (host name and a random part), then kept."""
+    path = directory / WRITER_FILE
+    if not path.exists():
+        import socket
+
+        host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40] or "gateway"
+        write_secret_file(path, f"{host}-{os.urandom(4).hex()}".encode())
+    return path.read_text().strip()
+
+
 def log_exists(directory: Path) -> bool:
     """Whether a log was ever started here: its database or its checkpoint file is present."""
     return (directory / "audit.db").exists() or CheckpointFile(directory).exists()
@@ -132,12 +146,14 @@ class AuditLog:
                                         "that vouch for it outside the database",
                                         fix=f"restore the file from backup; {NEW_LOG_FIX}")
         self.keys = AuditKeys.load(directory, create=fresh)
+        self.writer = writer_id(directory)
+        self.on_vouch: Callable[[Entry], None] | None = None  # also publish each signed entry (the shared store)
         self.db = _open(self.path)
         self._inode = self.path.stat().st_ino
         self._shm = self.path.with_name(self.path.name + "-shm")
         self._shm_size = 0
         if fresh:
-            self.sidecar.append(self._entry("genesis", 0, GENESIS))
+            self._vouch(self._entry("genesis", 0, GENESIS))
         self.seq, self.head = self._stored_head()
         row = self.db.execute("SELECT MAX(ts) FROM checkpoints").fetchone()
         self._checkpointed_at = row[0] if row and row[0] is not None else time.time()
@@ -158,7 +174,17 @@ class AuditLog:
         return (anchor[0], anchor[1]) if anchor else (0, GENESIS)
 
     def _entry(self, kind: str, count: int, head: str) -> Entry:
-        return Entry(kind, count, head, time.time(), checkpoints.sign(self.keys.signing, kind, count, head))
+        return Entry(kind, count, head, time.time(), checkpoints.sign(self.keys.signing, kind, count, head), self.writer)
+
+    def _vouch(self, entry: Entry) -> None:
+        """Write a signed entry where the database cannot reach it: the side file, the log stream,
+        and (``on_vouch``) the shared store, where `audit verify --chains` finds every writer's."""
+        self.sidecar.append(entry)
+        if self.on_vouch is not None:
+            try:
+                self.on_vouch(entry)
+            except Exception as exc:  # the shared copy is a second witness; the file is the first
+                log.warning("audit %s at %d not published to the shared store: %s", entry.kind, entry.count, exc)
 
     # ------------------------------------------------------------ writing
     async def append(self, record: dict[str, Any], *, alone: bool = False) -> None:
@@ -306,7 +332,7 @@ class AuditLog:
         self.seq, self.head = seq, head
         if entry is not None:
             self._checkpointed_at = now
-            self.sidecar.append(entry)  # after the commit: the file never vouches for what the database lacks
+            self._vouch(entry)  # after the commit: the file never vouches for what the database lacks
 
     # ------------------------------------------------------------ retention
     def retention_plan(self, before: float) -> "RetentionPlan | None":
@@ -346,7 +372,7 @@ class AuditLog:
         if plan.first_seq != (anchor[0] if anchor else 0) + 1:
             return {"deleted": 0}
         entry = self._entry("retention", plan.last_seq, plan.last_mac)
-        self.sidecar.append(entry)
+        self._vouch(entry)
         with transaction(self.db):
             self.db.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?, ?)",
                             (entry.count, entry.head, entry.ts, entry.sig))
@@ -367,7 +393,7 @@ class AuditLog:
                 entry = self._entry("checkpoint", self.seq, self.head)
                 self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
                                 (entry.count, entry.head, entry.ts, entry.sig))
-                self.sidecar.append(entry)
+                self._vouch(entry)
             except (sqlite3.Error, OSError) as exc:
                 log.error("audit checkpoint at shutdown failed: %s", type(exc).__name__)
         self.db.close()

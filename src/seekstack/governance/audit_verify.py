@@ -48,14 +48,21 @@ class _Bad(Exception):
         self.first_bad, self.problem = first_bad, problem
 
 
-def verify_log(directory: Path, external: Path | None = None) -> Verdict:
-    """Walk the chain and every signed checkpoint; name the first bad record."""
+def verify_log(directory: Path, external: Path | None = None, published: list[Entry] | None = None) -> Verdict:
+    """Walk the chain and every signed checkpoint; name the first bad record.
+
+    ``external``: a shipped copy of the log stream; ``published``: this chain's entries from the
+    shared store (:mod:`.audit_writers`). The log must reach every checkpoint in each."""
     state = {"records": 0, "checkpoints": 0}
     try:
         chain_key, public = _keys(directory)
         entries = _checkpoint_file(directory, public)
-        shipped = _shipped(external, public) if external is not None else []
-        _check_database(directory, chain_key, public, entries, shipped, state)
+        witnesses = [(checkpoints.FILE_NAME, entries)]
+        if external is not None:
+            witnesses.append(("the shipped log", _shipped(external, public)))
+        if published:
+            witnesses.append(("the shared store", _signed(published, public, "the shared store")))
+        _check_database(directory, chain_key, public, witnesses, state)
     except _Bad as bad:
         return Verdict(False, state["records"], state["checkpoints"], bad.first_bad, bad.problem)
     return Verdict(True, state["records"], state["checkpoints"])
@@ -99,19 +106,19 @@ def _shipped(path: Path, public: Ed25519PublicKey) -> list[Entry]:
     return _signed(entries, public, str(path))
 
 
-def _check_database(directory: Path, chain_key: bytes, public: Ed25519PublicKey, entries: list[Entry],
-                    shipped: list[Entry], state: dict) -> None:
+def _check_database(directory: Path, chain_key: bytes, public: Ed25519PublicKey,
+                    witnesses: list[tuple[str, list[Entry]]], state: dict) -> None:
     path = directory / "audit.db"
     if not path.exists():
         raise _Bad(None, "audit.db is missing but its chain key and checkpoints remain")
     db = open_readonly(path)
     try:
         db.execute("BEGIN")  # one snapshot, even while the gateway writes
-        anchor = _anchor(db, public, entries)
+        anchor = _anchor(db, public, witnesses[0][1])
         macs = _walk(db, chain_key, anchor, state)
         last = anchor[0] + state["records"]
         stored = _stored_checkpoints(db, public, macs, last, anchor[0], state)
-        for where, listed in ((checkpoints.FILE_NAME, entries), ("the shipped log", shipped)):
+        for where, listed in witnesses:
             _against(listed, where, macs, stored, last, anchor[0])
     except sqlite3.DatabaseError as exc:
         raise _Bad(None, f"audit.db cannot be read ({exc})") from None

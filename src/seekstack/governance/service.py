@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from . import audit_writers
 from .audit import AuditLog, read_records
 from .bodies import BodyVault
 from .meter import Meter
@@ -51,6 +52,7 @@ class Governance:
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
         self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
         self.audit = AuditLog(audit_dir(settings), max_bytes=settings.audit.max_bytes)
+        audit_writers.attach(self.audit, self.store)  # this chain, among every gateway's, in the shared store
         self.bodies = BodyVault(audit_dir(settings), settings.audit.data_key_rotation_hours) \
             if settings.audit.capture_bodies else None
         self.admin_key_file = admin_key_path(settings)
@@ -93,8 +95,8 @@ class Governance:
     async def aclose(self) -> None:
         self.flush()
         await self.quotas.counters.close()
+        self.audit.close()  # its last checkpoint is published to the store: close the store after
         self.store.close()
-        self.audit.close()
         if self.bodies is not None:
             self.bodies.close()
 

@@ -43,6 +43,10 @@ LIMIT_FIELDS = ("rpm", "tpm", "concurrent", "daily_tokens", "monthly_tokens")
 MIGRATIONS: tuple[str, ...] = (
     # 2: a key may carry a lesser role than its user's; a limit remembers the rank that imposed it
     "ALTER TABLE keys ADD COLUMN role TEXT; ALTER TABLE limits ADD COLUMN imposed_rank INTEGER NOT NULL DEFAULT 0;",
+    # 3: every gateway's audit chain is registered, and its signed checkpoints published, here
+    "CREATE TABLE audit_writers (writer TEXT PRIMARY KEY, public_key TEXT NOT NULL, registered REAL NOT NULL); "
+    "CREATE TABLE audit_checkpoints (writer TEXT NOT NULL REFERENCES audit_writers(writer), kind TEXT NOT NULL, "
+    "count INTEGER NOT NULL, head TEXT NOT NULL, ts REAL NOT NULL, sig TEXT NOT NULL, PRIMARY KEY (writer, kind, count));",
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
@@ -212,6 +216,32 @@ class IdentityStore:
             sql, args = sql + " AND day >= ?", [*args, since_day]
         cols = ("day", "key_id", "user", "team", "model", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens")
         return [dict(zip(cols, r)) for r in self.execute(sql + ' ORDER BY day, team, "user", model', args)]
+
+
+    # the audit chains of the gateways sharing this store
+    def register_audit_writer(self, writer: str, public_key: str) -> None:
+        """Name a gateway's audit chain and its public signing key (once; the key may never change)."""
+        rows = self.execute("SELECT public_key FROM audit_writers WHERE writer = ?", (writer,))
+        if rows and rows[0][0] != public_key:
+            raise ConfigError(f"audit writer {writer!r} is registered with another signing key",
+                              fix="restore this chain's audit-signing.key, or give the new chain another "
+                                  "audit-writer.id (keep the old chain as evidence)")
+        if not rows:
+            self.execute("INSERT INTO audit_writers VALUES (?, ?, ?) ON CONFLICT (writer) DO NOTHING",
+                         (writer, public_key, time.time()))
+
+    def publish_audit_entry(self, writer: str, kind: str, count: int, head: str, ts: float, sig: str) -> None:
+        self.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (writer, kind, count) "
+                     "DO NOTHING", (writer, kind, count, head, ts, sig))
+
+    def audit_writers(self) -> dict[str, str]:
+        """writer → its public signing key (base64)."""
+        return dict(self.execute("SELECT writer, public_key FROM audit_writers ORDER BY writer"))
+
+    def audit_entries(self, writer: str) -> list[tuple[str, int, str, float, str]]:
+        """The writer's published entries: (kind, count, head, ts, sig), oldest first."""
+        return self.execute("SELECT kind, count, head, ts, sig FROM audit_checkpoints WHERE writer = ? "
+                            "ORDER BY count, ts", (writer,))
 
 
 class SqliteIdentityStore(IdentityStore):

@@ -50,6 +50,13 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: a key may carry a lesser role than its user's; a limit remembers the rank that imposed it
     "ALTER TABLE keys ADD COLUMN role TEXT; ALTER TABLE limits ADD COLUMN imposed_rank INTEGER NOT NULL DEFAULT 0;",
+    # 3: every gateway's audit chain is registered, and its signed checkpoints published, here
+    """
+    CREATE TABLE audit_writers (writer TEXT PRIMARY KEY, public_key TEXT NOT NULL, registered DOUBLE PRECISION NOT NULL);
+    CREATE TABLE audit_checkpoints (writer TEXT NOT NULL REFERENCES audit_writers(writer), kind TEXT NOT NULL,
+                                    count BIGINT NOT NULL, head TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
+                                    sig TEXT NOT NULL, PRIMARY KEY (writer, kind, count));
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
 
