@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import ssl
 from pathlib import Path
 from typing import Optional
@@ -29,6 +30,7 @@ from ..planner.admission import admit, derive
 from ..planner.hardware import detect
 from ..store import resolve_models
 from .common import console
+from .workers import REUSE_PORT_ENV, check_workers, run_leader
 
 out = console()
 settings_lock: list[Path | None] = [None]  # this process's state lock, rewritten with the bound port
@@ -39,9 +41,10 @@ def serve(
     host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default 8800; 0 picks a free one)."),
     force: bool = typer.Option(False, "--force", help="Start even when the planner says the models do not fit in memory."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, max=64, help="Gateway processes on one port (SO_REUSEPORT), engines supervised once; needs quotas.store: redis."),
 ) -> None:
     """Start engines and the OpenAI/DeepSeek-compatible gateway (loopback only by default)."""
-    start(config, "serve", host, port, force)
+    start(config, "serve", host, port, force, workers)
 
 
 def gateway(
@@ -53,20 +56,20 @@ def gateway(
     start(config, "gateway", host, port, force=False)
 
 
-def start(config: Path | None, role: Role, host: str | None, port: int | None, force: bool) -> None:
+def start(config: Path | None, role: Role, host: str | None, port: int | None, force: bool, workers: int = 1) -> None:
     settings = load_settings(config)
     reloader = Reloader(find_config_file(config), role, settings)  # the models as written, before sizes are derived
     if host is not None:
         settings.server.host = host
     if port is not None:
         settings.server.port = port
-    problems = role_problems(settings, role)
+    problems = role_problems(settings, role) + check_workers(settings, workers)
     if problems:
         raise ConfigError(f"cannot start a {role} host: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
                           fix="fix them, then run `seekstack config check FILE`")
     # One writer per audit chain: gateways may share a state_dir only with an audit.dir each.
     settings_lock[0] = statelock.hold(audit_dir(settings), host=settings.server.host, port=settings.server.port)
-    if ports.in_use(settings.server.host, settings.server.port):
+    if not os.environ.get(REUSE_PORT_ENV) and ports.in_use(settings.server.host, settings.server.port):
         raise ConfigError(f"{settings.server.host}:{settings.server.port} is already in use by "
                           f"{ports.describe_holder(settings.server.port)}",
                           fix="stop it, or serve on another port: --port N (or SEEKSTACK_SERVER__PORT=N)")
@@ -89,12 +92,13 @@ def start(config: Path | None, role: Role, host: str | None, port: int | None, f
     # A fatal signal (SIGBUS from a store file truncated under its memory map, SIGSEGV) leaves a
     # line on stderr naming it and where it struck, instead of a silent death.
     faulthandler.enable(all_threads=False)
+    main = run_leader(settings, workers, settings_lock[0]) if workers > 1 else run_server(settings, reloader)
     try:
         import uvloop
 
-        uvloop.run(run_server(settings, reloader))
+        uvloop.run(main)
     except ImportError:  # pragma: no cover
-        asyncio.run(run_server(settings, reloader))
+        asyncio.run(main)
 
 
 async def run_server(settings: Settings, reloader: Reloader | None = None) -> None:
@@ -138,7 +142,7 @@ async def run_server(settings: Settings, reloader: Reloader | None = None) -> No
     server = uvicorn.Server(config)
     announce = asyncio.create_task(_announce_when_ready(server, app, settings))
     try:
-        await server.serve()
+        await server.serve(sockets=[_shared_socket(settings)] if os.environ.get(REUSE_PORT_ENV) else None)
     finally:
         announce.cancel()
     if not server.started:
@@ -182,6 +186,16 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
     out.print("Try it:", style="dim")
     out.print(f"  curl {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
     out.print("Stop with Ctrl-C (in-flight requests finish first).", style="dim")
+
+
+def _shared_socket(settings: Settings) -> socket.socket:
+    """The listening address, bound with SO_REUSEPORT: every `--workers` process binds it too."""
+    family = socket.AF_INET6 if ":" in settings.server.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((settings.server.host, settings.server.port))
+    return sock
 
 
 async def _reload(app) -> None:
