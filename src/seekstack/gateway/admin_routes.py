@@ -14,7 +14,7 @@ import anyio
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..governance.audit_verify import verify_log
+from ..governance.audit_verify import verify_in_subprocess
 
 router = APIRouter(prefix="/admin/v1")
 
@@ -146,7 +146,7 @@ async def audit_records(request: Request, since: Optional[float] = None, until: 
 
 @router.get("/audit/verify")
 async def audit_verify(request: Request) -> dict:
-    verdict = await anyio.to_thread.run_sync(verify_log, _gov(request).audit.path.parent)
+    verdict = await verify_in_subprocess(_gov(request).audit.path.parent)  # off the loop and off its process
     return verdict.__dict__
 
 

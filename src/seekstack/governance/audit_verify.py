@@ -188,3 +188,28 @@ def _covers(count: int, head: str, macs: dict[int, str], last: int, anchored: in
         raise _Bad(last + 1, f"the log ends at record {last} but {what} covers {count}: truncated")
     if macs.get(count) != head:
         raise _Bad(count, f"record {count} differs from {what}")
+
+
+async def verify_in_subprocess(directory: Path) -> Verdict:
+    """:func:`verify_log` in a process of its own: a walk over millions of records holds no
+    lock the gateway's event loop needs (a thread would share its interpreter lock)."""
+    import asyncio
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "seekstack.governance.audit_verify",
+                                                str(directory), stdout=asyncio.subprocess.PIPE,
+                                                stdin=asyncio.subprocess.DEVNULL)
+    try:
+        output, _ = await proc.communicate()
+    except asyncio.CancelledError:  # the auditor left: stop the walk too
+        proc.kill()
+        raise
+    if proc.returncode != 0:
+        return Verdict(False, 0, 0, None, f"the verifier process failed (exit {proc.returncode})")
+    return Verdict(**json.loads(output))
+
+
+if __name__ == "__main__":  # python -m seekstack.governance.audit_verify DIR: the verdict as JSON
+    import sys
+
+    print(json.dumps(verify_log(Path(sys.argv[1])).__dict__))
