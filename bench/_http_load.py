@@ -66,3 +66,47 @@ def chat_request(host_port: str, key: str | None, path: str = "/v1/chat/completi
     auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
     return (f"POST {path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n").encode() + auth + b"\r\n" + body
+
+
+async def open_loop(host: str, port: int, request: bytes, rate: float, seconds: float, pool: int = 64,
+                    seed: int = 7) -> dict:
+    """Requests at Poisson arrivals of ``rate`` per second for ``seconds``, whether or not earlier
+    ones have finished. Each latency counts from the moment the request was due, so time spent
+    waiting for a free connection counts too (no coordinated omission). ``pool`` keep-alive
+    connections are opened first."""
+    import random
+
+    loop = asyncio.get_running_loop()
+    idle: asyncio.Queue = asyncio.Queue()
+    conns = []
+    for _ in range(pool):
+        _, conn = await loop.create_connection(_Conn, host, port)
+        conns.append(conn)
+        idle.put_nowait(conn)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def one(due: float) -> None:
+        conn = await idle.get()
+        conn.done = loop.create_future()
+        conn.transport.write(request)
+        status = await conn.done
+        latencies.append(time.perf_counter() - due)
+        statuses[status] = statuses.get(status, 0) + 1
+        idle.put_nowait(conn)
+
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    due, tasks = start, []
+    while due - start < seconds:
+        due += rng.expovariate(rate)
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(due)))
+    await asyncio.gather(*tasks)
+    for conn in conns:
+        conn.transport.close()
+    latencies.sort()
+    pick = lambda q: latencies[min(int(q * len(latencies)), len(latencies) - 1)] * 1000
+    return {"sent": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "statuses": statuses}

@@ -94,11 +94,14 @@ async def _flush_periodically(governance: Governance, sources: SourceGuard, ever
 
 
 async def _recover_audit(governance: Governance, every: float = 1.0) -> None:
-    """While the audit store cannot be written, try it again every second, with or without traffic."""
+    """While the audit store cannot be written, try it again every second, with or without traffic;
+    while it can, fold its WAL into the database every second, in a worker thread."""
     while True:
         await asyncio.sleep(every)
         if governance.audit.unavailable is not None:
             governance.audit.try_recover()
+        else:
+            await asyncio.to_thread(governance.audit.checkpoint_wal)
 
 
 async def _retention_daily(governance: Governance, first_after: float = 60.0) -> None:

@@ -40,6 +40,7 @@ import logging
 import os
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -147,6 +148,7 @@ class AuditLog:
                                         fix=f"restore the file from backup; {NEW_LOG_FIX}")
         self.keys = AuditKeys.load(directory, create=fresh)
         self.writer = writer_id(directory)
+        self._witness = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-witness")
         self.on_vouch: Callable[[Entry], None] | None = None  # also publish each signed entry (the shared store)
         self.db = _open(self.path)
         self._inode = self.path.stat().st_ino
@@ -176,10 +178,34 @@ class AuditLog:
     def _entry(self, kind: str, count: int, head: str) -> Entry:
         return Entry(kind, count, head, time.time(), checkpoints.sign(self.keys.signing, kind, count, head), self.writer)
 
-    def _vouch(self, entry: Entry) -> None:
+    def checkpoint_wal(self) -> None:
+        """Copy committed WAL frames into the database, through a connection of its own (for a
+        worker thread: the fsync stays off the event loop). PASSIVE: it never blocks the writer."""
+        db = sqlite3.connect(self.path, timeout=0.05)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError:
+            pass  # busy now: the next one catches up
+        finally:
+            db.close()
+
+    def _vouch(self, entry: Entry, *, wait: bool = True) -> None:
         """Write a signed entry where the database cannot reach it: the side file, the log stream,
-        and (``on_vouch``) the shared store, where `audit verify --chains` finds every writer's."""
-        self.sidecar.append(entry)
+        and (``on_vouch``) the shared store, where `audit verify --chains` finds every writer's.
+
+        One witness thread writes them, in order. A routine checkpoint does not ``wait`` (its
+        fsync and publication stay off the event loop; the database already holds it); genesis,
+        retention anchors and the shutdown checkpoint wait for theirs (and everything before)."""
+        done = self._witness.submit(self._witness_now, entry)
+        if wait:
+            done.result()
+
+    def _witness_now(self, entry: Entry) -> None:
+        try:
+            self.sidecar.append(entry)
+        except OSError as exc:
+            log.error("audit %s at %d not written to %s: %s", entry.kind, entry.count, self.sidecar.path.name, exc)
+            raise
         if self.on_vouch is not None:
             try:
                 self.on_vouch(entry)
@@ -332,7 +358,7 @@ class AuditLog:
         self.seq, self.head = seq, head
         if entry is not None:
             self._checkpointed_at = now
-            self._vouch(entry)  # after the commit: the file never vouches for what the database lacks
+            self._vouch(entry, wait=False)  # after the commit: the file never vouches for what the database lacks
 
     # ------------------------------------------------------------ retention
     def retention_plan(self, before: float) -> "RetentionPlan | None":
@@ -396,6 +422,7 @@ class AuditLog:
                 self._vouch(entry)
             except (sqlite3.Error, OSError) as exc:
                 log.error("audit checkpoint at shutdown failed: %s", type(exc).__name__)
+        self._witness.shutdown(wait=True)
         self.db.close()
 
 
@@ -442,7 +469,10 @@ def _open(path: Path) -> sqlite3.Connection:
     # Autocommit; batches use transaction(). The writer runs on the event loop and is the log's
     # only writer: a lock held by another process fails the write at once (fail-closed, retried
     # every second) instead of stalling every stream for the default five seconds.
-    return open_private(path, SCHEMA, "synchronous=NORMAL", busy_timeout=0.05)
+    # No automatic WAL checkpoints on the writer: copying the WAL into the database ends in an
+    # fsync, a stall of every stream if the event loop did it. The gateway checkpoints from a
+    # worker thread instead (:meth:`AuditLog.checkpoint_wal`); a last close checkpoints too.
+    return open_private(path, SCHEMA, "synchronous=NORMAL", "wal_autocheckpoint=0", busy_timeout=0.05)
 
 
 # ---------------------------------------------------------------- reading and verifying
