@@ -75,9 +75,7 @@ class Governance:
             for kid, when in used.items():
                 self.auth.note_used(kid, when)
             for key, (user, team, *counts) in usage.items():
-                row = self._usage.setdefault(key, [user, team, 0, 0, 0, 0])
-                for i, count in enumerate(counts, start=2):
-                    row[i] += count
+                self._count(key, user, team, counts)
             raise
 
     def _take(self) -> tuple[dict, dict]:
@@ -132,11 +130,14 @@ class Governance:
 
     def record_usage(self, principal: Principal, meter: Meter) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        row = self._usage.setdefault((day, principal.key_id, meter.model or "-"), [principal.user, principal.team, 0, 0, 0, 0])
-        row[2] += 1
-        row[3] += meter.prompt_tokens
-        row[4] += meter.completion_tokens
-        row[5] += meter.reasoning_tokens
+        self._count((day, principal.key_id, meter.model or "-"), principal.user, principal.team,
+                    (1, meter.prompt_tokens, meter.completion_tokens, meter.reasoning_tokens))
+
+    def _count(self, key: tuple[str, str, str], user: str, team: str, counts) -> None:
+        """Add (requests, prompt, completion, reasoning) to the batch row of (day, key id, model)."""
+        row = self._usage.setdefault(key, [user, team, 0, 0, 0, 0])
+        for i, count in enumerate(counts, start=2):
+            row[i] += count
 
     def set_limits(self, caller: Principal, scope: str, name: str, values: dict) -> dict:
         """Set a subject's limits. Tightening is open to whoever manages its quotas; loosening a
