@@ -175,9 +175,13 @@ TEAM_KEYMASTER = {"permissions": ["keys:manage", "users:manage", "inference:*", 
 TEAM_AUDITOR = {"permissions": ["audit:read"], "scope": "team"}
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("serve"), {"models": [EMBEDDED, SMALL_CTX, EMBEDDER],
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def server(request, tmp_path_factory):
+    """The session's gateway, once on each governance database: SQLite in its state directory,
+    and a real PostgreSQL — every test that uses it runs on both."""
+    storage = {"url": request.getfixturevalue("postgres").new_database()} if request.param == "postgres" else {}
+    srv = Server(tmp_path_factory.mktemp(f"serve-{request.param}"), {"models": [EMBEDDED, SMALL_CTX, EMBEDDER],
+                                                    "storage": storage,
                                                     "roles": {"team_keymaster": TEAM_KEYMASTER, "team_auditor": TEAM_AUDITOR},
                                                     "pii": {"teams": {"pii_mask": "mask", "pii_token": "tokenize",
                                                                       "pii_off": "off"}}}).start()
