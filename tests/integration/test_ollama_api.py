@@ -26,7 +26,10 @@ def test_chat_answers_in_ollamas_shape_streamed_and_not(client):
     parts = list(client.chat(model=MODEL, messages=[{"role": "user", "content": "Count to five."}],
                              options={"num_predict": 6}, stream=True))
     assert len(parts) >= 2 and not parts[0].done and parts[-1].done
-    assert "".join(p.message.content or "" for p in parts) and parts[-1].eval_count == 6
+    assert "".join(p.message.content or "" for p in parts)
+    # the budget, unless the model ended its answer first (sampled: it may say "Five." and stop)
+    last = parts[-1]
+    assert last.eval_count == 6 if last.done_reason == "length" else last.done_reason == "stop" and 1 <= last.eval_count < 6
 
 
 def test_generate_and_a_raw_prompt(client):
