@@ -167,14 +167,29 @@ class StoreConfig(_Section):
     allow_pickle: bool = Field(False, description="Accept pickle weights (.bin, .pt, .pth, .pkl, .ckpt), which can run code when loaded.")
 
 
+PriorityClass = Literal["interactive", "batch"]
+
+
+class PriorityConfig(_Section):
+    default: PriorityClass = Field("interactive", description="Priority class of a request when nothing more specific applies. In a model's queue, `interactive` requests go before `batch` ones.")
+    teams: dict[str, PriorityClass] = Field(default_factory=dict, description="Priority class per team.")
+    keys: dict[str, PriorityClass] = Field(default_factory=dict, description="Priority class per key id (wins over team).")
+
+
 class SchedulerConfig(_Section):
-    policy: Literal["round-robin", "least-outstanding"] = Field("least-outstanding", description="How a request picks among a model's healthy replicas.")
+    policy: Literal["round-robin", "least-outstanding", "least-load", "prefix-affinity"] = Field("least-outstanding", description="How a request picks among a deployment's healthy endpoints: `round-robin`; `least-outstanding` (fewest in flight from this gateway); `least-load` (the engines' own queue and KV-cache use); `prefix-affinity` (the same prompt prefix or `X-Session-Id` to the same endpoint, whose KV cache holds it, with bounded load).")
+    prefix_bytes: int = Field(512, ge=16, le=1 << 20, description="`prefix-affinity`: how much of the start of a prompt decides its endpoint.")
+    priorities: PriorityConfig = Field(default_factory=PriorityConfig, description="Priority classes per key and team, for the models' queues.")
     timeout: float = Field(600.0, gt=0, description="Seconds an engine may take to answer one request (read timeout between chunks).")
-    retries: int = Field(1, ge=0, le=5, description="Times a request is retried on another replica when the engine connection fails before any byte was sent.")
+    retries: int = Field(2, ge=0, le=5, description="Times a request goes to another endpoint when its engine fails before the client got anything (a refused or broken connection, a 5xx).")
+    resume: bool = Field(True, description="Resume a stream whose engine broke mid-way on another endpoint, so that the client sees one stream (docs/operations.md lists what is resumed).")
 
 
 class SupervisorConfig(_Section):
-    heartbeat_interval: float = Field(0.5, gt=0, le=0.5, description="Seconds between health checks of each replica (at most 0.5).")
+    heartbeat_interval: float = Field(0.25, gt=0, le=0.5, description="Seconds between health checks (and load readings) of each endpoint (at most 0.5).")
+    health_timeout: float = Field(0.25, gt=0, le=5, description="Seconds an engine has to answer a health check. Two checks in a row without an answer eject it (the second is sent at once).")
+    eject_for: float = Field(1.0, gt=0, description="Seconds an ejected endpoint stays out of service the first time; doubled on each ejection in a row, up to `eject_max`. Then a passing health check lets one request at a time try it (half-open); its success brings it back.")
+    eject_max: float = Field(30.0, gt=0, description="Longest time an endpoint stays ejected before it is tried again.")
     startup_timeout: float = Field(300.0, gt=0, description="Seconds a replica may take to load its model before it counts as failed.")
     backoff_initial: float = Field(0.5, gt=0, description="First restart delay after a crash, doubled after each further crash.")
     backoff_max: float = Field(30.0, gt=0, description="Longest restart delay.")
@@ -182,6 +197,31 @@ class SupervisorConfig(_Section):
     engine_nice: int = Field(5, ge=0, le=19, description="CPU niceness of engine processes. Engines are throughput work; a positive value lets the gateway (auth, streaming, health probes) run first when engines keep every core busy.")
     memory_budget_gb: float | None = Field(None, gt=0, description="Memory engines may use in all (GB), checked before loading (admission control); default: the memory available at start.")
     engine_transport: Literal["unix", "tcp"] = Field("unix", description="How the gateway reaches engines: Unix sockets in a private 0700 directory (no local user can bypass the gateway), or TCP on 127.0.0.1.")
+
+
+class AutoscaleConfig(_Section):
+    min_replicas: int = Field(1, ge=1, le=64, description="Fewest replicas.")
+    max_replicas: int = Field(4, ge=1, le=64, description="Most replicas; fewer when the memory plan says no more fit.")
+    scale_up_at: float = Field(0.85, gt=0, le=2, description="Add a replica when the average utilisation (saturation: slots in use with the queue, or KV-cache use) over `window` is above this.")
+    scale_down_at: float = Field(0.30, ge=0, lt=2, description="Remove one (it drains first) when the average over a full `window` is below this.")
+    window: float = Field(300.0, gt=0, le=86400, description="Seconds the utilisation is averaged over.")
+    up_cooldown: float = Field(60.0, ge=0, description="Seconds after any change before a replica is added.")
+    down_cooldown: float = Field(300.0, ge=0, description="Seconds after any change before a replica is removed.")
+    sample_every: float = Field(5.0, gt=0, le=300, description="Seconds between utilisation samples.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AutoscaleConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is more than max_replicas ({self.max_replicas})")
+        if self.scale_down_at >= self.scale_up_at:
+            raise ValueError(f"scale_down_at ({self.scale_down_at}) must be below scale_up_at ({self.scale_up_at})")
+        return self
+
+
+class QueueConfig(_Section):
+    concurrency: int | None = Field(None, ge=1, le=65536, description="Requests one endpoint runs at once; more wait in the gateway's queue, in priority order. Default: the engine's `slots`; no limit for an `openai` server (its capacity is unknown).")
+    max_waiting: int = Field(128, ge=0, le=1_000_000, description="Requests that may wait for this model at most; past it, 429 with Retry-After at once.")
+    max_wait: float = Field(60.0, gt=0, le=3600, description="Seconds a request may wait in the queue; then 429 with Retry-After.")
 
 
 class SamplingDefaults(_Section):
@@ -211,6 +251,8 @@ class ModelConfig(_Section):
     reasoning: Literal["auto", "none", "deepseek_r1"] = Field("auto", description="Reasoning format; `auto` takes it from the model family (DeepSeek-R1 → deepseek_r1).")
     reasoning_parser: Literal["auto", "engine", "gateway"] = Field("auto", description="Who splits reasoning: the engine's native parser (preferred when it has one) or the gateway.")
     defaults: SamplingDefaults = Field(default_factory=SamplingDefaults, description="Sampling used when the client sets none; family defaults fill the rest.")
+    queue: QueueConfig = Field(default_factory=QueueConfig, description="The bounded queue in front of this model's endpoints (overload protection).")
+    autoscale: AutoscaleConfig | None = Field(None, description="Add and remove replicas with the load (engines seekstack starts only); `replicas` is the count to start with.")
 
     _store_path: Path | None = PrivateAttr(None)  # set by seekstack.store.resolve_models
 
@@ -243,6 +285,12 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _needs_a_location(self) -> "ModelConfig":
+        if self.autoscale is not None:
+            if not self.engine.launched:
+                raise ValueError("autoscale: only engines seekstack starts can be scaled (not `url` / `endpoints`)")
+            if not self.autoscale.min_replicas <= self.replicas <= self.autoscale.max_replicas:
+                raise ValueError(f"replicas ({self.replicas}) must be between autoscale.min_replicas "
+                                 f"({self.autoscale.min_replicas}) and max_replicas ({self.autoscale.max_replicas})")
         if not self.engine.launched:
             return self
         if self.store is not None:

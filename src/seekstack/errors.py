@@ -12,8 +12,9 @@
      │   └─ ModelNotFoundError      404 model_not_found
      ├─ ConflictError               409 conflict              (an admin object that already exists)
      ├─ RateLimitError              429 rate_limit_exceeded   (a quota; Retry-After and x-ratelimit-* set)
+     ├─ OverloadedError             429 model_overloaded      (the model's queue is full; Retry-After set)
      ├─ PayloadTooLargeError        413 payload_too_large
- ├─ RequestTimeoutError         408 request_timeout       (the body stopped arriving)
+     ├─ RequestTimeoutError         408 request_timeout       (the body stopped arriving)
      ├─ EngineUnavailableError      503 engine_unavailable    (Retry-After set)
      ├─ AuditUnavailableError       503 audit_unavailable     (fail-closed: nothing served unaudited)
      ├─ StorageUnavailableError     503 storage_unavailable   (the governance database cannot be reached)
@@ -40,6 +41,7 @@ __all__ = [
     "ModelNotFoundError",
     "ConflictError",
     "RateLimitError",
+    "OverloadedError",
     "PayloadTooLargeError",
     "RequestTimeoutError",
     "EngineUnavailableError",
@@ -134,6 +136,19 @@ class RateLimitError(SeekstackError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after), **self.limit_headers}
+
+
+class OverloadedError(SeekstackError):
+    """A model's queue is full, or a request waited in it too long: refused at once, retry later."""
+
+    status, error_type, code = 429, "rate_limit_error", "model_overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class AuditUnavailableError(SeekstackError):

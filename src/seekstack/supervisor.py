@@ -33,12 +33,14 @@ from .engines.keys import read_api_key
 from .engines.registry import engine_kind, missing_package
 from .errors import ConfigError
 from .registry import Deployment
+from .traffic.breaker import CLOSED, OPEN, Breaker
 
 log = logging.getLogger("seekstack.supervisor")
 
-STARTING, READY, UNHEALTHY, RESTARTING, STOPPED = "starting", "ready", "unhealthy", "restarting", "stopped"
+STARTING, READY, RESTARTING, STOPPED = "starting", "ready", "restarting", "stopped"
 UNLOADED, DRAINING = "unloaded", "draining"
-UNHEALTHY_AFTER = 3  # consecutive failed heartbeats before a live replica stops taking traffic
+EJECTED, PROBING = "ejected", "probing"  # ready, but its breaker is open / half-open (`status`)
+REPLACE_HUNG_AFTER = 30.0  # seconds without a health answer before a local engine is restarted
 
 
 @dataclass(eq=False)
@@ -55,6 +57,9 @@ class Replica:
     outstanding: int = 0
     last_exit: int | None = None
     retired: bool = False       # drained out of service: never restarted again
+    breaker: Breaker = field(default_factory=Breaker)
+    leases: set = field(default_factory=set)  # requests in flight on it (gateway/upstream.py Lease)
+    deployment: str = ""        # the name of the deployment it belongs to (its queue)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -67,7 +72,26 @@ class Replica:
 
     @property
     def routable(self) -> bool:
-        return self.state == READY
+        return self.state == READY and self.breaker.allows
+
+    @property
+    def status(self) -> str:
+        """The state as operators read it: a ready endpoint whose breaker is open is ``ejected``;
+        half-open, ``probing``."""
+        if self.state != READY or self.breaker.state == CLOSED:
+            return self.state
+        return EJECTED if self.breaker.state == OPEN else PROBING
+
+    def fail(self, reason: str, abort: bool = False) -> bool:
+        """This endpoint failed: eject it at once. ``abort``: break off the requests in flight on
+        it too (it stopped answering), so that they go on elsewhere. True when it was serving."""
+        if not self.breaker.trip(reason):
+            return False
+        log.warning("endpoint %s ejected: %s", self.name, reason)
+        if abort:
+            for lease in list(self.leases):
+                lease.abort(f"endpoint {self.name} was ejected: {reason}")
+        return True
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -75,7 +99,8 @@ class Replica:
             "replica": self.index,
             "engine": self.model.engine.kind,
             "simulated": self.model.engine.simulated,
-            "state": self.state,
+            "state": self.status,
+            "breaker": self.breaker.describe(),
             "health": {"state": self.health.state, "reason": self.health.reason},
             "load": self.load.to_json(),
             "pid": self.engine.pid,
@@ -200,12 +225,32 @@ class Supervisor:
             replica.state = STOPPED
         log.info("drained and stopped %s", ", ".join(r.name for r in group))
 
+    async def scale(self, name: str, count: int) -> None:
+        """Run ``count`` replicas of model ``name`` from now (the autoscaler's actuator). New ones
+        start and take traffic once ready; surplus ones (the newest first) leave the registry at
+        once and drain before they stop."""
+        group = self._group(name)
+        model = group[0].model
+        if count > len(group):
+            taken = {r.index for r in group} | {r.index for g in self._draining.values() for r in g
+                                                if r.model.name == name}
+            free = (i for i in itertools.count() if i not in taken)
+            fresh = [self._replica(model, next(free), self.settings.state_path / "logs") for _ in range(count - len(group))]
+            for replica in fresh:
+                self._run(replica)
+            self._publish(model, group + fresh)
+        elif count < len(group):
+            ordered = sorted(group, key=lambda r: (r.routable, -r.index))  # not-ready ones go first, then the newest
+            surplus = ordered[:len(group) - count]
+            self._publish(model, [r for r in group if r not in surplus])
+            self._drain(surplus)
+
     def _replica(self, model: ModelConfig, index: int, logs: Path) -> Replica:
         kind = engine_kind(model.engine.kind)
         if not model.engine.launched or kind.process is None:
             engine: Engine = ExternalEngine(model.engine.addresses[index])
             return Replica(model, index, engine, kind.backend(self.http, engine.base_url, model,
-                                                             api_key=read_api_key(model.engine)))
+                                                             api_key=read_api_key(model.engine)), breaker=self._breaker())
         socket = self._socket(model, index) if kind.process.uses_unix_socket else None
         # An engine on TCP takes only requests carrying a key: the configured one (shared with
         # gateways on other hosts), else one made now that only this gateway holds (hex: never
@@ -219,7 +264,11 @@ class Supervisor:
         if model.engine.simulated:
             log.warning("model %s replica %d: SIMULATED — `seekstack sim` stands in for %s (no model runs)",
                         model.name, index, kind.name)
-        return Replica(model, index, process, kind.backend(self.http, process.base_url, model, api_key=key))
+        return Replica(model, index, process, kind.backend(self.http, process.base_url, model, api_key=key),
+                       breaker=self._breaker())
+
+    def _breaker(self) -> Breaker:
+        return Breaker(eject_for=self.cfg.eject_for, eject_max=self.cfg.eject_max)
 
     def _socket(self, model: ModelConfig, index: int) -> Path | None:
         """A private Unix socket, for an engine only this host's gateway talks to (a loopback
@@ -335,7 +384,8 @@ class Supervisor:
         while time.monotonic() < deadline:
             if exited.done():
                 return None
-            if await self._check(replica):
+            if await self._check(replica, timeout=max(self.cfg.health_timeout, 1.0)):
+                replica.breaker.reset()
                 replica.state = READY
                 replica.started_at = time.monotonic()
                 replica._ready.set()
@@ -346,35 +396,39 @@ class Supervisor:
         return None
 
     async def _heartbeat(self, replica: Replica, exited: asyncio.Future) -> None:
-        """Return when the process has exited (or was stopped for failing health)."""
-        failures = 0
-        interval = self.cfg.heartbeat_interval
+        """Check the endpoint every heartbeat; return when the process has exited (or was stopped
+        for not answering for ``REPLACE_HUNG_AFTER`` seconds).
+
+        A check that fails is sent again at once: two failures in a row eject the endpoint (its
+        breaker opens); a check that passes lets an ejected endpoint be tried again once its
+        time is up (half-open)."""
+        silent_since: float | None = None
         while True:
-            done, _ = await asyncio.wait({exited}, timeout=interval)
+            done, _ = await asyncio.wait({exited}, timeout=self.cfg.heartbeat_interval)
             if done:
                 replica.state = RESTARTING  # stop routing at once
                 return
-            if await self._check(replica):
-                failures = 0
-                if replica.state == UNHEALTHY:
-                    replica.state = READY
+            if await self._check(replica) or await self._check(replica):
+                silent_since = None
+                replica.breaker.probe_passed()
                 continue
-            failures += 1
-            if failures >= UNHEALTHY_AFTER and replica.state == READY:
-                log.warning("replica %s failed %d heartbeats; not routing to it", replica.name, failures)
-                replica.state = UNHEALTHY
-            if failures >= UNHEALTHY_AFTER * 20:  # hung for ~30 s: replace it
+            if exited.done():
+                continue
+            replica.fail(replica.health.reason or "the engine failed two health checks in a row", abort=True)
+            silent_since = silent_since or time.monotonic()
+            if replica.engine.pid is not None and time.monotonic() - silent_since >= REPLACE_HUNG_AFTER:
+                log.warning("replica %s has not answered for %.0f s; restarting it", replica.name, REPLACE_HUNG_AFTER)
                 await replica.engine.stop()
 
-
-    async def _check(self, replica: Replica) -> bool:
+    async def _check(self, replica: Replica, timeout: float | None = None) -> bool:
         """Ask the engine how it is (and, when it serves, how loaded it is)."""
         if not replica.engine.alive():
             replica.health = Health(DOWN, "the engine process is not running")
             return False
-        health = await replica.backend.health()
+        timeout = timeout or self.cfg.health_timeout
+        health = await replica.backend.health(timeout)
         if health.serving:
-            replica.load = await replica.backend.load()
+            replica.load = await replica.backend.load(timeout)
             strain = replica.load.strain()
             if strain is not None:  # still serving, but saturated: say so (ps, /admin/v1/replicas)
                 health = Health(DEGRADED, strain)

@@ -105,7 +105,7 @@ def test_dashboard_queries_name_only_metrics_that_metrics_exposes(tmp_path, expo
             used |= names
     # the signals the issue names each have a panel: per model and replica, engines, GPUs
     for needed in ("seekstack_time_to_first_token_seconds_bucket", "seekstack_time_per_output_token_seconds_bucket",
-                   "seekstack_requests_total", "seekstack_replica_up", "seekstack_requests_queued",
+                   "seekstack_requests_total", "seekstack_replica_up", "seekstack_queue_waiting",
                    "seekstack_engine_predicted_tokens_seconds", "seekstack_gpu_utilization_ratio",
                    "seekstack_gpu_memory_used_bytes", "seekstack_pii_detections_total"):
         assert needed in used, needed

@@ -45,6 +45,8 @@ def worker_of(response: httpx.Response) -> str:
 
 
 def test_two_workers_share_one_port_and_one_engine(workers):
+    # the second worker may still be between fork and exec (its command line still the leader's)
+    assert wait_until(lambda: len(children(workers)["gateways"]) == 2, 10)
     kids = children(workers)
     assert len(kids["gateways"]) == 2 and len(kids["engines"]) == 1
     seen = set()

@@ -20,7 +20,7 @@ def test_defaults_serve_embedded_model_on_loopback(monkeypatch, tmp_path):
     assert settings.server.host == "127.0.0.1"
     assert [m.name for m in settings.models] == ["smollm2-135m"]
     assert settings.models[0].resolved_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert settings.scheduler.policy in ("round-robin", "least-outstanding")
+    assert settings.scheduler.policy in ("round-robin", "least-outstanding", "least-load", "prefix-affinity")
 
 
 def test_full_file_is_accepted(tmp_path):

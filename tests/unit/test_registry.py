@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
-import pytest
-
 from seekstack.config import ModelConfig
 from seekstack.engines.base import ExternalEngine
 from seekstack.engines.http import EngineHTTP
 from seekstack.engines.registry import engine_kind
-from seekstack.errors import EngineUnavailableError
 from seekstack.registry import Deployment, Registry
-from seekstack.router import Router
 from seekstack.supervisor import READY, STARTING, UNLOADED, Replica
 
 
@@ -51,24 +45,3 @@ def test_a_model_is_ready_while_one_endpoint_is_and_the_gateway_while_one_model_
     assert registry.can_serve()
     assert registry.capabilities("a") is not None and registry.capabilities("nosuch") is None
     assert not Registry([Listed(deployment("b", "b", [STARTING]))]).can_serve()
-
-
-def test_traffic_is_split_between_an_alias_deployments_by_weight():
-    stable, canary = deployment("m", "stable", [READY, READY], weight=90), deployment("m", "canary", [READY], weight=10)
-    registry = Registry([Listed(stable, canary)])
-    router = Router(registry, "round-robin")
-    picks = Counter("canary" if router.pick("m") in canary.endpoints else "stable" for _ in range(1000))
-    assert picks == {"stable": 900, "canary": 100}
-    # a deployment with no ready endpoint takes none; weight 0 takes none
-    for endpoint in canary.endpoints:
-        endpoint.state = STARTING
-    assert all(router.pick("m") in stable.endpoints for _ in range(50))
-    canary.endpoints[0].state, canary.weight = READY, 0
-    assert all(router.pick("m") in stable.endpoints for _ in range(50))
-
-
-def test_an_unloaded_model_says_how_to_load_it():
-    router = Router(Registry([Listed(deployment("c", "c", [UNLOADED]))]))
-    with pytest.raises(EngineUnavailableError, match="unloaded") as refused:
-        router.pick("c")
-    assert "seekstack models load c" in refused.value.fix

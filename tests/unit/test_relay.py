@@ -11,7 +11,10 @@ from seekstack.engines.http import EngineHTTP
 from seekstack.engines.llamacpp import LlamaCppBackend
 from seekstack.gateway.inference import relay
 from seekstack.gateway.shaping import StreamShaper
+from seekstack.config import SchedulerConfig
 from seekstack.gateway.upstream import Lease
+from seekstack.registry import Registry
+from seekstack.traffic.router import Router
 from seekstack.governance.meter import Meter
 from seekstack.supervisor import Replica
 
@@ -40,7 +43,8 @@ def test_a_stream_closed_early_leaves_no_generator_for_the_loop_to_close(tmp_pat
             response = await http.request(url, "POST", "/v1/chat/completions", b"{}", headers={"connection": "close"})
             model = ModelConfig(name="m", source="embedded")
             backend = LlamaCppBackend(http, url, model)
-            lease = Lease(Replica(model, 0, None, backend, outstanding=1), EngineReply(response))
+            lease = Lease(Replica(model, 0, None, backend, outstanding=1), EngineReply(response),
+                          Router(Registry([]), SchedulerConfig()))
             stream = relay(lease, StreamShaper("m", include_usage=False, split_reasoning=False), Meter())
             first = await stream.__anext__()
             await stream.aclose()  # the client went away after the first token

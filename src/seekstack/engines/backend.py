@@ -86,6 +86,9 @@ class EngineReply:
     def close(self) -> None:
         self.response.close()  # back to the pool if it finished cleanly, else closed
 
+    def abort(self, reason: str) -> None:
+        self.response.abort(reason)
+
     async def events(self) -> AsyncIterator[list[bytes]]:
         """A streamed answer's SSE events, each ``data: …`` without its blank-line terminator, in
         the batches they arrived in. Line ends may be LF, CRLF or CR (the SSE spec allows all three).
@@ -244,9 +247,11 @@ class Backend(abc.ABC):
 
     # ------------------------------------------------------------ state
 
-    async def health(self) -> Health:
+    async def health(self, timeout: float = 1.0) -> Health:
         try:
-            status, body = await self.http.get(self.base_url, self.health_path, timeout=1.0, headers=self._get_headers)
+            status, body = await self.http.get(self.base_url, self.health_path, timeout=timeout, headers=self._get_headers)
+        except TimeoutError:
+            return Health(DOWN, f"no answer from {self.health_path} within {timeout:g} s")
         except Exception as exc:  # noqa: BLE001 — any failure to answer is "down", with its reason
             return Health(DOWN, f"no answer from {self.health_path} ({type(exc).__name__})")
         return self.health_from(status, body)
@@ -271,10 +276,10 @@ class Backend(abc.ABC):
             return None
         return body.decode("utf-8", "replace") if status == 200 else None
 
-    async def load(self) -> Load:
+    async def load(self, timeout: float = 1.0) -> Load:
         if not self.load_metrics:
             return Load()
-        page = await self.metrics_page()
+        page = await self.metrics_page(timeout)
         if page is None:
             return Load()
         sums = parse_prometheus(page, set(self.load_metrics.values()))

@@ -18,5 +18,7 @@ class Capabilities:
     reasoning_format: str = "none"      # "none" | "deepseek_r1"
     native_reasoning: bool = False      # the engine fills reasoning_content itself
     cancels_only_streams: bool = False  # notices a departed client only on streams: non-streamed answers are streamed
+    resumes: str | None = None          # how it continues a final assistant message: "continue_final_message"
+                                        # (vLLM, SGLang), "prefill" (llama.cpp), None (unknown: chat streams are not resumed)
     chat_template: str | None = None
     sampling_defaults: dict[str, Any] = field(default_factory=dict)

@@ -179,6 +179,13 @@ class EngineResponse:
     async def read(self) -> bytes:
         return b"".join([piece async for piece in self.iter_chunks()])
 
+    def abort(self, reason: str) -> None:
+        """Break the response off from outside (its engine was ejected): the reader gets
+        ``EngineStreamError`` at once, and the connection is closed."""
+        if not self._complete and not self._released:
+            self._fail(EngineStreamError(reason))
+            self._proto.close()
+
     def close(self) -> None:
         """Abandon the response (closes the connection unless it finished cleanly)."""
         if not self._released:

@@ -55,6 +55,7 @@ class LlamaCppBackend(Backend):
             native_reasoning=native_reasoning(model),
             # llama.cpp checks a non-streamed request's socket only while otherwise idle
             cancels_only_streams=True,
+            resumes="prefill",  # a trailing assistant message is continued (its --prefill-assistant default)
             chat_template=model.chat_template,
             sampling_defaults=model.sampling_defaults(),
         )

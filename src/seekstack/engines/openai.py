@@ -29,6 +29,7 @@ class OpenAIDialect(Backend):
     rewrite_markers = (b'"reasoning"',)
     native_reasoning_default = False  # does the server split DeepSeek-R1 reasoning itself?
     counts_tokens = False
+    resumes: str | None = None  # an unknown server may not continue a final assistant message
 
     def build_capabilities(self, model: "ModelConfig") -> Capabilities:
         fmt = model.reasoning_format()
@@ -39,7 +40,7 @@ class OpenAIDialect(Backend):
             chat=not model.embeddings, completions=not model.embeddings,
             media_input=True,  # the server accepts or refuses image and audio parts itself
             counts_tokens=self.counts_tokens, reasoning_format=fmt, native_reasoning=native,
-            chat_template=model.chat_template, sampling_defaults=model.sampling_defaults())
+            resumes=self.resumes, chat_template=model.chat_template, sampling_defaults=model.sampling_defaults())
 
     def normalize(self, chunk: dict[str, Any]) -> dict[str, Any]:
         for choice in chunk.get("choices") or ():

@@ -29,6 +29,7 @@ class SglangBackend(OpenAIDialect):
     load_metrics = {"queued": "sglang:num_queue_reqs", "running": "sglang:num_running_reqs",
                     "kv_use": "sglang:token_usage"}
     native_reasoning_default = True  # launched with --reasoning-parser deepseek-r1
+    resumes = "continue_final_message"
 
 
 def sglang_command(spec: LaunchSpec) -> list[str]:

@@ -35,6 +35,7 @@ class VllmBackend(OpenAIDialect):
                     "kv_use": "vllm:kv_cache_usage_perc"}
     native_reasoning_default = True  # launched with --reasoning-parser deepseek_r1
     counts_tokens = True
+    resumes = "continue_final_message"
 
     async def count_tokens(self, kind: Kind, body: dict[str, Any]) -> int | None:
         if kind == "chat":

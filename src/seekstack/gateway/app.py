@@ -14,10 +14,12 @@ from ..engines.http import EngineHTTP
 from ..governance import Governance
 from ..registry import Registry
 from ..reload import Reloader
-from ..router import Router
+from ..planner.admission import room_for
+from ..traffic.autoscaler import Autoscaler, Rule
+from ..traffic.router import Router
 from ..supervisor import Supervisor
 from ..observability import Observability
-from . import admin_routes, health_routes, metrics_routes, ollama_routes, openai_routes
+from . import admin_routes, health_routes, metrics_routes, ollama_routes, openai_routes, traffic_routes
 from .guard import GuardMiddleware
 from .errors import install_error_handlers
 from .inference import InferenceService
@@ -42,8 +44,9 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         http = EngineHTTP(read_timeout=settings.scheduler.timeout)
         supervisor = Supervisor(settings, http)
         registry = Registry([supervisor])
-        router = Router(registry, settings.scheduler.policy)
-        observability.attach(registry, http, governance.audit)
+        router = Router(registry, settings.scheduler)
+        app.state.autoscaler = autoscaler = _autoscaler(settings, registry, router, supervisor, governance)
+        observability.attach(registry, http, governance.audit, router, autoscaler)
         app.state.observability = observability
         app.state.settings = settings
         app.state.supervisor = supervisor
@@ -51,12 +54,15 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         app.state.reloader = reloader or Reloader(None, "serve", settings)  # without a file: refuses, saying why
         app.state.reloader.supervisor = supervisor
         app.state.router = router
-        app.state.inference = InferenceService(settings, registry, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout),
+        app.state.inference = InferenceService(settings, registry, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout,
+                                                                               settings.scheduler.resume),
                                                governance.quotas)
         await supervisor.start()
+        scaling = asyncio.create_task(autoscaler.run())
         try:
             yield
         finally:
+            scaling.cancel()
             flusher.cancel()
             retention.cancel()
             audit_watch.cancel()
@@ -72,6 +78,7 @@ def build_app(settings: Settings, observability: Observability | None = None, re
     install_error_handlers(app)
     app.include_router(health_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(traffic_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(ollama_routes.router)
     app.add_middleware(openai_routes.OpenAIRoutes)  # innermost: the inference routes, without FastAPI's router
@@ -79,6 +86,21 @@ def build_app(settings: Settings, observability: Observability | None = None, re
     app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled,
                        observability=observability, sources=sources)  # outermost: before any body is read
     return app
+
+
+def _autoscaler(settings: Settings, registry: Registry, router: Router, supervisor: Supervisor,
+                governance: Governance) -> Autoscaler:
+    """The autoscaler over this host's models that have an ``autoscale`` rule (read at every step:
+    a reload may add or change them), acting through the supervisor, audited."""
+    def rules() -> dict[str, Rule]:
+        return {d.alias: Rule.of(d.model.autoscale) for d in registry.deployments()
+                if d.source == "local" and d.model.autoscale is not None}
+
+    def fits(model: str, replicas: int) -> str | None:
+        running = {d.alias: len(d.endpoints) for d in registry.deployments() if d.source == "local"}
+        return room_for(settings, model, replicas, running)
+
+    return Autoscaler(registry, router, supervisor, rules, fits, governance.audit.append)
 
 
 async def _flush_periodically(governance: Governance, sources: SourceGuard, every: float = 10.0) -> None:

@@ -29,7 +29,8 @@ from .disconnect import cancel_on_disconnect
 from .errors import sse_error
 from .sse import EventStream
 from .shaping import StreamShaper, shape_chat, shape_completion, shape_embeddings
-from .upstream import Lease, Upstream
+from ..traffic.router import Ask
+from .upstream import Lease, ResumingStream, Upstream
 
 # Prompt-size upper bound without tokenizing: a token covers at least one UTF-8 byte;
 # chat templates add a few tokens per message and a fixed preamble.
@@ -327,14 +328,16 @@ class InferenceService:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         broken: frozenset = frozenset()
+        ask = self._ask(request, body)
         with stage(request.state.trace, "engine"):
             async with cancel_on_disconnect(request.receive):
                 for _ in range(self.upstream.retries + 1):
-                    lease = await self.upstream.send(model, kind, body, stream=True, avoid=broken)
+                    lease = await self.upstream.send(model, kind, body, stream=True, avoid=broken, ask=ask)
                     request.state.meter.replica = str(lease.replica.index)
                     try:
                         return await assemble(lease, kind)
-                    except ConnectionError:  # nothing reached the client yet: ask another replica
+                    except ConnectionError as exc:  # nothing reached the client yet: ask another endpoint
+                        lease.replica.fail(f"the answer broke off ({exc})")
                         broken |= {lease.replica}
                     finally:
                         await lease.aclose()
@@ -344,7 +347,7 @@ class InferenceService:
         """Send and wait for the whole answer; a client that leaves meanwhile cancels the request."""
         with stage(request.state.trace, "engine"):
             async with cancel_on_disconnect(request.receive):
-                lease = await self.upstream.send(model, kind, body)
+                lease = await self.upstream.send(model, kind, body, ask=self._ask(request, body))
         request.state.meter.replica = str(lease.replica.index)
         await lease.aclose()
         try:
@@ -360,15 +363,20 @@ class InferenceService:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         trace, sent = request.state.trace, time.monotonic()
+        ask = self._ask(request, body)
         with stage(trace, "route"):
-            lease = await self.upstream.send(model, kind, body, stream=True)
+            lease = await self.upstream.send(model, kind, body, stream=True, ask=ask)
         shaper.speak(lease.replica.backend)
         meter = request.state.meter
         meter.replica = str(lease.replica.index)
-        return EventStream(relay(lease, shaper, meter, trace, sent))
+        return EventStream(relay(self.upstream.stream(model, kind, body, lease, ask), shaper, meter, trace, sent))
+
+    def _ask(self, request: Request, body: dict[str, Any]) -> Ask:
+        principal: Principal = request.state.principal
+        return self.upstream.router.ask(body, principal.key_id, principal.team, request.headers.get("x-session-id"))
 
 
-async def relay(lease: Lease, shaper: StreamShaper, meter: Meter, trace: Trace | None = None,
+async def relay(lease: "Lease | ResumingStream", shaper: StreamShaper, meter: Meter, trace: Trace | None = None,
                 sent: float = 0.0) -> AsyncIterator[bytes]:
     """Forward SSE events as they arrive; closing early (client gone) closes the engine connection.
 

@@ -1,30 +1,42 @@
-"""Send a request to one of a model's replicas through its Backend: pick, send, retry a failed
-connection once (on another replica when there is one).
+"""Send a request to one of a model's endpoints through its Backend, and keep it going when
+that endpoint fails.
+
+- Before the client has anything (a refused or broken connection, a 5xx, a body that broke
+  off), the request goes to another endpoint, up to ``scheduler.retries`` times; the failed
+  endpoint is ejected at once (its breaker opens: ``traffic/breaker.py``).
+- A stream that breaks mid-way goes on on another endpoint from where it broke
+  (:class:`ResumingStream`, ``traffic/resume.py``).
 
 The dialect — paths, headers, the engine's errors, SSE framing — is the Backend's
-(``engines/backend.py``); this module only chooses and retries.
+(``engines/backend.py``); which endpoint, and waiting for one, is the Router's.
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from ..engines.backend import EngineReply, Kind
 from ..engines.http import EngineConnectionError, EngineStreamError
-from ..errors import EngineError, EngineUnavailableError
-from ..router import Router
+from ..errors import EngineError, EngineUnavailableError, SeekstackError
 from ..supervisor import Replica
+from ..traffic.resume import Continuation
+from ..traffic.router import Ask, Router
 
 
 @dataclass(eq=False)
 class Lease:
-    """A replica held for one request; ``aclose()`` exactly once."""
+    """An endpoint's slot held for one request; ``aclose()`` exactly once."""
 
     replica: Replica
     reply: EngineReply
+    router: Router
     _released: bool = False
+
+    def __post_init__(self) -> None:
+        self.replica.leases.add(self)
 
     @property
     def content(self) -> bytes:
@@ -33,7 +45,8 @@ class Lease:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.replica.outstanding -= 1
+            self.replica.leases.discard(self)
+            self.router.release(self.replica)
 
     async def aclose(self) -> None:
         try:
@@ -41,60 +54,84 @@ class Lease:
         finally:
             self.release()
 
+    def abort(self, reason: str) -> None:
+        self.reply.abort(reason)
+
     def events(self) -> AsyncIterator[list[bytes]]:
         return self.reply.events()
 
 
 class Upstream:
-    def __init__(self, router: Router, retries: int = 1, timeout: float = 600.0):
+    def __init__(self, router: Router, retries: int = 2, timeout: float = 600.0, resume: bool = True):
         self.router = router
         self.retries = retries
         self.timeout = timeout
+        self.resume = resume
 
     async def send(self, model: str, kind: Kind, body: dict[str, Any], *, stream: bool = False,
-                   avoid: frozenset[Replica] = frozenset()) -> Lease:
-        """Send to a replica (not one in ``avoid`` while another is left); return a Lease
+                   avoid: frozenset[Replica] = frozenset(), ask: Ask = Ask()) -> Lease:
+        """Send to an endpoint (not one in ``avoid`` while another is left); return a Lease
         (stream: only the head has been read).
 
         The wait for the response head is bounded by ``scheduler.timeout``; a stream then has
-        no timer per chunk (a hung engine is caught by the supervisor's heartbeat instead)."""
+        no timer per chunk (a hung engine is caught by the health checks, which eject it)."""
         tried: set[Replica] = set(avoid)
         last_error: Exception | None = None
+        blamed = False  # a 5xx ejects the first endpoint that sent it; a second is the request's doing
         for _ in range(self.retries + 1):
-            replica = self._pick(model, tried)
-            replica.outstanding += 1
+            replica = await self._acquire(model, ask, tried, last_error)
             try:
                 async with asyncio.timeout(self.timeout):
                     reply = await replica.backend.send(kind, body, stream=stream)
-            except EngineConnectionError as exc:
-                replica.outstanding -= 1
+            except (EngineConnectionError, EngineStreamError) as exc:
+                self.router.release(replica)
+                replica.fail(f"the connection failed: {exc}")
                 tried.add(replica)
                 last_error = exc
                 continue
             except TimeoutError:
-                replica.outstanding -= 1
+                self.router.release(replica)
                 raise _timed_out(model) from None
-            except EngineStreamError:
-                replica.outstanding -= 1
-                raise EngineError("the engine connection broke while answering") from None
-            except BaseException:  # an engine error, or cancelled (the client left)
-                replica.outstanding -= 1
+            except EngineError as exc:  # the engine answered 5xx (or refused our key)
+                self.router.release(replica)
+                if not blamed and self.router.has_spare(replica):  # the last one answers, if only errors
+                    replica.fail(f"the engine answered an error: {exc.message}")
+                    blamed = True
+                tried.add(replica)
+                last_error = exc
+                continue
+            except EngineUnavailableError as exc:  # the engine says it is busy: another may not be
+                self.router.release(replica)
+                tried.add(replica)
+                last_error = exc
+                continue
+            except BaseException:  # a request error, or cancelled (the client left)
+                self.router.release(replica)
                 raise
-            return Lease(replica, reply)
-        raise EngineUnavailableError(f"model {model!r}: the engine connection failed ({last_error})",
-                                     retry_after=2, fix="retry after the Retry-After delay")
+            replica.breaker.succeeded()
+            return Lease(replica, reply, self.router)
+        raise _failed(model, last_error)
 
-    def _pick(self, model: str, tried: set[Replica]) -> Replica:
+    async def _acquire(self, model: str, ask: Ask, tried: set[Replica], last_error: Exception | None) -> Replica:
         try:
-            return self.router.pick(model, exclude=tried)
+            return await self.router.acquire(model, ask, exclude=tried)
         except EngineUnavailableError:
             if not tried:
                 raise
-            return self.router.pick(model)  # only failed ones left: retry one of them once
+        try:
+            return await self.router.acquire(model, ask)  # only failed ones left: one of them again
+        except EngineUnavailableError:
+            raise _failed(model, last_error) from None
+
+    def stream(self, model: str, kind: Kind, body: dict[str, Any], lease: Lease, ask: Ask = Ask()) -> "ResumingStream":
+        """``lease``'s stream, resumed on another endpoint if it breaks (where it can be)."""
+        caps = lease.replica.backend.capabilities
+        continuation = Continuation(kind, body, caps.resumes, caps.native_reasoning) if self.resume else None
+        return ResumingStream(self, model, kind, lease, continuation, ask)
 
     async def count_tokens(self, model: str, kind: Kind, body: dict[str, Any]) -> int | None:
         """The prompt's size as one of the model's engines counts it; None when it cannot."""
-        replica = self._pick(model, set())
+        replica = self.router.peek(model)
         try:
             async with asyncio.timeout(self.timeout):
                 return await replica.backend.count_tokens(kind, body)
@@ -105,6 +142,75 @@ class Upstream:
                                          retry_after=2, fix="retry after the Retry-After delay") from None
 
 
+class ResumingStream:
+    """One stream to the client over as many engine connections as it takes.
+
+    Events pass through as the engine sent them. When the engine's connection breaks, or the
+    stream ends without ``[DONE]``, the endpoint is ejected and the stream goes on from where it
+    broke on another one (``traffic/resume.py`` says what is resumed); the resumed leg's events
+    are rewritten to continue the first leg's. When it cannot go on, the break reaches the relay,
+    which ends the stream with an error event, as before."""
+
+    def __init__(self, upstream: Upstream, model: str, kind: Kind, lease: Lease,
+                 continuation: Continuation | None, ask: Ask):
+        self.upstream, self.model, self.kind, self.ask = upstream, model, kind, ask
+        self.lease = lease
+        self.continuation = continuation
+        self.broken: set[Replica] = set()
+        self.done = False
+
+    @property
+    def replica(self) -> Replica:
+        return self.lease.replica
+
+    async def aclose(self) -> None:
+        await self.lease.aclose()
+
+    async def events(self) -> AsyncIterator[list[bytes]]:
+        while True:
+            try:
+                async with aclosing(self.lease.events()) as batches:
+                    async for events in batches:
+                        yield self._pass(events)
+            except ConnectionError as exc:
+                reason = f"the stream broke mid-way ({exc})"
+            else:
+                if self.done:
+                    return
+                reason = "the engine ended the stream early"
+            self.lease.replica.fail(reason)
+            body = self.continuation.request() if self.continuation is not None else None
+            if body is None:
+                raise EngineStreamError(reason)
+            self.broken.add(self.lease.replica)
+            await self.lease.aclose()
+            resumed = self.upstream.router.resumed
+            resumed[self.model] = resumed.get(self.model, 0) + 1
+            try:
+                self.lease = await self.upstream.send(self.model, self.kind, body, stream=True,
+                                                      avoid=frozenset(self.broken), ask=self.ask)
+            except SeekstackError:
+                raise EngineStreamError(f"{reason}, and no other endpoint could go on with it") from None
+
+    def _pass(self, events: list[bytes]) -> list[bytes]:
+        continuation = self.continuation
+        if continuation is not None and continuation.resumed:
+            events = [e for e in map(continuation.adopt, events) if e is not None]
+        for event in events:
+            if continuation is not None:
+                continuation.observe(event)
+            if event.startswith(b"data: [DONE]") or event.startswith(b"data:[DONE]"):
+                self.done = True
+        return events
+
+
 def _timed_out(model: str) -> EngineUnavailableError:
     return EngineUnavailableError(f"model {model!r} did not answer in time", retry_after=5,
                                   fix="retry later, or raise scheduler.timeout")
+
+
+def _failed(model: str, last_error: Exception | None) -> SeekstackError:
+    if isinstance(last_error, SeekstackError):
+        return last_error
+    return EngineUnavailableError(f"model {model!r}: the engine connection failed ({last_error})",
+                                  retry_after=2, fix="retry after the Retry-After delay")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from prometheus_client import ProcessCollector
 
 from ..config import Settings
-from .collectors import AuditCollector, EngineMetrics, GcCollector, GpuCollector, ReplicaCollector, StaticCollector, certificate_expiry
+from .collectors import (AuditCollector, EngineMetrics, GcCollector, GpuCollector, ReplicaCollector, StaticCollector,
+                         TrafficCollector, certificate_expiry)
 from .metrics import METRICS, GatewayMetrics, metrics_table
 from .tracing import Trace, Tracing, stage
 
@@ -25,7 +26,7 @@ class Observability:
         self._gc: GcCollector | None = None
         self._nvml = nvml
 
-    def attach(self, deployments, http, audit=None) -> None:
+    def attach(self, deployments, http, audit=None, router=None, autoscaler=None) -> None:
         """Register the scrape-time collectors, once the registry of deployments exists."""
         if self.metrics is None or self._engines is not None:
             return
@@ -34,6 +35,8 @@ class Observability:
         registry = self.metrics.registry
         tls = self.settings.server.tls
         registry.register(ReplicaCollector(deployments))
+        if router is not None:
+            registry.register(TrafficCollector(router, autoscaler))
         self._engines = EngineMetrics(deployments, http)
         registry.register(self._engines)
         registry.register(GpuCollector(self._nvml))

@@ -57,7 +57,7 @@ def alerts(t: AlertThresholds) -> list[Alert]:
               "Users see a stalling stream: shed load (quotas) or add replicas now."),
         Alert("SeekstackTTFTP99High", f"{_quantile(0.99, 'seekstack_time_to_first_token_seconds')} > {t.ttft_p99_ms / 1000}",
               "5m", "warning", f"p99 time to first token of {{{{ $labels.model }}}} is above {t.ttft_p99_ms:g} ms.",
-              "Requests queue for slots or prompts are long: check seekstack_requests_queued and prompt token rates."),
+              "Requests queue for slots or prompts are long: check seekstack_queue_waiting and prompt token rates."),
         Alert("SeekstackSustainedUtilization", f"{SLOT_UTILISATION} > {t.sustained_utilization}", "15m", "warning",
               f"{{{{ $labels.model }}}} has used more than {t.sustained_utilization:.0%} of its engine slots for 15 minutes.",
               "Capacity is short: add replicas or slots before latency alerts follow."),

@@ -1,7 +1,8 @@
 """Metrics read off other parts when ``/metrics`` is scraped (never on the request path).
 
-- :class:`ReplicaCollector`: replica up/restarts, slots, in-flight and queued requests, and
+- :class:`ReplicaCollector`: replica up/restarts, slots, in-flight requests, and
   each engine process's memory and CPU.
+- :class:`TrafficCollector`: ejections, the models' queues, resumed streams, the autoscaler.
 - :class:`EngineMetrics`: the engines' own ``/metrics`` (llama.cpp ``llamacpp:…``, vLLM
   ``vllm:…``), fetched concurrently before each render and renamed ``seekstack_engine_…``
   with ``model``, ``replica`` and ``engine`` labels, so every engine reads the same way.
@@ -45,14 +46,12 @@ class ReplicaCollector(Collector):
         memory = GaugeMetricFamily("seekstack_replica_resident_memory_bytes", _help("seekstack_replica_resident_memory_bytes"), labels=labels)
         cpu = CounterMetricFamily("seekstack_replica_cpu_seconds", _help("seekstack_replica_cpu_seconds_total"), labels=labels)
         in_flight = GaugeMetricFamily("seekstack_requests_in_flight", _help("seekstack_requests_in_flight"), labels=["model", "replica"])
-        queued = GaugeMetricFamily("seekstack_requests_queued", _help("seekstack_requests_queued"), labels=["model", "replica"])
         for replica in self.registry.endpoints():
             ids = [replica.model.name, str(replica.index), replica.model.engine.kind]
             up.add_metric(ids, 1.0 if replica.routable else 0.0)
             restarts.add_metric(ids, replica.restarts)
             slots.add_metric(ids, replica.model.slots)
             in_flight.add_metric(ids[:2], replica.outstanding)
-            queued.add_metric(ids[:2], max(0, replica.outstanding - replica.model.slots))
             usage = _process_usage(replica.engine.pid)
             if usage is not None:
                 memory.add_metric(ids, usage[0])
@@ -63,7 +62,49 @@ class ReplicaCollector(Collector):
         for alias, state in self.registry.models().items():
             model_ready.add_metric([alias], 1.0 if state["state"] == "ready" else 0.0)
             ready_endpoints.add_metric([alias], state["ready_endpoints"])
-        return [up, restarts, slots, in_flight, queued, memory, cpu, model_ready, ready_endpoints]
+        return [up, restarts, slots, in_flight, memory, cpu, model_ready, ready_endpoints]
+
+
+class TrafficCollector(Collector):
+    """Ejections, the models' queues and resumed streams (from the router), and the autoscaler."""
+
+    def __init__(self, router, autoscaler=None):
+        self.router = router
+        self.autoscaler = autoscaler
+
+    def collect(self) -> Iterable[Metric]:
+        ejected = GaugeMetricFamily("seekstack_endpoint_ejected", _help("seekstack_endpoint_ejected"), labels=["model", "endpoint"])
+        ejections = CounterMetricFamily("seekstack_endpoint_ejections", _help("seekstack_endpoint_ejections_total"),
+                                        labels=["model", "endpoint"])
+        for endpoint in self.router.registry.endpoints():
+            ids = [endpoint.model.name, endpoint.name]
+            ejected.add_metric(ids, 1.0 if endpoint.breaker.state == "open" else 0.0)
+            ejections.add_metric(ids, endpoint.breaker.ejections)
+        waiting = GaugeMetricFamily("seekstack_queue_waiting", _help("seekstack_queue_waiting"), labels=["model"])
+        rejected = CounterMetricFamily("seekstack_queue_rejected", _help("seekstack_queue_rejected_total"), labels=["model", "reason"])
+        for queue in [self.router.queue(d) for d in self.router.registry.deployments()]:
+            waiting.add_metric([queue.name], queue.waiting)
+            for reason, count in queue.rejected.items():
+                rejected.add_metric([queue.name, reason], count)
+        resumed = CounterMetricFamily("seekstack_streams_resumed", _help("seekstack_streams_resumed_total"), labels=["model"])
+        for model, count in self.router.resumed.items():
+            resumed.add_metric([model], count)
+        families = [ejected, ejections, waiting, rejected, resumed]
+        if self.autoscaler is not None:
+            utilization = GaugeMetricFamily("seekstack_autoscaler_utilization", _help("seekstack_autoscaler_utilization"),
+                                            labels=["model"])
+            replicas = GaugeMetricFamily("seekstack_autoscaler_replicas", _help("seekstack_autoscaler_replicas"),
+                                         labels=["model"])
+            decisions = CounterMetricFamily("seekstack_autoscaler_decisions", _help("seekstack_autoscaler_decisions_total"),
+                                            labels=["model", "direction"])
+            for row in self.autoscaler.describe():
+                if row["utilization"] is not None:
+                    utilization.add_metric([row["model"]], row["utilization"])
+                replicas.add_metric([row["model"]], row["replicas"])
+                for direction, count in row["decisions"].items():
+                    decisions.add_metric([row["model"], direction], count)
+            families += [utilization, replicas, decisions]
+        return families
 
 
 def _process_usage(pid: int | None) -> tuple[float, float] | None:

@@ -130,3 +130,34 @@ def derive(settings: Settings, info: dict | None = None) -> list[str]:
     return [f"{m.name}: context {m.context} × {m.slots} slots, prompt cache {m.prompt_cache_mib} MiB (chosen from the "
             f"memory plan; set context/slots/prompt_cache_mib to fix them)"
             for m in {id(m): m for m in ctx_open + slots_open}.values()]
+
+
+def room_for(settings: Settings, model: str, replicas: int, running: dict[str, int],
+             info: dict | None = None) -> str | None:
+    """None when ``replicas`` of ``model`` fit the memory plan with the others as they run now
+    (``running``: model → replicas); else why not, with the numbers (the autoscaler's guard).
+
+    Against ``supervisor.memory_budget_gb`` when set: everything planned must fit it. Else the
+    replicas added must fit the memory available now (the running ones are already using theirs)."""
+    target = next((m for m in settings.models if m.name == model), None)
+    if target is None or target.engine.kind != "llamacpp":
+        return None  # only llama.cpp models are planned; others are bounded by max_replicas alone
+    info = info if info is not None else detect()
+    hw = parse_hardware("auto", info)
+    per = make_plan(_spec(target.resolved_path()), hw, quant_name="file", context=target.context,
+                    concurrency=target.slots, engine="llamacpp",
+                    prompt_cache_bytes=target.prompt_cache_mib * 2**20).total_bytes
+    budget_gb = settings.supervisor.memory_budget_gb
+    if budget_gb is not None:
+        planned = admit(settings.model_copy(update={"models": [
+            m.model_copy(update={"replicas": replicas if m.name == model else running.get(m.name, m.replicas)})
+            for m in settings.models]}), info)
+        if planned is not None and not planned.fits:
+            return (f"{replicas} replicas of {model} would need {planned.need_bytes / GIB:.2f} GiB in all, more than "
+                    f"supervisor.memory_budget_gb ({budget_gb:g} GB)")
+        return None
+    extra = per * max(replicas - running.get(model, 0), 0)
+    if extra > info["available_bytes"]:
+        return (f"one more replica of {model} needs {per / GIB:.2f} GiB; {info['available_bytes'] / GIB:.2f} GiB is "
+                "available now")
+    return None

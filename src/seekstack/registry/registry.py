@@ -43,6 +43,10 @@ class Deployment:
     weight: int = 100            # share of the alias's traffic among its ready deployments
     version: str | None = None   # the store version (NAME@VERSION), when it comes from the store
 
+    def __post_init__(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.deployment = self.name  # its queue (traffic/router.py)
+
     @property
     def engine(self) -> str:
         return self.model.engine.kind
@@ -50,6 +54,16 @@ class Deployment:
     @property
     def capabilities(self) -> "Capabilities | None":
         return self.endpoints[0].backend.capabilities if self.endpoints else None
+
+    @property
+    def concurrency(self) -> int | None:
+        """Requests one endpoint runs at once before more wait in the gateway's queue (None: no
+        limit): ``queue.concurrency``, else the engine's slots — except for an OpenAI-compatible
+        server seekstack does not know the capacity of."""
+        configured = self.model.queue.concurrency
+        if configured is not None or self.engine == "openai":
+            return configured
+        return self.model.slots
 
     def routable(self) -> list["Replica"]:
         return [e for e in self.endpoints if e.routable]
@@ -130,17 +144,16 @@ class Registry:
         return any(e.routable for e in self.endpoints())
 
     # ------------------------------------------------------------ routing
-    def candidates(self, alias: str) -> list["Replica"]:
-        """The ready endpoints of one of the alias's ready deployments, chosen by weight."""
-        ready = [d for d in self.deployments(alias) if d.weight > 0 and d.routable()]
-        if not ready:
-            return []
-        if len(ready) == 1:
-            return ready[0].routable()
+    def choose(self, alias: str, exclude: "Iterable[Replica]" = ()) -> Deployment | None:
+        """One of the alias's deployments with a routable endpoint (not in ``exclude``), by weight."""
+        exclude = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)
+        ready = [d for d in self.deployments(alias) if d.weight > 0 and any(e not in exclude for e in d.routable())]
+        if len(ready) <= 1:
+            return ready[0] if ready else None
         total = sum(d.weight for d in ready)
         point = next(self._turn) * 7919 % total  # a deterministic spread over the weights
         for deployment in ready:
             if point < deployment.weight:
-                return deployment.routable()
+                return deployment
             point -= deployment.weight
-        return ready[-1].routable()  # pragma: no cover (point < total)
+        return ready[-1]  # pragma: no cover (point < total)

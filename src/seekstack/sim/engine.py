@@ -31,14 +31,14 @@ def tokens_of(text: str) -> list[str]:
     return TOKEN.findall(text)
 
 
-def render_chat(messages: list[dict[str, Any]]) -> str:
+def render_chat(messages: list[dict[str, Any]], generation_prompt: bool = True) -> str:
     parts = []
     for message in messages:
         content = message.get("content")
         if isinstance(content, list):
             content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
         parts.append(f"<|{message.get('role', 'user')}|>\n{content or ''}\n")
-    return "".join(parts) + "<|assistant|>\n"
+    return "".join(parts) + ("<|assistant|>\n" if generation_prompt else "")
 
 
 @dataclass

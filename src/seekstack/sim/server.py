@@ -177,15 +177,19 @@ class SimServer:
             return True
         if kind == "embedding":
             return self._embeddings(model, body, conn)
+        prefix = None  # the answer so far, when asked to go on with it (a resumed stream)
         if kind == "chat":
             messages = body.get("messages") or []
-            prompt = render_chat(messages)
+            if messages and messages[-1].get("role") == "assistant" and (
+                    d.name == "llamacpp" or (body.get("continue_final_message") and d.name in ("vllm", "sglang"))):
+                prefix, messages = str(messages[-1].get("content") or ""), messages[:-1]
+            prompt = render_chat(body.get("messages") or [], generation_prompt=prefix is None)
             source = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "") or ""
             source = source if isinstance(source, str) else " ".join(p.get("text", "") for p in source if isinstance(p, dict))
         else:
             prompt = body.get("prompt") or ""
             prompt = prompt if isinstance(prompt, str) else " ".join(p for p in prompt if isinstance(p, str))
-            source = prompt
+            source, prefix = own_output(prompt)
         n_prompt = len(tokens_of(prompt))
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
         room = cfg.max_model_len - n_prompt
@@ -198,19 +202,25 @@ class SimServer:
             conn.respond(400, err)
             return True
         limit = min(asked, room) if asked is not None else room
-        answer = engine.answer(model, source, limit)
-        need = n_prompt + (asked or answer.tokens)
+        answer = engine.answer(model, source, None if prefix else limit)
+        pieces = self._pieces(answer, kind)
+        finish = answer.finish_reason
+        if prefix:
+            pieces = after(pieces, prefix)
+            if len(pieces) > limit:
+                pieces, finish = pieces[:limit], "length"
+        need = n_prompt + (asked or len(pieces))
         await engine.scheduler.admit(need)
         try:
             engine.prompt_tokens_total += n_prompt
             await asyncio.sleep(engine.first_token_delay(n_prompt, model))
             if body.get("stream"):
-                await self._stream(kind, model, body, answer, n_prompt, conn, faults.break_after)
+                await self._stream(kind, model, body, answer, pieces, finish, n_prompt, conn, faults.break_after)
                 return not d.close_after_stream
-            for _ in range(max(answer.tokens - 1, 0)):
+            for _ in range(max(len(pieces) - 1, 0)):
                 await asyncio.sleep(engine.token_delay(model))
-            engine.generation_tokens_total += answer.tokens
-            conn.respond(200, self._whole(kind, model, answer, n_prompt))
+            engine.generation_tokens_total += len(pieces)
+            conn.respond(200, self._whole(kind, model, answer, pieces, finish, n_prompt))
             return True
         except asyncio.CancelledError:
             engine.cancelled_total += 1
@@ -234,8 +244,8 @@ class SimServer:
             usage["completion_tokens_details"] = {"reasoning_tokens": len(answer.reasoning)}
         return usage
 
-    def _whole(self, kind: str, model: str, answer: Answer, n_prompt: int) -> dict[str, Any]:
-        pieces = self._pieces(answer, kind)
+    def _whole(self, kind: str, model: str, answer: Answer, pieces: list[tuple[str, str]], finish: str,
+               n_prompt: int) -> dict[str, Any]:
         text: dict[str, str] = {}
         for name, piece in pieces:
             text[name] = text.get(name, "") + piece
@@ -246,17 +256,17 @@ class SimServer:
             if self.dialect.reasoning_field in text:
                 message[self.dialect.reasoning_field] = text[self.dialect.reasoning_field]
             out = {**base, "object": "chat.completion",
-                   "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}]}
+                   "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}]}
         else:
             out = {**base, "object": "text_completion",
-                   "choices": [{"index": 0, "text": text.get("content", ""), "finish_reason": answer.finish_reason,
+                   "choices": [{"index": 0, "text": text.get("content", ""), "finish_reason": finish,
                                 "logprobs": None}]}
         if self.dialect.timings:
             out["timings"] = {"prompt_n": n_prompt, "predicted_n": len(pieces)}
         return out
 
-    async def _stream(self, kind: str, model: str, body: dict[str, Any], answer: Answer, n_prompt: int,
-                      conn: Connection, break_after: int | None) -> None:
+    async def _stream(self, kind: str, model: str, body: dict[str, Any], answer: Answer, pieces: list[tuple[str, str]],
+                      finish: str, n_prompt: int, conn: Connection, break_after: int | None) -> None:
         end = b"\r\n\r\n" if self.engine.config.crlf else b"\n\n"
         ident = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-sim-{next(_ids)}"
         head = {"id": ident, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
@@ -275,7 +285,6 @@ class SimServer:
         if kind == "chat":
             event({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                         "finish_reason": None}]})
-        pieces = self._pieces(answer, kind)
         for i, (field, piece) in enumerate(pieces):
             if i:
                 await asyncio.sleep(self.engine.token_delay(model))
@@ -283,7 +292,7 @@ class SimServer:
                 raise Reset()
             event({**head, "choices": [choice(field, piece)]})
             self.engine.generation_tokens_total += 1
-        last = {**head, "choices": [choice(None, None if kind == "chat" else "", answer.finish_reason)]}
+        last = {**head, "choices": [choice(None, None if kind == "chat" else "", finish)]}
         if self.dialect.timings:
             last["timings"] = {"prompt_n": n_prompt, "predicted_n": len(pieces)}
         event(last)
@@ -305,6 +314,31 @@ class SimServer:
         conn.respond(200, {"object": "list", "data": data, "model": model,
                            "usage": {"prompt_tokens": total, "total_tokens": total}})
         return True
+
+
+def after(pieces: list[tuple[str, str]], prefix: str) -> list[tuple[str, str]]:
+    """What follows ``prefix`` in an answer's pieces: the simulator continues its own answer as a
+    deterministic model would (an answer it did not write: it starts its own afresh)."""
+    text = "".join(piece for _, piece in pieces)
+    if not text.startswith(prefix):
+        return pieces
+    at = 0
+    for i, (field, piece) in enumerate(pieces):
+        if at + len(piece) > len(prefix):
+            cut = len(prefix) - at
+            return ([(field, piece[cut:])] if cut else [(field, piece)]) + pieces[i + 1:]
+        at += len(piece)
+    return []
+
+
+def own_output(prompt: str) -> tuple[str, str | None]:
+    """A completions prompt that ends with the start of the simulator's own answer to what came
+    before (a resumed stream) as (that source, the answer so far); else (prompt, None)."""
+    for marker in ("Echo:", "Thinking"):
+        at = prompt.rfind(marker)
+        if at > 0:
+            return prompt[:at], prompt[at:]
+    return prompt, None
 
 
 def _redacted(argv: tuple[str, ...]) -> list[str]:

@@ -1,0 +1,123 @@
+"""Choose an endpoint for each request, from the registry of deployments.
+
+``acquire`` picks one of the model's deployments by weight, then one of its routable endpoints
+with room (fewer than ``queue.concurrency`` requests in flight) by the routing policy
+(:mod:`.policies`); when none has room, the request waits in the deployment's bounded queue
+(:mod:`.queue`). ``release`` gives the slot back and hands it to the first waiter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..errors import EngineUnavailableError
+from ..registry import MODEL_UNLOADED, Deployment, Registry
+from .policies import POLICIES, Policy
+from .queue import PRIORITIES, WaitQueue
+
+if TYPE_CHECKING:
+    from ..config import SchedulerConfig
+    from ..supervisor import Replica
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What routing needs to know of one request."""
+
+    key: bytes | None = None   # affinity: the session, else the start of the prompt
+    priority: int = 0          # PRIORITIES: 0 interactive, 1 batch
+
+
+def affinity_key(body: dict[str, Any], session: str | None, prefix_bytes: int) -> bytes:
+    """A session id when the client names one, else the first ``prefix_bytes`` of the prompt as
+    the engine will see it (the messages in order: a shared system prompt is a shared prefix)."""
+    if session:
+        return b"session:" + session.encode()
+    if "messages" in body:
+        parts: list[bytes] = []
+        size = 0
+        for message in body["messages"]:
+            content = message.get("content")
+            text = content if isinstance(content, str) else repr(content)
+            part = f"{message.get('role')}\0{text}\0".encode()
+            parts.append(part)
+            size += len(part)
+            if size >= prefix_bytes:
+                break
+        return b"".join(parts)[:prefix_bytes]
+    prompt = body.get("prompt")
+    return (prompt if isinstance(prompt, str) else repr(prompt)).encode()[:prefix_bytes]
+
+
+class Router:
+    def __init__(self, registry: Registry, settings: "SchedulerConfig"):
+        self.registry = registry
+        self.settings = settings
+        self.policy: Policy = POLICIES[settings.policy]()
+        self.queues: dict[str, WaitQueue] = {}
+        self.resumed: dict[str, int] = {}  # streams resumed on another endpoint, per model
+
+    def ask(self, body: dict[str, Any], key_id: str, team: str, session: str | None = None) -> Ask:
+        """The routing side of a request: its affinity key (when the policy uses one) and priority."""
+        priorities = self.settings.priorities
+        klass = priorities.keys.get(key_id) or priorities.teams.get(team) or priorities.default
+        key = affinity_key(body, session, self.settings.prefix_bytes) if self.policy.name == "prefix-affinity" else None
+        return Ask(key, PRIORITIES[klass])
+
+    # ------------------------------------------------------------ choose
+
+    def _deployment(self, alias: str, exclude: Iterable["Replica"]) -> tuple[Deployment, list["Replica"]]:
+        deployment = self.registry.choose(alias, exclude)
+        if deployment is None:
+            if self.registry.state(alias) == MODEL_UNLOADED:
+                raise EngineUnavailableError(f"model {alias!r} is unloaded", retry_after=30,
+                                             fix=f"an operator loads it with `seekstack models load {alias}`")
+            raise EngineUnavailableError(
+                f"no healthy replica of model {alias!r} is available right now",
+                fix="retry after the Retry-After delay; check `seekstack ps` and the engine logs",
+                retry_after=2,
+            )
+        return deployment, [e for e in deployment.routable() if e not in exclude]
+
+    def queue(self, deployment: Deployment) -> WaitQueue:
+        queue = self.queues.get(deployment.name)
+        if queue is None:
+            settings = deployment.model.queue
+            queue = self.queues[deployment.name] = WaitQueue(deployment.alias, settings.max_waiting, settings.max_wait)
+        return queue
+
+    def peek(self, alias: str) -> "Replica":
+        """A routable endpoint for a side call that takes no slot (counting a prompt's tokens)."""
+        _, endpoints = self._deployment(alias, ())
+        return min(endpoints, key=lambda e: e.outstanding)
+
+    async def acquire(self, alias: str, ask: Ask = Ask(), exclude: Iterable["Replica"] = ()) -> "Replica":
+        """An endpoint for one request, its slot taken (``release`` it). Waits in the queue when
+        every endpoint is full; raises 503 when none is routable, 429 when the queue is."""
+        exclude = frozenset(exclude)
+        place: int | None = None
+        while True:
+            deployment, endpoints = self._deployment(alias, exclude)
+            queue = self.queue(deployment)
+            limit = deployment.concurrency
+            room = endpoints if limit is None else [e for e in endpoints if e.outstanding < limit]
+            if room and (place is not None or not queue.must_wait()):
+                endpoint = self.policy.choose(room, ask.key)
+                endpoint.outstanding += 1
+                return endpoint
+            place = await queue.wait(ask.priority, place)
+
+    def has_spare(self, endpoint: "Replica") -> bool:
+        """Whether another endpoint of its deployment takes traffic (ejecting it leaves one)."""
+        return any(e is not endpoint and e.routable for d in self.registry.deployments(endpoint.model.name)
+                   if d.name == endpoint.deployment for e in d.endpoints)
+
+    def release(self, endpoint: "Replica") -> None:
+        endpoint.outstanding -= 1
+        queue = self.queues.get(endpoint.deployment)
+        if queue is not None and queue.waiting:
+            queue.wake()
+
+    def waiting(self) -> dict[str, int]:
+        return {name: queue.waiting for name, queue in self.queues.items()}
