@@ -48,6 +48,9 @@ bench: install
 	$(BIN)/python bench/observability_overhead.py
 	$(BIN)/python bench/planner_memory.py
 	$(BIN)/python bench/store_throughput.py
+	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/routing_overhead.py
+	$(BIN)/python bench/prefix_affinity.py
 
 # LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py
 bench-litellm:

@@ -134,18 +134,19 @@ class Supervisor:
         self._socket_ids = itertools.count()
         self._draining: dict[asyncio.Task, list[Replica]] = {}  # replicas out of the registry, finishing
         self._tasks: dict[Replica, asyncio.Task] = {}
+        self._rollouts: set[str] = set()  # deployments beside a model's own: a canary, a green (traffic/rollout.py)
         self._stopping = False
         # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) if self.cfg.engine_transport == "unix" else None
         for model in settings.models:
             self._publish(model, self._replicas_of(model))
 
-    def _replicas_of(self, model: ModelConfig) -> list[Replica]:
+    def _replicas_of(self, model: ModelConfig, first: int = 0) -> list[Replica]:
         missing = missing_package(model.engine)
         if missing is not None:
             raise ConfigError(f"model {model.name}: {missing.partition(' — ')[0]}", fix=missing.partition(" — ")[2])
         count = model.replicas if model.engine.launched else len(model.engine.addresses)
-        return [self._replica(model, i, self.settings.state_path / "logs") for i in range(count)]
+        return [self._replica(model, first + i, self.settings.state_path / "logs") for i in range(count)]
 
     def _publish(self, model: ModelConfig, replicas: list[Replica]) -> list[Replica]:
         """Make ``replicas`` the model's (the registry sees them at once); return the ones they replace."""
@@ -166,7 +167,7 @@ class Supervisor:
         A removed model leaves the registry at once and drains the same way."""
         wanted = {m.name: m for m in models}
         added = [m for m in models if m.name not in self.replicas]
-        removed = [name for name in self.replicas if name not in wanted]
+        removed = [name for name in self.replicas if name not in wanted and name not in self._rollouts]
         fresh = {m.name: self._replicas_of(m) for m in [*added, *(wanted[n] for n in changed if n in self.replicas)]}
         for replica in (r for group in fresh.values() for r in group):
             self._run(replica)
@@ -224,6 +225,39 @@ class Supervisor:
         for replica in group:
             replica.state = STOPPED
         log.info("drained and stopped %s", ", ".join(r.name for r in group))
+
+    # ------------------------------------------------------------ rollouts
+
+    def add_deployment(self, name: str, model: ModelConfig, weight: int) -> list[Replica]:
+        """Start another deployment of ``model.name`` beside its own (a canary, a green): its
+        replicas start now, numbered after every replica the model has, and it takes ``weight``
+        of the model's traffic (against its own deployment's) once one is ready."""
+        taken = [r.index for g in [*self.replicas.values(), *self._draining.values()] for r in g
+                 if r.model.name == model.name]
+        replicas = self._replicas_of(model, first=max(taken, default=-1) + 1)
+        self.replicas[name] = replicas
+        self._deployments[name] = deployment_of(model, replicas, name=name, weight=weight)
+        self._rollouts.add(name)
+        for replica in replicas:
+            self._run(replica)
+        return replicas
+
+    def set_weight(self, name: str, weight: int) -> None:
+        self._deployments[name].weight = weight
+
+    def retire(self, name: str) -> None:
+        """Take a deployment out at once; its requests in flight finish, then it stops."""
+        group = self.replicas.pop(name)
+        del self._deployments[name]
+        self._rollouts.discard(name)
+        self._drain(group)
+
+    def promote(self, name: str) -> None:
+        """Make deployment ``name`` its model's own, in one step: every new request goes to it;
+        the one it replaces drains (nothing in flight is dropped)."""
+        group, deployment = self.replicas.pop(name), self._deployments.pop(name)
+        self._rollouts.discard(name)
+        self._drain(self._publish(deployment.model, group))
 
     async def scale(self, name: str, count: int) -> None:
         """Run ``count`` replicas of model ``name`` from now (the autoscaler's actuator). New ones
@@ -436,10 +470,10 @@ class Supervisor:
         return health.serving
 
 
-def deployment_of(model: ModelConfig, replicas: list[Replica]) -> Deployment:
+def deployment_of(model: ModelConfig, replicas: list[Replica], name: str | None = None, weight: int = 100) -> Deployment:
     version = model.store.partition("@")[2] or None if model.store else None
-    return Deployment(alias=model.name, name=model.name, model=model, endpoints=replicas, version=version,
-                      source="local" if model.engine.launched else "static")
+    return Deployment(alias=model.name, name=name or model.name, model=model, endpoints=replicas, version=version,
+                      weight=weight, source="local" if model.engine.launched else "static")
 
 
 def _safe(name: str) -> str:

@@ -45,7 +45,10 @@ def gateway(tmp_path, engines: list[dict], scheduler: dict | None = None, **mode
     config = {"scheduler": scheduler or {},
               "models": [{"name": "m", "context": 4096, "slots": 64,
                           "engine": {"kind": "vllm", "endpoints": [e["url"] for e in engines]}, **model}]}
-    return Server(tmp_path, config, name="traffic").start()
+    server = Server(tmp_path, config, name="traffic").start()
+    # the gateway is ready once one endpoint of the model is; these tests start once every one is
+    assert wait_until(lambda: all(r["state"] == "ready" for r in server.replicas()), 20), server.replicas()
+    return server
 
 
 def fault(engine: dict, **faults) -> None:
@@ -233,3 +236,52 @@ def test_prefix_affinity_sends_repeated_prefixes_to_one_engine(tmp_path, sims):
         assert reply.status_code == 200
     served = [httpx.get(e["url"] + "/sim/info").json()["requests_total"] for e in engines]
     assert sorted(served) == [0, 12], served
+
+
+def test_streams_on_a_killed_llama_cpp_replica_go_on_on_the_other(tmp_path):
+    """Real llama.cpp (its assistant prefill continues the text so far): streams whose replica is
+    killed end whole — every token asked for, counted once, one stream."""
+    server = Server(tmp_path, {"scheduler": {"policy": "round-robin"}, "models": [
+        {"name": "pair", "source": "embedded", "replicas": 2, "context": 512, "slots": 4, "threads": 1}]},
+        name="llama").start()
+    assert wait_until(lambda: [r["state"] for r in server.replicas()] == ["ready", "ready"], 60)
+    body = {"model": "pair", "max_tokens": 240, "temperature": 0, "ignore_eos": True,
+            "messages": [{"role": "user", "content": "Count from one to fifty in words."}]}
+
+    async def main():
+        async with client(server) as http:
+            async def one():
+                out = {"text": "", "ids": set(), "usage": None, "done": False, "errors": [], "roles": 0}
+                async with http.stream("POST", "/v1/chat/completions", json={
+                        **body, "stream": True, "stream_options": {"include_usage": True}}) as r:
+                    async for line in r.aiter_lines():
+                        if line == "data: [DONE]":
+                            out["done"] = True
+                        elif line.startswith("data: "):
+                            chunk = orjson.loads(line[6:])
+                            if "error" in chunk:
+                                out["errors"].append(chunk["error"])
+                                continue
+                            out["ids"].add(chunk["id"])
+                            out["usage"] = chunk.get("usage") or out["usage"]
+                            for choice in chunk["choices"]:
+                                out["text"] += choice["delta"].get("content") or ""
+                                out["roles"] += "role" in choice["delta"]
+                return out
+            streams = [asyncio.ensure_future(one()) for _ in range(4)]  # two on each replica
+            busy = await asyncio.to_thread(wait_until, lambda: all(r["outstanding"] for r in server.replicas()), 20, 0.01)
+            await asyncio.sleep(0.2)
+            victim = server.replicas()[0]
+            os.kill(victim["pid"], signal.SIGKILL)
+            return busy, await asyncio.gather(*streams)
+
+    busy, answers = asyncio.run(main())
+    assert busy
+    for answer in answers:
+        assert answer["errors"] == [] and answer["done"], answer
+        assert answer["usage"]["completion_tokens"] == 240, answer["usage"]  # every token asked for, once
+        assert len(answer["ids"]) == 1 and answer["roles"] <= 1 and answer["text"]  # no second role chunk
+    # the victim's two streams: resumed, or (one that had no token yet) sent again before its first byte
+    resumed = [line for line in server.http.get("/metrics").text.splitlines()
+               if line.startswith('seekstack_streams_resumed_total{model="pair"}')]
+    assert resumed and float(resumed[0].rsplit(" ", 1)[1]) >= 1, resumed

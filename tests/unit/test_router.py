@@ -228,3 +228,24 @@ def test_an_endpoint_on_probation_that_no_request_tries_comes_back_after_four_pa
         assert endpoint.status == "probing"
     endpoint.breaker.probe_passed(now=at + 4)
     assert endpoint.status == "ready"
+
+
+def test_a_caller_stays_on_one_deployment_while_the_weights_stay():
+    stable, canary = deployment("m", "m", [READY], weight=9900), deployment("m", "m@2", [READY], weight=100)
+    router = Router(Registry([Listed(stable, canary)]), SchedulerConfig())
+
+    async def where(body, key_id="k", session=None):
+        endpoint = await router.acquire("m", router.ask(body, key_id, "t", session))
+        router.release(endpoint)
+        return "canary" if endpoint in canary.endpoints else "stable"
+
+    async def go():
+        same_user = {await where({"user": "alice"}) for _ in range(50)}
+        users = Counter([await where({"user": f"user-{i}"}) for i in range(5000)])
+        by_key = {await where({}, key_id="k1") for _ in range(20)}
+        by_session = {await where({"user": f"u{i}"}, session="s-9") for i in range(20)}  # the session wins over user
+        return same_user, users, by_key, by_session
+
+    same_user, users, by_key, by_session = run(go())
+    assert len(same_user) == 1 and len(by_key) == 1 and len(by_session) == 1
+    assert 20 <= users["canary"] <= 90, users  # about 1 % of the callers, each one all the time

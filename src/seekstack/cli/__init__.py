@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import SeekstackError
-from . import (admin, audit, bench, config_cmd, deploy, doctor, engines, info, plan, run, serve, service, sim,
-               store_cmd)
+from . import (admin, audit, bench, config_cmd, deploy, doctor, engines, info, plan, rollout, run, serve, service,
+               sim, store_cmd)
 
 app = typer.Typer(
     name="seekstack",
@@ -52,6 +52,7 @@ app.add_typer(admin.limits, name="limits")
 app.command("usage")(admin.usage)
 app.add_typer(audit.app, name="audit")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(rollout.app, name="rollout")
 app.add_typer(bench.app, name="bench")
 app.command("sim", context_settings=sim.SETTINGS, add_help_option=False)(sim.sim)
 

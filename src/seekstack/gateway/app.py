@@ -15,7 +15,9 @@ from ..governance import Governance
 from ..registry import Registry
 from ..reload import Reloader
 from ..planner.admission import room_for
+from ..store import resolve_model
 from ..traffic.autoscaler import Autoscaler, Rule
+from ..traffic.rollout import Rollouts
 from ..traffic.router import Router
 from ..supervisor import Supervisor
 from ..observability import Observability
@@ -46,7 +48,9 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         registry = Registry([supervisor])
         router = Router(registry, settings.scheduler)
         app.state.autoscaler = autoscaler = _autoscaler(settings, registry, router, supervisor, governance)
-        observability.attach(registry, http, governance.audit, router, autoscaler)
+        app.state.rollouts = rollouts = Rollouts(settings, supervisor, registry, router, governance.audit.append,
+                                                 resolve_model)
+        observability.attach(registry, http, governance.audit, router, autoscaler, rollouts)
         app.state.observability = observability
         app.state.settings = settings
         app.state.supervisor = supervisor
@@ -59,10 +63,13 @@ def build_app(settings: Settings, observability: Observability | None = None, re
                                                governance.quotas)
         await supervisor.start()
         scaling = asyncio.create_task(autoscaler.run())
+        guarding = asyncio.create_task(rollouts.run())
         try:
             yield
         finally:
             scaling.cancel()
+            guarding.cancel()
+            await rollouts.stop()
             flusher.cancel()
             retention.cancel()
             audit_watch.cancel()

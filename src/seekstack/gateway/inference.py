@@ -335,9 +335,12 @@ class InferenceService:
                     lease = await self.upstream.send(model, kind, body, stream=True, avoid=broken, ask=ask)
                     request.state.meter.replica = str(lease.replica.index)
                     try:
-                        return await assemble(lease, kind)
+                        answer = await assemble(lease, kind)
+                        self.upstream.router.outcome(lease.replica, ok=True)
+                        return answer
                     except ConnectionError as exc:  # nothing reached the client yet: ask another endpoint
                         lease.replica.fail(f"the answer broke off ({exc})")
+                        self.upstream.router.outcome(lease.replica, ok=False)
                         broken |= {lease.replica}
                     finally:
                         await lease.aclose()
@@ -369,7 +372,7 @@ class InferenceService:
         shaper.speak(lease.replica.backend)
         meter = request.state.meter
         meter.replica = str(lease.replica.index)
-        return EventStream(relay(self.upstream.stream(model, kind, body, lease, ask), shaper, meter, trace, sent))
+        return EventStream(relay(self.upstream.stream(model, kind, body, lease, ask, sent), shaper, meter, trace, sent))
 
     def _ask(self, request: Request, body: dict[str, Any]) -> Ask:
         principal: Principal = request.state.principal

@@ -1,20 +1,25 @@
-"""Admin API for replica counts and the autoscaler. Thin: the supervisor and the autoscaler decide.
+"""Admin API for replica counts, the autoscaler and rollouts. Thin: the supervisor, the
+autoscaler and the rollouts decide.
 
 - ``GET /admin/v1/autoscaler`` (``scale:read``): each autoscaled model's rule, replicas,
   utilisation and last decision.
 - ``PUT /admin/v1/autoscaler/{model}`` (``scale:manage``): new replica bounds, until a restart.
 - ``POST /admin/v1/models/{model}/scale`` (``scale:manage``): run N replicas now (within the
   autoscale bounds, when the model has a rule).
+- ``GET /admin/v1/rollouts`` (``rollout:read``): rollouts in progress, then the last ended ones.
+- ``POST /admin/v1/rollouts`` (``rollout:manage``): a canary or a blue-green switch to a version.
+- ``POST /admin/v1/rollouts/{model}/promote|abort`` (``rollout:manage``).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InvalidRequestError
+from ..traffic.rollout import Guards
 
 router = APIRouter(prefix="/admin/v1")
 
@@ -55,3 +60,38 @@ async def scale(name: str, body: Scale, request: Request) -> dict:
                                       f"(PUT /admin/v1/autoscaler/{name})", param="replicas")
     await supervisor.scale(name, body.replicas)
     return {"model": name, "replicas": body.replicas}
+
+
+class NewRollout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    to: str = Field(description="the store version: VERSION or NAME@VERSION")
+    mode: Literal["canary", "blue-green"] = "canary"
+    canary_percent: float = Field(1.0, gt=0, lt=100, description="canary: the share of the model's traffic")
+    duration_s: float = Field(1800.0, gt=0, le=30 * 86400, description="canary: promoted after this long unbroken")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="canary: error rate allowed above the baseline's")
+    max_ttft_ratio: float = Field(1.5, ge=1, description="canary: p99 time to first token allowed, × the baseline's")
+    min_requests: int = Field(20, ge=1, description="canary: requests before it is judged")
+
+
+@router.get("/rollouts")
+async def rollouts(request: Request) -> dict:
+    return {"object": "list", "data": request.app.state.rollouts.describe()}
+
+
+@router.post("/rollouts", status_code=201)
+async def start_rollout(body: NewRollout, request: Request) -> dict:
+    guards = Guards(body.max_error_rate, body.max_ttft_ratio, body.min_requests)
+    rollout = await request.app.state.rollouts.start(body.model, body.to, body.mode, body.canary_percent,
+                                                     body.duration_s, guards)
+    return rollout.describe()
+
+
+@router.post("/rollouts/{name}/promote")
+async def promote_rollout(name: str, request: Request) -> dict:
+    return (await request.app.state.rollouts.promote(name)).describe()
+
+
+@router.post("/rollouts/{name}/abort")
+async def abort_rollout(name: str, request: Request) -> dict:
+    return (await request.app.state.rollouts.abort(name)).describe()

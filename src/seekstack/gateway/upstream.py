@@ -14,6 +14,7 @@ The dialect — paths, headers, the engine's errors, SSE framing — is the Back
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -85,6 +86,7 @@ class Upstream:
                     reply = await replica.backend.send(kind, body, stream=stream)
             except (EngineConnectionError, EngineStreamError) as exc:
                 self.router.release(replica)
+                self.router.outcome(replica, ok=False)
                 replica.fail(f"the connection failed: {exc}")
                 tried.add(replica)
                 last_error = exc
@@ -94,6 +96,7 @@ class Upstream:
                 raise _timed_out(model) from None
             except EngineError as exc:  # the engine answered 5xx (or refused our key)
                 self.router.release(replica)
+                self.router.outcome(replica, ok=False)
                 if not blamed and self.router.has_spare(replica):  # the last one answers, if only errors
                     replica.fail(f"the engine answered an error: {exc.message}")
                     blamed = True
@@ -109,6 +112,8 @@ class Upstream:
                 self.router.release(replica)
                 raise
             replica.breaker.succeeded()
+            if not stream:  # a stream's outcome is its first token (ResumingStream, or assembled)
+                self.router.outcome(replica, ok=True)
             return Lease(replica, reply, self.router)
         raise _failed(model, last_error)
 
@@ -123,11 +128,13 @@ class Upstream:
         except EngineUnavailableError:
             raise _failed(model, last_error) from None
 
-    def stream(self, model: str, kind: Kind, body: dict[str, Any], lease: Lease, ask: Ask = Ask()) -> "ResumingStream":
-        """``lease``'s stream, resumed on another endpoint if it breaks (where it can be)."""
+    def stream(self, model: str, kind: Kind, body: dict[str, Any], lease: Lease, ask: Ask = Ask(),
+               sent: float = 0.0) -> "ResumingStream":
+        """``lease``'s stream (sent at ``sent``, monotonic), resumed on another endpoint if it
+        breaks (where it can be)."""
         caps = lease.replica.backend.capabilities
         continuation = Continuation(kind, body, caps.resumes, caps.native_reasoning) if self.resume else None
-        return ResumingStream(self, model, kind, lease, continuation, ask)
+        return ResumingStream(self, model, kind, lease, continuation, ask, sent or time.monotonic())
 
     async def count_tokens(self, model: str, kind: Kind, body: dict[str, Any]) -> int | None:
         """The prompt's size as one of the model's engines counts it; None when it cannot."""
@@ -152,9 +159,11 @@ class ResumingStream:
     which ends the stream with an error event, as before."""
 
     def __init__(self, upstream: Upstream, model: str, kind: Kind, lease: Lease,
-                 continuation: Continuation | None, ask: Ask):
+                 continuation: Continuation | None, ask: Ask, sent: float):
         self.upstream, self.model, self.kind, self.ask = upstream, model, kind, ask
         self.lease = lease
+        self.sent = sent
+        self.answered = False  # the first events came (the outcome is recorded then)
         self.continuation = continuation
         self.broken: set[Replica] = set()
         self.done = False
@@ -179,6 +188,7 @@ class ResumingStream:
                     return
                 reason = "the engine ended the stream early"
             self.lease.replica.fail(reason)
+            self.upstream.router.outcome(self.lease.replica, ok=False)
             body = self.continuation.request() if self.continuation is not None else None
             if body is None:
                 raise EngineStreamError(reason)
@@ -193,6 +203,9 @@ class ResumingStream:
                 raise EngineStreamError(f"{reason}, and no other endpoint could go on with it") from None
 
     def _pass(self, events: list[bytes]) -> list[bytes]:
+        if not self.answered:
+            self.answered = True
+            self.upstream.router.outcome(self.lease.replica, ok=True, ttft=time.monotonic() - self.sent)
         continuation = self.continuation
         if continuation is not None and continuation.resumed:
             events = [e for e in map(continuation.adopt, events) if e is not None]

@@ -42,6 +42,8 @@ PERMISSIONS: dict[str, str] = {
     "config:manage": "read and change configuration",
     "scale:read": "see the autoscaler: rules, utilisation, decisions",
     "scale:manage": "change replica counts and autoscaling bounds",
+    "rollout:read": "see canary and blue-green rollouts",
+    "rollout:manage": "start, promote and abort rollouts",
 }
 
 # (method, path) → permission; paths with {x} match one segment. Unlisted routes are denied.
@@ -64,6 +66,10 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/admin/v1/models/{id}/scale"): "scale:manage",
     ("GET", "/admin/v1/autoscaler"): "scale:read",
     ("PUT", "/admin/v1/autoscaler/{id}"): "scale:manage",
+    ("GET", "/admin/v1/rollouts"): "rollout:read",
+    ("POST", "/admin/v1/rollouts"): "rollout:manage",
+    ("POST", "/admin/v1/rollouts/{id}/promote"): "rollout:manage",
+    ("POST", "/admin/v1/rollouts/{id}/abort"): "rollout:manage",
     ("GET", "/admin/v1/keys"): "self",          # one's own keys; keys:manage: the team's or everyone's
     ("POST", "/admin/v1/keys"): "self",
     ("DELETE", "/admin/v1/keys/{id}"): "self",
@@ -89,7 +95,7 @@ OPEN_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})  # probes: no
 
 # The three duties: no role, built in or custom, holds permissions of two of them.
 DUTIES: dict[str, frozenset[str]] = {
-    "system": frozenset({"models:manage", "config:manage", "scale:manage"}),
+    "system": frozenset({"models:manage", "config:manage", "scale:manage", "rollout:manage"}),
     "security": frozenset({"keys:manage", "users:manage", "quotas:manage"}),
     "audit": frozenset({"audit:read"}),
 }
@@ -146,7 +152,7 @@ class Role:
 
 
 BUILTIN_ROLES: dict[str, Role] = {r.name: r for r in (
-    Role("admin", ("inference:*", "models:*", "scale:*", "roles:read", "usage:read", "metrics:read", "config:manage"),
+    Role("admin", ("inference:*", "models:*", "scale:*", "rollout:*", "roles:read", "usage:read", "metrics:read", "config:manage"),
          scope="global", description="runs the system: models, replicas and configuration; not people, not the audit log"),
     Role("security_admin", ("keys:manage", "users:manage", "roles:read", "quotas:manage", "usage:read", "inference:*",
                             "models:read", "metrics:read"), scope="global",
@@ -154,8 +160,8 @@ BUILTIN_ROLES: dict[str, Role] = {r.name: r for r in (
                      "not the system's configuration, not the audit log"),
     Role("auditor", ("audit:read", "roles:read"), scope="global",
          description="reads, verifies and exports the audit log; nothing else"),
-    Role("model_operator", ("models:*", "scale:*", "metrics:read", "inference:*"), scope="global",
-         description="runs models and replicas (and how many), reads metrics"),
+    Role("model_operator", ("models:*", "scale:*", "rollout:*", "metrics:read", "inference:*"), scope="global",
+         description="runs models and replicas (how many, which version), reads metrics"),
     Role("data_analyst", ("inference:*", "models:read", "usage:read", "metrics:read"),
          description="uses models, reads own team's usage"),
     Role("api_consumer", ("inference:*", "models:read"),

@@ -68,9 +68,10 @@ class ReplicaCollector(Collector):
 class TrafficCollector(Collector):
     """Ejections, the models' queues and resumed streams (from the router), and the autoscaler."""
 
-    def __init__(self, router, autoscaler=None):
+    def __init__(self, router, autoscaler=None, rollouts=None):
         self.router = router
         self.autoscaler = autoscaler
+        self.rollouts = rollouts
 
     def collect(self) -> Iterable[Metric]:
         ejected = GaugeMetricFamily("seekstack_endpoint_ejected", _help("seekstack_endpoint_ejected"), labels=["model", "endpoint"])
@@ -89,7 +90,23 @@ class TrafficCollector(Collector):
         resumed = CounterMetricFamily("seekstack_streams_resumed", _help("seekstack_streams_resumed_total"), labels=["model"])
         for model, count in self.router.resumed.items():
             resumed.add_metric([model], count)
-        families = [ejected, ejections, waiting, rejected, resumed]
+        share = GaugeMetricFamily("seekstack_deployment_traffic_share", _help("seekstack_deployment_traffic_share"),
+                                  labels=["model", "deployment", "version"])
+        for alias in self.router.registry.aliases():
+            deployments = self.router.registry.deployments(alias)
+            total = sum(d.weight for d in deployments if d.weight > 0 and d.routable()) or 1
+            for d in deployments:
+                share.add_metric([alias, d.name, d.version or ""], d.weight / total if d.weight > 0 and d.routable() else 0.0)
+        families = [ejected, ejections, waiting, rejected, resumed, share]
+        if self.rollouts is not None:
+            active = GaugeMetricFamily("seekstack_rollout_active", _help("seekstack_rollout_active"), labels=["model", "mode", "to"])
+            for rollout in self.rollouts.active.values():
+                active.add_metric([rollout.model, rollout.mode, rollout.to], 1.0)
+            ended = CounterMetricFamily("seekstack_rollouts", _help("seekstack_rollouts_total"), labels=["model", "outcome"])
+            for key, count in self.rollouts.outcomes.items():
+                model, _, outcome = key.rpartition("/")
+                ended.add_metric([model, outcome], count)
+            families += [active, ended]
         if self.autoscaler is not None:
             utilization = GaugeMetricFamily("seekstack_autoscaler_utilization", _help("seekstack_autoscaler_utilization"),
                                             labels=["model"])

@@ -59,6 +59,8 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
           (f"seekstack_queue_waiting{M}", "waiting {{model}}"),
           (f"seekstack_engine_requests_deferred{MR}", "engine deferred {{model}}/{{replica}}")], "timeseries"),
         ("Replicas up", "short", [(f"sum by (model) (seekstack_replica_up{M})", "{{model}}")], "stat"),
+        ("Traffic share by deployment (canary, blue-green)", "percentunit",
+         [(f"seekstack_deployment_traffic_share{M}", "{{deployment}} {{version}}")], "timeseries"),
         ("Failover: ejections, resumed streams, overload refusals (1h)", "short",
          [(f"sum by (model) (increase(seekstack_endpoint_ejections_total{M}[1h]))", "ejections {{model}}"),
           (f"sum by (model) (increase(seekstack_streams_resumed_total{M}[1h]))", "resumed {{model}}"),

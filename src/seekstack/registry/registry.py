@@ -18,6 +18,7 @@ Reads are cheap (a dict lookup and a list): the router asks on every request.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
@@ -144,14 +145,20 @@ class Registry:
         return any(e.routable for e in self.endpoints())
 
     # ------------------------------------------------------------ routing
-    def choose(self, alias: str, exclude: "Iterable[Replica]" = ()) -> Deployment | None:
-        """One of the alias's deployments with a routable endpoint (not in ``exclude``), by weight."""
+    def choose(self, alias: str, exclude: "Iterable[Replica]" = (), stick: bytes | None = None) -> Deployment | None:
+        """One of the alias's deployments with a routable endpoint (not in ``exclude``), by weight.
+
+        With ``stick`` (a user or session), the same one every time while the weights stay: a
+        canary's users stay on the canary."""
         exclude = exclude if isinstance(exclude, (set, frozenset)) else set(exclude)
         ready = [d for d in self.deployments(alias) if d.weight > 0 and any(e not in exclude for e in d.routable())]
         if len(ready) <= 1:
             return ready[0] if ready else None
         total = sum(d.weight for d in ready)
-        point = next(self._turn) * 7919 % total  # a deterministic spread over the weights
+        if stick is not None:
+            point = int.from_bytes(hashlib.blake2b(stick, digest_size=8).digest(), "big") % total
+        else:
+            point = next(self._turn) * 7919 % total  # a deterministic spread over the weights
         for deployment in ready:
             if point < deployment.weight:
                 return deployment

@@ -62,8 +62,9 @@ def operator_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-len", type=int, help="Every answer this many tokens.")
     p.add_argument("--crlf", action="store_true", help="CRLF line ends in SSE.")
     p.add_argument("--fault", action="append", default=[], metavar="NAME[=VALUE]",
-                   help="refuse, hang, http500, garbage, break_after=N, slow=F, exit_after=N")
-    p.add_argument("--faults-file", type=Path, help="JSON {\"*\" or a model: {fault: value}}, re-read when it changes.")
+                   help="refuse, hang, http500, garbage, break_after=N, slow=F, exit_after=N, fail_rate=F")
+    p.add_argument("--faults-file", type=Path, help="JSON {\"*\", a served model or a store NAME@VERSION: {fault: value}}, "
+                                                     "re-read when it changes.")
     return p
 
 
@@ -168,12 +169,23 @@ def parse(argv: list[str]) -> tuple[SimConfig, dict]:
         config = SimConfig(dialect="llamacpp", served_names=(spec.get("served_name") or "model",),
                            max_model_len=spec["n_ctx"] // spec["n_parallel"], max_num_seqs=spec["n_parallel"],
                            reasoning_parser=spec.get("reasoning") is not None, faults_file=faults_path,
-                           api_key=os.environ.get(ENGINE_KEY_ENV), argv=tuple(argv))
+                           api_key=os.environ.get(ENGINE_KEY_ENV), argv=tuple(argv),
+                           version=store_version(spec["model_path"]))
         host = spec["host"]
         where = {"uds": Path(host)} if host.endswith(".sock") else {"host": host, "port": spec["port"]}
         return _with_env_options(config), where
     args = operator_parser().parse_args(argv)
     return _operator_config(args, faults_path), ({"uds": args.uds} if args.uds else {"host": args.host, "port": args.port})
+
+
+def store_version(model_path: str) -> str | None:
+    """``NAME@VERSION`` of a model file in the store (``…/snapshots/NAME/VERSION/file``), else None."""
+    parts = Path(model_path).parts
+    if "snapshots" in parts[:-2]:
+        at = len(parts) - 1 - parts[::-1].index("snapshots")
+        if at + 2 < len(parts):
+            return f"{parts[at + 1]}@{parts[at + 2]}"
+    return None
 
 
 async def serve(config: SimConfig, where: dict) -> None:

@@ -52,6 +52,7 @@ class Faults:
     break_after: int | None = None   # a stream breaks (connection reset) after this many tokens
     slow: float = 1.0                # tokens come this many times slower
     exit_after: int | None = None    # the process exits when this many inference requests have started
+    fail_rate: float = 0.0           # this share of inference requests answer 500 (at random)
 
     @classmethod
     def parse(cls, specs: list[str] | dict[str, Any]) -> "Faults":
@@ -98,6 +99,7 @@ class SimConfig:
     faults: Faults = field(default_factory=Faults)
     faults_file: Path | None = None       # JSON {"*" or a served name: {fault: value}}, re-read when it changes
     argv: tuple[str, ...] = ()            # the command line it was started with (the launch it stands in for)
+    version: str | None = None            # NAME@VERSION when its model file comes from the store (faults may name it)
 
     @property
     def kv_capacity(self) -> int:
@@ -179,7 +181,8 @@ class SimEngine:
 
     def faults(self, model: str | None = None) -> Faults:
         self._reload_faults()
-        specific = self._file_faults.get(model or "") or self._file_faults.get("*")
+        specific = self._file_faults.get(model or "") or (self._file_faults.get(self.config.version)
+                                                          if self.config.version else None) or self._file_faults.get("*")
         return specific or self.config.faults
 
     def _reload_faults(self) -> None:

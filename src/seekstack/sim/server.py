@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class SimServer:
         self._server: asyncio.base_events.Server | None = None
         self._watch: asyncio.Task | None = None
         self.connections: set[Connection] = set()
+        self._random = random.Random(engine.config.seed)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -169,7 +171,7 @@ class SimServer:
         engine.last_request = {k: body.get(k) for k in ("model", "temperature", "top_p", "max_tokens", "stream")}
         engine.started(model)
         faults = engine.faults(model)
-        if faults.http500:
+        if faults.http500 or (faults.fail_rate and self._random.random() < faults.fail_rate):
             conn.respond(500, d.error(500, "simulated engine failure (fault http500)", "InternalServerError", None))
             return True
         if faults.garbage:

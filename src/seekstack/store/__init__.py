@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Settings
+from ..config import ModelConfig, Settings
 from ..errors import ConfigError
 from .store import FileEntry, Manifest, Store, split_ref
 from .verify import Verdict, verify
 
-__all__ = ["Store", "Manifest", "FileEntry", "Verdict", "open_store", "resolve_models", "split_ref", "store_problems",
+__all__ = ["Store", "Manifest", "FileEntry", "Verdict", "open_store", "resolve_model", "resolve_models", "split_ref", "store_problems",
            "verify"]
 
 
@@ -41,29 +41,44 @@ def store_problems(settings: Settings) -> list[str]:
 
 def _resolve(settings: Settings) -> tuple[list[str], list[str]]:
     store = open_store(settings)
-    policy = settings.store
     problems, lines = [], []
     for model in settings.models:
-        if not model.engine.launched or model.engine.simulated:
-            continue
-        if model.store is None:
-            if policy.require_signature:
-                where = model.path or "the embedded model"
-                problems.append(f"{model.name}: {where} is not a signed store model (store.require_signature is on) — "
-                                f"import it (`seekstack import PATH --name {model.name}`), sign it and set `store: {model.name}`")
+        if not model.engine.launched or (model.engine.simulated and model.store is None):
             continue
         try:
-            manifest = store.manifest(model.store)
-        except Exception as exc:
-            fix = getattr(exc, "fix", None)
-            problems.append(f"{model.name}: {getattr(exc, 'message', exc)}" + (f" — {fix}" if fix else ""))
+            line = _resolve_one(settings, store, model)
+        except ConfigError as exc:
+            problems.append(exc.message)
             continue
-        verdict = verify(store, manifest, full=False, trusted_keys=policy.trusted_keys,
-                         require_signature=policy.require_signature)
-        if not verdict.ok:
-            problems.append(f"{model.name} ({manifest.name}@{manifest.version}): " + "; ".join(verdict.problems))
-            continue
-        model._store_path = store.path_of(manifest)
-        signed = f", signed by {verdict.signed_by}" if verdict.signed_by else ""
-        lines.append(f"{model.name}: {manifest.name}@{manifest.version} from the store{signed}")
+        if line:
+            lines.append(line)
     return lines, problems
+
+
+def resolve_model(settings: Settings, model: ModelConfig) -> str:
+    """Point one `store:` model at its verified snapshot (a rollout's new version); one line
+    saying what it is. Raises ConfigError naming the problem."""
+    line = _resolve_one(settings, open_store(settings), model)
+    return line or f"{model.name}: not a store model"
+
+
+def _resolve_one(settings: Settings, store, model: ModelConfig) -> str | None:
+    policy = settings.store
+    if model.store is None:
+        if policy.require_signature:
+            where = model.path or "the embedded model"
+            raise ConfigError(f"{model.name}: {where} is not a signed store model (store.require_signature is on) — "
+                              f"import it (`seekstack import PATH --name {model.name}`), sign it and set `store: {model.name}`")
+        return None
+    try:
+        manifest = store.manifest(model.store)
+    except Exception as exc:
+        fix = getattr(exc, "fix", None)
+        raise ConfigError(f"{model.name}: {getattr(exc, 'message', exc)}" + (f" — {fix}" if fix else "")) from None
+    verdict = verify(store, manifest, full=False, trusted_keys=policy.trusted_keys,
+                     require_signature=policy.require_signature)
+    if not verdict.ok:
+        raise ConfigError(f"{model.name} ({manifest.name}@{manifest.version}): " + "; ".join(verdict.problems))
+    model._store_path = store.path_of(manifest)
+    signed = f", signed by {verdict.signed_by}" if verdict.signed_by else ""
+    return f"{model.name}: {manifest.name}@{manifest.version} from the store{signed}"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..errors import EngineUnavailableError
 from ..registry import MODEL_UNLOADED, Deployment, Registry
 from .policies import POLICIES, Policy
+from .outcomes import Outcomes
 from .queue import PRIORITIES, WaitQueue
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class Ask:
 
     key: bytes | None = None   # affinity: the session, else the start of the prompt
     priority: int = 0          # PRIORITIES: 0 interactive, 1 batch
+    stick: bytes | None = None # who it is for (session, end user, else key): one deployment per caller
 
 
 def affinity_key(body: dict[str, Any], session: str | None, prefix_bytes: int) -> bytes:
@@ -57,18 +59,31 @@ class Router:
         self.policy: Policy = POLICIES[settings.policy]()
         self.queues: dict[str, WaitQueue] = {}
         self.resumed: dict[str, int] = {}  # streams resumed on another endpoint, per model
+        self.outcomes: dict[str, Outcomes] = {}  # per deployment: a rollout's guards read them
+
+    def outcome(self, endpoint: "Replica", ok: bool, ttft: float | None = None) -> None:
+        """One request's result on an endpoint: whether it answered, and its time to first token."""
+        found = self.outcomes.get(endpoint.deployment)
+        if found is None:
+            found = self.outcomes[endpoint.deployment] = Outcomes()
+        found.add(ok, ttft)
 
     def ask(self, body: dict[str, Any], key_id: str, team: str, session: str | None = None) -> Ask:
-        """The routing side of a request: its affinity key (when the policy uses one) and priority."""
+        """The routing side of a request: its affinity key (when the policy uses one), priority, and
+        who it is for (the session, else OpenAI's ``user`` field, else the key), so that a canary
+        keeps its users."""
         priorities = self.settings.priorities
         klass = priorities.keys.get(key_id) or priorities.teams.get(team) or priorities.default
         key = affinity_key(body, session, self.settings.prefix_bytes) if self.policy.name == "prefix-affinity" else None
-        return Ask(key, PRIORITIES[klass])
+        user = body.get("user")
+        stick = f"s:{session}" if session else f"u:{user}" if isinstance(user, str) and user else f"k:{key_id}"
+        return Ask(key, PRIORITIES[klass], stick.encode())
 
     # ------------------------------------------------------------ choose
 
-    def _deployment(self, alias: str, exclude: Iterable["Replica"]) -> tuple[Deployment, list["Replica"]]:
-        deployment = self.registry.choose(alias, exclude)
+    def _deployment(self, alias: str, exclude: Iterable["Replica"],
+                    stick: bytes | None = None) -> tuple[Deployment, list["Replica"]]:
+        deployment = self.registry.choose(alias, exclude, stick)
         if deployment is None:
             if self.registry.state(alias) == MODEL_UNLOADED:
                 raise EngineUnavailableError(f"model {alias!r} is unloaded", retry_after=30,
@@ -98,7 +113,7 @@ class Router:
         exclude = frozenset(exclude)
         place: int | None = None
         while True:
-            deployment, endpoints = self._deployment(alias, exclude)
+            deployment, endpoints = self._deployment(alias, exclude, ask.stick)
             queue = self.queue(deployment)
             limit = deployment.concurrency
             room = endpoints if limit is None else [e for e in endpoints if e.outstanding < limit]
