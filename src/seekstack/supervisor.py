@@ -59,6 +59,7 @@ class Replica:
     retired: bool = False       # drained out of service: never restarted again
     breaker: Breaker = field(default_factory=Breaker)
     leases: set = field(default_factory=set)  # requests in flight on it (gateway/upstream.py Lease)
+    waiting: set = field(default_factory=set)  # requests sent to it, their answer's head not in yet (tasks)
     deployment: str = ""        # the name of the deployment it belongs to (its queue)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -91,6 +92,8 @@ class Replica:
         if abort:
             for lease in list(self.leases):
                 lease.abort(f"endpoint {self.name} was ejected: {reason}")
+            for send in list(self.waiting):
+                send.cancel()
         return True
 
     def describe(self) -> dict[str, Any]:

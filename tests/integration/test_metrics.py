@@ -65,6 +65,9 @@ def test_counters_and_histograms_move_by_exactly_the_requests_sent(server):
     assert delta(before, after, "seekstack_time_to_first_token_seconds_sum", model=MODEL, replica="0") > 0
     assert delta(before, after, "seekstack_prompt_tokens_total", model=MODEL) == sum(u["prompt_tokens"] for u in usages)
     assert delta(before, after, "seekstack_completion_tokens_total", model=MODEL) == sum(u["completion_tokens"] for u in usages)
+    # the same prompt seven times: llama.cpp takes most of it from its cache, and says so
+    cached = sum(u["prompt_cache_hit_tokens"] for u in usages)
+    assert cached > 0 and delta(before, after, "seekstack_prompt_cached_tokens_total", model=MODEL) == cached
     # every admitted request waited for its audit record (the scrape before this one too)
     assert delta(before, after, "seekstack_audit_write_seconds_count") == 7 + 1
 

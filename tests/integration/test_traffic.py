@@ -153,7 +153,7 @@ def test_kill_9_an_engine_under_32_concurrent_requests_and_none_fails(tmp_path, 
     assert 'seekstack_endpoint_ejections_total{endpoint="m/0",model="m"} 1.0' in metrics, metrics
 
 
-def test_a_hung_engine_is_ejected_and_its_streams_go_on_elsewhere(tmp_path, sims):
+def test_a_hung_engine_is_ejected_and_its_requests_go_on_elsewhere(tmp_path, sims):
     a, b = sims(2, "--itl-ms", "25", "--output-len", "60")
     server = gateway(tmp_path, [a, b])
     expected = asyncio.run(_one_stream(server))
@@ -163,9 +163,12 @@ def test_a_hung_engine_is_ejected_and_its_streams_go_on_elsewhere(tmp_path, sims
     async def main():
         async with client(server) as http:
             streams = [asyncio.ensure_future(stream(http)) for _ in range(4)]
+            whole = [asyncio.ensure_future(http.post("/v1/chat/completions", json={"model": "m", "messages": QUESTION}))
+                     for _ in range(4)]  # non-streamed: waiting for their answer's head (60 x 25 ms)
             await asyncio.sleep(0.5)
             fault(b)
             await asyncio.to_thread(wait_until, lambda: status(server)[1] in ("probing", "ready"), 10)
+            before = httpx.get(b["url"] + "/sim/info").json()["requests_total"]
             fault(a, hang=True)  # a accepts and reads, and never answers again (health checks too)
             hung_at = time.monotonic()
             await asyncio.to_thread(wait_until, lambda: status(server)[0] == "ejected", 10, 0.02)
@@ -173,12 +176,17 @@ def test_a_hung_engine_is_ejected_and_its_streams_go_on_elsewhere(tmp_path, sims
             # new requests go to b at once
             news = await asyncio.gather(*(http.post("/v1/chat/completions", json={"model": "m", "messages": QUESTION,
                                                                                  "max_tokens": 3}) for _ in range(8)))
-            return await asyncio.gather(*streams), news, ejected_after
+            answers, replies = await asyncio.gather(*streams), await asyncio.gather(*whole)
+            return answers, replies, news, ejected_after, httpx.get(b["url"] + "/sim/info").json()["requests_total"] - before
 
-    answers, news, ejected_after = asyncio.run(main())
+    answers, replies, news, ejected_after, on_b = asyncio.run(main())
     assert [r.status_code for r in news] == [200] * 8
     for answer in answers:  # the streams in flight on a were broken off and went on on b
         assert answer["errors"] == [] and answer["done"] and answer["text"] == expected["text"], answer
+    # the non-streamed ones still waiting on a were broken off too, and answered whole by b
+    assert [r.status_code for r in replies] == [200] * 4
+    assert {r.json()["choices"][0]["message"]["content"] for r in replies} == {expected["text"]}
+    assert on_b == 4 + 4 + 8, on_b  # the resumed streams, the rescued requests, the new ones
     reason = server.replicas()[0]["breaker"]["reason"]
     assert "no answer from /health" in reason, reason
     print(f"hung engine ejected after {ejected_after:.2f} s")  # bench/failover.py measures this

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from seekstack.config import ModelConfig
+from seekstack.config import ModelConfig, SchedulerConfig
 from seekstack.engines.backend import EngineReply
 from seekstack.engines.http import EngineHTTP
 from seekstack.engines.llamacpp import LlamaCppBackend
 from seekstack.gateway.inference import relay
 from seekstack.gateway.shaping import StreamShaper
-from seekstack.config import SchedulerConfig
 from seekstack.gateway.upstream import Lease
-from seekstack.registry import Registry
-from seekstack.traffic.router import Router
 from seekstack.governance.meter import Meter
+from seekstack.registry import Registry
 from seekstack.supervisor import Replica
+from seekstack.traffic.router import Router
 
 from test_engine_http import Peer, read_request
 

@@ -104,7 +104,7 @@ def test_concurrency_is_bounded_per_endpoint_and_the_rest_waits_in_priority_orde
 
     async def go():
         first, second = await router.acquire("m"), await router.acquire("m")
-        assert first.outstanding == 2
+        assert first is second and first.outstanding == 2  # one endpoint, both of its slots
 
         async def waiter(name: str, priority: int):
             endpoint = await router.acquire("m", Ask(priority=priority))

@@ -83,7 +83,7 @@ class Upstream:
             replica = await self._acquire(model, ask, tried, last_error)
             try:
                 async with asyncio.timeout(self.timeout):
-                    reply = await replica.backend.send(kind, body, stream=stream)
+                    reply = await self._head(replica, kind, body, stream)
             except (EngineConnectionError, EngineStreamError) as exc:
                 self.router.release(replica)
                 self.router.outcome(replica, ok=False)
@@ -116,6 +116,23 @@ class Upstream:
                 self.router.outcome(replica, ok=True)
             return Lease(replica, reply, self.router)
         raise _failed(model, last_error)
+
+    @staticmethod
+    async def _head(replica: Replica, kind: Kind, body: dict[str, Any], stream: bool) -> EngineReply:
+        """Send, and wait for the answer's head. If the endpoint is ejected meanwhile because it
+        stopped answering, the wait is broken off as a failed connection (and goes elsewhere)."""
+        send = asyncio.ensure_future(replica.backend.send(kind, body, stream=stream))
+        replica.waiting.add(send)
+        try:
+            return await send
+        except asyncio.CancelledError:
+            if send.cancelled() and not asyncio.current_task().cancelling():  # not the client, not the timeout
+                raise EngineConnectionError(f"endpoint {replica.name} was ejected while this request waited for it") from None
+            raise
+        finally:
+            replica.waiting.discard(send)
+            if not send.done():
+                send.cancel()
 
     async def _acquire(self, model: str, ask: Ask, tried: set[Replica], last_error: Exception | None) -> Replica:
         try:

@@ -18,6 +18,7 @@ class Meter:
     first_token_at: float = 0.0          # streams: monotonic time of the first and last token sent
     last_token_at: float = 0.0
     prompt_tokens: int = 0
+    cached_tokens: int = 0          # of the prompt, taken from the engine's prefix cache (where it says)
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     pii: dict[str, int] = field(default_factory=dict)  # class → count found; never values
@@ -32,6 +33,8 @@ class Meter:
         if not usage:
             return
         self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.cached_tokens = int(usage.get("prompt_cache_hit_tokens")
+                                 or (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
         self.completion_tokens = int(usage.get("completion_tokens") or 0)
         details = usage.get("completion_tokens_details") or {}
         self.reasoning_tokens = int(details.get("reasoning_tokens") or 0)

@@ -47,6 +47,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
          [(f"sum by (model) (rate(seekstack_prompt_tokens_total{M}[{RATE}]))", "prompt {{model}}"),
           (f"sum by (model) (rate(seekstack_completion_tokens_total{M}[{RATE}]))", "completion {{model}}"),
           (f"sum by (model) (rate(seekstack_reasoning_tokens_total{M}[{RATE}]))", "reasoning {{model}}")], "timeseries"),
+        ("Prefix-cache hit rate", "percentunit",
+         [(f"sum by (model) (rate(seekstack_prompt_cached_tokens_total{M}[{RATE}])) / "
+           f"sum by (model) (rate(seekstack_prompt_tokens_total{M}[{RATE}]))", "{{model}}")], "timeseries"),
         ("Engine generation speed by replica", "short",
          [(f"seekstack_engine_predicted_tokens_seconds{MR}", "{{model}}/{{replica}}")], "timeseries"),
     ]),

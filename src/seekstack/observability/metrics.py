@@ -33,6 +33,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "seekstack_time_to_first_token_seconds": ("histogram", "model, replica", "Streamed requests: arrival at the gateway to the first token sent to the client (TTFT)."),
     "seekstack_time_per_output_token_seconds": ("histogram", "model, replica", "Streamed requests: (last token − first token) ÷ (completion tokens − 1), as vLLM's TPOT."),
     "seekstack_prompt_tokens_total": ("counter", "model", "Prompt tokens processed."),
+    "seekstack_prompt_cached_tokens_total": ("counter", "model", "Prompt tokens the engine took from its prefix cache instead of computing them (llama.cpp and vLLM report them); over seekstack_prompt_tokens_total, the prefix-cache hit rate."),
     "seekstack_completion_tokens_total": ("counter", "model", "Completion tokens generated, reasoning included."),
     "seekstack_reasoning_tokens_total": ("counter", "model", "Completion tokens spent on reasoning."),
     "seekstack_rejected_requests_total": ("counter", "route, reason", "Requests refused with a 4xx; `reason` is the error code (invalid_api_key, permission_denied, rate_limit_exceeded, context_length_exceeded, payload_too_large, model_not_found, …)."),
@@ -91,6 +92,8 @@ class GatewayMetrics:
         self.tpot = Histogram("seekstack_time_per_output_token_seconds", help_text("seekstack_time_per_output_token_seconds"),
                               ["model", "replica"], buckets=TPOT_BUCKETS, registry=r)
         self.prompt_tokens = Counter("seekstack_prompt_tokens", help_text("seekstack_prompt_tokens_total"), ["model"], registry=r)
+        self.cached_tokens = Counter("seekstack_prompt_cached_tokens", help_text("seekstack_prompt_cached_tokens_total"), ["model"],
+                                     registry=r)
         self.completion_tokens = Counter("seekstack_completion_tokens", help_text("seekstack_completion_tokens_total"), ["model"], registry=r)
         self.reasoning_tokens = Counter("seekstack_reasoning_tokens", help_text("seekstack_reasoning_tokens_total"), ["model"], registry=r)
         self.rejected = Counter("seekstack_rejected_requests", help_text("seekstack_rejected_requests_total"), ["route", "reason"], registry=r)
@@ -112,6 +115,8 @@ class GatewayMetrics:
             return
         if meter.prompt_tokens:
             series.prompt_tokens.inc(meter.prompt_tokens)
+        if meter.cached_tokens:
+            series.cached_tokens.inc(meter.cached_tokens)
         if meter.completion_tokens:
             series.completion_tokens.inc(meter.completion_tokens)
         if meter.reasoning_tokens:
@@ -132,7 +137,7 @@ class GatewayMetrics:
             series = self._children[key] = _Series(
                 self.requests.labels(route, model, str(status)), self.latency.labels(route, model),
                 self.ttft.labels(model, replica), self.tpot.labels(model, replica), self.prompt_tokens.labels(model),
-                self.completion_tokens.labels(model), self.reasoning_tokens.labels(model))
+                self.completion_tokens.labels(model), self.reasoning_tokens.labels(model), self.cached_tokens.labels(model))
         return series
 
     def quota_rejected(self, scope: str, limit: str) -> None:
@@ -150,6 +155,7 @@ class _Series(NamedTuple):
     prompt_tokens: Counter
     completion_tokens: Counter
     reasoning_tokens: Counter
+    cached_tokens: Counter
 
 
 def help_text(name: str) -> str:
