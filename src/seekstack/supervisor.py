@@ -266,7 +266,7 @@ class Supervisor:
         """Run ``count`` replicas of model ``name`` from now (the autoscaler's actuator). New ones
         start and take traffic once ready; surplus ones (the newest first) leave the registry at
         once and drain before they stop."""
-        group = self._group(name)
+        group = self.group(name)
         model = group[0].model
         if count > len(group):
             taken = {r.index for r in group} | {r.index for g in self._draining.values() for r in g
@@ -330,7 +330,7 @@ class Supervisor:
 
     async def unload(self, model: str) -> list[Replica]:
         """Stop a model's replicas and keep them stopped (requests get 503 naming the fix) until :meth:`load`."""
-        group = self._group(model)
+        group = self.group(model)
         tasks = [self._tasks.pop(r) for r in group if r in self._tasks]
         for task in tasks:
             task.cancel()
@@ -343,7 +343,7 @@ class Supervisor:
 
     async def load(self, model: str, timeout: float | None = None) -> bool:
         """Start an unloaded model's replicas again; True once one of them is ready."""
-        group = self._group(model)
+        group = self.group(model)
         for replica in group:
             if replica not in self._tasks:
                 self._run(replica)
@@ -355,7 +355,8 @@ class Supervisor:
             return False
         return any(r.routable for r in group)
 
-    def _group(self, model: str) -> list[Replica]:
+    def group(self, model: str) -> list[Replica]:
+        """A model's replicas (or a rollout deployment's, by its name); 404 naming the configured models."""
         group = self.replicas.get(model)
         if group is None:
             from .errors import ModelNotFoundError

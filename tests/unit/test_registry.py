@@ -26,13 +26,16 @@ class Listed:
         return None
 
 
-def deployment(alias: str, name: str, states: list[str], weight: int = 100) -> Deployment:
-    model = ModelConfig(name=alias, engine={"kind": "openai", "url": "http://127.0.0.1:9/v1"})
-    kind, http = engine_kind("openai"), EngineHTTP(read_timeout=5)
+def deployment(alias: str, name: str, states: list[str], weight: int = 100, kind: str = "openai", **queue) -> Deployment:
+    """A deployment of ``alias`` with one endpoint per state (2 slots each; ``queue``: its queue settings)."""
+    engine_settings = {"kind": "openai", "url": "http://127.0.0.1:9/v1"} if kind == "openai" else \
+        {"kind": kind, "endpoints": [f"http://127.0.0.1:{9 + i}" for i in range(len(states))]}
+    model = ModelConfig(name=alias, engine=engine_settings, slots=2, queue=queue)
+    backend_kind, http = engine_kind(kind), EngineHTTP(read_timeout=5)
     endpoints = []
     for index, state in enumerate(states):
-        engine = ExternalEngine(f"http://127.0.0.1:{9 + index}/v1")
-        endpoints.append(Replica(model, index, engine, kind.backend(http, engine.base_url, model), state=state))
+        engine = ExternalEngine(f"http://127.0.0.1:{9 + index}")
+        endpoints.append(Replica(model, index, engine, backend_kind.backend(http, engine.base_url, model), state=state))
     return Deployment(alias=alias, name=name, model=model, source="static", endpoints=endpoints, weight=weight)
 
 

@@ -7,40 +7,13 @@ from collections import Counter
 
 import pytest
 
-from seekstack.config import ModelConfig, SchedulerConfig
-from seekstack.engines.base import ExternalEngine
-from seekstack.engines.http import EngineHTTP
-from seekstack.engines.registry import engine_kind
+from seekstack.config import SchedulerConfig
 from seekstack.errors import EngineUnavailableError, OverloadedError
-from seekstack.registry import Deployment, Registry
-from seekstack.supervisor import READY, STARTING, UNLOADED, Replica
+from seekstack.registry import Registry
+from seekstack.supervisor import READY, STARTING, UNLOADED
 from seekstack.traffic.router import Ask, Router, affinity_key
 
-
-class Listed:
-    def __init__(self, *deployments: Deployment):
-        self._deployments = list(deployments)
-
-    def deployments(self):
-        return self._deployments
-
-    async def start(self):
-        return None
-
-    async def stop(self):
-        return None
-
-
-def deployment(alias: str, name: str, states: list[str], weight: int = 100, kind: str = "openai", **queue) -> Deployment:
-    engine_settings = {"kind": "openai", "url": "http://127.0.0.1:9/v1"} if kind == "openai" else \
-        {"kind": kind, "endpoints": [f"http://127.0.0.1:{9 + i}" for i in range(len(states))]}
-    model = ModelConfig(name=alias, engine=engine_settings, slots=2, queue=queue)
-    backend_kind, http = engine_kind(kind), EngineHTTP(read_timeout=5)
-    endpoints = []
-    for index, state in enumerate(states):
-        engine = ExternalEngine(f"http://127.0.0.1:{9 + index}")
-        endpoints.append(Replica(model, index, engine, backend_kind.backend(http, engine.base_url, model), state=state))
-    return Deployment(alias=alias, name=name, model=model, source="static", endpoints=endpoints, weight=weight)
+from test_registry import Listed, deployment
 
 
 def run(coro):

@@ -49,7 +49,7 @@ async def set_bounds(name: str, bounds: Bounds, request: Request) -> dict:
 @router.post("/models/{name}/scale")
 async def scale(name: str, body: Scale, request: Request) -> dict:
     supervisor = request.app.state.supervisor
-    group = supervisor._group(name)  # 404 naming the configured models
+    group = supervisor.group(name)  # 404 naming the configured models
     if not group[0].model.engine.launched:
         raise InvalidRequestError(f"model {name!r} runs on engines seekstack does not start; it cannot be scaled here",
                                   fix="scale those engines where they run")

@@ -165,11 +165,11 @@ class Autoscaler:
                 covered: bool) -> Decision | None:
         replicas, average = len(deployment.endpoints), state.average or 0.0
         starting = any(e.state in ("starting", "restarting") for e in deployment.endpoints)
-        # (a scale-up the memory plan refused is not asked again for a window: `last_held`)
         if replicas < rule.min_replicas:
             return self._change(model, state, now, replicas, rule.min_replicas, average, "below min_replicas")
         if replicas > rule.max_replicas:
             return self._change(model, state, now, replicas, rule.max_replicas, average, "above max_replicas")
+        # a scale-up the memory plan refused (`apply`) is not asked for again within a window
         if covered and average > rule.scale_up_at and replicas < rule.max_replicas and not starting \
                 and now - state.last_change >= rule.up_cooldown and now - state.last_held >= rule.window:
             return self._change(model, state, now, replicas, replicas + 1,
