@@ -52,8 +52,8 @@ def test_serve_refuses_models_that_do_not_fit_with_numbers_and_the_smallest_fix(
                                                   "prompt_cache_mib": 16}]}))
     result = run("serve", "--config", str(config), "--port", "0", timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "the models need 1.14 GiB but 0.56 GiB is available" in result.stderr
-    assert "m: 2 × (0.09 weights + 0.35 KV for context 4096 × 4 slots + 0.11 overhead + 0.02 prompt cache)" in result.stderr
+    assert "the models need 1.17 GiB but 0.56 GiB is available" in result.stderr
+    assert "m: 2 × (0.09 weights + 0.35 KV for context 4096 × 4 slots + 0.13 overhead + 0.02 prompt cache)" in result.stderr
     assert "set context: 512 (or fewer slots) for m" in result.stderr and "--force" in result.stderr
     assert not (tmp_path / "state" / "admin.key").exists()  # refused before anything started
     # the fix it names is enough

@@ -8,9 +8,10 @@ Memory (bytes):
   qk_rope_head_dim) × kv bytes; GQA = 2 × layers × kv_heads × head_dim × kv bytes;
   KV total = per token × context × concurrency;
 - overhead: llama.cpp = 16 MiB + 512 × hidden × 64 B (compute buffer for a 512-token batch) +
-  vocab × 4 B × concurrency (logits) + 80 MiB for the engine process itself (interpreter,
+  vocab × 4 B × concurrency (logits) + 96 MiB for the engine process itself (interpreter,
   libraries, HTTP threads, tokenizer: the embedded model's engine holds 219 MiB after loading
-  against 149 MiB of weights, KV and buffers); vLLM / SGLang = 2 GiB per GPU (CUDA context,
+  against 149 MiB of weights, KV and buffers, 70 MiB more; 81 MiB more after 30 requests in
+  CI's full run, where its health and load are read four times a second); vLLM / SGLang = 2 GiB per GPU (CUDA context,
   graphs, activations), and only 90 % of each GPU is usable (gpu_memory_utilization);
 - prompt cache (llama.cpp): the host memory it may keep for earlier prompts' KV
   (``prompt_cache_mib``, 256 MiB by default; llama.cpp's own default is 8 GiB), host RAM.
@@ -44,7 +45,7 @@ KV_BYTES = {"bf16": 2, "fp16": 2, "f16": 2, "fp8": 1, "q8_0": 1.0625, "q4_0": 0.
 GPU_USABLE = 0.90          # vLLM's gpu_memory_utilization default
 SERVER_OVERHEAD = 2 * GIB  # per GPU, vLLM / SGLang
 RAM_USABLE = 0.90          # leave the OS and the gateway room
-ENGINE_PROCESS = 80 * MIB  # llama.cpp worker process: interpreter, libraries, HTTP threads, tokenizer (measured)
+ENGINE_PROCESS = 96 * MIB  # llama.cpp worker process: interpreter, libraries, HTTP threads, tokenizer (measured 70-81)
 PROMPT_CACHE = 256 * MIB   # llama.cpp host prompt cache, ModelConfig.prompt_cache_mib's default
 
 
@@ -139,7 +140,7 @@ def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, c
 def _overhead_text(engine: str) -> str:
     if engine == "llamacpp":
         return ("llama.cpp compute buffer 16 MiB + 512 × hidden × 64 B + logits vocab × 4 B × concurrency "
-                "+ 80 MiB for the engine process")
+                "+ 96 MiB for the engine process")
     return "2 GiB per GPU (CUDA context, graphs, activations); 90 % of each GPU usable"
 
 
