@@ -17,16 +17,16 @@ RULE = {"min_replicas": 1, "max_replicas": 3, "window": 1.0, "sample_every": 0.1
         "down_cooldown": 1.0}
 
 
-def per_replica_gb() -> float:
-    """The memory plan of one replica of the model below (what admission and the autoscaler count)."""
+def per_replica_gb(slots: int = 4) -> float:
+    """The memory plan of one replica of the models below (what admission and the autoscaler count)."""
     from seekstack.config import ModelConfig
     from seekstack.planner.admission import _spec
     from seekstack.planner.hardware import detect, parse_hardware
     from seekstack.planner.plan import make_plan
 
-    model = ModelConfig(name="m", source="embedded", context=512, slots=4, prompt_cache_mib=0)
+    model = ModelConfig(name="m", source="embedded", context=512, slots=slots, prompt_cache_mib=0)
     plan = make_plan(_spec(model.resolved_path()), parse_hardware("auto", detect()), quant_name="file",
-                     context=512, concurrency=4, engine="llamacpp", prompt_cache_bytes=0)
+                     context=512, concurrency=slots, engine="llamacpp", prompt_cache_bytes=0)
     return plan.total_bytes / 1e9
 
 
@@ -84,8 +84,9 @@ def test_a_load_ramp_scales_up_to_what_fits_and_back_down_draining(tmp_path):
 
 
 def test_scaling_by_hand_and_its_permissions(tmp_path):
-    server = Server(tmp_path, {"models": [{"name": "m", "source": "embedded", "context": 512, "slots": 2,
-                                           "engine": {"kind": "llamacpp", "simulate": True},
+    server = Server(tmp_path, {"supervisor": {"memory_budget_gb": round(per_replica_gb(2) * 2.5, 6)},  # two fit
+                               "models": [{"name": "m", "source": "embedded", "context": 512, "slots": 2,
+                                           "prompt_cache_mib": 0, "engine": {"kind": "llamacpp", "simulate": True},
                                            "autoscale": {**RULE, "window": 300, "sample_every": 5}}]}).start()
     scaled = server.http.post("/admin/v1/models/m/scale", json={"replicas": 2})
     assert scaled.status_code == 200, scaled.text
@@ -94,6 +95,10 @@ def test_scaling_by_hand_and_its_permissions(tmp_path):
     assert outside.status_code == 400 and "between 1 and 3" in outside.json()["error"]["message"]
     bounds = server.http.put("/admin/v1/autoscaler/m", json={"min_replicas": 1, "max_replicas": 5})
     assert bounds.status_code == 200 and bounds.json()["rule"]["max_replicas"] == 5
+    # within the bounds, but not within memory: refused with the plan's numbers, nothing started
+    too_many = server.http.post("/admin/v1/models/m/scale", json={"replicas": 3})
+    assert too_many.status_code == 400 and "memory_budget_gb" in too_many.json()["error"]["message"], too_many.text
+    assert len(replicas(server)) == 2
     # a consumer may not see or change scaling; nor may the security admin (another duty)
     consumer = as_key(server, make_key(server, make_user(server, "api_consumer")))
     assert consumer.get("/admin/v1/autoscaler").status_code == 403

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
+import anyio
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +59,12 @@ async def scale(name: str, body: Scale, request: Request) -> dict:
         raise InvalidRequestError(f"model {name!r} is autoscaled between {rule.min_replicas} and {rule.max_replicas} replicas",
                                   fix=f"ask for {rule.min_replicas}..{rule.max_replicas}, or change the bounds "
                                       f"(PUT /admin/v1/autoscaler/{name})", param="replicas")
+    if body.replicas > len(group):  # no more than the memory plan says fit, as at start and for the autoscaler
+        autoscaler = request.app.state.autoscaler
+        refused = await anyio.to_thread.run_sync(autoscaler.fits, name, body.replicas)
+        if refused is not None:
+            raise InvalidRequestError(f"model {name!r}: {refused}", param="replicas",
+                                      fix="ask for fewer replicas, or raise supervisor.memory_budget_gb if the machine has the room")
     await supervisor.scale(name, body.replicas)
     return {"model": name, "replicas": body.replicas}
 
