@@ -235,15 +235,19 @@ class Supervisor:
         """Start another deployment of ``model.name`` beside its own (a canary, a green): its
         replicas start now, numbered after every replica the model has, and it takes ``weight``
         of the model's traffic (against its own deployment's) once one is ready."""
-        taken = [r.index for g in [*self.replicas.values(), *self._draining.values()] for r in g
-                 if r.model.name == model.name]
-        replicas = self._replicas_of(model, first=max(taken, default=-1) + 1)
+        replicas = self._replicas_of(model, first=max(self._indices(model.name), default=-1) + 1)
         self.replicas[name] = replicas
         self._deployments[name] = deployment_of(model, replicas, name=name, weight=weight)
         self._rollouts.add(name)
         for replica in replicas:
             self._run(replica)
         return replicas
+
+    def _indices(self, model: str) -> set[int]:
+        """Replica numbers the model uses now, over its deployments and those still draining
+        (a new replica takes another: its log file and port are its own)."""
+        return {r.index for group in [*self.replicas.values(), *self._draining.values()] for r in group
+                if r.model.name == model}
 
     def set_weight(self, name: str, weight: int) -> None:
         self._deployments[name].weight = weight
@@ -269,8 +273,7 @@ class Supervisor:
         group = self.group(name)
         model = group[0].model
         if count > len(group):
-            taken = {r.index for r in group} | {r.index for g in self._draining.values() for r in g
-                                                if r.model.name == name}
+            taken = self._indices(name)
             free = (i for i in itertools.count() if i not in taken)
             fresh = [self._replica(model, next(free), self.settings.state_path / "logs") for _ in range(count - len(group))]
             for replica in fresh:

@@ -103,8 +103,7 @@ class TrafficCollector(Collector):
             for rollout in self.rollouts.active.values():
                 active.add_metric([rollout.model, rollout.mode, rollout.to], 1.0)
             ended = CounterMetricFamily("seekstack_rollouts", _help("seekstack_rollouts_total"), labels=["model", "outcome"])
-            for key, count in self.rollouts.outcomes.items():
-                model, _, outcome = key.rpartition("/")
+            for (model, outcome), count in self.rollouts.outcomes.items():
                 ended.add_metric([model, outcome], count)
             families += [active, ended]
         if self.autoscaler is not None:

@@ -18,10 +18,11 @@ Reads are cheap (a dict lookup and a list): the router asks on every request.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
+
+from ..traffic.policies import point_of
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -156,7 +157,7 @@ class Registry:
             return ready[0] if ready else None
         total = sum(d.weight for d in ready)
         if stick is not None:
-            point = int.from_bytes(hashlib.blake2b(stick, digest_size=8).digest(), "big") % total
+            point = point_of(stick) % total
         else:
             point = next(self._turn) * 7919 % total  # a deterministic spread over the weights
         for deployment in ready:

@@ -80,7 +80,8 @@ class LeastLoad:
         return tied[next(self._turn) % len(tied)]
 
 
-def _point(data: bytes) -> int:
+def point_of(data: bytes) -> int:
+    """A stable 64-bit point for ``data`` (a ring position, a sticky choice): the same on every gateway."""
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
@@ -99,7 +100,7 @@ class PrefixAffinity:
         names = tuple(e.name for e in endpoints)
         ring = self._rings.get(names)
         if ring is None:
-            pairs = sorted((_point(f"{name}#{i}".encode()), at) for at, name in enumerate(names)
+            pairs = sorted((point_of(f"{name}#{i}".encode()), at) for at, name in enumerate(names)
                            for i in range(self.points_per_endpoint))
             ring = self._rings[names] = ([p for p, _ in pairs], [at for _, at in pairs])
             if len(self._rings) > 64:  # endpoint sets come and go: keep the recent ones
@@ -113,7 +114,7 @@ class PrefixAffinity:
             return self._fallback.choose(endpoints, None)
         points, owners = self._ring(endpoints)
         bound = math.ceil(self.balance * (sum(e.outstanding for e in endpoints) + 1) / len(endpoints))
-        start = bisect.bisect(points, _point(key))
+        start = bisect.bisect(points, point_of(key))
         seen: set[int] = set()
         for i in range(len(points)):
             at = owners[(start + i) % len(points)]

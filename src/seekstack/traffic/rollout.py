@@ -89,7 +89,7 @@ class Rollouts:
         self.resolve = resolve
         self.active: dict[str, Rollout] = {}
         self.history: list[Rollout] = []
-        self.outcomes: dict[str, int] = {}  # "model/state" → count, for the metric
+        self.outcomes: dict[tuple[str, str], int] = {}  # (model, how it ended) → count, for the metric
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ starting
@@ -223,7 +223,7 @@ class Rollouts:
             self.supervisor.set_weight(rollout.model, 100)
         rollout.state, rollout.reason, rollout.ended_at = state, reason, time.time()
         self.history = [*self.history[-49:], rollout]
-        key = f"{rollout.model}/{state}"
+        key = (rollout.model, state)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
         await self._record(rollout, state)
         return rollout
