@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install system-deps serve test bench bench-litellm docs clean
+.PHONY: install system-deps serve test bench bench-litellm docs screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,14 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 # Programs the tests run for real — a load balancer in front of several gateways, a PostgreSQL
-# server for the shared governance database — installed from Debian's packages when missing
+# server for the shared governance database, a browser for the console (Playwright drives
+# Debian's chromium; it downloads no browser) — installed from Debian's packages when missing
 # and this is root; otherwise one line naming what is missing.
 system-deps:
 	@missing=""; \
 	PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
@@ -65,6 +67,12 @@ docs: install
 	$(BIN)/python -c "from seekstack.governance.pii.scoring import write_table; write_table('tests/data/pii/corpus.jsonl', 'docs/pii.md')"
 	$(BIN)/python -c "from seekstack.governance.pii.scoring import write_table; write_table('tests/data/pii/holdout.jsonl', 'docs/pii.md', 'pii-holdout-table')"
 	$(BIN)/python -c "from seekstack.observability import write_docs; write_docs('docs/observability.md')"
+
+# The console's screenshots in docs/console (both languages; a CJK font for the Chinese pages)
+screenshots: install system-deps
+	@fc-list | grep -qi "WenQuanYi" || (apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1) \
+	  || { echo "missing: a Chinese font — apt-get install fonts-wqy-microhei"; exit 1; }
+	SEEKSTACK_CONSOLE_SHOTS=docs/console $(BIN)/python -m pytest -q tests/integration/test_console.py
 
 clean:
 	rm -rf $(VENV)

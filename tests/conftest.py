@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -285,6 +286,20 @@ def keys_for_every_role(server) -> dict[str, str]:
 def role_keys(server):
     """A key for a user of each built-in role, on the session server."""
     return keys_for_every_role(server)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright's Python API (Playwright downloads no browser of its
+    own). Module-scoped: Playwright's synchronous API keeps an event loop of its own while it runs."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "chromium is not installed: `make test` installs it (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])  # root in CI
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="session")

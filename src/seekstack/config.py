@@ -121,6 +121,12 @@ class StorageConfig(_Section):
         return url
 
 
+class ConsoleConfig(_Section):
+    enabled: bool = Field(True, description="Serve the web console at `/console` (sign-in with an API key; every page and action goes through the same permissions, quotas and audit as the API).")
+    idle_timeout: float = Field(1800, ge=10, le=86400, description="Seconds a console session may go unused before it ends.")
+    max_age: float = Field(43200, ge=60, le=30 * 86400, description="Seconds a console session lasts at most after sign-in, however it is used.")
+
+
 class RoleConfig(_Section):
     permissions: list[str] = Field(description="Permission patterns this role grants, e.g. `inference:*`, `usage:read`.")
     resources: list[str] = Field(["*"], description="Model patterns the role may use, e.g. `deepseek-r1*`.")
@@ -340,6 +346,7 @@ class Settings(_Section):
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description="Custom roles beside the six built-in ones.")
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Metrics, tracing and alert thresholds.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="The model store and its trust policy.")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The web console, in Chinese and English.")
     state_dir: Path = Field(Path("~/.seekstack"), description="Where seekstack keeps logs and state.")
 
     @field_validator("models")

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ..config import Settings
+from ..console import routes as console_routes
 from ..engines.http import EngineHTTP
 from ..governance import Governance
 from ..registry import Registry
@@ -88,6 +89,8 @@ def build_app(settings: Settings, observability: Observability | None = None, re
     app.include_router(traffic_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(ollama_routes.router)
+    if settings.console.enabled:
+        app.include_router(console_routes.router)
     app.add_middleware(openai_routes.OpenAIRoutes)  # innermost: the inference routes, without FastAPI's router
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes, timeout=settings.server.body_timeout)
     app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled,

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from ..console.errors import console_error, is_console_page
 from ..errors import SeekstackError
 from .disconnect import ClientGone
 
@@ -46,11 +47,14 @@ def sse_error(exc: SeekstackError) -> bytes:
 
 
 def route_error(request: Request, exc: SeekstackError | ClientGone) -> Response:
-    """A route's error as its response; the code goes in request.state, where the guard's metrics count it."""
+    """A route's error as its response; the code goes in request.state, where the guard's metrics count it.
+    A console page's error is a page (:mod:`seekstack.console.errors`), not JSON."""
     if isinstance(exc, ClientGone):
         request.state.error_code = "client_closed_request"
         return Response(status_code=499)  # nginx's "client closed request": for the logs and metrics only
     request.state.error_code = exc.code
+    if is_console_page(request.scope):
+        return console_error(request.scope, exc)
     return error_response(exc)
 
 
@@ -81,7 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        return internal_error(request.method, request.url.path)
+        response = internal_error(request.method, request.url.path)
+        if is_console_page(request.scope):
+            return console_error(request.scope, SeekstackError("internal error; the gateway log has the details"))
+        return response
 
 
 def internal_error(method: str, path: str) -> Response:

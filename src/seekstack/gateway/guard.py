@@ -30,10 +30,12 @@ import time
 
 import anyio
 
-from ..errors import AuthenticationError, NotFoundError, RateLimitError, SeekstackError
+from ..console.errors import is_console_page, send_console_error
+from ..errors import AuthenticationError, NotFoundError, PermissionDeniedError, RateLimitError, SeekstackError
 from ..governance import ANONYMOUS, Governance
 from ..governance.meter import Meter
-from ..governance.policy import OPEN_ROUTES, ROUTES, route_pattern
+from ..governance.policy import OPEN_PREFIXES, OPEN_ROUTES, ROUTES, route_pattern
+from ..governance.sessions import COOKIE
 from ..observability import Observability, stage
 from .errors import send_error
 from .sources import SourceGuard
@@ -57,7 +59,8 @@ class GuardMiddleware:
         self.in_flight = 0  # admitted requests between their audit record and their end
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in OPEN_ROUTES:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in OPEN_ROUTES \
+                or scope["path"].startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
         started = time.monotonic()
         method, path = scope["method"], scope["path"]
@@ -100,7 +103,7 @@ class GuardMiddleware:
             if isinstance(exc, RateLimitError) and self.metrics is not None:
                 self.metrics.quota_rejected(exc.scope, exc.limit)
             self._finish(route, exc.status, started, None, exc.code, request_id, trace, principal, method)
-            return await refuse(send, exc, ids)
+            return await refuse(scope, send, exc, ids)
         try:
             with stage(trace, "audit"):
                 before_audit = time.monotonic()
@@ -109,7 +112,7 @@ class GuardMiddleware:
         except SeekstackError as exc:
             await self.governance.quotas.settle(admission, 0)
             self._finish(route, exc.status, started, None, exc.code, request_id, trace, principal, method)
-            return await refuse(send, exc, ids)
+            return await refuse(scope, send, exc, ids)
 
         meter = Meter(capture=self.governance.bodies is not None, started=started)
         state = scope.setdefault("state", {})
@@ -181,14 +184,37 @@ class GuardMiddleware:
                               scope="source", limit="failures_per_minute")
 
     def _principal(self, scope):
+        """The caller: its API key (``Authorization: Bearer``), else its console session (the
+        cookie), whose every write must carry the session's CSRF token (``X-CSRF-Token``)."""
         if not self.enabled:
             return ANONYMOUS
-        authorization = None
+        authorization = token = csrf = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-                break
-        return self.governance.auth.authenticate(authorization)
+            elif name == b"cookie" and token is None:
+                token = session_token(value.decode("latin-1"))
+            elif name == b"x-csrf-token":
+                csrf = value.decode("latin-1")
+        if authorization is not None or token is None:
+            return self.governance.auth.authenticate(authorization)
+        sessions = self.governance.sessions
+        sid, kid = sessions.key_of(token)
+        principal = self.governance.auth.authenticate_session(kid)
+        scope.setdefault("state", {})["session"] = sid
+        if scope["method"] not in ("GET", "HEAD") and not sessions.csrf_ok(sid, csrf):
+            raise PermissionDeniedError("this write carries no valid CSRF token",
+                                        fix="send the session's token in the X-CSRF-Token header (the console does)")
+        return principal
+
+
+def session_token(cookies: str) -> str | None:
+    """The console session's token in a ``Cookie`` header, or None."""
+    for part in cookies.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE and value:
+            return value
+    return None
 
 
 def charged_tokens(meter: Meter, admission) -> int:
@@ -204,7 +230,9 @@ def bounded_path(path: str) -> str:
     return path if len(path) <= MAX_RECORDED_PATH else path[:MAX_RECORDED_PATH] + f"…(+{len(path) - MAX_RECORDED_PATH})"
 
 
-async def refuse(send, exc: SeekstackError, ids: list[tuple[bytes, bytes]]) -> None:
+async def refuse(scope, send, exc: SeekstackError, ids: list[tuple[bytes, bytes]]) -> None:
+    if is_console_page(scope):  # a page a person is looking at: a page, or the sign-in form
+        return await send_console_error(scope, send, exc, ids)
     extra = list(ids)
     if exc.status == 401:
         extra.append((b"www-authenticate", b'Bearer realm="seekstack"'))

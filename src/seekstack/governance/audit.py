@@ -479,7 +479,8 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 def read_records(path: Path, *, since: float | None = None, until: float | None = None,
-                 filters: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+                 filters: dict[str, str] | None = None, seq: int | None = None,
+                 newest_first: bool = False) -> Iterator[dict[str, Any]]:
     db = open_readonly(path)
     try:
         sql, args = "SELECT data FROM records WHERE 1=1", []
@@ -487,7 +488,9 @@ def read_records(path: Path, *, since: float | None = None, until: float | None 
             sql, args = sql + " AND ts >= ?", [*args, since]
         if until is not None:
             sql, args = sql + " AND ts < ?", [*args, until]
-        for (data,) in db.execute(sql + " ORDER BY seq", args):
+        if seq is not None:
+            sql, args = sql + " AND seq = ?", [*args, seq]
+        for (data,) in db.execute(sql + (" ORDER BY seq DESC" if newest_first else " ORDER BY seq"), args):
             record = json.loads(data)
             if all(str(record.get(k)) == v for k, v in (filters or {}).items()):
                 yield record

@@ -75,6 +75,18 @@ class Authenticator:
         # One message for unknown, wrong-secret, revoked and expired: nothing to probe.
         if record is None or not matches(self.pepper, key, record.hash):
             raise AuthenticationError("invalid API key", fix="check the key, or ask an administrator for a new one")
+        return self._principal(record)
+
+    def authenticate_session(self, kid: str) -> Principal:
+        """The principal of a key already proven (a console session carries its key's id, not
+        the key): the same checks as :meth:`authenticate` but the secret's, so a revoked or
+        expired key, or a role that shrank, ends its sessions too."""
+        record = self._record(kid)
+        if record is None:
+            raise AuthenticationError("invalid API key", fix="sign in again")
+        return self._principal(record)
+
+    def _principal(self, record: KeyRecord) -> Principal:
         now = time.time()
         if record.revoked is not None or (record.expires is not None and record.expires <= now):
             raise AuthenticationError("invalid API key (revoked or expired)", fix="ask an administrator for a new key")

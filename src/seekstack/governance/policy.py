@@ -89,8 +89,27 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/v1/whoami"): "self",
     ("GET", "/openapi.json"): "self",
     ("GET", "/metrics"): "metrics:read",
+    # the web console: its pages need what the API behind them needs; its writes are API calls
+    ("POST", "/console/session"): "self",           # sign in: the key in the Authorization header
+    ("POST", "/console/signout"): "self",
+    ("GET", "/console"): "self",
+    ("GET", "/console/playground"): "inference:chat",
+    ("GET", "/console/models"): "models:read",
+    ("GET", "/console/keys"): "self",
+    ("GET", "/console/users"): "users:manage",
+    ("GET", "/console/roles"): "roles:read",
+    ("GET", "/console/limits"): "quotas:manage",
+    ("GET", "/console/usage"): "usage:read",
+    ("GET", "/console/usage.csv"): "usage:read",
+    ("GET", "/console/audit"): "audit:read",
+    ("GET", "/console/audit/verify"): "audit:read",
+    ("GET", "/console/audit/export"): "audit:read",
+    ("GET", "/console/audit/records/{id}"): "audit:read",
+    ("GET", "/console/planner"): "self",
 }
-OPEN_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})  # probes: no key
+OPEN_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz"),  # probes: no key
+                         ("GET", "/console/signin")})              # the sign-in page itself
+OPEN_PREFIXES = ("/console/static/",)  # the console's stylesheet, script and icons: no key, nothing secret
 
 
 # The three duties: no role, built in or custom, holds permissions of two of them.

@@ -34,6 +34,7 @@ from .quotas import Limits, MemoryCounters, Quotas, RedisCounters
 from .auth import Authenticator, Principal
 from .keys import hash_key, load_pepper, new_key, write_secret_file
 from .policy import Policy
+from .sessions import Sessions
 from .store import LIMIT_FIELDS, KeyRecord, open_identity_store
 
 log = logging.getLogger("seekstack.governance")
@@ -51,6 +52,7 @@ class Governance:
         self.store = open_identity_store(settings)
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
         self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
+        self.sessions = Sessions(self.store, self.auth.pepper, settings.console.idle_timeout, settings.console.max_age)
         self.audit = AuditLog(audit_dir(settings), max_bytes=settings.audit.max_bytes)
         audit_writers.attach(self.audit, self.store)  # this chain, among every gateway's, in the shared store
         self.bodies = BodyVault(audit_dir(settings), settings.audit.data_key_rotation_hours) \
@@ -110,6 +112,7 @@ class Governance:
         deleted = {"audit_records": proof["deleted"],
                    "bodies": self.bodies.purge(now - a.bodies_days * 86400, now - a.important_bodies_days * 86400)
                    if self.bodies is not None else 0}
+        await anyio.to_thread.run_sync(self.sessions.purge, now)
         await self.audit.append({"event": "retention", "decision": "allow", "retention_days": a.retention_days,
                                  "bodies_days": a.bodies_days, "important_bodies_days": a.important_bodies_days,
                                  "bodies": deleted["bodies"], **proof})
@@ -121,6 +124,7 @@ class Governance:
         """Another gateway sharing the database changed keys or limits: drop the caches at once."""
         if self.store.changed_elsewhere():
             self.auth.forget_all()
+            self.sessions.forget_all()
             self._limits = None
 
     def _limits_for(self, scope: str, name: str) -> Limits | None:
@@ -184,13 +188,15 @@ class Governance:
 
     # ------------------------------------------------------------ reading the audit log
     def audit_records(self, caller: Principal, *, since: float | None = None, until: float | None = None,
-                      filters: dict[str, str] | None = None, limit: int = 1000) -> list[dict]:
-        """Audit records, oldest first; a ``team``-scoped caller reads only its own team's."""
+                      filters: dict[str, str] | None = None, limit: int = 1000, seq: int | None = None,
+                      newest_first: bool = False) -> list[dict]:
+        """Audit records, oldest first (or newest first); a ``team``-scoped caller reads only its own team's."""
         filters = dict(filters or {})
         if not caller.is_global:
             filters["team"] = caller.team
         records = []
-        for record in read_records(self.audit.path, since=since, until=until, filters=filters):
+        for record in read_records(self.audit.path, since=since, until=until, filters=filters, seq=seq,
+                                   newest_first=newest_first):
             records.append(record)
             if len(records) >= limit:
                 break

@@ -47,6 +47,9 @@ MIGRATIONS: tuple[str, ...] = (
     "CREATE TABLE audit_writers (writer TEXT PRIMARY KEY, public_key TEXT NOT NULL, registered REAL NOT NULL); "
     "CREATE TABLE audit_checkpoints (writer TEXT NOT NULL REFERENCES audit_writers(writer), kind TEXT NOT NULL, "
     "count INTEGER NOT NULL, head TEXT NOT NULL, ts REAL NOT NULL, sig TEXT NOT NULL, PRIMARY KEY (writer, kind, count));",
+    # 4: console sign-in sessions (the token's hash only), shared so that a sign-out ends it on every gateway
+    "CREATE TABLE sessions (id TEXT PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(id), created REAL NOT NULL, "
+    "last_seen REAL NOT NULL, ended REAL);",
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
@@ -217,6 +220,25 @@ class IdentityStore:
         cols = ("day", "key_id", "user", "team", "model", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens")
         return [dict(zip(cols, r)) for r in self.execute(sql + ' ORDER BY day, team, "user", model', args)]
 
+
+    # console sessions: stored by the hash of their token, never the token
+    def add_session(self, sid: str, kid: str, now: float) -> None:
+        self.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, NULL)", (sid, kid, now, now))
+
+    def session(self, sid: str) -> tuple[str, float, float, float | None] | None:
+        """(key id, created, last seen, ended) of a session, or None."""
+        rows = self.execute("SELECT key_id, created, last_seen, ended FROM sessions WHERE id = ?", (sid,))
+        return tuple(rows[0]) if rows else None
+
+    def touch_session(self, sid: str, now: float) -> None:
+        self.execute("UPDATE sessions SET last_seen = ? WHERE id = ? AND ended IS NULL", (now, sid))
+
+    def end_session(self, sid: str, now: float) -> None:
+        self.execute("UPDATE sessions SET ended = ? WHERE id = ? AND ended IS NULL", (now, sid))
+
+    def purge_sessions(self, before: float) -> None:
+        """Forget sessions that ended, or were last seen, before ``before``."""
+        self.execute("DELETE FROM sessions WHERE COALESCE(ended, last_seen) < ?", (before,))
 
     # the audit chains of the gateways sharing this store
     def register_audit_writer(self, writer: str, public_key: str) -> None:

@@ -57,6 +57,12 @@ MIGRATIONS: tuple[str, ...] = (
                                     count BIGINT NOT NULL, head TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
                                     sig TEXT NOT NULL, PRIMARY KEY (writer, kind, count));
     """,
+    # 4: console sign-in sessions (the token's hash only), shared so that a sign-out ends it on every gateway
+    """
+    CREATE TABLE sessions (id TEXT PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(id),
+                           created DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION NOT NULL,
+                           ended DOUBLE PRECISION);
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
 

@@ -1,0 +1,100 @@
+"""Console sign-in sessions: a browser's stand-in for its API key.
+
+Signing in proves an API key once (through the guard, like any request); the session then
+carries that key's id, so a session can do exactly what its key can and ends when the key is
+revoked or expires. The browser holds a random token in an HttpOnly cookie; the governance
+database holds only the token's SHA-256, shared by every gateway — a sign-out on one gateway
+is refused on every other one at its next request (the database's change feed drops their
+caches, as for keys).
+
+- **Idle timeout**: a session unused for ``console.idle_timeout`` seconds ends; its last use is
+  written back at most every ``TOUCH_EVERY`` seconds (a write per page view would reach every
+  gateway through the change feed).
+- **Absolute timeout**: ``console.max_age`` seconds after sign-in, whatever the use.
+- **CSRF**: every write a session makes must carry the session's CSRF token
+  (:meth:`Sessions.csrf`), an HMAC of the session id under the server's pepper: nothing more to
+  store, and another site cannot read it (the cookie is ``SameSite=Strict`` as well).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from ..errors import AuthenticationError
+from .store import IdentityStore
+
+COOKIE = "seekstack_session"
+TOUCH_EVERY = 60.0
+
+
+@dataclass
+class Session:
+    id: str            # the token's hash
+    key_id: str
+    created: float
+    last_seen: float
+    ended: float | None
+
+
+class Sessions:
+    def __init__(self, store: IdentityStore, pepper: bytes, idle_timeout: float, max_age: float):
+        self.store = store
+        self.pepper = pepper
+        self.idle_timeout = idle_timeout
+        self.max_age = max_age
+        self._cache: dict[str, Session] = {}
+
+    def open(self, kid: str) -> str:
+        """A new session for key ``kid``; returns its token (for the cookie, never stored)."""
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        self.store.add_session(_hash(token), kid, now)
+        return token
+
+    def key_of(self, token: str, now: float | None = None) -> tuple[str, str]:
+        """(session id, key id) of a live session, or AuthenticationError."""
+        now = time.time() if now is None else now
+        sid = _hash(token)
+        session = self._cache.get(sid)
+        if session is None:
+            row = self.store.session(sid)
+            if row is None:
+                raise AuthenticationError("not signed in", fix="sign in at /console/signin")
+            session = self._cache[sid] = Session(sid, *row)
+        if session.ended is not None:
+            raise AuthenticationError("this session has ended", fix="sign in again")
+        if now - session.created > self.max_age or now - session.last_seen > self.idle_timeout:
+            self.end(token, now)
+            raise AuthenticationError("this session has timed out", fix="sign in again")
+        if now - session.last_seen > TOUCH_EVERY:
+            session.last_seen = now
+            self.store.touch_session(sid, now)
+        return sid, session.key_id
+
+    def end(self, token: str, now: float | None = None) -> None:
+        sid = _hash(token)
+        self.store.end_session(sid, time.time() if now is None else now)
+        self._cache.pop(sid, None)
+
+    def csrf(self, sid: str) -> str:
+        return hmac.new(self.pepper, b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def csrf_ok(self, sid: str, token: str | None) -> bool:
+        return token is not None and hmac.compare_digest(self.csrf(sid), token)
+
+    def forget_all(self) -> None:
+        """Another gateway changed the database (perhaps ended a session): read sessions afresh."""
+        self._cache.clear()
+
+    def purge(self, now: float | None = None) -> None:
+        """Drop sessions that can no longer be used (daily, with retention)."""
+        now = time.time() if now is None else now
+        self.store.purge_sessions(now - self.max_age)  # last seen before that: older than max_age
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
