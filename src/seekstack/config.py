@@ -607,7 +607,8 @@ def settings_reference() -> str:
              "Unknown keys are errors. `seekstack config check FILE` reports every problem at once.", ""]
     sections = [("(top level)", Settings, "")] + [
         (name, field.annotation if name != "models" else ModelConfig, name)
-        for name, field in Settings.model_fields.items() if name in ("server", "scheduler", "supervisor", "auth", "audit", "pii", "storage", "quotas", "models", "observability", "store")]
+        for name, field in Settings.model_fields.items()
+        if name == "models" or (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel))]
     from .engines.settings import LlamaCppSettings, OpenAISettings, SglangSettings, VllmSettings
 
     sections += [(f"models[].engine, kind: {cls.model_fields['kind'].default}", cls, "models[].engine")

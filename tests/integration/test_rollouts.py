@@ -21,6 +21,9 @@ from seekstack.store import Store
 from seekstack.store.transfer import import_path
 
 
+WATCHER = {"permissions": ["models:read", "rollout:read"], "scope": "global", "description": "watches rollouts"}
+
+
 @pytest.fixture
 def served(tmp_path):
     """`m` served from store model `tiny` version 1; version 2 is in the store beside it."""
@@ -31,7 +34,7 @@ def served(tmp_path):
     import_path(store, newer, "tiny")
     faults = tmp_path / "faults.json"
     faults.write_text("{}")
-    server = Server(tmp_path, {"store": {"path": str(tmp_path / "store")},
+    server = Server(tmp_path, {"store": {"path": str(tmp_path / "store")}, "roles": {"rollout_watcher": WATCHER},
                                "models": [{"name": "m", "store": "tiny@1", "context": 512, "slots": 8,
                                            "engine": {"kind": "llamacpp", "simulate": True}}]})
     server.env = {"SEEKSTACK_SIM_OPTIONS": f"--itl-ms 5 --faults-file {faults}"}
@@ -148,3 +151,42 @@ def test_rollout_permissions_and_bad_requests(served):
     aborted = served.http.post("/admin/v1/rollouts/m/abort")
     assert aborted.status_code == 200 and aborted.json()["state"] == "aborted"
     assert [d["name"] for d in served.http.get("/admin/v1/deployments").json()["data"]] == ["m"]
+
+
+def test_the_console_shows_a_rollout_and_aborts_and_promotes_it(served, browser):
+    """In a real browser: the models page shows the canary; Abort and Promote act on it (each asks
+    first); a role that may read rollouts but not manage them sees no buttons."""
+    def open_models(key: str):
+        page = browser.new_context().new_page()
+        page.on("dialog", lambda d: d.accept())
+        page.goto(served.url + "/console/signin?next=/console/models")
+        page.fill("#key", key)
+        page.click("#signin button[type=submit]")
+        page.wait_for_url(served.url + "/console/models")
+        return page
+
+    assert served.http.post("/admin/v1/rollouts", json={"model": "m", "to": "2", "canary_percent": 10,
+                                                        "duration_s": 600}).status_code == 201
+    page = open_models(served.key)
+    row = page.locator("#rollouts-h ~ table tbody tr").first
+    assert "tiny@2" in row.inner_text() and "canary" in row.inner_text()
+    row.locator("button.danger").click()
+    page.wait_for_selector("#rollouts-h ~ table .state.aborted")
+    assert rollout(served)["state"] == "aborted"
+    assert [d["name"] for d in served.http.get("/admin/v1/deployments").json()["data"]] == ["m"]
+
+    assert served.http.post("/admin/v1/rollouts", json={"model": "m", "to": "2", "canary_percent": 10,
+                                                        "duration_s": 600}).status_code == 201
+    watcher = open_models(auditor_key(served, "rollout_watcher"))  # rollout:read, not rollout:manage
+    assert watcher.locator("#rollouts-h ~ table .state.starting, #rollouts-h ~ table .state.running").count() == 1
+    assert watcher.locator("#rollouts-h ~ table button").count() == 0
+    assert watcher.locator("main table").count() == 1  # no replica table: that takes models:manage
+    watcher.context.close()
+    analyst = open_models(make_key(served, make_user(served, "data_analyst")))  # models:read only
+    assert analyst.locator("#rollouts-h").count() == 0 and "m" in analyst.locator("main h2").first.inner_text()
+    analyst.context.close()
+    page.reload()
+    page.locator("#rollouts-h ~ table tbody tr").first.locator("button:not(.danger)").click()
+    page.wait_for_selector("#rollouts-h ~ table .state.promoted")
+    assert rollout(served)["state"] == "promoted"
+    page.context.close()

@@ -96,6 +96,10 @@ def test_https_only_with_tls12_minimum(tmp_path, pki):
 
         samples = {s.name: s.value for f in text_string_to_metric_families(srv.http.get("/metrics").text) for s in f.samples}
         assert samples["seekstack_tls_certificate_expiry_timestamp_seconds"] == not_after
+        # a console session's cookie is Secure under TLS (and HttpOnly, SameSite=Strict as always)
+        cookie = srv.http.post("/console/session").headers["set-cookie"]
+        assert "seekstack_session=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+        assert "samesite=strict" in cookie.lower()
     finally:
         srv.http.close()  # idle TLS keep-alive connections would hold the drain open (asyncio waits
         srv.security.close()  # up to 30 s for each peer's close_notify): this test is not about that

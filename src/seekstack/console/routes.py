@@ -28,6 +28,7 @@ from ..governance.pii import policy_for
 from ..governance.sessions import COOKIE
 from . import charts
 from .i18n import Translator
+from .pages import may
 from .render import SECURITY_HEADERS, language, page
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -105,16 +106,19 @@ async def playground(request: Request):
 
 @router.get("/models")
 async def models(request: Request):
+    """Each deployment as /healthz tells it; its replicas as /admin/v1/replicas does (``models:manage``);
+    rollouts as /admin/v1/rollouts does (``rollout:read``)."""
     me = request.state.principal
     registry = request.app.state.registry
+    replicas = may(me, "GET", "/admin/v1/replicas")
     deployments = []
     for d in registry.deployments():
-        if not me.may_use_model(d.alias):
-            continue
-        endpoints = await _off_loop(lambda: [e.describe() for e in d.endpoints])
-        deployments.append({**d.describe(), "endpoints": endpoints})
-    rollouts = [r for r in request.app.state.rollouts.describe() if me.may_use_model(r["model"])]
-    return page(request, "models.html", deployments=deployments, rollouts=rollouts)
+        if me.may_use_model(d.alias):
+            endpoints = await _off_loop(lambda: [e.describe() for e in d.endpoints]) if replicas else []
+            deployments.append({**d.describe(), "replicas": endpoints})
+    rollouts = [r for r in request.app.state.rollouts.describe() if me.may_use_model(r["model"])] \
+        if may(me, "GET", "/admin/v1/rollouts") else None
+    return page(request, "models.html", deployments=deployments, rollouts=rollouts, replicas=replicas)
 
 
 @router.get("/keys")

@@ -8,8 +8,8 @@ is refused on every other one at its next request (the database's change feed dr
 caches, as for keys).
 
 - **Idle timeout**: a session unused for ``console.idle_timeout`` seconds ends; its last use is
-  written back at most every ``TOUCH_EVERY`` seconds (a write per page view would reach every
-  gateway through the change feed).
+  written back at most every ``TOUCH_EVERY`` seconds, or a quarter of the idle timeout when that
+  is shorter (a write per page view would reach every gateway through the change feed).
 - **Absolute timeout**: ``console.max_age`` seconds after sign-in, whatever the use.
 - **CSRF**: every write a session makes must carry the session's CSRF token
   (:meth:`Sessions.csrf`), an HMAC of the session id under the server's pepper: nothing more to
@@ -36,8 +36,9 @@ class Session:
     id: str            # the token's hash
     key_id: str
     created: float
-    last_seen: float
+    last_seen: float   # its last use seen here
     ended: float | None
+    stored: float = 0.0  # the last use the database has
 
 
 class Sessions:
@@ -46,37 +47,40 @@ class Sessions:
         self.pepper = pepper
         self.idle_timeout = idle_timeout
         self.max_age = max_age
+        self.touch_every = min(TOUCH_EVERY, idle_timeout / 4)
         self._cache: dict[str, Session] = {}
 
     def open(self, kid: str) -> str:
         """A new session for key ``kid``; returns its token (for the cookie, never stored)."""
         token = secrets.token_urlsafe(32)
         now = time.time()
-        self.store.add_session(_hash(token), kid, now)
+        self.store.add_session(session_id(token), kid, now)
         return token
 
     def key_of(self, token: str, now: float | None = None) -> tuple[str, str]:
         """(session id, key id) of a live session, or AuthenticationError."""
         now = time.time() if now is None else now
-        sid = _hash(token)
+        sid = session_id(token)
         session = self._cache.get(sid)
         if session is None:
             row = self.store.session(sid)
             if row is None:
                 raise AuthenticationError("not signed in", fix="sign in at /console/signin")
             session = self._cache[sid] = Session(sid, *row)
+            session.stored = session.last_seen
         if session.ended is not None:
             raise AuthenticationError("this session has ended", fix="sign in again")
         if now - session.created > self.max_age or now - session.last_seen > self.idle_timeout:
             self.end(token, now)
             raise AuthenticationError("this session has timed out", fix="sign in again")
-        if now - session.last_seen > TOUCH_EVERY:
-            session.last_seen = now
+        session.last_seen = now
+        if now - session.stored > self.touch_every:
+            session.stored = now
             self.store.touch_session(sid, now)
         return sid, session.key_id
 
     def end(self, token: str, now: float | None = None) -> None:
-        sid = _hash(token)
+        sid = session_id(token)
         self.store.end_session(sid, time.time() if now is None else now)
         self._cache.pop(sid, None)
 
@@ -96,5 +100,6 @@ class Sessions:
         self.store.purge_sessions(now - self.max_age)  # last seen before that: older than max_age
 
 
-def _hash(token: str) -> str:
+def session_id(token: str) -> str:
+    """The id a session is stored under: the SHA-256 of its token."""
     return hashlib.sha256(token.encode()).hexdigest()
