@@ -72,7 +72,7 @@ docs: install
 screenshots: install system-deps
 	@fc-list | grep -qi "WenQuanYi" || (apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1) \
 	  || { echo "missing: a Chinese font — apt-get install fonts-wqy-microhei"; exit 1; }
-	SEEKSTACK_CONSOLE_SHOTS=docs/console $(BIN)/python -m pytest -q tests/integration/test_console.py
+	SEEKSTACK_CONSOLE_SHOTS=docs/console $(BIN)/python -m pytest -q tests/integration/test_console_browser.py
 
 clean:
 	rm -rf $(VENV)

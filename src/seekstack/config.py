@@ -123,7 +123,7 @@ class StorageConfig(_Section):
 
 class ConsoleConfig(_Section):
     enabled: bool = Field(True, description="Serve the web console at `/console` (sign-in with an API key; every page and action goes through the same permissions, quotas and audit as the API).")
-    idle_timeout: float = Field(1800, ge=10, le=86400, description="Seconds a console session may go unused before it ends.")
+    idle_timeout: float = Field(1800, ge=60, le=86400, description="Seconds a console session may go unused before it ends.")
     max_age: float = Field(43200, ge=60, le=30 * 86400, description="Seconds a console session lasts at most after sign-in, however it is used.")
 
 

@@ -1,5 +1,5 @@
 """The console's catalogs, language choice, locale formats, charts and small guards — without a
-browser (tests/integration/test_console.py has the browser)."""
+browser (tests/integration/test_console_browser.py has the browser)."""
 
 from __future__ import annotations
 
@@ -126,3 +126,15 @@ def test_the_page_after_sign_in_stays_on_this_server(target, expected):
 def test_csv_cells_are_never_formulas():
     assert _cell("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")" and _cell("+1") == "'+1" and _cell("@a") == "'@a"
     assert _cell("team-a") == "team-a" and _cell(12) == 12
+
+
+def test_no_inline_script_style_or_handler_in_any_template():
+    """The Content-Security-Policy forbids them; a template that used one would break in the browser."""
+    for path in CONSOLE.glob("templates/*.html"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), path.name   # scripts only from files
+        assert not re.search(r"<style\b|\sstyle=", text), path.name               # styles only from the sheet
+        assert not re.search(r"\son[a-z]+\s*=", text, re.I), path.name            # no onclick= and the like
+        assert "|safe" not in text and "Markup(" not in text, path.name            # nothing bypasses escaping
+    script = (CONSOLE / "static" / "console.js").read_text()
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script

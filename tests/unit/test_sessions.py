@@ -73,7 +73,10 @@ def test_idle_and_absolute_timeouts(tmp_path):
     start = time.time()
     for minute in range(1, 5):  # used every 50 s: never idle
         assert sessions.key_of(token, now=start + 50 * minute)[1] == "k1"
-    assert store.session(sessions.key_of(token, now=start + 250)[0])[2] >= start + 200  # its use was written back
+    sid = sessions.key_of(token, now=start + 250)[0]
+    assert store.session(sid)[2] < start + 1  # not written on the request path
+    store.touch_sessions(sessions.take_touched())  # the gateway's periodic batch
+    assert store.session(sid)[2] >= start + 200 and sessions.take_touched() == {}
     with pytest.raises(AuthenticationError, match="timed out"):
         sessions.key_of(token, now=start + 301)  # past max_age, however busy
     with pytest.raises(AuthenticationError, match="ended"):

@@ -64,30 +64,33 @@ class Governance:
         self._usage: dict[tuple[str, str, str], list] = {}
 
     def flush(self) -> None:
-        """Write batched last-used times and usage rows now (at shutdown)."""
+        """Write batched last-used times (of keys and sessions) and usage rows now (at shutdown)."""
         self._write(*self._take())
 
     async def flush_off_loop(self) -> None:
         """The same, periodically: the batches are taken on the event loop (where requests add to
         them) and written in a worker thread; if the write fails they are put back for the next."""
-        used, usage = self._take()
+        used, usage, touched = self._take()
         try:
-            await anyio.to_thread.run_sync(self._write, used, usage)
+            await anyio.to_thread.run_sync(self._write, used, usage, touched)
         except Exception:
+            self.sessions.note_touched(touched)
             for kid, when in used.items():
                 self.auth.note_used(kid, when)
             for key, (user, team, *counts) in usage.items():
                 self._count(key, user, team, counts)
             raise
 
-    def _take(self) -> tuple[dict, dict]:
+    def _take(self) -> tuple[dict, dict, dict]:
         used, usage = self.auth.take_last_used(), self._usage
         self._usage = {}
-        return used, usage
+        return used, usage, self.sessions.take_touched()
 
-    def _write(self, used: dict, usage: dict) -> None:
+    def _write(self, used: dict, usage: dict, touched: dict) -> None:
         if used:
             self.store.touch_keys(used)
+        if touched:
+            self.store.touch_sessions(touched)
         if usage:
             self.store.add_usage([(day, kid, user, team, model, *counts)
                                   for (day, kid, model), (user, team, *counts) in usage.items()])

@@ -7,9 +7,10 @@ database holds only the token's SHA-256, shared by every gateway — a sign-out 
 is refused on every other one at its next request (the database's change feed drops their
 caches, as for keys).
 
-- **Idle timeout**: a session unused for ``console.idle_timeout`` seconds ends; its last use is
-  written back at most every ``TOUCH_EVERY`` seconds, or a quarter of the idle timeout when that
-  is shorter (a write per page view would reach every gateway through the change feed).
+- **Idle timeout**: a session unused for ``console.idle_timeout`` seconds ends. Its last use is
+  noted at most every ``TOUCH_EVERY`` seconds (or a quarter of the idle timeout, when shorter)
+  and written back with the gateway's periodic batch (keys' last use, usage), off the request
+  path: a write per page view would reach every gateway through the change feed.
 - **Absolute timeout**: ``console.max_age`` seconds after sign-in, whatever the use.
 - **CSRF**: every write a session makes must carry the session's CSRF token
   (:meth:`Sessions.csrf`), an HMAC of the session id under the server's pepper: nothing more to
@@ -49,6 +50,7 @@ class Sessions:
         self.max_age = max_age
         self.touch_every = min(TOUCH_EVERY, idle_timeout / 4)
         self._cache: dict[str, Session] = {}
+        self._touched: dict[str, float] = {}  # session id → last use, for the next batched write
 
     def open(self, kid: str) -> str:
         """A new session for key ``kid``; returns its token (for the cookie, never stored)."""
@@ -76,8 +78,18 @@ class Sessions:
         session.last_seen = now
         if now - session.stored > self.touch_every:
             session.stored = now
-            self.store.touch_session(sid, now)
+            self._touched[sid] = now
         return sid, session.key_id
+
+    def take_touched(self) -> dict[str, float]:
+        """The sessions' last uses noted since the last call (for the batched write)."""
+        touched, self._touched = self._touched, {}
+        return touched
+
+    def note_touched(self, touched: dict[str, float]) -> None:
+        """Put back last uses a failed write did not store."""
+        for sid, when in touched.items():
+            self._touched[sid] = max(when, self._touched.get(sid, 0.0))
 
     def end(self, token: str, now: float | None = None) -> None:
         sid = session_id(token)

@@ -230,8 +230,9 @@ class IdentityStore:
         rows = self.execute("SELECT key_id, created, last_seen, ended FROM sessions WHERE id = ?", (sid,))
         return tuple(rows[0]) if rows else None
 
-    def touch_session(self, sid: str, now: float) -> None:
-        self.execute("UPDATE sessions SET last_seen = ? WHERE id = ? AND ended IS NULL", (now, sid))
+    def touch_sessions(self, last_seen: dict[str, float]) -> None:
+        self.executemany("UPDATE sessions SET last_seen = ? WHERE id = ? AND ended IS NULL",
+                         [(t, sid) for sid, t in last_seen.items()])
 
     def end_session(self, sid: str, now: float) -> None:
         self.execute("UPDATE sessions SET ended = ? WHERE id = ? AND ended IS NULL", (now, sid))

@@ -217,8 +217,11 @@ def test_usage_charts_and_csv_and_audit_export(browser, console):
 def test_every_page_in_both_languages(browser, console, tmp_path):
     shots = Path(os.environ.get("SEEKSTACK_CONSOLE_SHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
+    blocked = []  # what the Content-Security-Policy refused: nothing, or the page relies on inline code
     for lang in LANGUAGES:
         pages = {who: sign_in(browser, console, key, lang) for who, key in console.keys.items()}
+        for page in pages.values():
+            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
         for p in PAGES:
             page = pages[OPENER.get(p.name, "admin")]
             response = page.goto(console.url + p.path)
@@ -237,6 +240,10 @@ def test_every_page_in_both_languages(browser, console, tmp_path):
                             clip={"x": 0, "y": 0, "width": 1280, "height": height})
         for page in pages.values():
             page.context.close()
+    assert not blocked, blocked
+    headers = httpx.get(console.url + "/console/signin").headers
+    assert "script-src 'self'" in headers["content-security-policy"] and "unsafe" not in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
     # the switch: from Chinese to English, remembered
     page = sign_in(browser, console, console.keys["admin"], "zh-CN")
     assert page.locator("h1").inner_text() == "API 密钥"
