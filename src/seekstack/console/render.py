@@ -3,9 +3,11 @@ CSRF token, and the security headers every console response carries."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import anyio
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -52,13 +54,16 @@ def html(template: str, lang: str, principal: Principal | None, path: str, csrf:
         nav=visible(principal), may=lambda method, p: may(principal, method, p), **values)
 
 
-def page(request: Request, template: str, status: int = 200, **values) -> HTMLResponse:
+async def page(request: Request, template: str, status: int = 200, **values) -> HTMLResponse:
+    """The page, rendered in a worker thread: a long table takes milliseconds to render, which the
+    event loop — and every stream in flight on it — must not wait for."""
     lang, chosen = language(request.headers.raw, request.scope.get("query_string", b""))
     principal = getattr(request.state, "principal", None)
     sid = getattr(request.state, "session", None)
     csrf = request.app.state.governance.sessions.csrf(sid) if sid else ""
-    response = HTMLResponse(html(template, lang, principal, request.url.path, csrf, **values), status_code=status,
-                            headers=SECURITY_HEADERS)
+    text = await anyio.to_thread.run_sync(functools.partial(html, template, lang, principal, request.url.path, csrf,
+                                                            **values))
+    response = HTMLResponse(text, status_code=status, headers=SECURITY_HEADERS)
     if chosen:
         remember_language(response, lang)
     return response

@@ -52,7 +52,7 @@ def _tr(request: Request) -> Translator:
 # ------------------------------------------------------------ signing in and out
 @router.get("/signin")
 async def signin(request: Request, next: str = "/console"):
-    return page(request, "signin.html", next=_local(next), auth=request.app.state.settings.auth.enabled)
+    return await page(request, "signin.html", next=_local(next), auth=request.app.state.settings.auth.enabled)
 
 
 @router.post("/session")
@@ -92,7 +92,7 @@ async def overview(request: Request):
     me = request.state.principal
     registry = request.app.state.registry
     models = [{"alias": a, "state": registry.state(a)} for a in registry.aliases() if me.may_use_model(a)]
-    return page(request, "overview.html", models=models)
+    return await page(request, "overview.html", models=models)
 
 
 @router.get("/playground")
@@ -101,7 +101,7 @@ async def playground(request: Request):
     pii = request.app.state.settings.pii
     models = [{"alias": a, "pii": policy_for(pii, me.key_id, me.team, a)}
               for a in request.app.state.registry.aliases() if me.may_use_model(a)]
-    return page(request, "playground.html", models=models)
+    return await page(request, "playground.html", models=models)
 
 
 @router.get("/models")
@@ -118,7 +118,7 @@ async def models(request: Request):
             deployments.append({**d.describe(), "replicas": endpoints})
     rollouts = [r for r in request.app.state.rollouts.describe() if me.may_use_model(r["model"])] \
         if may(me, "GET", "/admin/v1/rollouts") else None
-    return page(request, "models.html", deployments=deployments, rollouts=rollouts, replicas=replicas)
+    return await page(request, "models.html", deployments=deployments, rollouts=rollouts, replicas=replicas)
 
 
 @router.get("/keys")
@@ -127,7 +127,7 @@ async def keys(request: Request):
     gov = _gov(request)
     records = await _off_loop(gov.list_keys, me)
     roles = [name for name, role in gov.policy.roles.items() if me.role.holds(role)]
-    return page(request, "keys.html", keys=[k.public() for k in reversed(records)], roles=roles, now=time.time())
+    return await page(request, "keys.html", keys=[k.public() for k in reversed(records)], roles=roles, now=time.time())
 
 
 @router.get("/users")
@@ -137,18 +137,18 @@ async def users(request: Request):
     people = await _off_loop(gov.list_users, me)
     teams = await _off_loop(gov.list_teams, me)
     roles = [name for name, role in gov.policy.roles.items() if me.role.holds(role)]
-    return page(request, "users.html", users=people, teams=teams, roles=roles)
+    return await page(request, "users.html", users=people, teams=teams, roles=roles)
 
 
 @router.get("/roles")
 async def roles(request: Request):
-    return page(request, "roles.html", roles=list(_gov(request).policy.roles.values()))
+    return await page(request, "roles.html", roles=list(_gov(request).policy.roles.values()))
 
 
 @router.get("/limits")
 async def limits(request: Request):
     rows = await _off_loop(_gov(request).list_limits, request.state.principal)
-    return page(request, "limits.html", limits=rows)
+    return await page(request, "limits.html", limits=rows)
 
 
 @router.get("/usage")
@@ -172,7 +172,7 @@ async def usage(request: Request, since: Optional[str] = None):
             totals[r[field]] = totals.get(r[field], 0) + r["prompt_tokens"] + r["completion_tokens"]
         ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:10]
         by[field] = charts.hbars(ranked, tr, tr.t(key), series=2 if field == "model" else 3 if field == "team" else 1)
-    return page(request, "usage.html", rows=rows, since=since, daily=daily, by=by)
+    return await page(request, "usage.html", rows=rows, since=since, daily=daily, by=by)
 
 
 @router.get("/usage.csv")
@@ -196,7 +196,7 @@ async def audit(request: Request, since: Optional[str] = None, until: Optional[s
     records = await _off_loop(_gov(request).audit_records, request.state.principal, limit=AUDIT_PAGE,
                               newest_first=True, **query)
     form = {"since": since or "", "until": until or "", "team": team or "", "key_id": key_id or "", "event": event or ""}
-    return page(request, "audit.html", records=records, form=form, shown=AUDIT_PAGE)
+    return await page(request, "audit.html", records=records, form=form, shown=AUDIT_PAGE)
 
 
 @router.get("/audit/records/{seq}")
@@ -206,13 +206,13 @@ async def audit_record(seq: str, request: Request):
     found = await _off_loop(_gov(request).audit_records, request.state.principal, seq=int(seq), limit=1)
     if not found:
         raise NotFoundError(f"no audit record {seq}", fix="records are kept for the retention time")
-    return page(request, "audit_record.html", record=found[0])
+    return await page(request, "audit_record.html", record=found[0])
 
 
 @router.get("/audit/verify")
 async def audit_verify(request: Request):
     verdict = await verify_in_subprocess(_gov(request).audit.path.parent)
-    return page(request, "audit_verify.html", verdict=verdict)
+    return await page(request, "audit_verify.html", verdict=verdict)
 
 
 @router.get("/audit/export")
@@ -232,7 +232,7 @@ async def planner(request: Request):
     from .planning import plan_form
 
     result = await _off_loop(plan_form, dict(request.query_params), _tr(request))
-    return page(request, "planner.html", **result)
+    return await page(request, "planner.html", **result)
 
 
 # ------------------------------------------------------------ helpers
