@@ -138,3 +138,20 @@ def test_no_inline_script_style_or_handler_in_any_template():
         assert "|safe" not in text and "Markup(" not in text, path.name            # nothing bypasses escaping
     script = (CONSOLE / "static" / "console.js").read_text()
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script
+
+
+def test_each_duty_sees_its_own_pages():
+    from seekstack.console.pages import visible
+    from seekstack.governance.auth import Principal
+    from seekstack.governance.policy import BUILTIN_ROLES
+
+    def menu(role: str, endpoints=("*",)) -> list[str]:
+        return [p.name for p in visible(Principal("k", "u", "t", BUILTIN_ROLES[role], endpoints=endpoints))]
+
+    assert menu("admin") == ["overview", "playground", "models", "keys", "roles", "usage", "planner"]
+    assert menu("security_admin") == ["overview", "playground", "models", "keys", "users", "roles", "limits", "usage",
+                                      "planner"]
+    assert menu("auditor") == ["overview", "keys", "roles", "audit", "planner"]
+    assert menu("api_consumer") == ["overview", "playground", "models", "keys", "planner"]
+    assert menu("admin", endpoints=("/v1/*", "/console", "/console/keys")) == ["overview", "keys"]  # a key's allow-list
+    assert visible(None) == []

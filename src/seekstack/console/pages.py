@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import SeekstackError
 from ..governance.auth import Principal
-from ..governance.policy import ROUTES
+from ..governance.policy import ROUTES, route_pattern
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,9 @@ PAGES: tuple[Page, ...] = (
 
 def may(principal: Principal | None, method: str, path: str) -> bool:
     """Whether the guard would let ``principal`` call ``method path`` (its permission and endpoint allow-list)."""
-    if principal is None:
+    pattern = route_pattern(method, path)
+    if principal is None or pattern is None:
         return False
-    pattern = next((p for (m, p) in ROUTES if m == method and p == path), None)
-    if pattern is None:
-        from ..governance.policy import route_pattern
-
-        pattern = route_pattern(method, path)
-        if pattern is None:
-            return False
     try:
         principal.require(ROUTES[(method, pattern)], method, path)
     except SeekstackError:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import SeekstackError
+from ..errors import InvalidRequestError, SeekstackError
 from ..planner import default_quant, make_plan, parse_hardware, quantization_table, resolve_model
 from ..planner.catalog import GB, model_names, quant_names
 from ..planner.tco import TCOInputs, tco
@@ -55,16 +55,12 @@ def plan_form(query: dict[str, str], tr: Translator) -> dict[str, Any]:
 
 
 def _whole(text: str, name: str) -> int:
-    from ..errors import InvalidRequestError
-
     if not text.isdigit() or int(text) < 1:
         raise InvalidRequestError(f"{name} must be a whole number ≥ 1", param=name)
     return int(text)
 
 
 def _positive(text: str, name: str) -> float:
-    from ..errors import InvalidRequestError
-
     try:
         value = float(text)
     except ValueError:

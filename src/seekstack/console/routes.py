@@ -166,12 +166,12 @@ async def usage(request: Request, since: Optional[str] = None):
                             (tr.t("usage.completion_tokens"), [per_day[d][1] for d in days])],
                            tr, tr.t("usage.chart_daily"))
     by = {}
-    for field, key in (("team", "usage.by_team"), ("key_id", "usage.by_key"), ("model", "usage.by_model")):
+    for field, title, colour in (("team", "usage.by_team", 3), ("key_id", "usage.by_key", 1), ("model", "usage.by_model", 2)):
         totals: dict[str, int] = {}
         for r in rows:
             totals[r[field]] = totals.get(r[field], 0) + r["prompt_tokens"] + r["completion_tokens"]
-        ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:10]
-        by[field] = charts.hbars(ranked, tr, tr.t(key), series=2 if field == "model" else 3 if field == "team" else 1)
+        top = sorted(totals.items(), key=lambda kv: -kv[1])[:10]  # the ten largest
+        by[field] = charts.hbars(top, tr, tr.t(title), series=colour)
     return await page(request, "usage.html", rows=rows, since=since, daily=daily, by=by)
 
 

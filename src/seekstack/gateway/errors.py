@@ -85,8 +85,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        response = internal_error(request.method, request.url.path)
-        if is_console_page(request.scope):
+        response = internal_error(request.method, request.url.path)  # logs the traceback
+        if is_console_page(request.scope):  # a person is looking: a page, without the traceback either
             return console_error(request.scope, SeekstackError("internal error; the gateway log has the details"))
         return response
 
