@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -110,6 +111,43 @@ def test_sign_in_and_chat_token_by_token_with_reasoning_folded(browser, console)
     assert real.locator(":scope > .text").inner_text().strip()
     assert int(real.locator(":scope > .text").get_attribute("data-chunks")) >= 2
     assert page.locator("#chat .error").inner_text() == ""
+    page.context.close()
+
+
+def test_stop_ends_an_answer_mid_stream(browser, console):
+    page = sign_in(browser, console, console.keys["admin"])
+    page.goto(console.url + "/console/playground")
+    page.select_option("#model", "deepseek-r1-sim")
+    words = " ".join(f"w{i}" for i in range(60))  # echoed back: ~70 tokens, 30 ms apart
+    page.fill("#prompt", words)
+    assert not page.is_visible("#stop")  # only while an answer streams
+    page.click("#chat button[type=submit]")
+    chunks = "() => Number(document.querySelector('li.assistant > .text')?.dataset.chunks || 0)"
+    deadline = time.monotonic() + 20
+    while page.evaluate(chunks) < 3 and time.monotonic() < deadline:  # (wait_for_function evals: the CSP says no)
+        time.sleep(0.02)
+    assert page.is_visible("#stop")
+    page.click("#stop")
+    page.wait_for_selector("li.assistant[data-done=true]")
+    answer = page.locator("li.assistant").last
+    assert answer.locator(".usage.stopped").inner_text() == "stopped by you"
+    assert "w59" not in answer.locator(":scope > .text").inner_text()  # it did not run to the end
+    assert not page.is_visible("#stop") and page.locator("#chat .error").inner_text() == ""
+    page.fill("#prompt", "again")  # the conversation goes on
+    page.click("#chat button[type=submit]")
+    page.wait_for_selector("li.assistant[data-done=true] >> nth=1")
+    assert page.locator("li.assistant").last.locator(":scope > .text").inner_text().startswith("Echo:")
+    page.context.close()
+
+
+def test_the_audit_log_pages_back(browser, console):
+    page = sign_in(browser, console, console.keys["auditor"])
+    page.goto(console.url + "/console/audit?limit=5")
+    first = [int(s) for s in page.locator("#records tbody tr td:first-child").all_inner_texts()]
+    assert len(first) == 5 and first == sorted(first, reverse=True)
+    page.click("#older")
+    second = [int(s) for s in page.locator("#records tbody tr td:first-child").all_inner_texts()]
+    assert second == list(range(first[-1] - 1, first[-1] - 6, -1))  # the next five back, none skipped
     page.context.close()
 
 

@@ -72,6 +72,35 @@ def test_quotas_are_exact_across_the_workers(workers):
     assert codes.count(200) == 9 and codes.count(429) == 21, codes
 
 
+def test_a_console_sign_out_is_refused_by_every_worker(workers):
+    """A session opened on one worker is honoured by both; signed out on one, both refuse it."""
+    def fresh(cookie: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=workers.url, cookies={"seekstack_session": cookie} if cookie else None)
+
+    with fresh() as c:
+        token = c.post("/console/session", headers={"Authorization": f"Bearer {workers.key}"}).cookies["seekstack_session"]
+    seen: dict[str, int] = {}
+    for _ in range(40):  # a new connection each: the kernel spreads them over the workers
+        with fresh(token) as c:
+            r = c.get("/admin/v1/whoami")
+            seen[worker_of(r)] = r.status_code
+        if len(seen) == 2:
+            break
+    assert list(seen.values()) == [200, 200], seen
+    with fresh(token) as c:
+        page = c.get("/console/keys")
+        csrf = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+        assert c.post("/console/signout", headers={"X-CSRF-Token": csrf}).status_code == 200
+    refused: dict[str, int] = {}
+    for _ in range(40):
+        with fresh(token) as c:
+            r = c.get("/admin/v1/whoami")
+            refused[worker_of(r)] = r.status_code
+        if len(refused) == 2:
+            break
+    assert list(refused.values()) == [401, 401], refused
+
+
 def test_a_dead_worker_is_started_again_and_the_other_serves_meanwhile(workers):
     victim = children(workers)["gateways"][0]
     victim.kill()
@@ -114,31 +143,3 @@ def _alive(process: psutil.Process) -> bool:
     except psutil.NoSuchProcess:
         return False
 
-
-def test_a_console_sign_out_is_refused_by_every_worker(workers):
-    """A session opened on one worker is honoured by both; signed out on one, both refuse it."""
-    def fresh(cookie: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=workers.url, cookies={"seekstack_session": cookie} if cookie else None)
-
-    with fresh() as c:
-        token = c.post("/console/session", headers={"Authorization": f"Bearer {workers.key}"}).cookies["seekstack_session"]
-    seen: dict[str, int] = {}
-    for _ in range(40):  # a new connection each: the kernel spreads them over the workers
-        with fresh(token) as c:
-            r = c.get("/admin/v1/whoami")
-            seen[worker_of(r)] = r.status_code
-        if len(seen) == 2:
-            break
-    assert list(seen.values()) == [200, 200], seen
-    with fresh(token) as c:
-        page = c.get("/console/keys")
-        csrf = page.text.split('name="csrf-token" content="')[1].split('"')[0]
-        assert c.post("/console/signout", headers={"X-CSRF-Token": csrf}).status_code == 200
-    refused: dict[str, int] = {}
-    for _ in range(40):
-        with fresh(token) as c:
-            r = c.get("/admin/v1/whoami")
-            refused[worker_of(r)] = r.status_code
-        if len(refused) == 2:
-            break
-    assert list(refused.values()) == [401, 401], refused

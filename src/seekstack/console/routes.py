@@ -16,10 +16,11 @@ import io
 import time
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlencode
 
 import anyio
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from ..errors import InvalidRequestError, NotFoundError
@@ -191,12 +192,15 @@ async def usage_csv(request: Request, since: Optional[str] = None) -> Response:
 
 @router.get("/audit")
 async def audit(request: Request, since: Optional[str] = None, until: Optional[str] = None,
-                team: Optional[str] = None, key_id: Optional[str] = None, event: Optional[str] = None):
+                team: Optional[str] = None, key_id: Optional[str] = None, event: Optional[str] = None,
+                before: Optional[int] = Query(None, ge=1), limit: int = Query(AUDIT_PAGE, ge=1, le=1000)):
+    """The newest ``limit`` matching records (before record ``before``: the next page back)."""
     query = _audit_query(since, until, team, key_id, event)
-    records = await _off_loop(_gov(request).audit_records, request.state.principal, limit=AUDIT_PAGE,
-                              newest_first=True, **query)
+    records = await _off_loop(_gov(request).audit_records, request.state.principal, limit=limit,
+                              before_seq=before, newest_first=True, **query)
     form = {"since": since or "", "until": until or "", "team": team or "", "key_id": key_id or "", "event": event or ""}
-    return await page(request, "audit.html", records=records, form=form, shown=AUDIT_PAGE)
+    older = urlencode({**form, "before": records[-1]["seq"], "limit": limit}) if len(records) == limit else None
+    return await page(request, "audit.html", records=records, form=form, shown=limit, older=older)
 
 
 @router.get("/audit/records/{seq}")

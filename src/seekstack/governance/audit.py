@@ -479,7 +479,7 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 def read_records(path: Path, *, since: float | None = None, until: float | None = None,
-                 filters: dict[str, str] | None = None, seq: int | None = None,
+                 filters: dict[str, str] | None = None, seq: int | None = None, before_seq: int | None = None,
                  newest_first: bool = False) -> Iterator[dict[str, Any]]:
     db = open_readonly(path)
     try:
@@ -490,6 +490,8 @@ def read_records(path: Path, *, since: float | None = None, until: float | None 
             sql, args = sql + " AND ts < ?", [*args, until]
         if seq is not None:
             sql, args = sql + " AND seq = ?", [*args, seq]
+        if before_seq is not None:
+            sql, args = sql + " AND seq < ?", [*args, before_seq]
         for (data,) in db.execute(sql + (" ORDER BY seq DESC" if newest_first else " ORDER BY seq"), args):
             record = json.loads(data)
             if all(str(record.get(k)) == v for k, v in (filters or {}).items()):

@@ -192,14 +192,14 @@ class Governance:
     # ------------------------------------------------------------ reading the audit log
     def audit_records(self, caller: Principal, *, since: float | None = None, until: float | None = None,
                       filters: dict[str, str] | None = None, limit: int = 1000, seq: int | None = None,
-                      newest_first: bool = False) -> list[dict]:
+                      before_seq: int | None = None, newest_first: bool = False) -> list[dict]:
         """Audit records, oldest first (or newest first); a ``team``-scoped caller reads only its own team's."""
         filters = dict(filters or {})
         if not caller.is_global:
             filters["team"] = caller.team
         records = []
         for record in read_records(self.audit.path, since=since, until=until, filters=filters, seq=seq,
-                                   newest_first=newest_first):
+                                   before_seq=before_seq, newest_first=newest_first):
             records.append(record)
             if len(records) >= limit:
                 break

@@ -157,10 +157,15 @@ function wirePlayground() {
     const body = {model: form.elements.model.value, messages, stream: true, stream_options: {include_usage: true},
                   temperature: Number(form.elements.temperature.value), max_tokens: Number(form.elements.max_tokens.value)};
     const button = form.querySelector("button[type=submit]");
+    const stop = document.getElementById("stop");
+    const controller = new AbortController();  // Stop: the stream is closed, and the gateway stops the engine
+    stop.onclick = () => controller.abort();
     button.disabled = true;
+    stop.hidden = false;
     answer.setAttribute("aria-busy", "true");
     try {
       const response = await fetch("/v1/chat/completions", {method: "POST", credentials: "same-origin",
+        signal: controller.signal,
         headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf()}, body: JSON.stringify(body)});
       if (!response.ok) {
         let data = null;
@@ -193,11 +198,21 @@ function wirePlayground() {
                          (finish ? " · " + form.dataset.stopped + ": " + finish : "");
       answer.appendChild(note);
     } catch (error) {
-      say(form, String(error));
+      if (error.name === "AbortError") {
+        history.push({role: "assistant", content: text.textContent});
+        const note = document.createElement("span");
+        note.className = "usage stopped";
+        note.textContent = form.dataset.stoppedByYou;
+        answer.appendChild(note);
+      } else {
+        say(form, String(error));
+      }
     } finally {
       answer.removeAttribute("aria-busy");
       answer.dataset.done = "true";
       button.disabled = false;
+      stop.hidden = true;
+      form.elements.prompt.focus();  // ready for the next message
     }
   });
 }
