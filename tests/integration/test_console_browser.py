@@ -32,6 +32,8 @@ XSS = '<img src=x onerror="window.__xss=1;alert(1)">'
 DOCS = Path(__file__).parents[2] / "docs" / "console"
 # Who opens which page for the screenshots: the duties are apart, so no one sees every page.
 OPENER = {"users": "security", "limits": "security", "audit": "auditor"}
+UNLABELED = """() => [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+    .filter(el => !(el.labels && el.labels.length) && !el.getAttribute("aria-label")).map(el => el.outerHTML)"""
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,16 @@ def console(tmp_path_factory):
                    "auditor": (state / "auditor.key").read_text().strip()}
     yield server
     server.stop()
+
+
+def until(page, predicate: str, timeout: float = 20.0):
+    """Poll a JS function in the page until it returns something truthy (Playwright's
+    wait_for_function evaluates strings, which the console's CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while not (value := page.evaluate(predicate)):
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {predicate}"
+        time.sleep(0.02)
+    return value
 
 
 def sign_in(browser, server, key: str, lang: str = "en"):
@@ -122,10 +134,7 @@ def test_stop_ends_an_answer_mid_stream(browser, console):
     page.fill("#prompt", words)
     assert not page.is_visible("#stop")  # only while an answer streams
     page.click("#chat button[type=submit]")
-    chunks = "() => Number(document.querySelector('li.assistant > .text')?.dataset.chunks || 0)"
-    deadline = time.monotonic() + 20
-    while page.evaluate(chunks) < 3 and time.monotonic() < deadline:  # (wait_for_function evals: the CSP says no)
-        time.sleep(0.02)
+    until(page, "() => Number(document.querySelector('li.assistant > .text')?.dataset.chunks || 0) >= 3")
     assert page.is_visible("#stop")
     page.click("#stop")
     page.wait_for_selector("li.assistant[data-done=true]")
@@ -148,6 +157,40 @@ def test_the_audit_log_pages_back(browser, console):
     page.click("#older")
     second = [int(s) for s in page.locator("#records tbody tr td:first-child").all_inner_texts()]
     assert second == list(range(first[-1] - 1, first[-1] - 6, -1))  # the next five back, none skipped
+    page.context.close()
+
+
+def test_sign_in_with_a_password(browser, console):
+    """The security admin sets a user's password; the user signs in with it (no key in hand); the
+    session runs on a key minted for it, which the sign-out revokes. A password opens nothing else."""
+    user = make_user(console, "api_consumer")
+    security = httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {console.keys['security']}"})
+    assert security.put(f"/admin/v1/users/{user}/password", json={"password": "short"}).status_code == 400
+    assert security.put(f"/admin/v1/users/{user}/password", json={"password": "一个足够长的中文密码短语"}).status_code == 200
+    assert security.put("/admin/v1/users/admin/password", json={"password": "take over the system"}).status_code == 403
+    basic = httpx.BasicAuth(user, "一个足够长的中文密码短语")
+    assert httpx.get(console.url + "/v1/models", auth=basic).status_code == 401  # the API wants keys
+
+    page = browser.new_context().new_page()
+    page.goto(console.url + "/console/signin")
+    page.fill("#user", user)
+    page.fill("#password", "not the password at all")
+    page.click("#signin-password button[type=submit]")
+    page.wait_for_selector("#signin-password .error:not(:empty)")
+    assert "invalid user name or password" in page.inner_text("#signin-password .error")
+    page.fill("#password", "一个足够长的中文密码短语")
+    page.click("#signin-password button[type=submit]")
+    page.wait_for_url(console.url + "/console")
+    assert page.locator("nav a").all_inner_texts() == ["Overview", "Playground", "Models", "API keys", "Planner"]
+    page.goto(console.url + "/console/keys")
+    row = page.locator("#keys tr", has_text="console sign-in (password)")
+    kid = row.get_attribute("data-key")
+    assert row.locator(".state.active").count() == 1
+    page.click("#signout")
+    page.wait_for_url(console.url + "/console/signin")
+    keys = {k["id"]: k for k in security.get("/admin/v1/keys").json()["data"]}
+    assert keys[kid]["revoked"] is not None  # the session's key went with it
+    security.close()
     page.context.close()
 
 
@@ -295,7 +338,8 @@ def test_keyboard_alone_signs_in_and_every_field_has_a_label(browser, console):
     context = browser.new_context()
     page = context.new_page()
     page.goto(console.url + "/console/signin")
-    page.wait_for_function("document.activeElement.id === 'key'")  # the key field has the focus at once
+    until(page, "() => document.activeElement.id === 'key'")  # the key field has the focus at once
+    assert page.evaluate(UNLABELED) == []
     page.keyboard.type(console.keys["security"])
     page.keyboard.press("Enter")
     page.wait_for_url(console.url + "/console")
@@ -312,13 +356,11 @@ def test_keyboard_alone_signs_in_and_every_field_has_a_label(browser, console):
     assert [p for p in paths if p in reached] == list(dict.fromkeys(p for p in reached if p in paths))
     assert {"/console/keys", "/console/users", "/console/limits"} <= set(reached)
 
-    unlabeled_js = """() => [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
-        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute("aria-label")).map(el => el.outerHTML)"""
     owners = {who: sign_in(browser, console, key) for who, key in console.keys.items()}
     for p in PAGES:
         owner = owners[OPENER.get(p.name, "admin")]
         owner.goto(console.url + p.path)
-        assert owner.evaluate(unlabeled_js) == [], p.path
+        assert owner.evaluate(UNLABELED) == [], p.path
         assert owner.locator("main h1").count() == 1 and owner.locator("a.skip").count() == 1
     for page in (page, *owners.values()):
         page.context.close()

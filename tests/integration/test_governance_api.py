@@ -54,6 +54,7 @@ def request_for(method: str, path: str) -> tuple[str, str, dict | None]:
         "/admin/v1/keys": {"name": "matrix"},
         "/admin/v1/users": {"name": unique("m"), "role": "api_consumer"},
         "/admin/v1/teams": {"name": unique("t")},
+        "/admin/v1/users/{id}/password": {"password": "a long enough passphrase"},  # an unknown user: 404
         "/admin/v1/limits": {"scope": "team", "name": unique("nolimits")},  # an unknown team: 404 once allowed
         "/admin/v1/models/{id}/scale": {"replicas": 1},
         "/admin/v1/autoscaler/{id}": {"max_replicas": 2},

@@ -58,11 +58,15 @@ async def signin(request: Request, next: str = "/console"):
 
 @router.post("/session")
 async def open_session(request: Request) -> Response:
-    """Sign in: the guard has proven the key in the Authorization header; the session carries its id."""
+    """Sign in: the guard has proven the key (Bearer) or the user's password (Basic) in the
+    Authorization header. The session carries the key's id — for a password, a key minted for
+    the session, which its sign-out revokes."""
     principal = request.state.principal
     response = JSONResponse({"user": principal.user, "role": principal.role.name}, headers=SECURITY_HEADERS)
     if request.app.state.settings.auth.enabled:
-        token = await _off_loop(_gov(request).sessions.open, principal.key_id)
+        kid = principal.key_id if principal.via == "key" else \
+            await _off_loop(_gov(request).mint_session_key, principal)
+        token = await _off_loop(_gov(request).sessions.open, kid)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
                             secure=request.app.state.settings.server.tls is not None)
     return response
@@ -73,7 +77,7 @@ async def signout(request: Request) -> Response:
     """End the session everywhere (the database is shared), and forget the cookie here."""
     token = _cookie(request)
     if token is not None:
-        await _off_loop(_gov(request).sessions.end, token)
+        await _off_loop(_gov(request).end_session, token, request.state.principal.key_id)
     response = JSONResponse({"signed_out": True}, headers=SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -39,6 +39,10 @@ class NewUser(_Body):
     team: Optional[str] = None
 
 
+class NewPassword(_Body):
+    password: str = Field(description="the user's console password: 12 to 256 characters")
+
+
 class NewTeam(_Body):
     name: str
 
@@ -94,6 +98,13 @@ async def list_users(request: Request) -> dict:
 @router.post("/users", status_code=201)
 async def create_user(body: NewUser, request: Request) -> dict:
     return await _off_loop(_gov(request).create_user, request.state.principal, name=body.name, team=body.team, role=body.role)
+
+
+@router.put("/users/{name}/password")
+async def set_password(name: str, body: NewPassword, request: Request) -> dict:
+    """A user's console password (sign-in only; the API wants keys): one's own, or with users:manage
+    that of a user whose role the caller holds entirely. The password is never stored, only its hash."""
+    return await _off_loop(_gov(request).set_password, request.state.principal, name, body.password)
 
 
 @router.get("/teams")

@@ -23,10 +23,12 @@ line are written (``_finish``).
 
 from __future__ import annotations
 
+import base64
 import itertools
 import logging
 import secrets
 import time
+from typing import NamedTuple
 
 import anyio
 
@@ -85,7 +87,11 @@ class GuardMiddleware:
                 raise RateLimitError("too many requests from this address", fix="slow down",
                                      retry_after=max(1, round(wait + 0.5)), scope="source", limit="requests_per_second")
             with stage(trace, "authenticate"):
-                principal = self._principal(scope)
+                proof = self._principal(scope)
+                if isinstance(proof, PasswordAttempt):  # scrypt: ~50 ms, in a worker thread
+                    proof = await anyio.to_thread.run_sync(self.governance.auth.authenticate_password,
+                                                           proof.user, proof.password)
+                principal = proof
             record.update(key_id=principal.key_id, user=principal.user, team=principal.team, role=principal.role.name)
             with stage(trace, "authorize"):
                 permission = ROUTES[(method, pattern)] if pattern is not None else None
@@ -196,6 +202,9 @@ class GuardMiddleware:
                 token = session_token(value.decode("latin-1"))
             elif name == b"x-csrf-token":
                 csrf = value.decode("latin-1")
+        if authorization is not None and authorization[:6].lower() == "basic " and \
+                (scope["method"], scope["path"]) == SIGN_IN:  # a console password: signing in, nothing else
+            return PasswordAttempt.of(authorization[6:])
         if authorization is not None or token is None:
             return self.governance.auth.authenticate(authorization)
         sessions = self.governance.sessions
@@ -206,6 +215,25 @@ class GuardMiddleware:
             raise PermissionDeniedError("this write carries no valid CSRF token",
                                         fix="send the session's token in the X-CSRF-Token header (the console does)")
         return principal
+
+
+SIGN_IN = ("POST", "/console/session")
+
+
+class PasswordAttempt(NamedTuple):
+    user: str
+    password: str
+
+    @classmethod
+    def of(cls, credentials: str) -> "PasswordAttempt":
+        try:
+            user, sep, password = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            sep = ""
+        if not sep:
+            raise AuthenticationError("the Authorization header must be `Basic base64(user:password)`",
+                                      fix="sign in with the console's form")
+        return cls(user, password)
 
 
 def session_token(cookies: str) -> str | None:

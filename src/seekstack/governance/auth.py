@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 
 from ..errors import AuthenticationError, PermissionDeniedError
 from .keys import key_id, matches
+from .passwords import check_password
 from .policy import BUILTIN_ROLES, Policy, Role
 from .store import IdentityStore, KeyRecord
 
@@ -26,6 +27,7 @@ class Principal:
     role: Role
     models: tuple[str, ...] = ("*",)
     endpoints: tuple[str, ...] = ("*",)
+    via: str = "key"  # how it was proven: key (also a console session's), or password (signing in only)
 
     @property
     def is_global(self) -> bool:
@@ -85,6 +87,20 @@ class Authenticator:
         if record is None:
             raise AuthenticationError("invalid API key", fix="sign in again")
         return self._principal(record)
+
+    def authenticate_password(self, name: str, password: str) -> Principal:
+        """A user proven by the console password (scrypt: call it from a worker thread). Unknown
+        user, no password set and a wrong one answer alike, in the same time."""
+        user = self.store.user(name) if name else None
+        stored = self.store.password(name) if user is not None else None
+        if not check_password(self.pepper, password, stored) or user is None:
+            raise AuthenticationError("invalid user name or password",
+                                      fix="check them, or ask your security administrator to set a password")
+        role = self.policy.role(user["role"])
+        if role is None:
+            raise PermissionDeniedError(f"the user's role {user['role']!r} is not defined",
+                                        fix="define the role in `roles:` or give the user a built-in role")
+        return Principal(f"password:{name}", name, user["team"], role, via="password")
 
     def _principal(self, record: KeyRecord) -> Principal:
         now = time.time()

@@ -75,6 +75,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/admin/v1/keys/{id}"): "self",
     ("GET", "/admin/v1/users"): "users:manage",
     ("POST", "/admin/v1/users"): "users:manage",
+    ("PUT", "/admin/v1/users/{id}/password"): "self",   # one's own; users:manage: a team's or everyone's
     ("GET", "/admin/v1/teams"): "users:manage",
     ("POST", "/admin/v1/teams"): "users:manage",
     ("GET", "/admin/v1/roles"): "roles:read",
@@ -90,7 +91,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/openapi.json"): "self",
     ("GET", "/metrics"): "metrics:read",
     # the web console: its pages need what the API behind them needs; its writes are API calls
-    ("POST", "/console/session"): "self",           # sign in: the key in the Authorization header
+    ("POST", "/console/session"): "self",           # sign in: a key (Bearer) or a password (Basic)
     ("POST", "/console/signout"): "self",
     ("GET", "/console"): "self",
     ("GET", "/console/playground"): "inference:chat",

@@ -33,6 +33,7 @@ from .meter import Meter
 from .quotas import Limits, MemoryCounters, Quotas, RedisCounters
 from .auth import Authenticator, Principal
 from .keys import hash_key, load_pepper, new_key, write_secret_file
+from .passwords import SESSION_KEY_NAME, check_strength, hash_password
 from .policy import Policy
 from .sessions import Sessions
 from .store import LIMIT_FIELDS, KeyRecord, open_identity_store
@@ -266,8 +267,10 @@ class Governance:
         if owner["name"] != caller.user and not caller.role.grants("keys:manage"):
             raise PermissionDeniedError(f"role {caller.role.name!r} mints keys for its own user only",
                                         fix="leave `user` out, or ask someone with keys:manage")
+        now = time.time()
         if not caller.role.grants("keys:manage") and sum(
-                1 for k in self.store.keys(caller.team) if k.user == caller.user and k.revoked is None) >= MAX_OWN_KEYS:
+                1 for k in self.store.keys(caller.team) if k.user == caller.user and k.revoked is None
+                and (k.expires is None or k.expires > now) and k.name != SESSION_KEY_NAME) >= MAX_OWN_KEYS:
             raise ConflictError(f"user {caller.user!r} already has {MAX_OWN_KEYS} active keys",
                                 fix="revoke keys you no longer use (seekstack keys list / revoke)")
         if expires_in_days is not None and expires_in_days <= 0:
@@ -339,6 +342,39 @@ class Governance:
                                         f"({caller.role.lacks(target)}): nobody gives a role they do not hold",
                                         fix="have someone who holds that role create the user")
         return self.store.create_user(name, team, role)
+
+    def set_password(self, caller: Principal, name: str, password: str) -> dict:
+        """Set a user's console password: one's own, or — with ``users:manage`` — that of a user
+        whose role the caller holds entirely (a password signs in as that user: nobody gets one
+        for a role they do not hold)."""
+        user = self._visible_user(caller, name)
+        if user["name"] != caller.user:
+            if not caller.role.grants("users:manage"):
+                raise PermissionDeniedError(f"role {caller.role.name!r} sets its own user's password only",
+                                            fix="leave out other users, or ask someone with users:manage")
+            role = self._role(user["role"], "the user's role")
+            if not caller.role.holds(role):
+                raise PermissionDeniedError(f"user {name!r} has role {role.name!r}, which can do what role "
+                                            f"{caller.role.name!r} cannot ({caller.role.lacks(role)})",
+                                            fix="the user sets it, signed in with a key of their own")
+        check_strength(password)
+        self.store.set_password(user["name"], hash_password(self.auth.pepper, password))
+        return {"user": user["name"], "password": "set"}
+
+    def mint_session_key(self, principal: Principal) -> str:
+        """A key for a password sign-in's session, with the user's role, expiring with the session;
+        its secret is never shown (the session holds its id). Returns the key id."""
+        expires = time.time() + self.settings.console.max_age
+        record, _ = self._mint(principal.user, SESSION_KEY_NAME, ["*"], ["*"], expires)
+        return record.id
+
+    def end_session(self, token: str, kid: str | None) -> None:
+        """Sign out: end the session everywhere; a key minted for a password sign-in goes with it."""
+        self.sessions.end(token)
+        record = self.store.key(kid) if kid else None
+        if record is not None and record.name == SESSION_KEY_NAME and record.revoked is None:
+            self.store.revoke_key(kid)
+            self.auth.forget(kid)
 
     def list_users(self, caller: Principal) -> list[dict]:
         return self.store.users(None if caller.is_global else caller.team)

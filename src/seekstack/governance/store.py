@@ -50,6 +50,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 4: console sign-in sessions (the token's hash only), shared so that a sign-out ends it on every gateway
     "CREATE TABLE sessions (id TEXT PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(id), created REAL NOT NULL, "
     "last_seen REAL NOT NULL, ended REAL);",
+    # 5: a user may have a console password (scrypt of an HMAC under the pepper)
+    "ALTER TABLE users ADD COLUMN password TEXT;",
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
@@ -140,7 +142,8 @@ class IdentityStore:
     def create_user(self, name: str, team: str, role: str) -> dict:
         if not self.team_exists(team):
             raise NotFoundError(f"team {team!r} not found", fix="create it first: seekstack teams create NAME")
-        self._insert("INSERT INTO users VALUES (?, ?, ?, ?)", (name, team, role, time.time()),
+        self._insert("INSERT INTO users (name, team, role, created) VALUES (?, ?, ?, ?)",
+                     (name, team, role, time.time()),
                      f"user {name!r} already exists")
         return {"name": name, "team": team, "role": role}
 
@@ -153,6 +156,13 @@ class IdentityStore:
     def user(self, name: str) -> dict | None:
         rows = self.execute("SELECT name, team, role FROM users WHERE name = ?", (name,))
         return {"name": rows[0][0], "team": rows[0][1], "role": rows[0][2]} if rows else None
+
+    def set_password(self, name: str, password_hash: str) -> None:
+        self.execute("UPDATE users SET password = ? WHERE name = ?", (password_hash, name))
+
+    def password(self, name: str) -> str | None:
+        rows = self.execute("SELECT password FROM users WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
 
     def is_empty(self) -> bool:
         return self.execute("SELECT COUNT(*) FROM keys")[0][0] == 0
@@ -223,7 +233,7 @@ class IdentityStore:
 
     # console sessions: stored by the hash of their token, never the token
     def add_session(self, sid: str, kid: str, now: float) -> None:
-        self.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, NULL)", (sid, kid, now, now))
+        self.execute("INSERT INTO sessions (id, key_id, created, last_seen) VALUES (?, ?, ?, ?)", (sid, kid, now, now))
 
     def session(self, sid: str) -> tuple[str, float, float, float | None] | None:
         """(key id, created, last seen, ended) of a session, or None."""

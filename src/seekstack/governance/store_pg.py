@@ -63,6 +63,8 @@ MIGRATIONS: tuple[str, ...] = (
                            created DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION NOT NULL,
                            ended DOUBLE PRECISION);
     """,
+    # 5: a user may have a console password (scrypt of an HMAC under the pepper)
+    "ALTER TABLE users ADD COLUMN password TEXT;",
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
 

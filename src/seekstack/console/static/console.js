@@ -53,6 +53,11 @@ function wireApiForms() {
       const result = await api(method, url, method === "DELETE" ? undefined : body);
       if (button) button.disabled = false;
       if (!result.ok) { say(form, problem(result)); return; }
+      if (form.dataset.done) {  // nothing to show again (a password): say so, and clear the form
+        form.reset();
+        form.querySelector(".done").textContent = form.dataset.done;
+        return;
+      }
       if (form.dataset.show) {  // a value shown once (a new key's secret): then reload on "done"
         const box = document.getElementById(form.dataset.shown);
         box.querySelector(".value").textContent = result.data[form.dataset.show];
@@ -69,17 +74,24 @@ function wireApiForms() {
   }
 }
 
+// Sign in with a key (Bearer) or a user's password (Basic, UTF-8): sent once, to open a session.
 function wireSignIn() {
-  const form = document.getElementById("signin");
-  if (!form) return;
-  form.addEventListener("submit", async event => {
-    event.preventDefault();
-    const key = form.elements.key.value.trim();
-    const result = await api("POST", "/console/session", undefined, {"Authorization": "Bearer " + key});
-    form.elements.key.value = "";
-    if (!result.ok) { say(form, form.dataset.failed + " " + problem(result)); form.elements.key.focus(); return; }
-    window.location.assign(form.dataset.next || "/console");
-  });
+  const ways = {
+    "signin": form => "Bearer " + form.elements.key.value.trim(),
+    "signin-password": form => "Basic " + btoa(String.fromCharCode(
+      ...new TextEncoder().encode(form.elements.user.value.trim() + ":" + form.elements.password.value))),
+  };
+  for (const [id, credentials] of Object.entries(ways)) {
+    const form = document.getElementById(id);
+    if (!form) continue;
+    form.addEventListener("submit", async event => {
+      event.preventDefault();
+      const result = await api("POST", "/console/session", undefined, {"Authorization": credentials(form)});
+      for (const field of form.querySelectorAll("input[type=password]")) field.value = "";
+      if (!result.ok) { say(form, form.dataset.failed + " " + problem(result)); return; }
+      window.location.assign(form.dataset.next || "/console");
+    });
+  }
 }
 
 function wireSignOut() {
