@@ -178,6 +178,12 @@ def test_sign_in_with_a_password(browser, console):
     page.click("#signin-password button[type=submit]")
     page.wait_for_selector("#signin-password .error:not(:empty)")
     assert "invalid user name or password" in page.inner_text("#signin-password .error")
+    auditor = httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {console.keys['auditor']}"})
+    failed = [r for r in auditor.get("/admin/v1/audit", params={"event": "request"}).json()["data"]
+              if r["endpoint"] == "/console/session" and r["decision"] == "deny"]
+    assert failed[-1]["attempted_user"] == user and failed[-1]["status"] == 401  # for whom, never the password
+    assert "not the password" not in json.dumps(failed)
+    auditor.close()
     page.fill("#password", "一个足够长的中文密码短语")
     page.click("#signin-password button[type=submit]")
     page.wait_for_url(console.url + "/console")

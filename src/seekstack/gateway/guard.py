@@ -89,6 +89,7 @@ class GuardMiddleware:
             with stage(trace, "authenticate"):
                 proof = self._principal(scope)
                 if isinstance(proof, PasswordAttempt):  # scrypt: ~50 ms, in a worker thread
+                    record["attempted_user"] = proof.user[:64]  # a failed sign-in says for whom (never the password)
                     proof = await anyio.to_thread.run_sync(self.governance.auth.authenticate_password,
                                                            proof.user, proof.password)
                 principal = proof
