@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ..console.errors import console_error, is_console_page
-from ..errors import SeekstackError
+from ..errors import InvalidRequestError, SeekstackError
 from .disconnect import ClientGone
 
 log = logging.getLogger("seekstack.gateway")
@@ -69,6 +69,9 @@ def install_error_handlers(app: FastAPI) -> None:
         request.state.error_code = "invalid_parameters"
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        if is_console_page(request.scope):  # a page's query parameter: a page saying which, not JSON
+            return console_error(request.scope, InvalidRequestError(f"{param}: {first['msg']}" if param
+                                                                    else first["msg"], param=param))
         return Response(error_body(f"{param}: {first['msg']}" if param else first["msg"], "invalid_request_error",
                                    "invalid_parameters", param), status_code=422, media_type="application/json")
 
