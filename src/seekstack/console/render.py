@@ -3,17 +3,16 @@ CSRF token, and the security headers every console response carries."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from urllib.parse import parse_qs
 
-import anyio
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from .. import __version__
 from ..governance.auth import Principal
+from ..threads import off_loop
 from .i18n import LANG_COOKIE, LANGUAGES, Translator, negotiate
 from .pages import may, visible
 
@@ -47,6 +46,10 @@ def language(headers, query_string: bytes | str) -> tuple[str, bool]:
     return negotiate(asked, cookie, accept), asked in LANGUAGES
 
 
+def request_language(request: Request) -> tuple[str, bool]:
+    return language(request.headers.raw, request.scope.get("query_string", b""))
+
+
 def html(template: str, lang: str, principal: Principal | None, path: str, csrf: str = "", **values) -> str:
     tr = Translator(lang)
     return _env.get_template(template).render(
@@ -57,12 +60,11 @@ def html(template: str, lang: str, principal: Principal | None, path: str, csrf:
 async def page(request: Request, template: str, status: int = 200, **values) -> HTMLResponse:
     """The page, rendered in a worker thread: a long table takes milliseconds to render, which the
     event loop — and every stream in flight on it — must not wait for."""
-    lang, chosen = language(request.headers.raw, request.scope.get("query_string", b""))
+    lang, chosen = request_language(request)
     principal = getattr(request.state, "principal", None)
     sid = getattr(request.state, "session", None)
     csrf = request.app.state.governance.sessions.csrf(sid) if sid else ""
-    text = await anyio.to_thread.run_sync(functools.partial(html, template, lang, principal, request.url.path, csrf,
-                                                            **values))
+    text = await off_loop(html, template, lang, principal, request.url.path, csrf, **values)
     response = HTMLResponse(text, status_code=status, headers=SECURITY_HEADERS)
     if chosen:
         remember_language(response, lang)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import csv
 import datetime
-import functools
 import io
 import time
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlencode
 
-import anyio
 import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -27,10 +25,11 @@ from ..errors import InvalidRequestError, NotFoundError
 from ..governance.audit_verify import verify_in_subprocess
 from ..governance.pii import policy_for
 from ..governance.sessions import COOKIE
+from ..threads import off_loop
 from . import charts
 from .i18n import Translator
 from .pages import may
-from .render import SECURITY_HEADERS, language, page
+from .render import SECURITY_HEADERS, page, request_language
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 STATIC = Path(__file__).parent / "static"
@@ -38,16 +37,12 @@ AUDIT_PAGE = 200            # records shown on the audit page
 AUDIT_EXPORT = 100_000      # records in one export
 
 
-async def _off_loop(call, *args, **kwargs):
-    return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
-
-
 def _gov(request: Request):
     return request.app.state.governance
 
 
 def _tr(request: Request) -> Translator:
-    return Translator(language(request.headers.raw, request.scope.get("query_string", b""))[0])
+    return Translator(request_language(request)[0])
 
 
 # ------------------------------------------------------------ signing in and out
@@ -65,8 +60,8 @@ async def open_session(request: Request) -> Response:
     response = JSONResponse({"user": principal.user, "role": principal.role.name}, headers=SECURITY_HEADERS)
     if request.app.state.settings.auth.enabled:
         kid = principal.key_id if principal.via == "key" else \
-            await _off_loop(_gov(request).mint_session_key, principal)
-        token = await _off_loop(_gov(request).sessions.open, kid)
+            await off_loop(_gov(request).mint_session_key, principal)
+        token = await off_loop(_gov(request).sessions.open, kid)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
                             secure=request.app.state.settings.server.tls is not None)
     return response
@@ -77,7 +72,7 @@ async def signout(request: Request) -> Response:
     """End the session everywhere (the database is shared), and forget the cookie here."""
     token = _cookie(request)
     if token is not None:
-        await _off_loop(_gov(request).end_session, token, request.state.principal.key_id)
+        await off_loop(_gov(request).end_session, token, request.state.principal.key_id)
     response = JSONResponse({"signed_out": True}, headers=SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -116,11 +111,10 @@ async def models(request: Request):
     me = request.state.principal
     registry = request.app.state.registry
     replicas = may(me, "GET", "/admin/v1/replicas")
-    deployments = []
-    for d in registry.deployments():
-        if me.may_use_model(d.alias):
-            endpoints = await _off_loop(lambda: [e.describe() for e in d.endpoints]) if replicas else []
-            deployments.append({**d.describe(), "replicas": endpoints})
+    shown = [d for d in registry.deployments() if me.may_use_model(d.alias)]
+    described = await off_loop(lambda: [[e.describe() for e in d.endpoints] for d in shown]) if replicas \
+        else [[] for _ in shown]  # one trip to a thread (a replica's memory is read from /proc)
+    deployments = [{**d.describe(), "replicas": r} for d, r in zip(shown, described)]
     rollouts = [r for r in request.app.state.rollouts.describe() if me.may_use_model(r["model"])] \
         if may(me, "GET", "/admin/v1/rollouts") else None
     return await page(request, "models.html", deployments=deployments, rollouts=rollouts, replicas=replicas)
@@ -130,7 +124,7 @@ async def models(request: Request):
 async def keys(request: Request):
     me = request.state.principal
     gov = _gov(request)
-    records = await _off_loop(gov.list_keys, me)
+    records = await off_loop(gov.list_keys, me)
     roles = [name for name, role in gov.policy.roles.items() if me.role.holds(role)]
     return await page(request, "keys.html", keys=[k.public() for k in reversed(records)], roles=roles, now=time.time())
 
@@ -139,8 +133,8 @@ async def keys(request: Request):
 async def users(request: Request):
     me = request.state.principal
     gov = _gov(request)
-    people = await _off_loop(gov.list_users, me)
-    teams = await _off_loop(gov.list_teams, me)
+    people = await off_loop(gov.list_users, me)
+    teams = await off_loop(gov.list_teams, me)
     roles = [name for name, role in gov.policy.roles.items() if me.role.holds(role)]
     return await page(request, "users.html", users=people, teams=teams, roles=roles)
 
@@ -152,7 +146,7 @@ async def roles(request: Request):
 
 @router.get("/limits")
 async def limits(request: Request):
-    rows = await _off_loop(_gov(request).list_limits, request.state.principal)
+    rows = await off_loop(_gov(request).list_limits, request.state.principal)
     return await page(request, "limits.html", limits=rows)
 
 
@@ -200,7 +194,7 @@ async def audit(request: Request, since: Optional[str] = None, until: Optional[s
                 before: Optional[int] = Query(None, ge=1), limit: int = Query(AUDIT_PAGE, ge=1, le=1000)):
     """The newest ``limit`` matching records (before record ``before``: the next page back)."""
     query = _audit_query(since, until, team, key_id, event)
-    records = await _off_loop(_gov(request).audit_records, request.state.principal, limit=limit,
+    records = await off_loop(_gov(request).audit_records, request.state.principal, limit=limit,
                               before_seq=before, newest_first=True, **query)
     form = {"since": since or "", "until": until or "", "team": team or "", "key_id": key_id or "", "event": event or ""}
     older = urlencode({**form, "before": records[-1]["seq"], "limit": limit}) if len(records) == limit else None
@@ -211,7 +205,7 @@ async def audit(request: Request, since: Optional[str] = None, until: Optional[s
 async def audit_record(seq: str, request: Request):
     if not seq.isdigit():
         raise NotFoundError(f"no audit record {seq!r}")
-    found = await _off_loop(_gov(request).audit_records, request.state.principal, seq=int(seq), limit=1)
+    found = await off_loop(_gov(request).audit_records, request.state.principal, seq=int(seq), limit=1)
     if not found:
         raise NotFoundError(f"no audit record {seq}", fix="records are kept for the retention time")
     return await page(request, "audit_record.html", record=found[0])
@@ -228,7 +222,7 @@ async def audit_export(request: Request, since: Optional[str] = None, until: Opt
                        team: Optional[str] = None, key_id: Optional[str] = None,
                        event: Optional[str] = None) -> Response:
     query = _audit_query(since, until, team, key_id, event)
-    records = await _off_loop(_gov(request).audit_records, request.state.principal, limit=AUDIT_EXPORT, **query)
+    records = await off_loop(_gov(request).audit_records, request.state.principal, limit=AUDIT_EXPORT, **query)
     body = b"".join(orjson.dumps(r) + b"\n" for r in records)
     return Response(body, media_type="application/x-ndjson",
                     headers={**SECURITY_HEADERS,
@@ -239,7 +233,7 @@ async def audit_export(request: Request, since: Optional[str] = None, until: Opt
 async def planner(request: Request):
     from .planning import plan_form
 
-    result = await _off_loop(plan_form, dict(request.query_params), _tr(request))
+    result = await off_loop(plan_form, dict(request.query_params), _tr(request))
     return await page(request, "planner.html", **result)
 
 
@@ -256,7 +250,7 @@ def _local(target: str) -> str:
 async def _usage_rows(request: Request, since: str | None) -> list[dict]:
     gov = _gov(request)
     await gov.flush_off_loop()
-    return await _off_loop(gov.usage, request.state.principal, since_day=since)
+    return await off_loop(gov.usage, request.state.principal, since_day=since)
 
 
 def _audit_query(since, until, team, key_id, event) -> dict:

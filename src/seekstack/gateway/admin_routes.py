@@ -1,20 +1,18 @@
 """Admin API under /admin/v1: keys, users, teams, roles. Thin: the governance service decides.
 
 Every call that reads or writes the governance database runs in a worker thread
-(:func:`_off_loop`): a slow query, or a PostgreSQL across the network, never stalls the
+(:func:`~seekstack.threads.off_loop`): a slow query, or a PostgreSQL across the network, never stalls the
 streams in flight."""
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
-
-import anyio
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..governance.audit_verify import verify_in_subprocess
+from ..threads import off_loop
 
 router = APIRouter(prefix="/admin/v1")
 
@@ -61,10 +59,6 @@ def _gov(request: Request):
     return request.app.state.governance
 
 
-async def _off_loop(call, *args, **kwargs):
-    return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
-
-
 @router.get("/whoami")
 async def whoami(request: Request) -> dict:
     p = request.state.principal
@@ -74,12 +68,12 @@ async def whoami(request: Request) -> dict:
 
 @router.get("/keys")
 async def list_keys(request: Request) -> dict:
-    return {"object": "list", "data": [k.public() for k in await _off_loop(_gov(request).list_keys, request.state.principal)]}
+    return {"object": "list", "data": [k.public() for k in await off_loop(_gov(request).list_keys, request.state.principal)]}
 
 
 @router.post("/keys", status_code=201)
 async def create_key(body: NewKey, request: Request) -> dict:
-    record, key = await _off_loop(_gov(request).create_key, request.state.principal, user=body.user, name=body.name,
+    record, key = await off_loop(_gov(request).create_key, request.state.principal, user=body.user, name=body.name,
                                            models=body.models, endpoints=body.endpoints,
                                            expires_in_days=body.expires_in_days, role=body.role)
     return {**record.public(), "key": key, "note": "store this key now; it is not shown again"}
@@ -87,34 +81,34 @@ async def create_key(body: NewKey, request: Request) -> dict:
 
 @router.delete("/keys/{kid}")
 async def revoke_key(kid: str, request: Request) -> dict:
-    return (await _off_loop(_gov(request).revoke_key, request.state.principal, kid)).public()
+    return (await off_loop(_gov(request).revoke_key, request.state.principal, kid)).public()
 
 
 @router.get("/users")
 async def list_users(request: Request) -> dict:
-    return {"object": "list", "data": await _off_loop(_gov(request).list_users, request.state.principal)}
+    return {"object": "list", "data": await off_loop(_gov(request).list_users, request.state.principal)}
 
 
 @router.post("/users", status_code=201)
 async def create_user(body: NewUser, request: Request) -> dict:
-    return await _off_loop(_gov(request).create_user, request.state.principal, name=body.name, team=body.team, role=body.role)
+    return await off_loop(_gov(request).create_user, request.state.principal, name=body.name, team=body.team, role=body.role)
 
 
 @router.put("/users/{name}/password")
 async def set_password(name: str, body: NewPassword, request: Request) -> dict:
     """A user's console password (sign-in only; the API wants keys): one's own, or with users:manage
     that of a user whose role the caller holds entirely. The password is never stored, only its hash."""
-    return await _off_loop(_gov(request).set_password, request.state.principal, name, body.password)
+    return await off_loop(_gov(request).set_password, request.state.principal, name, body.password)
 
 
 @router.get("/teams")
 async def list_teams(request: Request) -> dict:
-    return {"object": "list", "data": await _off_loop(_gov(request).list_teams, request.state.principal)}
+    return {"object": "list", "data": await off_loop(_gov(request).list_teams, request.state.principal)}
 
 
 @router.post("/teams", status_code=201)
 async def create_team(body: NewTeam, request: Request) -> dict:
-    return await _off_loop(_gov(request).create_team, request.state.principal, body.name)
+    return await off_loop(_gov(request).create_team, request.state.principal, body.name)
 
 
 @router.get("/roles")
@@ -126,13 +120,13 @@ async def list_roles(request: Request) -> dict:
 
 @router.get("/limits")
 async def list_limits(request: Request) -> dict:
-    return {"object": "list", "data": await _off_loop(_gov(request).list_limits, request.state.principal)}
+    return {"object": "list", "data": await off_loop(_gov(request).list_limits, request.state.principal)}
 
 
 @router.put("/limits")
 async def set_limits(body: SetLimits, request: Request) -> dict:
     values = body.model_dump(exclude={"scope", "name"})
-    return await _off_loop(_gov(request).set_limits, request.state.principal, body.scope, body.name, values)
+    return await off_loop(_gov(request).set_limits, request.state.principal, body.scope, body.name, values)
 
 
 @router.get("/usage")
@@ -140,7 +134,7 @@ async def usage(request: Request, since: Optional[str] = None) -> dict:
     """Usage per day, key, user, team and model; ``since`` is a day (YYYY-MM-DD). The batch not yet
     written is written first, so the answer counts every request finished so far."""
     await _gov(request).flush_off_loop()
-    return {"object": "list", "data": await _off_loop(_gov(request).usage, request.state.principal, since_day=since)}
+    return {"object": "list", "data": await off_loop(_gov(request).usage, request.state.principal, since_day=since)}
 
 
 @router.get("/audit")
@@ -150,9 +144,8 @@ async def audit_records(request: Request, since: Optional[float] = None, until: 
     """Audit records (metadata only), oldest first; ``since``/``until`` are Unix times. Read in a worker
     thread, through a connection of its own: a long read never stalls the streams in flight."""
     filters = {k: v for k, v in {"team": team, "key_id": key_id, "event": event}.items() if v}
-    read = functools.partial(_gov(request).audit_records, request.state.principal, since=since, until=until,
-                             filters=filters, limit=limit)
-    return {"object": "list", "data": await anyio.to_thread.run_sync(read)}
+    return {"object": "list", "data": await off_loop(_gov(request).audit_records, request.state.principal,
+                                                     since=since, until=until, filters=filters, limit=limit)}
 
 
 @router.get("/audit/verify")
@@ -164,7 +157,7 @@ async def audit_verify(request: Request) -> dict:
 @router.get("/audit/bodies/{request_id}")
 async def audit_body(request_id: str, request: Request) -> dict:
     """A captured body, decrypted (auditors only; needs audit.capture_bodies)."""
-    return await _off_loop(_gov(request).audit_body, request.state.principal, request_id)
+    return await off_loop(_gov(request).audit_body, request.state.principal, request_id)
 
 
 @router.post("/retention/run")
