@@ -155,3 +155,14 @@ def test_each_duty_sees_its_own_pages():
     assert menu("api_consumer") == ["overview", "playground", "models", "keys", "planner"]
     assert menu("admin", endpoints=("/v1/*", "/console", "/console/keys")) == ["overview", "keys"]  # a key's allow-list
     assert visible(None) == []
+
+
+def test_the_planner_form_on_this_hosts_cpu():
+    """`cpu` plans against this host's memory, as `seekstack plan --hardware cpu` does (not against none)."""
+    from seekstack.console.planning import plan_form
+
+    result = plan_form({"model": "deepseek-r1-distill-qwen-7b", "hardware": "cpu"}, Translator("en"))
+    assert result["error"] is None and result["plan"].fits and result["plan"].usable_per_device_bytes > 0
+    assert result["cost"] is None  # owning against renting compares GPUs
+    bad = plan_form({"model": "deepseek-r1", "hardware": "9xNoSuchGPU"}, Translator("zh-CN"))
+    assert bad["plan"] is None and "unknown GPU" in bad["error"]

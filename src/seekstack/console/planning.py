@@ -27,7 +27,7 @@ def plan_form(query: dict[str, str], tr: Translator) -> dict[str, Any]:
         return result
     try:
         spec = resolve_model(form["model"])
-        hw = parse_hardware(form["hardware"], {"ram_bytes": 0} if form["hardware"].startswith("cpu") else None)
+        hw = parse_hardware(form["hardware"])  # cpu and auto: this host's memory, as `seekstack plan` does
         quant = (form["quant"] or default_quant(spec, hw)).lower()
         context, concurrency = _whole(form["context"], "context"), _whole(form["concurrency"], "concurrency")
         plan = make_plan(spec, hw, quant_name=quant, context=context, concurrency=concurrency)
