@@ -126,6 +126,31 @@ def test_a_request_alone_commits_at_once_and_the_chain_holds(audit_dir):
     assert verify_log(audit_dir).ok
 
 
+def test_a_record_nobody_waits_for_shares_the_next_commit_or_lingers_for_its_own(audit_dir):
+    """A response record (append_nowait) does not pay for a commit of its own when a request
+    follows within LINGER_SECONDS: it rides on that request's commit. Alone, it is committed
+    by itself once the linger is over."""
+    log = fill(audit_dir, 5)
+    commits = []
+    write = log._write
+    log._write = lambda records: (commits.append(len(records)), write(records))[1]
+
+    async def main():
+        log.append_nowait({"event": "response", "key_id": "r1"})
+        await asyncio.sleep(0)
+        assert commits == []  # not yet: it waits for company
+        await log.append({"event": "request", "key_id": "q2"}, alone=True)
+        assert commits == [2]  # one commit for both, in order
+        log.append_nowait({"event": "response", "key_id": "r2"})
+        await asyncio.sleep(audit_mod.LINGER_SECONDS * 3)
+        assert commits == [2, 1]  # nobody came: committed on its own, without a close
+
+    asyncio.run(main())
+    assert [r["key_id"] for r in read_records(audit_dir / "audit.db")][-3:] == ["r1", "q2", "r2"]
+    log.close()
+    assert verify_log(audit_dir).ok
+
+
 @pytest.mark.parametrize("alone", [False, True])
 def test_removed_store_fails_closed_and_stays_closed(audit_dir, alone):
     log = fill(audit_dir, 3)

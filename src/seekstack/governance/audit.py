@@ -19,7 +19,8 @@ checkpoint file, and a chained ``retention`` record with the count and first and
 
 Fail-closed: :meth:`AuditLog.append` returns only once the record is committed, and raises
 :class:`~seekstack.errors.AuditUnavailableError` (503) when it cannot be. Records arriving
-in the same event-loop turn share one transaction (group commit). While the store cannot be
+in the same event-loop turn share one transaction (group commit); a record nobody waits for
+(a request's ``response`` record) waits up to ``LINGER_SECONDS`` to share the next. While the store cannot be
 written — disk full, I/O errors, over ``max_bytes`` — every request is refused, ``unavailable``
 says why (``/readyz`` reports it), and a write is tried again at most once a second: when it
 succeeds, service resumes by itself. The state changes are logged once each. A database file
@@ -59,6 +60,7 @@ log = logging.getLogger("seekstack.audit")
 
 CHECKPOINT_EVERY = 1000
 CHECKPOINT_SECONDS = 60.0
+LINGER_SECONDS = 0.02    # a record nobody waits for waits at most this long to share a commit
 RETRY_SECONDS = 1.0      # while the store is unavailable, a write is tried again at most this often
 BUDGET_CHECK_SECONDS = 1.0
 GENESIS = "0" * 64
@@ -161,6 +163,7 @@ class AuditLog:
         self._checkpointed_at = row[0] if row and row[0] is not None else time.time()
         self._pending: list[tuple[dict[str, Any], asyncio.Future | None]] = []
         self._flush_scheduled = False
+        self._linger: asyncio.TimerHandle | None = None  # the flush of records nobody waits for
         self.max_bytes = max_bytes
         self._budget_checked_at = 0.0
         self.unavailable: str | None = None  # why the store cannot be written now; None when it can
@@ -217,10 +220,13 @@ class AuditLog:
         """Commit ``record``; raise AuditUnavailableError if it cannot be.
 
         Records that arrive in one loop turn share one commit (group commit, for load). A
-        request that is ``alone`` — the caller knows nothing else is in flight — with nothing
-        queued commits at once, without the two loop turns that collecting a group costs."""
-        if alone and not self._pending:
-            error = self._commit([record])
+        request that is ``alone`` — the caller knows nothing else is in flight — commits at
+        once, without the two loop turns that collecting a group costs, taking along the
+        records queued before it (in order)."""
+        if alone:
+            batch = self._take()
+            error = self._commit([*(queued for queued, _ in batch), record])
+            _settle(batch, error)
             if error is not None:
                 raise error
             return
@@ -229,27 +235,35 @@ class AuditLog:
         await future
 
     def append_nowait(self, record: dict[str, Any]) -> None:
-        """Queue ``record``; a failure makes the log unavailable, which refuses later requests until it recovers."""
+        """Queue ``record``; a failure makes the log unavailable, which refuses later requests until it recovers.
+
+        Nobody waits for it, so it waits up to ``LINGER_SECONDS`` for a commit to share — the
+        next request's, usually — instead of paying for one of its own: a request's
+        ``response`` record rides on the next request's commit."""
         self._enqueue(record, None)
 
     def _enqueue(self, record: dict[str, Any], future: asyncio.Future | None) -> None:
         self._pending.append((record, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if future is not None:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._flush)
+
+    def _take(self) -> list[tuple[dict[str, Any], asyncio.Future | None]]:
+        """What is queued, now to be committed (a scheduled flush then finds nothing)."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        batch, self._pending = self._pending, []
+        return batch
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        error = self._commit([record for record, _ in batch])
-        for _, future in batch:
-            if future is not None and not future.done():
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+        batch = self._take()
+        if batch:
+            _settle(batch, self._commit([record for record, _ in batch]))
 
     def _commit(self, records: list[dict[str, Any]]) -> AuditUnavailableError | None:
         """Write ``records`` in one commit, or return the error that refuses them.
@@ -455,6 +469,16 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, (_StoreGone, _OverBudget)):
         return str(exc)
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"[:200]
+
+
+def _settle(batch: list[tuple[dict[str, Any], asyncio.Future | None]], error: AuditUnavailableError | None) -> None:
+    """Tell whoever waits for a record of ``batch`` how its commit went."""
+    for _, future in batch:
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 def _refusal() -> AuditUnavailableError:

@@ -33,6 +33,7 @@ from ..errors import RateLimitError
 
 BUCKET = 10              # seconds per bucket of a sliding minute
 MINUTE_BUCKETS = 7       # the current bucket and the six before it: at least the last 60 s
+_ZEROS = (0,) * MINUTE_BUCKETS  # a missing key counts 0 (the longest check has this many keys)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Check:
     keys: tuple[str, ...]
     limit: int
     ttl: int              # seconds a key lives; 0 = no expiry (concurrency)
-    reset_at: float       # when room frees up at the latest (the oldest bucket leaves, the day ends)
+    reset_at: float       # when room frees up at the latest (the oldest bucket leaves, the day ends); 0: soon
     kind: str
     label: str            # e.g. "team radiology: requests per minute"
 
@@ -92,8 +93,14 @@ def _sliding(base: str, bucket: int) -> tuple[str, ...]:
 
 def plan_checks(subjects: list[tuple[str, str, Limits]], now: float) -> list[Check]:
     """Counters for each (scope, name, limits), e.g. ("team", "radiology", Limits(rpm=60))."""
-    day, month, next_day, next_month = _calendar(int(now // 60))
-    bucket = int(now // BUCKET)
+    return list(_plan(tuple(subjects), int(now // BUCKET), int(now // 60)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(subjects: tuple[tuple[str, str, Limits], ...], bucket: int, minute: int) -> tuple[Check, ...]:
+    """The checks for ``subjects`` within one bucket of one minute: the same for every request
+    of a key in those seconds, so they are made once (cached) instead of per request."""
+    day, month, next_day, next_month = _calendar(minute)
     slides_at = (bucket + 1) * BUCKET  # the oldest bucket leaves the window
     ttl = BUCKET * (MINUTE_BUCKETS + 1)
     checks = []
@@ -103,8 +110,8 @@ def plan_checks(subjects: list[tuple[str, str, Limits]], now: float) -> list[Che
         if limits.rpm is not None:
             checks.append(Check(_sliding(f"{base}:rq", bucket), limits.rpm, ttl, slides_at, "request",
                                 f"{who}: requests per minute"))
-        if limits.concurrent is not None:
-            checks.append(Check((f"{base}:cc",), limits.concurrent, 0, now + 1, "concurrent", f"{who}: concurrent requests"))
+        if limits.concurrent is not None:  # room frees when a request ends: retry after a second
+            checks.append(Check((f"{base}:cc",), limits.concurrent, 0, 0.0, "concurrent", f"{who}: concurrent requests"))
         if limits.tpm is not None:
             checks.append(Check(_sliding(f"{base}:tk", bucket), limits.tpm, ttl, slides_at, "tokens",
                                 f"{who}: tokens per minute"))
@@ -114,7 +121,7 @@ def plan_checks(subjects: list[tuple[str, str, Limits]], now: float) -> list[Che
         if limits.monthly_tokens is not None:
             checks.append(Check((f"{base}:tm:{month}",), limits.monthly_tokens, 32 * 86400, next_month, "tokens",
                                 f"{who}: tokens per month"))
-    return checks
+    return tuple(checks)
 
 
 class Counters(abc.ABC):
@@ -140,31 +147,39 @@ class Counters(abc.ABC):
 
 
 class MemoryCounters(Counters):
-    """One process: the event loop makes each method atomic."""
+    """One process: the event loop makes each method atomic.
+
+    A key is only ever read within its window — its name carries its bucket, day or month,
+    and it lives longer than the window that reads it — so expired keys are not looked for
+    on every read: a sweep drops them, at most once a second."""
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
         self.expiry: dict[str, float] = {}
+        self._swept_at = 0.0
 
-    def _get(self, key: str, now: float) -> int:
-        if key in self.expiry and self.expiry[key] <= now:
+    def _sweep(self, now: float) -> None:
+        if now - self._swept_at < 1.0:
+            return
+        self._swept_at = now
+        for key in [key for key, at in self.expiry.items() if at <= now]:
             self.values.pop(key, None)
-            self.expiry.pop(key, None)
-        return self.values.get(key, 0)
+            del self.expiry[key]
 
     def _used(self, check: Check, now: float) -> int:
-        return sum(self._get(k, now) for k in check.keys)
+        return sum(map(self.values.get, check.keys, _ZEROS))
 
     def _add(self, check: Check, amount: int, now: float) -> None:
-        current = self._get(check.key, now)  # drops the key when its window has expired
-        if amount < 0 and check.key not in self.values:
+        key = check.keys[-1]
+        if amount < 0 and key not in self.values:
             return  # a refund to a window that has expired
-        self.values[check.key] = current + amount
-        if check.ttl:
-            self.expiry.setdefault(check.key, now + check.ttl)
+        self.values[key] = self.values.get(key, 0) + amount
+        if check.ttl and key not in self.expiry:
+            self.expiry[key] = now + check.ttl
 
     async def admit(self, checks: list[Check]) -> tuple[int, list[int]]:
         now = time.time()
+        self._sweep(now)
         values = [self._used(c, now) for c in checks]
         for i, (check, value) in enumerate(zip(checks, values)):
             if value >= check.limit:
@@ -177,6 +192,7 @@ class MemoryCounters(Counters):
 
     async def reserve(self, checks: list[Check], need: int, want: int) -> tuple[int, int, int]:
         now = time.time()
+        self._sweep(now)
         rooms = [c.limit - self._used(c, now) for c in checks]
         tightest = min(range(len(checks)), key=rooms.__getitem__)
         room = rooms[tightest]
@@ -193,6 +209,7 @@ class MemoryCounters(Counters):
 
     async def charge(self, checks: list[Check], tokens: int) -> None:
         now = time.time()
+        self._sweep(now)
         for check in checks:
             self._add(check, tokens, now)
 
