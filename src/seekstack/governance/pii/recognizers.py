@@ -72,13 +72,6 @@ class Recognizer:
         """The same pattern for the `regex` module, which can report partial matches (streams)."""
         return regex.compile(self.pattern.pattern)
 
-    def could_match(self, text: str, lowered: str, has_digit: bool = True) -> bool:
-        if self.digit and not has_digit:
-            return False
-        if self.needs and not any(n in text for n in self.needs):
-            return False
-        return not self.context or any(word in lowered for word in self.context)
-
     def find(self, text: str):
         for m in self.pattern.finditer(text):
             group = self.group if self.group >= 0 else next((i for i, g in enumerate(m.groups(), 1) if g), 0)
@@ -200,3 +193,19 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
 
 CLASSES = tuple(dict.fromkeys(r.name for r in RECOGNIZERS))
 CHECKSUM_CLASSES = tuple(dict.fromkeys(r.name for r in RECOGNIZERS if r.checksum))
+
+# The cheap pre-checks of every recognizer at once: each needed string and context word is
+# looked for once per text, not once per recognizer that names it.
+_NEEDS = tuple(dict.fromkeys(n for r in RECOGNIZERS for n in r.needs))
+_CONTEXT = tuple(dict.fromkeys(w for r in RECOGNIZERS for w in r.context))
+_GATES = tuple((r, r.digit, frozenset(r.needs), frozenset(r.context)) for r in RECOGNIZERS)
+
+
+def candidates(text: str, lowered: str, has_digit: bool) -> list[Recognizer]:
+    """The recognizers that could match ``text`` (normalized): no ASCII digit rules out the
+    ``digit`` ones, and one of a recognizer's ``needs`` and of its ``context`` words must occur."""
+    needs = {n for n in _NEEDS if n in text}
+    context = {w for w in _CONTEXT if w in lowered}
+    return [r for r, digit, need, words in _GATES
+            if (has_digit or not digit) and (not need or not need.isdisjoint(needs))
+            and (not words or not words.isdisjoint(context))]
