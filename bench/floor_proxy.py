@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import time
 
 import uvloop
 
@@ -122,6 +124,13 @@ def _controls(state_dir: str):
 
     governance = Governance(Settings(state_dir=state_dir))
     governance.bootstrap()
+
+    def fold_wal() -> None:  # as the gateway does: the audit WAL folded into the database every second, off the loop
+        while True:
+            time.sleep(1.0)
+            governance.audit.checkpoint_wal()
+
+    threading.Thread(target=fold_wal, daemon=True).start()
 
     async def check(scope) -> None:  # requests come one at a time here: each commits alone, as in the guard
         governance.refresh_if_changed()

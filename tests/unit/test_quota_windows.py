@@ -130,3 +130,24 @@ def test_a_stream_the_client_left_before_its_usage_is_charged_its_reservation():
     assert charged_tokens(finished, admission) == 39
     never_started = Meter()  # refused or failed before any token: nothing is charged
     assert charged_tokens(never_started, admission) == 0
+
+
+def test_a_gateway_up_for_hours_holds_only_the_counters_of_live_windows(monkeypatch):
+    """Memory counters are never looked up past their window, so they are swept instead of checked
+    one by one: after two hours of traffic, only the last minute's buckets (and today's) remain."""
+    clock = Clock(6_000_000 * 60.0)
+    counters = MemoryCounters()
+    q = make(counters, clock, monkeypatch, rpm=10**6, tpm=10**9, daily_tokens=10**12)
+    for _ in range(2 * 3600 // 5):  # a request every 5 s for two hours
+        admission = run(q.admit("k", "u", "t"))
+        run(q.reserve(admission, 10, 5, 100))
+        run(q.settle(admission, 12))
+        clock.now += 5
+    buckets = {key for key in counters.values if ":rq:" in key or ":tk:" in key}
+    assert 0 < len(buckets) <= 2 * (quotas_mod.MINUTE_BUCKETS + 1), sorted(buckets)
+    assert set(counters.values) <= set(counters.expiry)  # nothing here lives forever
+    # what is left still counts right: the requests (12 tokens each) since the window's oldest bucket began
+    oldest = (int(clock.now // quotas_mod.BUCKET) - quotas_mod.MINUTE_BUCKETS + 1) * quotas_mod.BUCKET
+    recent = sum(1 for i in range(2 * 3600 // 5) if 6_000_000 * 60.0 + 5 * i >= oldest)
+    checks = quotas_mod.plan_checks([("key", "k", Limits(rpm=10**6, tpm=10**9))], clock.now)
+    assert run(counters.admit(checks))[1] == [recent + 1, 12 * recent]
