@@ -82,3 +82,27 @@ def test_a_password_session_has_its_own_key_and_sign_out_revokes_it(gov):
     assert gov.store.key(kid).revoked is not None
     with pytest.raises(AuthenticationError):
         gov.auth.authenticate_session(kid)
+
+
+def test_a_new_password_ends_the_sessions_the_old_one_opened_but_the_one_it_is_set_from(gov):
+    """Changing one's password from the console keeps that session and ends the others (a
+    stolen session does not outlive the change); a reset by the security admin ends them all."""
+    security = principal(gov, "security")
+    gov.create_user(security, name="dave", team="default", role="api_consumer")
+    gov.set_password(security, "dave", "dave's first passphrase")
+    sessions = []
+    for _ in range(3):  # signed in three times: a laptop, a phone, and someone who stole the password
+        dave = gov.auth.authenticate_password("dave", "dave's first passphrase")
+        kid = gov.mint_session_key(dave)
+        sessions.append((kid, gov.sessions.open(kid)))
+    own_key = gov._mint("dave", "scripts", ["*"], ["*"], None)[0].id  # an API key: not a session, stays
+    here = gov.auth.authenticate_session(sessions[0][0])
+    assert gov.set_password(here, "dave", "dave's second passphrase")["sessions_ended"] == 2
+    assert gov.auth.authenticate_session(sessions[0][0]).user == "dave"
+    for kid, _ in sessions[1:]:
+        with pytest.raises(AuthenticationError):
+            gov.auth.authenticate_session(kid)
+    assert gov.set_password(security, "dave", "reset by security")["sessions_ended"] == 1
+    with pytest.raises(AuthenticationError):
+        gov.auth.authenticate_session(sessions[0][0])
+    assert gov.store.key(own_key).revoked is None

@@ -20,8 +20,8 @@ checkpoint file, and a chained ``retention`` record with the count and first and
 Fail-closed: :meth:`AuditLog.append` returns only once the record is committed, and raises
 :class:`~seekstack.errors.AuditUnavailableError` (503) when it cannot be. Records arriving
 in the same event-loop turn share one transaction (group commit); a record nobody waits for
-(a request's ``response`` record) waits up to ``LINGER_SECONDS`` to share the next. While the store cannot be
-written — disk full, I/O errors, over ``max_bytes`` — every request is refused, ``unavailable``
+(a request's ``response`` record) waits up to ``LINGER_SECONDS`` to share the next. While the
+store cannot be written — disk full, I/O errors, over ``max_bytes`` — every request is refused, ``unavailable``
 says why (``/readyz`` reports it), and a write is tried again at most once a second: when it
 succeeds, service resumes by itself. The state changes are logged once each. A database file
 removed or replaced under the writer stays refused until an operator restarts it. SQLite maps

@@ -166,7 +166,7 @@ class MemoryCounters(Counters):
             self.values.pop(key, None)
             del self.expiry[key]
 
-    def _used(self, check: Check, now: float) -> int:
+    def _used(self, check: Check) -> int:
         return sum(map(self.values.get, check.keys, _ZEROS))
 
     def _add(self, check: Check, amount: int, now: float) -> None:
@@ -180,7 +180,7 @@ class MemoryCounters(Counters):
     async def admit(self, checks: list[Check]) -> tuple[int, list[int]]:
         now = time.time()
         self._sweep(now)
-        values = [self._used(c, now) for c in checks]
+        values = [self._used(c) for c in checks]
         for i, (check, value) in enumerate(zip(checks, values)):
             if value >= check.limit:
                 return i, values
@@ -193,7 +193,7 @@ class MemoryCounters(Counters):
     async def reserve(self, checks: list[Check], need: int, want: int) -> tuple[int, int, int]:
         now = time.time()
         self._sweep(now)
-        rooms = [c.limit - self._used(c, now) for c in checks]
+        rooms = [c.limit - self._used(c) for c in checks]
         tightest = min(range(len(checks)), key=rooms.__getitem__)
         room = rooms[tightest]
         if room < need:

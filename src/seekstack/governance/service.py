@@ -359,7 +359,18 @@ class Governance:
                                             fix="the user sets it, signed in with a key of their own")
         check_strength(password)
         self.store.set_password(user["name"], hash_password(self.auth.pepper, password))
-        return {"user": user["name"], "password": "set"}
+        return {"user": user["name"], "password": "set",
+                "sessions_ended": self._end_password_sessions(user["name"], keep=caller.key_id)}
+
+    def _end_password_sessions(self, user: str, keep: str | None) -> int:
+        """A new password ends the console sessions the old one opened, on every gateway (their
+        minted keys revoked: the change feed tells the others) — all but the one it is set from."""
+        ended = [k.id for k in self.store.keys() if k.user == user and k.name == SESSION_KEY_NAME
+                 and k.revoked is None and k.id != keep]
+        for kid in ended:
+            self.store.revoke_key(kid)
+            self.auth.forget(kid)
+        return len(ended)
 
     def mint_session_key(self, principal: Principal) -> str:
         """A key for a password sign-in's session, with the user's role, expiring with the session;
