@@ -125,6 +125,8 @@ class ConsoleConfig(_Section):
     enabled: bool = Field(True, description="Serve the web console at `/console` (sign-in with an API key; every page and action goes through the same permissions, quotas and audit as the API).")
     idle_timeout: float = Field(1800, ge=60, le=86400, description="Seconds a console session may go unused before it ends.")
     max_age: float = Field(43200, ge=60, le=30 * 86400, description="Seconds a console session lasts at most after sign-in, however it is used.")
+    password_failures: int = Field(10, ge=1, le=1000, description="Failed password sign-ins a user name may have within `password_window` (on every gateway together); past them, sign-ins with that name are refused (429) until the oldest failures age out. Keys still work.")
+    password_window: float = Field(900, ge=60, le=86400, description="Seconds over which failed password sign-ins are counted per user name.")
 
 
 class RoleConfig(_Section):

@@ -205,6 +205,22 @@ def test_sign_in_with_a_password(browser, console):
     page.context.close()
 
 
+def test_a_user_name_is_locked_after_ten_failed_password_sign_ins(console):
+    """console.password_failures (10) within console.password_window: then 429 with Retry-After,
+    the right password too; the user's keys still work."""
+    user = make_user(console, "api_consumer")
+    security = httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {console.keys['security']}"})
+    assert security.put(f"/admin/v1/users/{user}/password", json={"password": "the right passphrase"}).status_code == 200
+    security.close()
+    codes = [httpx.post(console.url + "/console/session", auth=httpx.BasicAuth(user, f"guess number {i}")).status_code
+             for i in range(10)]
+    assert codes == [401] * 10
+    locked = httpx.post(console.url + "/console/session", auth=httpx.BasicAuth(user, "the right passphrase"))
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) >= 1
+    error = locked.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and "failed password sign-ins" in error["message"]
+
+
 def test_a_key_is_shown_once_revoked_and_then_refused_by_the_api(browser, console):
     page = sign_in(browser, console, console.keys["admin"])
     page.fill("#key-name", "ci pipeline")

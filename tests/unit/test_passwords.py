@@ -106,3 +106,46 @@ def test_a_new_password_ends_the_sessions_the_old_one_opened_but_the_one_it_is_s
     with pytest.raises(AuthenticationError):
         gov.auth.authenticate_session(sessions[0][0])
     assert gov.store.key(own_key).revoked is None
+
+
+def test_failed_password_sign_ins_lock_the_user_name_until_they_age_out(tmp_path, monkeypatch):
+    """Past console.password_failures failures within the window, a user name is refused (429) —
+    the right password too, and a name nobody has alike — until the oldest failures age out.
+    Another name is not touched, and keys still work."""
+    import asyncio
+    import time
+
+    from seekstack.errors import RateLimitError
+
+    now = [time.time()]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    gov = Governance(Settings(state_dir=tmp_path, console={"password_failures": 3, "password_window": 120}))
+    gov.bootstrap()
+    security = principal(gov, "security")
+    for name in ("erin", "frank"):
+        gov.create_user(security, name=name, team="default", role="api_consumer")
+        gov.set_password(security, name, f"{name}'s long passphrase")
+
+    async def attempt(name: str, password: str):
+        try:
+            return (await gov.sign_in_with_password(name, password)).user
+        except (AuthenticationError, RateLimitError) as exc:
+            return exc
+
+    async def main():
+        tried = [await attempt("erin", "a wrong guess, again") for _ in range(3)]
+        assert all(isinstance(e, AuthenticationError) for e in tried)
+        locked = await attempt("erin", "erin's long passphrase")
+        assert isinstance(locked, RateLimitError) and locked.status == 429 and 1 <= locked.retry_after <= 120
+        assert "failed password sign-ins" in locked.message and locked.scope == "user"
+        assert await attempt("frank", "frank's long passphrase") == "frank"  # another name: untouched
+        for _ in range(3):
+            await attempt("nobody-here", "guessing")
+        nobody = await attempt("nobody-here", "guessing")
+        assert isinstance(nobody, RateLimitError) and nobody.message == locked.message  # says nothing of who exists
+        now[0] += 181  # the failures have aged out of the window
+        assert await attempt("erin", "erin's long passphrase") == "erin"
+
+    asyncio.run(main())
+    gov.store.close()
+    gov.audit.close()

@@ -90,8 +90,7 @@ class GuardMiddleware:
                 proof = self._principal(scope)
                 if isinstance(proof, PasswordAttempt):  # scrypt: ~50 ms, in a worker thread
                     record["attempted_user"] = proof.user[:64]  # a failed sign-in says for whom (never the password)
-                    proof = await anyio.to_thread.run_sync(self.governance.auth.authenticate_password,
-                                                           proof.user, proof.password)
+                    proof = await self.governance.sign_in_with_password(proof.user, proof.password)
                 principal = proof
             record.update(key_id=principal.key_id, user=principal.user, team=principal.team, role=principal.role.name)
             with stage(trace, "authorize"):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import calendar
 import functools
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from ..errors import RateLimitError
 
 BUCKET = 10              # seconds per bucket of a sliding minute
 MINUTE_BUCKETS = 7       # the current bucket and the six before it: at least the last 60 s
-_ZEROS = (0,) * MINUTE_BUCKETS  # a missing key counts 0 (the longest check has this many keys)
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,15 @@ def _plan(subjects: tuple[tuple[str, str, Limits], ...], bucket: int, minute: in
     return tuple(checks)
 
 
+def failed_sign_ins(user: str, limit: int, window: float, now: float) -> Check:
+    """Failed password sign-ins with the user name ``user`` over the last ``window`` seconds, in
+    minute buckets (whether or not the user exists: a refusal says nothing about that)."""
+    minutes, bucket = max(1, math.ceil(window / 60)), int(now // 60)
+    keys = tuple(f"q:signin:{user}:{b}" for b in range(bucket - minutes + 1, bucket + 1))
+    return Check(keys, limit, (minutes + 1) * 60, (bucket + 1) * 60, "tokens",
+                 f"user name {user}: failed password sign-ins")
+
+
 class Counters(abc.ABC):
     @abc.abstractmethod
     async def admit(self, checks: list[Check]) -> tuple[int, list[int]]:
@@ -167,7 +176,7 @@ class MemoryCounters(Counters):
             del self.expiry[key]
 
     def _used(self, check: Check) -> int:
-        return sum(map(self.values.get, check.keys, _ZEROS))
+        return sum(map(self.values.get, check.keys, itertools.repeat(0)))  # a missing key counts 0
 
     def _add(self, check: Check, amount: int, now: float) -> None:
         key = check.keys[-1]

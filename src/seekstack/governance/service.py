@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import time
 
 import anyio
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from ..errors import (AuthenticationError, ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError,
+                      RateLimitError)
 from . import audit_writers
 from .audit import AuditLog, read_records
 from .bodies import BodyVault
 from .meter import Meter
-from .quotas import Limits, MemoryCounters, Quotas, RedisCounters
+from .quotas import Limits, MemoryCounters, Quotas, RedisCounters, failed_sign_ins
 from .auth import Authenticator, Principal
 from .keys import hash_key, load_pepper, new_key, write_secret_file
 from .passwords import SESSION_KEY_NAME, check_strength, hash_password
@@ -371,6 +373,25 @@ class Governance:
             self.store.revoke_key(kid)
             self.auth.forget(kid)
         return len(ended)
+
+    async def sign_in_with_password(self, user: str, password: str) -> Principal:
+        """The user a console password proves (scrypt, in a worker thread). Failures are counted
+        per user name on every gateway together (the quota counters); past
+        ``console.password_failures`` within ``console.password_window``, that name is refused
+        (429) without a look at the password, whoever tries it, until the oldest failures age out."""
+        c = self.settings.console
+        check = failed_sign_ins(user[:64], c.password_failures, c.password_window, time.time())
+        if (await self.quotas.counters.admit([check]))[0] >= 0:  # reached (a failure check counts nothing here)
+            retry = max(1, math.ceil(check.reset_at - time.time()))
+            raise RateLimitError(f"too many failed password sign-ins with this user name ({c.password_failures} "
+                                 f"within {c.password_window:.0f} s)", retry_after=retry,
+                                 fix=f"retry after {retry} s, or sign in with an API key",
+                                 scope="user", limit="password_failures")
+        try:
+            return await anyio.to_thread.run_sync(self.auth.authenticate_password, user, password)
+        except AuthenticationError:
+            await self.quotas.counters.charge([check], 1)
+            raise
 
     def mint_session_key(self, principal: Principal) -> str:
         """A key for a password sign-in's session, with the user's role, expiring with the session;
