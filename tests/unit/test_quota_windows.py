@@ -151,3 +151,23 @@ def test_a_gateway_up_for_hours_holds_only_the_counters_of_live_windows(monkeypa
     recent = sum(1 for i in range(2 * 3600 // 5) if 6_000_000 * 60.0 + 5 * i >= oldest)
     checks = quotas_mod.plan_checks([("key", "k", Limits(rpm=10**6, tpm=10**9))], clock.now)
     assert run(counters.admit(checks))[1] == [recent + 1, 12 * recent]
+
+
+def test_failed_sign_ins_are_counted_only_when_charged_and_age_out_of_their_window(counters, monkeypatch):
+    """The console's lockout counter, in memory and in Redis: looking does not count, each failure
+    does, the limit refuses, and the failures leave the window minute by minute."""
+    clock = Clock(6_000_000 * 60.0 + 30)
+    monkeypatch.setattr(quotas_mod.time, "time", clock.time)
+
+    def check():
+        return quotas_mod.failed_sign_ins("erin", 3, 120, clock.now)
+
+    assert run(counters.admit([check()])) == (-1, [0])
+    assert run(counters.admit([check()])) == (-1, [0])  # a look counts nothing
+    for _ in range(3):
+        run(counters.charge([check()], 1))
+        clock.now += 20
+    assert run(counters.admit([check()]))[0] == 0  # reached
+    assert run(counters.admit([quotas_mod.failed_sign_ins("frank", 3, 120, clock.now)])) == (-1, [0])
+    clock.now += 120  # two minutes on: the failures are out of the window
+    assert run(counters.admit([check()])) == (-1, [0])
