@@ -161,7 +161,8 @@ def test_quotas_are_exact_across_three_gateways(fleet):
 
 def test_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
     """kill -9 one gateway while 32 requests are in flight through the balancer: every request is
-    answered (HAProxy retries those the dead gateway dropped), and each answer has its audit record."""
+    answered (HAProxy retries those the dead gateway dropped), each answer has its audit record,
+    and usage counts each once (what the dead gateway answered, its next start counts)."""
     gateways, balancer = fleet["gateways"], fleet["balancer"]
     key = gateways["a"].key
     body = {"model": "deepseek-r1", "messages": [{"role": "user", "content": "count " * 8}], "max_tokens": 40}
@@ -177,6 +178,18 @@ def test_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
             gateways["b"].proc.send_signal(signal.SIGKILL)
             return await asyncio.gather(*calls)
 
+    def served() -> int:  # deepseek-r1 requests in the shared usage table, once each gateway has counted its chain
+        rows = []
+        for gw in gateways.values():
+            r = httpx.get(gw.url + "/admin/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            assert r.status_code == 200, r.text
+            rows = r.json()["data"]
+        return sum(row["requests"] for row in rows if row["model"] == "deepseek-r1")
+
+    before = served()
+    straight_to_b = [httpx.post(gateways["b"].url + "/v1/chat/completions", json=body, timeout=60,
+                                headers={"Authorization": f"Bearer {key}"}) for _ in range(3)]
+    assert [r.status_code for r in straight_to_b] == [200] * 3  # answered by b, not yet in the usage table
     responses = asyncio.run(main())
     gateways["b"].proc.wait(10)
     assert [r.status_code for r in responses] == [200] * 32, [r.text for r in responses if r.status_code != 200]
@@ -191,6 +204,7 @@ def test_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
     after = [r.status_code for r in asyncio.run(burst([(balancer.url, key)], 8))]
     assert after == [200] * 8
     gateways["b"].start()  # back for any test after this one
+    assert served() == before + 3 + 32  # usage too: each answer once, b's three counted by its next start
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

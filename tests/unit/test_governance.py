@@ -146,3 +146,42 @@ def test_an_older_state_directory_gets_the_duties_it_lacks(tmp_path):
         assert sum(1 for u in again.store.users() if u["role"] == "security_admin") == 1
     finally:
         asyncio.run(again.aclose())
+
+
+def test_usage_is_counted_from_the_audit_chain_and_survives_a_kill(gov, tmp_path):
+    """A gateway killed before its periodic flush loses no usage its audit log holds: the next
+    start counts it from where the last count stopped, and nothing is counted twice."""
+    settings = Settings(state_dir=tmp_path / "gateway", storage=gov.settings.storage.model_dump())
+    first = Governance(settings)
+
+    def response(key_id: str, model: str, status: int, prompt: int, completion: int) -> dict:
+        return {"event": "response", "key_id": key_id, "user": "admin", "team": "default", "model": model,
+                "status": status, "prompt_tokens": prompt, "completion_tokens": completion, "reasoning_tokens": 0}
+
+    async def serve(g, records):
+        for record in records:
+            await g.audit.append({"event": "request", "key_id": record["key_id"], "decision": "allow"}, alone=True)
+            g.audit.append_nowait(record)
+        g.audit.flush()
+
+    assert first.store.usage() == []  # a new chain counts from its start
+    asyncio.run(serve(first, [response("k1", "m", 200, 10, 5), response("k1", "m", 200, 7, 3),
+                            response("k1", "m", 429, 0, 0),      # refused before the engine: not usage
+                            response("k2", "other", 500, 4, 1)]))  # failed, but the engine ran: usage
+    first.count_usage()
+    usage = {u["model"]: u for u in first.store.usage()}
+    assert (usage["m"]["requests"], usage["m"]["prompt_tokens"], usage["m"]["completion_tokens"]) == (2, 17, 8)
+    assert usage["other"]["requests"] == 1
+    first.count_usage()  # again: nothing new, nothing twice
+    assert {u["model"]: u["requests"] for u in first.store.usage()} == {"m": 2, "other": 1}
+
+    asyncio.run(serve(first, [response("k1", "m", 200, 1, 1)] * 3))  # served, committed, never counted …
+    first.audit.close()  # … and the gateway dies here: no flush, no count
+    first.store.close()
+    again = Governance(settings)  # the next start on the same state
+    try:
+        again.count_usage()
+        assert {u["model"]: u["requests"] for u in again.store.usage()} == {"m": 5, "other": 1}
+    finally:
+        again.store.close()
+        again.audit.close()

@@ -142,8 +142,7 @@ class GuardMiddleware:
             meter.run_after()
             with anyio.CancelScope(shield=True):  # a client that left still counts
                 await self.governance.quotas.settle(admission, charged_tokens(meter, admission))
-            if meter.model is not None and (status < 400 or meter.total_tokens):  # refused before the engine: no usage
-                self.governance.record_usage(principal, meter)
+            if meter.model is not None and (status < 400 or meter.total_tokens):  # refused before the engine: nothing
                 if meter.capture and meter.request_body is not None:
                     important = any(k == b"x-seekstack-important" and v.lower() in (b"1", b"true", b"yes")
                                     for k, v in scope["headers"])
@@ -153,8 +152,9 @@ class GuardMiddleware:
                                    principal, method)
             if self.metrics is not None:  # observed now, not between the commit and the route
                 self.metrics.audit_write.observe(audit_wait)
-            audit.append_nowait({
-                "event": "response", "request_id": request_id, "key_id": principal.key_id, "team": principal.team,
+            audit.append_nowait({  # usage is counted from these records (Governance.count_usage)
+                "event": "response", "request_id": request_id, "key_id": principal.key_id, "user": principal.user,
+                "team": principal.team,
                 "endpoint": bounded_path(path), "model": meter.model, "status": status,
                 "prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
                 "reasoning_tokens": meter.reasoning_tokens, "pii": meter.pii or None,

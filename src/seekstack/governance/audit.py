@@ -247,9 +247,9 @@ class AuditLog:
         if future is not None:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+                asyncio.get_running_loop().call_soon(self.flush)
         elif self._linger is None:
-            self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._flush)
+            self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self.flush)
 
     def _take(self) -> list[tuple[dict[str, Any], asyncio.Future | None]]:
         """What is queued, now to be committed (a scheduled flush then finds nothing)."""
@@ -259,7 +259,8 @@ class AuditLog:
         batch, self._pending = self._pending, []
         return batch
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Commit what is queued now (a record nobody waits for need not linger)."""
         self._flush_scheduled = False
         batch = self._take()
         if batch:
@@ -299,7 +300,7 @@ class AuditLog:
             return True
         if self.permanent:
             return False
-        self._flush()
+        self.flush()
         return self._commit([{"event": "audit_outage", "decision": "allow", "reason": self.unavailable,
                               "refused": self._refused}]) is None
 
@@ -406,7 +407,7 @@ class AuditLog:
 
         A plan made before another retention run moved the anchor is stale: it deletes nothing
         (the anchor only moves forward, from exactly where it is)."""
-        self._flush()
+        self.flush()
         self._guard_shm()
         anchor = self.db.execute("SELECT seq FROM anchor WHERE id = 1").fetchone()
         if plan.first_seq != (anchor[0] if anchor else 0) + 1:
@@ -426,7 +427,7 @@ class AuditLog:
         return 0 if plan is None else self.apply_retention(plan)["deleted"]
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._guard_shm()
         if self.unavailable is None and self.seq:
             try:
@@ -504,7 +505,7 @@ def _open(path: Path) -> sqlite3.Connection:
 
 def read_records(path: Path, *, since: float | None = None, until: float | None = None,
                  filters: dict[str, str] | None = None, seq: int | None = None, before_seq: int | None = None,
-                 newest_first: bool = False) -> Iterator[dict[str, Any]]:
+                 after_seq: int | None = None, newest_first: bool = False) -> Iterator[dict[str, Any]]:
     db = open_readonly(path)
     try:
         sql, args = "SELECT data FROM records WHERE 1=1", []
@@ -516,6 +517,8 @@ def read_records(path: Path, *, since: float | None = None, until: float | None 
             sql, args = sql + " AND seq = ?", [*args, seq]
         if before_seq is not None:
             sql, args = sql + " AND seq < ?", [*args, before_seq]
+        if after_seq is not None:
+            sql, args = sql + " AND seq > ?", [*args, after_seq]
         for (data,) in db.execute(sql + (" ORDER BY seq DESC" if newest_first else " ORDER BY seq"), args):
             record = json.loads(data)
             if all(str(record.get(k)) == v for k, v in (filters or {}).items()):

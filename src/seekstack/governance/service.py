@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import threading
 import time
 
 import anyio
@@ -31,7 +32,6 @@ from ..errors import (AuthenticationError, ConflictError, InvalidRequestError, N
 from . import audit_writers
 from .audit import AuditLog, read_records
 from .bodies import BodyVault
-from .meter import Meter
 from .quotas import Limits, MemoryCounters, Quotas, RedisCounters, failed_sign_ins
 from .auth import Authenticator, Principal
 from .keys import hash_key, load_pepper, new_key, write_secret_file
@@ -64,41 +64,69 @@ class Governance:
         q = settings.quotas
         self.quotas = Quotas(RedisCounters(q.redis_url) if q.store == "redis" else MemoryCounters(), self._limits_for)
         self._limits: dict[tuple[str, str], Limits] | None = None  # None: load on next use
-        self._usage: dict[tuple[str, str, str], list] = {}
+        self._usage_lock = threading.Lock()  # one count at a time: the periodic one, an admin's, shutdown's
+        self._usage_mark = self.store.usage_mark(self.audit.writer)
+        if self._usage_mark is None:  # a new chain (or one from before usage came from it): count from here on
+            self._usage_mark = self.audit.seq
+            self.store.add_usage([], mark=(self.audit.writer, self.audit.seq))
 
     def flush(self) -> None:
-        """Write batched last-used times (of keys and sessions) and usage rows now (at shutdown)."""
+        """Write batched last-used times (of keys and sessions) and the usage not yet counted, now (at shutdown)."""
         self._write(*self._take())
 
     async def flush_off_loop(self) -> None:
         """The same, periodically: the batches are taken on the event loop (where requests add to
         them) and written in a worker thread; if the write fails they are put back for the next."""
-        used, usage, touched = self._take()
+        used, touched = self._take()
         try:
-            await anyio.to_thread.run_sync(self._write, used, usage, touched)
+            await anyio.to_thread.run_sync(self._write, used, touched)
         except Exception:
             self.sessions.note_touched(touched)
             for kid, when in used.items():
                 self.auth.note_used(kid, when)
-            for key, (user, team, *counts) in usage.items():
-                self._count(key, user, team, counts)
             raise
 
-    def _take(self) -> tuple[dict, dict, dict]:
-        used, usage = self.auth.take_last_used(), self._usage
-        self._usage = {}
-        return used, usage, self.sessions.take_touched()
+    def _take(self) -> tuple[dict, dict]:
+        return self.auth.take_last_used(), self.sessions.take_touched()
 
-    def _write(self, used: dict, usage: dict, touched: dict) -> None:
+    def _write(self, used: dict, touched: dict) -> None:
         if used:
             self.store.touch_keys(used)
         if touched:
             self.store.touch_sessions(touched)
-        if usage:
+        self.count_usage()
+
+    def count_usage(self) -> None:
+        """Add to usage what this gateway's audit chain answered since it was last counted.
+
+        Usage is read from the chain's ``response`` records, not kept in memory: the rows and
+        the chain position they reach are written in one commit, so a gateway killed at any
+        moment loses no usage it had committed to the audit log, and counts none twice (the
+        next start goes on from the position)."""
+        with self._usage_lock:
+            rows: dict[tuple[str, str, str], list] = {}
+            last = self._usage_mark
+            for record in read_records(self.audit.path, after_seq=self._usage_mark):
+                last = record["seq"]
+                if record.get("event") != "response" or record.get("model") is None:
+                    continue
+                counts = [record.get(f) or 0 for f in ("prompt_tokens", "completion_tokens", "reasoning_tokens")]
+                if record.get("status", 500) >= 400 and not counts[0] + counts[1]:
+                    continue  # refused before the engine: no usage
+                day = time.strftime("%Y-%m-%d", time.gmtime(record["ts"]))
+                row = rows.setdefault((day, record.get("key_id") or "-", record["model"]),
+                                      [record.get("user") or "-", record.get("team") or "-", 0, 0, 0, 0])
+                for i, count in enumerate((1, *counts), start=2):
+                    row[i] += count
+            if last == self._usage_mark:
+                return
             self.store.add_usage([(day, kid, user, team, model, *counts)
-                                  for (day, kid, model), (user, team, *counts) in usage.items()])
+                                  for (day, kid, model), (user, team, *counts) in rows.items()],
+                                 mark=(self.audit.writer, last))
+            self._usage_mark = last
 
     async def aclose(self) -> None:
+        self.audit.flush()  # the last response records, then their usage
         self.flush()
         await self.quotas.counters.close()
         self.audit.close()  # its last checkpoint is published to the store: close the store after
@@ -137,17 +165,6 @@ class Governance:
         if self._limits is None:
             self._limits = {(r["scope"], r["name"]): Limits(**{f: r[f] for f in LIMIT_FIELDS}) for r in self.store.limits()}
         return self._limits.get((scope, name))
-
-    def record_usage(self, principal: Principal, meter: Meter) -> None:
-        day = time.strftime("%Y-%m-%d", time.gmtime())
-        self._count((day, principal.key_id, meter.model or "-"), principal.user, principal.team,
-                    (1, meter.prompt_tokens, meter.completion_tokens, meter.reasoning_tokens))
-
-    def _count(self, key: tuple[str, str, str], user: str, team: str, counts) -> None:
-        """Add (requests, prompt, completion, reasoning) to the batch row of (day, key id, model)."""
-        row = self._usage.setdefault(key, [user, team, 0, 0, 0, 0])
-        for i, count in enumerate(counts, start=2):
-            row[i] += count
 
     def set_limits(self, caller: Principal, scope: str, name: str, values: dict) -> dict:
         """Set a subject's limits. Tightening is open to whoever manages its quotas; loosening a

@@ -52,6 +52,8 @@ MIGRATIONS: tuple[str, ...] = (
     "last_seen REAL NOT NULL, ended REAL);",
     # 5: a user may have a console password (scrypt of an HMAC under the pepper)
     "ALTER TABLE users ADD COLUMN password TEXT;",
+    # 6: how far each gateway's audit chain has been counted into usage (moved in the same commit as the rows)
+    "CREATE TABLE usage_marks (writer TEXT PRIMARY KEY, seq INTEGER NOT NULL);",
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
@@ -113,6 +115,10 @@ class IdentityStore:
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         """All rows in one transaction: all or none."""
+        self.execute_all([(sql, rows)])
+
+    def execute_all(self, batches: list[tuple[str, list[tuple]]]) -> None:
+        """Every statement with each of its rows, in one transaction: all or none."""
         raise NotImplementedError
 
     def changed_elsewhere(self) -> bool:
@@ -211,14 +217,23 @@ class IdentityStore:
     def limit(self, scope: str, name: str) -> dict | None:
         return next((r for r in self.limits() if r["scope"] == scope and r["name"] == name), None)
 
-    def add_usage(self, rows: list[tuple]) -> None:
-        """rows: (day, key_id, user, team, model, requests, prompt, completion, reasoning); one commit, all or none."""
-        self.executemany(
-            "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE SET "
-            "requests = usage.requests + excluded.requests, "
-            "prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens, "
-            "completion_tokens = usage.completion_tokens + excluded.completion_tokens, "
-            "reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens", rows)
+    def add_usage(self, rows: list[tuple], mark: tuple[str, int] | None = None) -> None:
+        """rows: (day, key_id, user, team, model, requests, prompt, completion, reasoning); with ``mark``
+        (writer, audit seq), how far that writer's chain is now counted — in the same commit, all or none."""
+        batches = [("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE SET "
+                    "requests = usage.requests + excluded.requests, "
+                    "prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens, "
+                    "completion_tokens = usage.completion_tokens + excluded.completion_tokens, "
+                    "reasoning_tokens = usage.reasoning_tokens + excluded.reasoning_tokens", rows)]
+        if mark is not None:
+            batches.append(("INSERT INTO usage_marks VALUES (?, ?) ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq",
+                            [mark]))
+        self.execute_all(batches)
+
+    def usage_mark(self, writer: str) -> int | None:
+        """The last audit seq of ``writer``'s chain counted into usage (None: never counted here)."""
+        rows = self.execute("SELECT seq FROM usage_marks WHERE writer = ?", (writer,))
+        return rows[0][0] if rows else None
 
     def usage(self, *, team: str | None = None, since_day: str | None = None) -> list[dict]:
         sql, args = ('SELECT day, key_id, "user", team, model, requests, prompt_tokens, completion_tokens, '
@@ -293,9 +308,10 @@ class SqliteIdentityStore(IdentityStore):
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
-    def executemany(self, sql: str, rows: list[tuple]) -> None:
+    def execute_all(self, batches: list[tuple[str, list[tuple]]]) -> None:
         with self.lock, transaction(self.db):  # one commit for the batch (autocommit would make one per row)
-            self.db.executemany(sql, rows)
+            for sql, rows in batches:
+                self.db.executemany(sql, rows)
 
     def _data_version(self) -> int:
         with self.lock:

@@ -65,6 +65,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 5: a user may have a console password (scrypt of an HMAC under the pepper)
     "ALTER TABLE users ADD COLUMN password TEXT;",
+    # 6: how far each gateway's audit chain has been counted into usage (moved in the same commit as the rows)
+    "CREATE TABLE usage_marks (writer TEXT PRIMARY KEY, seq BIGINT NOT NULL);",
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
 
@@ -132,13 +134,15 @@ class PostgresIdentityStore(IdentityStore):
             except self._operational as exc:
                 raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
 
-    def executemany(self, sql: str, rows: list[tuple]) -> None:
-        if not rows:
+    def execute_all(self, batches: list[tuple[str, list[tuple]]]) -> None:
+        batches = [(sql, rows) for sql, rows in batches if rows]
+        if not batches:
             return
         try:
             with self.lock, self.conn.transaction():
                 with self.conn.cursor() as cursor:
-                    cursor.executemany(sql.replace("?", "%s"), rows)
+                    for sql, rows in batches:
+                        cursor.executemany(sql.replace("?", "%s"), rows)
                 self.conn.execute(f"NOTIFY {CHANNEL}")
         except self._operational as exc:
             raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
