@@ -503,6 +503,38 @@ def _open(path: Path) -> sqlite3.Connection:
 # ---------------------------------------------------------------- reading and verifying
 
 
+def _field(name: str) -> str:
+    return f"json_extract(data, '$.{name}')"
+
+
+# Usage rows — (day, key id, user, team, model, requests, prompt, completion, reasoning) — of the
+# response records in a range of seq: answers the engine gave (a refusal before it is none).
+_USAGE = f"""
+SELECT strftime('%Y-%m-%d', ts, 'unixepoch'), IFNULL({_field("key_id")}, '-'), MAX(IFNULL({_field("user")}, '-')),
+       MAX(IFNULL({_field("team")}, '-')), {_field("model")}, COUNT(*), SUM(IFNULL({_field("prompt_tokens")}, 0)),
+       SUM(IFNULL({_field("completion_tokens")}, 0)), SUM(IFNULL({_field("reasoning_tokens")}, 0))
+FROM records
+WHERE seq > ? AND seq <= ? AND {_field("event")} = 'response' AND {_field("model")} IS NOT NULL
+  AND ({_field("status")} < 400 OR IFNULL({_field("prompt_tokens")}, 0) + IFNULL({_field("completion_tokens")}, 0) > 0)
+GROUP BY 1, 2, 5
+"""
+
+
+def usage_since(path: Path, after_seq: int) -> tuple[list[tuple], int]:
+    """The usage rows of the response records after ``after_seq``, and the last seq they cover.
+
+    Counted inside SQLite (its JSON functions), so a worker thread doing it holds the
+    interpreter lock for a few calls, not for every record."""
+    db = open_readonly(path)
+    try:
+        last = db.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+        if last is None or last <= after_seq:
+            return [], after_seq
+        return db.execute(_USAGE, (after_seq, last)).fetchall(), last
+    finally:
+        db.close()
+
+
 def read_records(path: Path, *, since: float | None = None, until: float | None = None,
                  filters: dict[str, str] | None = None, seq: int | None = None, before_seq: int | None = None,
                  after_seq: int | None = None, newest_first: bool = False) -> Iterator[dict[str, Any]]:

@@ -30,7 +30,7 @@ from ..config import Settings
 from ..errors import (AuthenticationError, ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError,
                       RateLimitError)
 from . import audit_writers
-from .audit import AuditLog, read_records
+from .audit import AuditLog, read_records, usage_since
 from .bodies import BodyVault
 from .quotas import Limits, MemoryCounters, Quotas, RedisCounters, failed_sign_ins
 from .auth import Authenticator, Principal
@@ -104,25 +104,10 @@ class Governance:
         moment loses no usage it had committed to the audit log, and counts none twice (the
         next start goes on from the position)."""
         with self._usage_lock:
-            rows: dict[tuple[str, str, str], list] = {}
-            last = self._usage_mark
-            for record in read_records(self.audit.path, after_seq=self._usage_mark):
-                last = record["seq"]
-                if record.get("event") != "response" or record.get("model") is None:
-                    continue
-                counts = [record.get(f) or 0 for f in ("prompt_tokens", "completion_tokens", "reasoning_tokens")]
-                if record.get("status", 500) >= 400 and not counts[0] + counts[1]:
-                    continue  # refused before the engine: no usage
-                day = time.strftime("%Y-%m-%d", time.gmtime(record["ts"]))
-                row = rows.setdefault((day, record.get("key_id") or "-", record["model"]),
-                                      [record.get("user") or "-", record.get("team") or "-", 0, 0, 0, 0])
-                for i, count in enumerate((1, *counts), start=2):
-                    row[i] += count
+            rows, last = usage_since(self.audit.path, self._usage_mark)
             if last == self._usage_mark:
                 return
-            self.store.add_usage([(day, kid, user, team, model, *counts)
-                                  for (day, kid, model), (user, team, *counts) in rows.items()],
-                                 mark=(self.audit.writer, last))
+            self.store.add_usage(rows, mark=(self.audit.writer, last))
             self._usage_mark = last
 
     async def aclose(self) -> None:
