@@ -112,7 +112,10 @@ class Governance:
 
     async def aclose(self) -> None:
         self.audit.flush()  # the last response records, then their usage
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:  # the store or the log is away: the next start counts what is left
+            log.error("usage and last-used times not written at shutdown: %s", type(exc).__name__)
         await self.quotas.counters.close()
         self.audit.close()  # its last checkpoint is published to the store: close the store after
         self.store.close()
