@@ -142,12 +142,12 @@ class GuardMiddleware:
             meter.run_after()
             with anyio.CancelScope(shield=True):  # a client that left still counts
                 await self.governance.quotas.settle(admission, charged_tokens(meter, admission))
-            if meter.model is not None and (status < 400 or meter.total_tokens):  # refused before the engine: nothing
-                if meter.capture and meter.request_body is not None:
-                    important = any(k == b"x-seekstack-important" and v.lower() in (b"1", b"true", b"yes")
-                                    for k, v in scope["headers"])
-                    self.governance.bodies.store(request_id, {"request": meter.request_body, "team": principal.team,
-                                                              "response": "".join(meter.response_parts)}, important)
+            if meter.capture and meter.request_body is not None and meter.model is not None \
+                    and (status < 400 or meter.total_tokens):  # refused before the engine: no body to keep
+                important = any(k == b"x-seekstack-important" and v.lower() in (b"1", b"true", b"yes")
+                                for k, v in scope["headers"])
+                self.governance.bodies.store(request_id, {"request": meter.request_body, "team": principal.team,
+                                                          "response": "".join(meter.response_parts)}, important)
             latency = self._finish(route, status, started, meter, state.get("error_code"), request_id, trace,
                                    principal, method)
             if self.metrics is not None:  # observed now, not between the commit and the route

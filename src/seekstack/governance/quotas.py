@@ -17,7 +17,8 @@ Per-minute windows slide: a minute is six 10-second buckets plus the current one
 60 seconds hold at most the limit (there is no minute edge to burst across; a refusal may
 come up to 10 s early). Daily and monthly budgets are calendar windows (UTC). A refusal says
 when to retry. :class:`MemoryCounters` serves one gateway; :class:`RedisCounters` several
-(one Lua script per step).
+(one Lua script per step). The console's failed password sign-ins per user name are counted
+on the same counters (:func:`failed_sign_ins`).
 """
 
 from __future__ import annotations
