@@ -221,6 +221,17 @@ def test_a_user_name_is_locked_after_ten_failed_password_sign_ins(console):
     assert error["code"] == "rate_limit_exceeded" and "failed password sign-ins" in error["message"]
 
 
+def test_signing_in_again_ends_the_browser_s_previous_session(console):
+    from seekstack.governance.sessions import COOKIE
+
+    key = {"Authorization": f"Bearer {console.keys['admin']}"}
+    old = httpx.post(console.url + "/console/session", headers=key).cookies[COOKIE]
+    new = httpx.post(console.url + "/console/session", headers={**key, "Cookie": f"{COOKIE}={old}"}).cookies[COOKIE]
+    assert new != old
+    assert httpx.get(console.url + "/v1/models", headers={"Cookie": f"{COOKIE}={old}"}).status_code == 401
+    assert httpx.get(console.url + "/v1/models", headers={"Cookie": f"{COOKIE}={new}"}).status_code == 200
+
+
 def test_a_key_is_shown_once_revoked_and_then_refused_by_the_api(browser, console):
     page = sign_in(browser, console, console.keys["admin"])
     page.fill("#key-name", "ci pipeline")

@@ -55,10 +55,13 @@ async def signin(request: Request, next: str = "/console"):
 async def open_session(request: Request) -> Response:
     """Sign in: the guard has proven the key (Bearer) or the user's password (Basic) in the
     Authorization header. The session carries the key's id — for a password, a key minted for
-    the session, which its sign-out revokes."""
+    the session, which its sign-out revokes. A session the browser still holds ends: one
+    browser, one session."""
     principal = request.state.principal
     response = JSONResponse({"user": principal.user, "role": principal.role.name}, headers=SECURITY_HEADERS)
     if request.app.state.settings.auth.enabled:
+        if (old := _cookie(request)) is not None:  # signing in again: the browser's last session ends
+            await off_loop(_gov(request).replace_session, old)
         kid = principal.key_id if principal.via == "key" else \
             await off_loop(_gov(request).mint_session_key, principal)
         token = await off_loop(_gov(request).sessions.open, kid)

@@ -413,6 +413,14 @@ class Governance:
             self.store.revoke_key(kid)
             self.auth.forget(kid)
 
+    def replace_session(self, token: str) -> None:
+        """A browser signing in again while it holds a session: that one ends (its minted key with it)."""
+        try:
+            _, kid = self.sessions.key_of(token)
+        except AuthenticationError:
+            return  # over already
+        self.end_session(token, kid)
+
     def list_users(self, caller: Principal) -> list[dict]:
         return self.store.users(None if caller.is_global else caller.team)
 
