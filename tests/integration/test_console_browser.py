@@ -203,6 +203,10 @@ def test_sign_in_with_a_password(browser, console):
     assert keys[kid]["revoked"] is not None  # the session's key went with it
     security.close()
     page.context.close()
+    page = sign_in(browser, console, console.keys["security"])  # the keys page leaves the ended session's key out
+    page.goto(console.url + "/console/keys")
+    assert page.locator(f'#keys tr[data-key="{kid}"]').count() == 0 and page.locator("#keys tr[data-key]").count() > 0
+    page.context.close()
 
 
 def test_a_user_name_is_locked_after_ten_failed_password_sign_ins(console):

@@ -24,6 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from ..errors import InvalidRequestError, NotFoundError
 from ..governance.audit_verify import verify_in_subprocess
 from ..governance.pii import policy_for
+from ..governance.passwords import SESSION_KEY_NAME
 from ..governance.sessions import COOKIE
 from ..threads import off_loop
 from . import charts
@@ -129,7 +130,10 @@ async def keys(request: Request):
     gov = _gov(request)
     records = await off_loop(gov.list_keys, me)
     roles = [name for name, role in gov.policy.roles.items() if me.role.holds(role)]
-    return await page(request, "keys.html", keys=[k.public() for k in reversed(records)], roles=roles, now=time.time())
+    now = time.time()
+    live = [k for k in reversed(records)  # an ended password session's key is noise here (the API still lists it)
+            if k.name != SESSION_KEY_NAME or (k.revoked is None and (k.expires is None or k.expires > now))]
+    return await page(request, "keys.html", keys=[k.public() for k in live], roles=roles, now=now)
 
 
 @router.get("/users")
