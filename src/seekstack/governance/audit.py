@@ -34,6 +34,7 @@ Records carry metadata only — never prompt or completion text, never PII value
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -362,8 +363,8 @@ class AuditLog:
         checkpoint = (self.seq == 0 or seq // CHECKPOINT_EVERY > self.seq // CHECKPOINT_EVERY
                       or now - self._checkpointed_at >= CHECKPOINT_SECONDS)
         entry = self._entry("checkpoint", seq, head) if checkpoint else None
-        if len(rows) == 1 and entry is None:
-            self.db.execute(INSERT, rows[0])  # autocommit: one statement is its own transaction
+        if entry is None and len(rows) <= ONE_STATEMENT:  # autocommit: one statement is its own transaction
+            self.db.execute(_insert(len(rows)), [value for row in rows for value in row])
         else:
             with transaction(self.db):
                 self.db.executemany(INSERT, rows)
@@ -488,6 +489,12 @@ def _refusal() -> AuditUnavailableError:
 
 
 INSERT = "INSERT INTO records VALUES (?, ?, ?, ?)"
+ONE_STATEMENT = 64  # records a commit writes in one multi-row INSERT (no BEGIN … COMMIT round trips)
+
+
+@functools.lru_cache(maxsize=ONE_STATEMENT)
+def _insert(rows: int) -> str:
+    return "INSERT INTO records VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -375,11 +375,15 @@ def _refusal(check: Check, what: str, now: float, *, headers: dict[str, str] | N
 
 def _headers(checks: list[Check], values: list[int], now: float) -> dict[str, str]:
     """OpenAI-style x-ratelimit-* headers from the tightest request and token counters."""
+    tightest: dict[str, tuple[Check, int]] = {}  # kind → the check with the least room (the first, on a tie)
+    for check, value in zip(checks, values):
+        best = tightest.get(check.kind)
+        if best is None or check.limit - value < best[0].limit - best[1]:
+            tightest[check.kind] = (check, value)
     headers = {}
     for kind, suffix in (("request", "requests"), ("tokens", "tokens")):
-        relevant = [(c, v) for c, v in zip(checks, values) if c.kind == kind]
-        if relevant:
-            check, value = min(relevant, key=lambda cv: cv[0].limit - cv[1])
+        if kind in tightest:
+            check, value = tightest[kind]
             headers[f"x-ratelimit-limit-{suffix}"] = str(check.limit)
             headers[f"x-ratelimit-remaining-{suffix}"] = str(max(check.limit - value, 0))
             headers[f"x-ratelimit-reset-{suffix}"] = f"{max(check.reset_at - now, 0):.0f}s"
