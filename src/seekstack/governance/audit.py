@@ -544,7 +544,7 @@ def usage_since(path: Path, after_seq: int) -> tuple[list[tuple], int]:
 
 def read_records(path: Path, *, since: float | None = None, until: float | None = None,
                  filters: dict[str, str] | None = None, seq: int | None = None, before_seq: int | None = None,
-                 after_seq: int | None = None, newest_first: bool = False) -> Iterator[dict[str, Any]]:
+                 newest_first: bool = False) -> Iterator[dict[str, Any]]:
     db = open_readonly(path)
     try:
         sql, args = "SELECT data FROM records WHERE 1=1", []
@@ -556,8 +556,6 @@ def read_records(path: Path, *, since: float | None = None, until: float | None 
             sql, args = sql + " AND seq = ?", [*args, seq]
         if before_seq is not None:
             sql, args = sql + " AND seq < ?", [*args, before_seq]
-        if after_seq is not None:
-            sql, args = sql + " AND seq > ?", [*args, after_seq]
         for (data,) in db.execute(sql + (" ORDER BY seq DESC" if newest_first else " ORDER BY seq"), args):
             record = json.loads(data)
             if all(str(record.get(k)) == v for k, v in (filters or {}).items()):

@@ -88,8 +88,9 @@ def _calendar(minute: int) -> tuple[str, str, float, float]:
     return (time.strftime("%Y-%m-%d", tm), time.strftime("%Y-%m", tm), (minute * 60 // 86400 + 1) * 86400, next_month)
 
 
-def _sliding(base: str, bucket: int) -> tuple[str, ...]:
-    return tuple(f"{base}:{b}" for b in range(bucket - MINUTE_BUCKETS + 1, bucket + 1))
+def _sliding(base: str, bucket: int, buckets: int = MINUTE_BUCKETS) -> tuple[str, ...]:
+    """The keys of a sliding window: the current bucket and the ``buckets - 1`` before it."""
+    return tuple(f"{base}:{b}" for b in range(bucket - buckets + 1, bucket + 1))
 
 
 def plan_checks(subjects: list[tuple[str, str, Limits]], now: float) -> list[Check]:
@@ -129,8 +130,7 @@ def failed_sign_ins(user: str, limit: int, window: float, now: float) -> Check:
     """Failed password sign-ins with the user name ``user`` over the last ``window`` seconds, in
     minute buckets (whether or not the user exists: a refusal says nothing about that)."""
     minutes, bucket = max(1, math.ceil(window / 60)), int(now // 60)
-    keys = tuple(f"q:signin:{user}:{b}" for b in range(bucket - minutes + 1, bucket + 1))
-    return Check(keys, limit, (minutes + 1) * 60, (bucket + 1) * 60, "tokens",
+    return Check(_sliding(f"q:signin:{user}", bucket, minutes), limit, (minutes + 1) * 60, (bucket + 1) * 60, "tokens",
                  f"user name {user}: failed password sign-ins")
 
 
