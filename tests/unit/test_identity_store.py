@@ -4,6 +4,7 @@ feed that tells one gateway of another's write (SQLite: data_version; PostgreSQL
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -71,6 +72,77 @@ def test_a_write_by_one_is_seen_by_another_within_a_second(opener):
         assert time.monotonic() - started < 1.0, "the change did not reach the other store within 1 s"
         time.sleep(0.001)
     assert not reader.changed_elsewhere()  # once per change
+
+
+def test_bookkeeping_is_not_announced_to_the_other_gateways(opener):
+    """Every gateway writes last uses, usage and audit checkpoints every few seconds; were they
+    announced, every gateway would drop its key, session and limit caches as often, and read them
+    all again on its event loop. A revocation still is announced."""
+    writer, reader = opener(), opener()
+    writer.create_team("t")
+    writer.create_user("bob", "t", "viewer")
+    writer.add_key("k1", "h", "n", "bob", ["*"], ["*"], None)
+    writer.register_audit_writer("gw-a", "cHVibGlj")
+    started = time.monotonic()
+    while not reader.changed_elsewhere():  # the changes above, whenever they arrive
+        assert time.monotonic() - started < 1.0
+        time.sleep(0.001)
+    writer.touch_keys({"k1": 123.0})
+    writer.add_usage([("2026-11-30", "k1", "bob", "t", "m", 1, 2, 3, 0)], mark=("gw-a", 7))
+    writer.publish_audit_entry("gw-a", "checkpoint", 1000, "ab" * 32, 1.0, "sig")
+    writer.add_session("s1", "k1", 1.0)  # a sign-in is announced; bookkeeping follows it
+    writer.touch_sessions({"s1": 2.0})
+    time.sleep(0.6 if opener.kind == "postgres" else 0)  # what the listener would hear, it has heard
+    assert reader.changed_elsewhere()  # the sign-in, once
+    writer.touch_sessions({"s1": 3.0})
+    writer.touch_keys({"k1": 124.0})
+    time.sleep(0.6 if opener.kind == "postgres" else 0)
+    assert not reader.changed_elsewhere()
+    assert reader.key("k1").last_used == 124.0 and reader.usage_mark("gw-a") == 7  # written all the same
+    writer.revoke_key("k1")
+    started = time.monotonic()
+    while not reader.changed_elsewhere():
+        assert time.monotonic() - started < 1.0, "a revocation was not announced"
+        time.sleep(0.001)
+
+
+def test_sqlite_a_gateways_own_change_is_not_news_to_it_but_one_before_it_unseen_is(tmp_path):
+    a, b = SqliteIdentityStore(tmp_path / "seekstack.db"), SqliteIdentityStore(tmp_path / "seekstack.db")
+    a.create_team("t")
+    b.add_usage([], mark=("gw-b", 1))  # b's bookkeeping: a commit a sees, announcing nothing
+    assert not a.changed_elsewhere()  # a's own team is not news to a
+    b.create_team("u")  # b's change, which a has not looked at yet …
+    a.create_team("v")  # … when a changes something itself
+    assert a.changed_elsewhere() and not a.changed_elsewhere()  # b's is still reported, once
+    a.close()
+    b.close()
+
+
+def test_the_change_check_never_waits_for_a_write_in_flight(opener):
+    """The request path asks "changed?" on every request; a worker thread's batched write holds
+    the store's lock through its commit (an fsync: tens of ms on a slow disk). The question must
+    not wait for it — that would stall the event loop — and the change is reported once the write is done."""
+    writer, reader = opener(), opener()
+    writer.create_team("t")
+    time.sleep(0.6 if opener.kind == "postgres" else 0)  # the team's NOTIFY has arrived
+    reader.changed_elsewhere()
+    answers: list[bool] = []
+    reader.lock.acquire()  # a write in flight on the reader's connection, from another thread
+    try:
+        writer.create_user("bob", "t", "viewer")
+        asking = threading.Thread(target=lambda: answers.append(reader.changed_elsewhere()))
+        asking.start()
+        asking.join(timeout=5)
+        assert not asking.is_alive(), "the change check waited for the write in flight"
+    finally:
+        reader.lock.release()
+    asking.join()
+    if not answers[0]:  # not seen yet (SQLite skips the look while the lock is held): a later check sees it
+        started = time.monotonic()
+        while not reader.changed_elsewhere():
+            assert time.monotonic() - started < 1.0, "the change was not reported after the write"
+            time.sleep(0.001)
+    assert not reader.changed_elsewhere()  # once
 
 
 def test_migrations_make_an_empty_database_current_and_upgrade_an_old_one(opener):

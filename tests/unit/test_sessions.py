@@ -63,6 +63,28 @@ def test_revoking_the_key_ends_its_sessions_everywhere(two_gateways):
     assert until_refused(b, token) < 1.0
 
 
+def test_a_session_in_use_on_one_gateway_is_not_idle_on_another(two_gateways):
+    """Last uses are written back in batches that the change feed does not announce: a gateway
+    that last saw the session long ago asks the database before calling it idle."""
+    a, b = two_gateways
+    principal = a.auth.authenticate(f"Bearer {a.bootstrap()}")
+    token = a.sessions.open(principal.key_id)
+    idle = a.settings.console.idle_timeout
+    if a.settings.storage.url:  # PostgreSQL: a hears its own writes' NOTIFY too; let it arrive first
+        time.sleep(0.6)
+    a.refresh_if_changed()
+    start = time.time()
+    a.sessions.key_of(token, now=start)  # a caches it
+    b.refresh_if_changed()
+    for step in range(1, 5):  # then the browser's requests land on b, every half idle timeout
+        b.sessions.key_of(token, now=start + step * idle / 2)
+        b.flush()  # b's periodic batch: last uses (bookkeeping)
+    a.refresh_if_changed()
+    assert a.sessions.key_of(token, now=start + 2.2 * idle)[0]  # idle to a's eyes, not to the database's
+    with pytest.raises(AuthenticationError, match="timed out"):
+        a.sessions.key_of(token, now=start + 3.3 * idle)  # unused anywhere for over the idle timeout
+
+
 def test_idle_and_absolute_timeouts(tmp_path):
     store = SqliteIdentityStore(tmp_path / "seekstack.db")
     store.create_team("t")

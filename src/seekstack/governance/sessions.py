@@ -10,7 +10,8 @@ caches, as for keys).
 - **Idle timeout**: a session unused for ``console.idle_timeout`` seconds ends. Its last use is
   noted at most every ``TOUCH_EVERY`` seconds (or a quarter of the idle timeout, when shorter)
   and written back with the gateway's periodic batch (keys' last use, usage), off the request
-  path: a write per page view would reach every gateway through the change feed.
+  path, as bookkeeping the change feed does not announce. So a gateway that finds a session
+  idle reads its last use from the database before ending it: it may have been used elsewhere.
 - **Absolute timeout**: ``console.max_age`` seconds after sign-in, whatever the use.
 - **CSRF**: every write a session makes must carry the session's CSRF token
   (:meth:`Sessions.csrf`), an HMAC of the session id under the server's pepper: nothing more to
@@ -64,12 +65,8 @@ class Sessions:
         now = time.time() if now is None else now
         sid = session_id(token)
         session = self._cache.get(sid)
-        if session is None:
-            row = self.store.session(sid)
-            if row is None:
-                raise AuthenticationError("not signed in", fix="sign in at /console/signin")
-            session = self._cache[sid] = Session(sid, *row)
-            session.stored = session.last_seen
+        if session is None or now - session.last_seen > self.idle_timeout:  # idle here: used elsewhere since?
+            session = self._load(sid, session)
         if session.ended is not None:
             raise AuthenticationError("this session has ended", fix="sign in again")
         if now - session.created > self.max_age or now - session.last_seen > self.idle_timeout:
@@ -80,6 +77,18 @@ class Sessions:
             session.stored = now
             self._touched[sid] = now
         return sid, session.key_id
+
+    def _load(self, sid: str, cached: Session | None) -> Session:
+        """The session as the database has it — with its last use on any gateway (last uses are
+        bookkeeping, which does not reach the other gateways' caches) — or not signed in."""
+        row = self.store.session(sid)
+        if row is None:
+            raise AuthenticationError("not signed in", fix="sign in at /console/signin")
+        session = self._cache[sid] = Session(sid, *row)
+        session.stored = session.last_seen
+        if cached is not None:
+            session.last_seen = max(session.last_seen, cached.last_seen)
+        return session
 
     def take_touched(self) -> dict[str, float]:
         """The sessions' last uses noted since the last call (for the batched write)."""

@@ -54,6 +54,10 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE users ADD COLUMN password TEXT;",
     # 6: how far each gateway's audit chain has been counted into usage (moved in the same commit as the rows)
     "CREATE TABLE usage_marks (writer TEXT PRIMARY KEY, seq INTEGER NOT NULL);",
+    # 7: a counter every announced write moves, so that bookkeeping writes (last uses, usage, audit
+    # checkpoints) do not make the other gateways drop their caches
+    "CREATE TABLE changes (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL); "
+    "INSERT INTO changes VALUES (1, 0);",
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
@@ -110,19 +114,25 @@ class IdentityStore:
     # event loop's own (key lookups, batched writes), over one connection.
     lock: threading.RLock
 
-    def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+    # A write is announced to the other processes sharing the database (their change feed makes
+    # them drop their caches) unless ``announce=False``: bookkeeping that no cache holds — last
+    # uses, usage, published audit checkpoints — written every few seconds by every gateway.
+
+    def execute(self, sql: str, args: tuple | list = (), *, announce: bool = True) -> list[tuple]:
         raise NotImplementedError
 
-    def executemany(self, sql: str, rows: list[tuple]) -> None:
+    def executemany(self, sql: str, rows: list[tuple], *, announce: bool = True) -> None:
         """All rows in one transaction: all or none."""
-        self.execute_all([(sql, rows)])
+        self.execute_all([(sql, rows)], announce=announce)
 
-    def execute_all(self, batches: list[tuple[str, list[tuple]]]) -> None:
+    def execute_all(self, batches: list[tuple[str, list[tuple]]], *, announce: bool = True) -> None:
         """Every statement with each of its rows, in one transaction: all or none."""
         raise NotImplementedError
 
     def changed_elsewhere(self) -> bool:
-        """True once after another process (another gateway, the CLI) committed a change."""
+        """True once after another process (another gateway, the CLI) committed an announced change.
+
+        Asked before every request on the event loop: it never waits for a write in flight."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -200,7 +210,8 @@ class IdentityStore:
         self.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), kid))
 
     def touch_keys(self, last_used: dict[str, float]) -> None:
-        self.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()])
+        self.executemany("UPDATE keys SET last_used = ? WHERE id = ?", [(t, k) for k, t in last_used.items()],
+                         announce=False)
 
     # limits and usage
     def set_limits(self, scope: str, name: str, values: dict, imposed_rank: int = 0) -> None:
@@ -228,7 +239,7 @@ class IdentityStore:
         if mark is not None:
             batches.append(("INSERT INTO usage_marks VALUES (?, ?) ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq",
                             [mark]))
-        self.execute_all(batches)
+        self.execute_all(batches, announce=False)
 
     def usage_mark(self, writer: str) -> int | None:
         """The last audit seq of ``writer``'s chain counted into usage (None: never counted here)."""
@@ -257,7 +268,7 @@ class IdentityStore:
 
     def touch_sessions(self, last_seen: dict[str, float]) -> None:
         self.executemany("UPDATE sessions SET last_seen = ? WHERE id = ? AND ended IS NULL",
-                         [(t, sid) for sid, t in last_seen.items()])
+                         [(t, sid) for sid, t in last_seen.items()], announce=False)
 
     def end_session(self, sid: str, now: float) -> None:
         self.execute("UPDATE sessions SET ended = ? WHERE id = ? AND ended IS NULL", (now, sid))
@@ -276,11 +287,11 @@ class IdentityStore:
                                   "audit-writer.id (keep the old chain as evidence)")
         if not rows:
             self.execute("INSERT INTO audit_writers VALUES (?, ?, ?) ON CONFLICT (writer) DO NOTHING",
-                         (writer, public_key, time.time()))
+                         (writer, public_key, time.time()), announce=False)
 
     def publish_audit_entry(self, writer: str, kind: str, count: int, head: str, ts: float, sig: str) -> None:
         self.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (writer, kind, count) "
-                     "DO NOTHING", (writer, kind, count, head, ts, sig))
+                     "DO NOTHING", (writer, kind, count, head, ts, sig), announce=False)
 
     def audit_writers(self) -> dict[str, str]:
         """writer → its public signing key (base64)."""
@@ -294,7 +305,8 @@ class IdentityStore:
 
 class SqliteIdentityStore(IdentityStore):
     """The embedded default: one file under the state directory (WAL), shared by the gateways
-    and the CLI of one host; another process's commit is seen through ``PRAGMA data_version``."""
+    and the CLI of one host. Another process's commit is seen through ``PRAGMA data_version``;
+    whether it was an announced change, through the ``changes`` counter it moved."""
 
     integrity_errors = (sqlite3.IntegrityError,)
 
@@ -302,31 +314,60 @@ class SqliteIdentityStore(IdentityStore):
         self.lock = threading.RLock()
         self.db = open_private(path, SCHEMA, "foreign_keys=ON")
         migrate(self.db, path)
-        self._seen_version = self._data_version()
+        self._seen_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        self._seen_generation = self._generation()
 
-    def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+    def execute(self, sql: str, args: tuple | list = (), *, announce: bool = True) -> list[tuple]:
         with self.lock:
-            return self.db.execute(sql, args).fetchall()
+            if not announce or sql.lstrip()[:6].upper() == "SELECT":
+                return self.db.execute(sql, args).fetchall()
+            with transaction(self.db):
+                rows = self.db.execute(sql, args).fetchall()
+                generation = self.db.execute(ANNOUNCE).fetchone()[0]
+            self._announced(generation)
+            return rows
 
-    def execute_all(self, batches: list[tuple[str, list[tuple]]]) -> None:
-        with self.lock, transaction(self.db):  # one commit for the batch (autocommit would make one per row)
-            for sql, rows in batches:
-                self.db.executemany(sql, rows)
-
-    def _data_version(self) -> int:
+    def execute_all(self, batches: list[tuple[str, list[tuple]]], *, announce: bool = True) -> None:
         with self.lock:
-            return self.db.execute("PRAGMA data_version").fetchone()[0]
+            with transaction(self.db):  # one commit for the batch (autocommit would make one per row)
+                for sql, rows in batches:
+                    self.db.executemany(sql, rows)
+                generation = self.db.execute(ANNOUNCE).fetchone()[0] if announce else None
+            if generation is not None:
+                self._announced(generation)
+
+    def _announced(self, generation: int) -> None:
+        """Our own change (committed) is not news to us — unless another's came before it unseen,
+        which the next check must still report."""
+        if generation - 1 == self._seen_generation:
+            self._seen_generation = generation
+
+    def _generation(self) -> int:
+        return self.db.execute("SELECT generation FROM changes").fetchone()[0]
 
     def changed_elsewhere(self) -> bool:
-        """True once after another process committed a change (a few µs)."""
-        version = self._data_version()
-        if version == self._seen_version:
+        """(A few µs.) While a worker thread writes here — a batch, through its commit's fsync —
+        the answer is no: the next request looks again."""
+        if not self.lock.acquire(blocking=False):
             return False
-        self._seen_version = version
+        try:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._seen_version:
+                return False
+            self._seen_version = version
+            generation = self._generation()
+        finally:
+            self.lock.release()
+        if generation == self._seen_generation:
+            return False  # bookkeeping only
+        self._seen_generation = generation
         return True
 
     def close(self) -> None:
         self.db.close()
+
+
+ANNOUNCE = "UPDATE changes SET generation = generation + 1 WHERE id = 1 RETURNING generation"
 
 
 def open_identity_store(settings) -> IdentityStore:

@@ -3,12 +3,13 @@
 The queries are :class:`~.store.IdentityStore`'s; here are the connection, the migrations
 and the change feed.
 
-- **Migrations**: ordered steps that bring the schema to the same versions as SQLite's
-  (version 2 today), recorded in ``seekstack_schema``; applied at start under an advisory
-  lock (gateways may start together), each in one transaction with its version. A database
-  newer than this code knows is refused rather than misread.
-- **Change feed**: every write sends ``NOTIFY seekstack_identity`` in its own transaction (so
-  a listener hears of it only once it is committed). Each store listens on a connection of
+- **Migrations**: ordered steps that bring the schema to the same versions as SQLite's,
+  recorded in ``seekstack_schema``; applied at start under an advisory lock (gateways may
+  start together), each in one transaction with its version. A database newer than this code
+  knows is refused rather than misread.
+- **Change feed**: every announced write (all but bookkeeping: last uses, usage, audit
+  checkpoints) sends ``NOTIFY seekstack_identity`` in its own transaction (so a listener
+  hears of it only once it is committed). Each store listens on a connection of
   its own in a thread; :meth:`changed_elsewhere` is then a flag read, and a gateway drops its
   key and limit caches before the next request it authenticates — a revoked key is refused
   on every gateway within milliseconds. While the listening connection is down, every call
@@ -67,6 +68,9 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE users ADD COLUMN password TEXT;",
     # 6: how far each gateway's audit chain has been counted into usage (moved in the same commit as the rows)
     "CREATE TABLE usage_marks (writer TEXT PRIMARY KEY, seq BIGINT NOT NULL);",
+    # 7: SQLite's change counter; here the change feed is NOTIFY, the table keeps the versions in step
+    "CREATE TABLE changes (id INTEGER PRIMARY KEY CHECK (id = 1), generation BIGINT NOT NULL); "
+    "INSERT INTO changes VALUES (1, 0);",
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
 
@@ -120,13 +124,14 @@ class PostgresIdentityStore(IdentityStore):
         self._listening.wait(connect_timeout)
 
     # ------------------------------------------------------------ statements
-    def execute(self, sql: str, args: tuple | list = ()) -> list[tuple]:
+    def execute(self, sql: str, args: tuple | list = (), *, announce: bool = True) -> list[tuple]:
         sql = sql.replace("?", "%s")
-        writes = not sql.lstrip().upper().startswith("SELECT")
+        announced = announce and not sql.lstrip().upper().startswith("SELECT")
         with self.lock:
             try:
-                if not writes:
-                    return self.conn.execute(sql, args).fetchall()
+                if not announced:
+                    cursor = self.conn.execute(sql, args)
+                    return cursor.fetchall() if cursor.description else []
                 with self.conn.transaction():
                     cursor = self.conn.execute(sql, args)
                     self.conn.execute(f"NOTIFY {CHANNEL}")
@@ -134,7 +139,7 @@ class PostgresIdentityStore(IdentityStore):
             except self._operational as exc:
                 raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
 
-    def execute_all(self, batches: list[tuple[str, list[tuple]]]) -> None:
+    def execute_all(self, batches: list[tuple[str, list[tuple]]], *, announce: bool = True) -> None:
         batches = [(sql, rows) for sql, rows in batches if rows]
         if not batches:
             return
@@ -143,7 +148,8 @@ class PostgresIdentityStore(IdentityStore):
                 with self.conn.cursor() as cursor:
                     for sql, rows in batches:
                         cursor.executemany(sql.replace("?", "%s"), rows)
-                self.conn.execute(f"NOTIFY {CHANNEL}")
+                if announce:
+                    self.conn.execute(f"NOTIFY {CHANNEL}")
         except self._operational as exc:
             raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
 
