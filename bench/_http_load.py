@@ -6,6 +6,8 @@ repeats, for a fixed count. Responses must carry Content-Length (non-streamed JS
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 
 import httptools
@@ -73,7 +75,9 @@ async def open_loop(host: str, port: int, request: bytes, rate: float, seconds: 
     """Requests at Poisson arrivals of ``rate`` per second for ``seconds``, whether or not earlier
     ones have finished. Each latency counts from the moment the request was due, so time spent
     waiting for a free connection counts too (no coordinated omission). ``pool`` keep-alive
-    connections are opened first."""
+    connections are opened first. The client's garbage collector is off meanwhile: its pauses
+    (tens of ms once thousands of requests are in its heap) would hold back arrivals and count
+    as the server's latency."""
     import random
 
     loop = asyncio.get_running_loop()
@@ -96,17 +100,33 @@ async def open_loop(host: str, port: int, request: bytes, rate: float, seconds: 
         idle.put_nowait(conn)
 
     rng = random.Random(seed)
-    start = time.perf_counter()
-    due, tasks = start, []
-    while due - start < seconds:
-        due += rng.expovariate(rate)
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(due)))
-    await asyncio.gather(*tasks)
+    with collector_paused():
+        start = time.perf_counter()
+        due, pending = start, set()
+        while due - start < seconds:
+            due += rng.expovariate(rate)
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.ensure_future(one(due))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
     for conn in conns:
         conn.transport.close()
     latencies.sort()
     pick = lambda q: latencies[min(int(q * len(latencies)), len(latencies) - 1)] * 1000
     return {"sent": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "statuses": statuses}
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """No garbage collection in this process meanwhile (what is there now is frozen, never scanned)."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()

@@ -24,6 +24,11 @@ the proxy, the tail.
 Before the load, a probe measures this machine's cold penalty: the same fixed piece of Python
 timed back to back and after idle gaps.
 
+After the table, the gateway's p50 and p99 in its own service times (S: its CPU per request
+at that load), beside a single server's at the same load — first come first served, and
+processor sharing, which is how requests on one event loop advance (a step each per turn) —
+and the service time that would meet the target.
+
 Target (issue #17): the gateway's added p99 (gateway − stub) <= 5 ms at half its capacity.
 
 Usage: python bench/open_loop.py [--seconds 15] [--rounds 3] [--litellm]
@@ -77,6 +82,45 @@ def cold_penalty(samples: int = 200) -> dict[float, tuple[float, float]]:
         times.sort()
         result[idle] = (times[len(times) // 2], times[int(len(times) * 0.99)])
     return result
+
+
+def sojourn_in_service_times(rho: float, shared: bool, n: int = 50_000, seed: int = 1) -> tuple[float, float]:
+    """p50 and p99 of the time in system, in service times, of a single server with Poisson
+    arrivals at load ``rho`` and a constant service time: first come first served, or
+    processor sharing (``shared``: every request in the system advances at once, as requests
+    do on one event loop, a step each per turn)."""
+    import random
+
+    rng, t, arrivals = random.Random(seed), 0.0, []
+    for _ in range(n):
+        t += rng.expovariate(rho)
+        arrivals.append(t)
+    times = []
+    if not shared:
+        free = 0.0
+        for a in arrivals:
+            free = max(a, free) + 1.0
+            times.append(free - a)
+    else:
+        left: dict[int, float] = {}  # request -> service still owed
+        now, i = 0.0, 0
+        while i < n or left:
+            k = len(left)
+            finish = now + min(left.values()) * k if k else float("inf")
+            if i < n and arrivals[i] < finish:
+                for j in left:
+                    left[j] -= (arrivals[i] - now) / k
+                now, left[i], i = arrivals[i], 1.0, i + 1
+                continue
+            step = min(left.values())
+            for j in list(left):
+                left[j] -= step
+                if left[j] <= 1e-12:
+                    times.append(finish - arrivals[j])
+                    del left[j]
+            now = finish
+    times.sort()
+    return times[len(times) // 2], times[int(len(times) * 0.99)]
 
 
 def pin(pid: int, cpu: int) -> None:
@@ -190,8 +234,26 @@ def main() -> None:
               f"{median([r['p50_ms'] for r in runs]):5.2f} ms  {rounds:>23} ms  {stub_p99:5.2f} ms  {added[name]:6.2f} ms")
     if "litellm" in added:
         print(f"       gateway's added p99 / LiteLLM's (each at half its capacity): {added['gateway'] / added['litellm']:.2f}")
+    explain(results["gateway"], rates["gateway"], capacity["gateway"],
+            median([r["p99_ms"] for r in stub_results["gateway"]]))
     print(f"{'PASS' if added['gateway'] <= 5 else 'MISS'}  gateway's added p99 at half its capacity "
           f"{added['gateway']:.2f} ms  (target <= 5)")
+
+
+def explain(runs: list[dict], rate: float, capacity: float, stub_p99: float) -> None:
+    """The gateway's tail in its own service times, beside a single server's at the same load:
+    queueing on one event loop, or something else (stalls)? And the service time 5 ms needs."""
+    busy = median([r["busy"] for r in runs])
+    service = busy / rate * 1000  # ms of CPU per request at this load
+    p50, p99 = median([r["p50_ms"] for r in runs]), median([r["p99_ms"] for r in runs])
+    fifo, shared = sojourn_in_service_times(busy, False), sojourn_in_service_times(busy, True)
+    print(f"\ngateway at half capacity: {service:.3f} ms of CPU per request (at capacity {1000 / capacity:.3f} ms), "
+          f"so {busy:.2f} busy")
+    print(f"  measured           p50 {p50 / service:5.1f} S   p99 {p99 / service:5.1f} S   (S = {service:.3f} ms)")
+    print(f"  one server, FIFO   p50 {fifo[0]:5.1f} S   p99 {fifo[1]:5.1f} S")
+    print(f"  processor sharing  p50 {shared[0]:5.1f} S   p99 {shared[1]:5.1f} S")
+    print(f"  added p99 <= 5 ms at this load needs S <= {(5 + stub_p99) / shared[1]:.3f} ms (sharing) "
+          f"or {(5 + stub_p99) / fifo[1]:.3f} ms (FIFO)")
 
 
 if __name__ == "__main__":
