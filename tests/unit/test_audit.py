@@ -196,6 +196,36 @@ def test_retention_purges_a_prefix_and_verify_still_holds(audit_dir):
     assert not verify_log(audit_dir).ok
 
 
+def test_retention_moves_the_anchor_at_once_and_deletes_the_records_after_in_chunks(audit_dir):
+    """On the event loop only the signed anchor moves past the retired records (one small commit);
+    a worker thread deletes them after, a short transaction at a time. Until then — or when that
+    deletion is cut short — they are outside the chain: verify, reads and the next plan start
+    above the anchor, and the next deletion finishes the job."""
+    import time as _time
+
+    log = AuditLog(audit_dir)
+    old = _time.time() - 200 * 86400
+
+    async def write():
+        for i in range(12):
+            await log.append({"event": "request", "n": i, "ts": old + i if i < 8 else _time.time()})
+
+    asyncio.run(write())
+    cutoff = _time.time() - 184 * 86400
+    assert log.apply_retention(log.retention_plan(cutoff))["deleted"] == 8
+    count = lambda: db(audit_dir).execute("SELECT COUNT(*), MIN(seq) FROM records").fetchone()
+    assert count() == (12, 1)  # retired, not yet deleted
+    assert verify_log(audit_dir).ok
+    assert [r["n"] for r in read_records(audit_dir / "audit.db")] == [8, 9, 10, 11]
+    assert log.retention_plan(cutoff) is None  # nothing more to retire: plans start above the anchor
+    db(audit_dir).execute("DELETE FROM records WHERE seq <= 3")  # a deletion cut short after a chunk
+    assert verify_log(audit_dir).ok
+    assert log.delete_retained(chunk=2) == 5  # the rest, two at a time
+    assert count() == (4, 9) and log.delete_retained() == 0
+    log.close()
+    assert verify_log(audit_dir).ok
+
+
 def test_retention_never_deletes_the_head(audit_dir):
     import time as _time
 

@@ -388,7 +388,8 @@ class AuditLog:
             anchor = db.execute("SELECT seq, mac FROM anchor WHERE id = 1").fetchone()
             head, expected = (anchor[1], anchor[0] + 1) if anchor else (GENESIS, 1)
             first = last = None
-            rows = db.execute("SELECT seq, ts, data, mac FROM records WHERE seq < ? ORDER BY seq", (self.seq,))
+            rows = db.execute("SELECT seq, ts, data, mac FROM records WHERE seq > ? AND seq < ? ORDER BY seq",
+                              (expected - 1, self.seq))
             for seq, ts, data, mac in rows:
                 record = json.loads(data)
                 head = chain(self.keys.chain_key, head, data)
@@ -404,10 +405,14 @@ class AuditLog:
             db.close()
 
     def apply_retention(self, plan: "RetentionPlan") -> dict[str, Any]:
-        """Delete the planned prefix under a signed anchor, noted first in the checkpoint file; returns the proof.
+        """Move the signed anchor past the planned prefix, noted first in the checkpoint file; returns the proof.
 
-        A plan made before another retention run moved the anchor is stale: it deletes nothing
-        (the anchor only moves forward, from exactly where it is)."""
+        From then on the records at or below the anchor are outside the chain — verify, reads
+        and the next plan start above it — and :meth:`delete_retained` removes them in a worker
+        thread, a small transaction at a time: a day's records deleted in one transaction would
+        hold the event loop (and every stream on it) for seconds. A plan made before another
+        retention run moved the anchor is stale: it deletes nothing (the anchor only moves
+        forward, from exactly where it is)."""
         self.flush()
         self._guard_shm()
         anchor = self.db.execute("SELECT seq FROM anchor WHERE id = 1").fetchone()
@@ -418,14 +423,37 @@ class AuditLog:
         with transaction(self.db):
             self.db.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?, ?)",
                             (entry.count, entry.head, entry.ts, entry.sig))
-            self.db.execute("DELETE FROM records WHERE seq <= ?", (plan.last_seq,))
             self.db.execute("DELETE FROM checkpoints WHERE count <= ?", (plan.last_seq,))
         return plan.proof()
 
+    def delete_retained(self, chunk: int = 2000, pause: float = 0.002) -> int:
+        """Delete the records at or below the anchor (left by :meth:`apply_retention`, or by a run
+        cut short), ``chunk`` at a time, each its own short transaction, ``pause`` seconds apart so
+        that the writer's commits never wait long. Through a connection of its own: for a worker
+        thread. Returns how many it deleted."""
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        deleted = 0
+        try:
+            row = db.execute("SELECT seq FROM anchor WHERE id = 1").fetchone()
+            if row is None:
+                return 0
+            anchored = row[0]
+            while True:
+                lowest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+                if lowest is None or lowest > anchored:
+                    return deleted
+                deleted += db.execute("DELETE FROM records WHERE seq <= ?", (min(lowest + chunk - 1, anchored),)).rowcount
+                time.sleep(pause)
+        finally:
+            db.close()
+
     def purge(self, before: float) -> int:
-        """Retention in one call (tests and tools); the gateway plans in a worker thread. Returns the count deleted."""
+        """Retention in one call (tests and tools); the gateway plans and deletes in worker threads.
+        Returns the count deleted."""
         plan = self.retention_plan(before)
-        return 0 if plan is None else self.apply_retention(plan)["deleted"]
+        proof = self.apply_retention(plan) if plan is not None else {"deleted": 0}
+        self.delete_retained()
+        return proof["deleted"]
 
     def close(self) -> None:
         self.flush()
@@ -547,7 +575,7 @@ def read_records(path: Path, *, since: float | None = None, until: float | None 
                  newest_first: bool = False) -> Iterator[dict[str, Any]]:
     db = open_readonly(path)
     try:
-        sql, args = "SELECT data FROM records WHERE 1=1", []
+        sql, args = "SELECT data FROM records WHERE seq > IFNULL((SELECT seq FROM anchor WHERE id = 1), 0)", []
         if since is not None:
             sql, args = sql + " AND ts >= ?", [*args, since]
         if until is not None:

@@ -140,7 +140,8 @@ def _anchor(db, public: Ed25519PublicKey, entries: list[Entry]) -> tuple[int, st
 
 def _walk(db, chain_key: bytes, anchor: tuple[int, str], state: dict) -> dict[int, str]:
     (expected, head), macs = (anchor[0] + 1, anchor[1]), {}
-    for seq, ts, data, mac in db.execute("SELECT seq, ts, data, mac FROM records ORDER BY seq"):
+    # Records at or below the anchor are retention's, not yet deleted (a worker removes them in chunks).
+    for seq, ts, data, mac in db.execute("SELECT seq, ts, data, mac FROM records WHERE seq > ? ORDER BY seq", (anchor[0],)):
         if seq != expected:
             raise _Bad(expected, f"record {expected} is missing (next present is {seq})")
         try:
