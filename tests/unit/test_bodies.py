@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 
 import pytest
@@ -48,6 +49,25 @@ def test_body_retention_keeps_important_ones_longer(tmp_path):
     assert vault.purge(now - 90 * 86400, now - 180 * 86400) == 2
     assert [vault.read(r) is not None for r in ("plain-old", "plain-new", "important-old", "important-older")] == \
         [False, True, True, False]
+
+
+def test_purge_deletes_in_chunks_from_a_worker_thread_while_bodies_are_stored(tmp_path):
+    """Retention's purge runs in a worker thread through a connection of its own, a chunk per
+    transaction, while the event loop goes on storing bodies through the vault's."""
+    vault = BodyVault(tmp_path, rotation_hours=72)
+    old = time.time() - 100 * 86400
+    for n in range(25):
+        vault.store(f"old-{n}", {"response": "x"})
+        vault.db.execute("UPDATE bodies SET ts = ? WHERE request_id = ?", (old, f"old-{n}"))
+    purged: list[int] = []
+    worker = threading.Thread(target=lambda: purged.append(vault.purge(time.time() - 90 * 86400, old - 1, chunk=4)))
+    worker.start()
+    for n in range(10):
+        vault.store(f"new-{n}", {"response": "y"})
+    worker.join()
+    assert purged == [25]
+    assert vault.db.execute("SELECT COUNT(*) FROM bodies").fetchone()[0] == 10
+    assert vault.read("new-9") == {"response": "y"} and vault.read("old-0") is None
 
 
 def test_master_key_from_the_environment(tmp_path, monkeypatch):

@@ -133,9 +133,9 @@ class Governance:
         plan = await anyio.to_thread.run_sync(self.audit.retention_plan, now - a.retention_days * 86400)
         proof = self.audit.apply_retention(plan) if plan is not None else {"deleted": 0}
         await anyio.to_thread.run_sync(self.audit.delete_retained)  # also what a run cut short left
-        deleted = {"audit_records": proof["deleted"],
-                   "bodies": self.bodies.purge(now - a.bodies_days * 86400, now - a.important_bodies_days * 86400)
-                   if self.bodies is not None else 0}
+        bodies = await anyio.to_thread.run_sync(self.bodies.purge, now - a.bodies_days * 86400,
+                                                now - a.important_bodies_days * 86400) if self.bodies is not None else 0
+        deleted = {"audit_records": proof["deleted"], "bodies": bodies}
         await anyio.to_thread.run_sync(self.sessions.purge, now)
         await self.audit.append({"event": "retention", "decision": "allow", "retention_days": a.retention_days,
                                  "bodies_days": a.bodies_days, "important_bodies_days": a.important_bodies_days,
