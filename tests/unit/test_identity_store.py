@@ -1,5 +1,6 @@
 """The identity store on both databases: the same answers, versioned migrations, and a change
-feed that tells one gateway of another's write (SQLite: data_version; PostgreSQL: LISTEN/NOTIFY)."""
+feed that tells one gateway of another's write (SQLite: data_version and the changes counter;
+PostgreSQL: LISTEN/NOTIFY) — of every write but bookkeeping, without ever waiting for one."""
 
 from __future__ import annotations
 
