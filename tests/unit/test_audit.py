@@ -226,6 +226,30 @@ def test_retention_moves_the_anchor_at_once_and_deletes_the_records_after_in_chu
     assert verify_log(audit_dir).ok
 
 
+def test_the_retention_plan_made_in_a_process_of_its_own_is_the_same(audit_dir, caplog):
+    """The gateway plans retention in a separate process (the walk would share the event loop's
+    interpreter lock in a thread): the same plan, and the same refusal past a bad record."""
+    import time as _time
+
+    log = AuditLog(audit_dir)
+    old = _time.time() - 200 * 86400
+
+    async def write():
+        for i in range(12):
+            await log.append({"event": "request", "n": i, "ts": old + i if i < 8 else _time.time()})
+
+    asyncio.run(write())
+    cutoff = _time.time() - 184 * 86400
+    assert asyncio.run(log.retention_plan_apart(cutoff)) == log.retention_plan(cutoff)
+    assert log.retention_plan(cutoff).last_seq == 8
+    assert asyncio.run(log.retention_plan_apart(old - 1)) is None
+    db(audit_dir).execute("UPDATE records SET data = replace(data, '\"n\":3', '\"n\":33') WHERE seq = 4")
+    with pytest.raises(audit_mod.AuditTamperedError, match="record 4 fails its check"):
+        asyncio.run(log.retention_plan_apart(cutoff))
+    assert not [r for r in caplog.records if "planner process failed" in r.getMessage()]  # not the thread's answer
+    log.close()
+
+
 def test_retention_never_deletes_the_head(audit_dir):
     import time as _time
 

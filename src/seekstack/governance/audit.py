@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -382,27 +383,27 @@ class AuditLog:
 
         Reads through its own connection, so it may run in a worker thread; raises
         :class:`AuditTamperedError` rather than delete anything past a record that fails its check."""
-        db = open_readonly(self.path)
+        return plan_retention(self.path, self.keys.chain_key, before, self.seq)
+
+    async def retention_plan_apart(self, before: float) -> "RetentionPlan | None":
+        """:meth:`retention_plan` in a process of its own: the walk (HMAC and JSON per record, a day
+        of records or more) holds no lock the event loop needs — in a thread it would share the
+        interpreter lock, as verify did. If that process cannot run, the walk runs in a thread."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "seekstack.governance.audit", str(self.path.parent), repr(before), str(self.seq),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
         try:
-            db.execute("BEGIN")
-            anchor = db.execute("SELECT seq, mac FROM anchor WHERE id = 1").fetchone()
-            head, expected = (anchor[1], anchor[0] + 1) if anchor else (GENESIS, 1)
-            first = last = None
-            rows = db.execute("SELECT seq, ts, data, mac FROM records WHERE seq > ? AND seq < ? ORDER BY seq",
-                              (expected - 1, self.seq))
-            for seq, ts, data, mac in rows:
-                record = json.loads(data)
-                head = chain(self.keys.chain_key, head, data)
-                if seq != expected or record.get("seq") != seq or record.get("ts") != ts or head != mac:
-                    raise AuditTamperedError(f"record {expected} fails its check; retention deleted nothing",
-                                             fix="run `seekstack audit verify` and keep this copy as evidence")
-                if not isinstance(record.get("ts"), (int, float)) or record["ts"] >= before:
-                    break
-                first = first or (seq, mac)
-                last, expected = (seq, mac), seq + 1
-            return None if last is None else RetentionPlan(first[0], first[1], last[0], last[1])
-        finally:
-            db.close()
+            output, _ = await proc.communicate()
+        except asyncio.CancelledError:
+            proc.kill()
+            raise
+        if proc.returncode != 0:
+            log.warning("the retention planner process failed (exit %s); planning in a thread", proc.returncode)
+            return await asyncio.to_thread(self.retention_plan, before)
+        answer = json.loads(output)
+        if "tampered" in answer:
+            raise AuditTamperedError(answer["tampered"], fix=answer["fix"])
+        return RetentionPlan(**answer["plan"]) if answer["plan"] else None
 
     def apply_retention(self, plan: "RetentionPlan") -> dict[str, Any]:
         """Move the signed anchor past the planned prefix, noted first in the checkpoint file; returns the proof.
@@ -468,6 +469,32 @@ class AuditLog:
                 log.error("audit checkpoint at shutdown failed: %s", type(exc).__name__)
         self._witness.shutdown(wait=True)
         self.db.close()
+
+
+def plan_retention(path: Path, chain_key: bytes, before: float, below_seq: int) -> "RetentionPlan | None":
+    """The verified prefix of the records in ``path`` above the anchor and below ``below_seq`` (the
+    head, never retired) whose own, chained time is before ``before``; None when there is none."""
+    db = open_readonly(path)
+    try:
+        db.execute("BEGIN")
+        anchor = db.execute("SELECT seq, mac FROM anchor WHERE id = 1").fetchone()
+        head, expected = (anchor[1], anchor[0] + 1) if anchor else (GENESIS, 1)
+        first = last = None
+        rows = db.execute("SELECT seq, ts, data, mac FROM records WHERE seq > ? AND seq < ? ORDER BY seq",
+                          (expected - 1, below_seq))
+        for seq, ts, data, mac in rows:
+            record = json.loads(data)
+            head = chain(chain_key, head, data)
+            if seq != expected or record.get("seq") != seq or record.get("ts") != ts or head != mac:
+                raise AuditTamperedError(f"record {expected} fails its check; retention deleted nothing",
+                                         fix="run `seekstack audit verify` and keep this copy as evidence")
+            if not isinstance(record.get("ts"), (int, float)) or record["ts"] >= before:
+                break
+            first = first or (seq, mac)
+            last, expected = (seq, mac), seq + 1
+        return None if last is None else RetentionPlan(first[0], first[1], last[0], last[1])
+    finally:
+        db.close()
 
 
 @dataclass(frozen=True)
@@ -590,3 +617,15 @@ def read_records(path: Path, *, since: float | None = None, until: float | None 
                 yield record
     finally:
         db.close()
+
+
+if __name__ == "__main__":  # python -m seekstack.governance.audit DIR BEFORE BELOW_SEQ: a retention plan as JSON
+    import dataclasses
+
+    _directory = Path(sys.argv[1])
+    try:
+        _plan = plan_retention(_directory / "audit.db", AuditKeys.load(_directory).chain_key, float(sys.argv[2]),
+                               int(sys.argv[3]))
+        print(json.dumps({"plan": dataclasses.asdict(_plan) if _plan else None}))
+    except AuditTamperedError as _exc:
+        print(json.dumps({"tampered": _exc.message, "fix": _exc.fix}))

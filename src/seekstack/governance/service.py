@@ -126,11 +126,11 @@ class Governance:
     async def run_retention(self) -> dict:
         """Apply the retention policy now; the run is itself an audit record that proves what it deleted.
 
-        The records to delete are found and verified in a worker thread (a walk over the
+        The records to delete are found and verified in a process of its own (a walk over the
         oldest part of the chain); on the event loop only the signed anchor moves past them (one
         small commit), and a worker thread deletes them in short transactions."""
         now, a = time.time(), self.settings.audit
-        plan = await anyio.to_thread.run_sync(self.audit.retention_plan, now - a.retention_days * 86400)
+        plan = await self.audit.retention_plan_apart(now - a.retention_days * 86400)
         proof = self.audit.apply_retention(plan) if plan is not None else {"deleted": 0}
         await anyio.to_thread.run_sync(self.audit.delete_retained)  # also what a run cut short left
         bodies = await anyio.to_thread.run_sync(self.bodies.purge, now - a.bodies_days * 86400,
