@@ -197,10 +197,10 @@ def test_retention_purges_a_prefix_and_verify_still_holds(audit_dir):
 
 
 def test_retention_moves_the_anchor_at_once_and_deletes_the_records_after_in_chunks(audit_dir):
-    """On the event loop only the signed anchor moves past the retired records (one small commit);
-    a worker thread deletes them after, a short transaction at a time. Until then — or when that
-    deletion is cut short — they are outside the chain: verify, reads and the next plan start
-    above the anchor, and the next deletion finishes the job."""
+    """The signed anchor moves past the retired records at once (one small commit); they are
+    deleted after, a small chunk at a time. Until then — or when that deletion is cut short —
+    they are outside the chain: verify, reads and the next plan start above the anchor, and the
+    next deletion finishes the job."""
     import time as _time
 
     log = AuditLog(audit_dir)
@@ -220,8 +220,35 @@ def test_retention_moves_the_anchor_at_once_and_deletes_the_records_after_in_chu
     assert log.retention_plan(cutoff) is None  # nothing more to retire: plans start above the anchor
     db(audit_dir).execute("DELETE FROM records WHERE seq <= 3")  # a deletion cut short after a chunk
     assert verify_log(audit_dir).ok
-    assert log.delete_retained(chunk=2) == 5  # the rest, two at a time
-    assert count() == (4, 9) and log.delete_retained() == 0
+    assert asyncio.run(log.delete_retained(chunk=2, pause=0)) == 5  # the rest, two at a time
+    assert count() == (4, 9) and asyncio.run(log.delete_retained()) == 0
+    log.close()
+    assert verify_log(audit_dir).ok
+
+
+def test_requests_go_on_being_audited_while_retention_deletes(audit_dir):
+    """The deletion shares the writer's connection, a chunk per loop turn: records committed
+    between its chunks are kept and chained, and the log verifies after."""
+    import time as _time
+
+    log = AuditLog(audit_dir)
+    old = _time.time() - 200 * 86400
+
+    async def run():
+        for i in range(40):
+            await log.append({"event": "request", "n": i, "ts": old + i})
+        await log.append({"event": "request", "n": 40})
+        log.apply_retention(log.retention_plan(_time.time() - 184 * 86400))
+        deleting = asyncio.ensure_future(log.delete_retained(chunk=3, pause=0))
+        for i in range(41, 61):  # requests meanwhile
+            await log.append({"event": "request", "n": i})
+            left.append(db(audit_dir).execute("SELECT COUNT(*) FROM records WHERE seq <= 40").fetchone()[0])
+        return await deleting
+
+    left: list[int] = []  # retired records not yet deleted, after each request's record
+    assert asyncio.run(run()) == 40
+    assert 0 < left[0] < 40 and left == sorted(left, reverse=True)  # a chunk at a time, between the requests
+    assert [r["n"] for r in read_records(audit_dir / "audit.db")] == list(range(40, 61))
     log.close()
     assert verify_log(audit_dir).ok
 

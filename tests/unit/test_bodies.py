@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
-import threading
 import time
 
 import pytest
@@ -46,26 +46,31 @@ def test_body_retention_keeps_important_ones_longer(tmp_path):
         vault.store(rid, {"response": rid}, important)
         vault.db.execute("UPDATE bodies SET ts = ? WHERE request_id = ?", (time.time() - age_days * 86400, rid))
     now = time.time()
-    assert vault.purge(now - 90 * 86400, now - 180 * 86400) == 2
+    assert asyncio.run(vault.purge(now - 90 * 86400, now - 180 * 86400)) == 2
     assert [vault.read(r) is not None for r in ("plain-old", "plain-new", "important-old", "important-older")] == \
         [False, True, True, False]
 
 
-def test_purge_deletes_in_chunks_from_a_worker_thread_while_bodies_are_stored(tmp_path):
-    """Retention's purge runs in a worker thread through a connection of its own, a chunk per
-    transaction, while the event loop goes on storing bodies through the vault's."""
+def test_purge_deletes_a_chunk_at_a_time_while_bodies_are_stored(tmp_path):
+    """Retention's purge deletes a small chunk per event-loop turn, so bodies stored meanwhile
+    (on the same loop) go in between its chunks, and are kept."""
     vault = BodyVault(tmp_path, rotation_hours=72)
     old = time.time() - 100 * 86400
     for n in range(25):
         vault.store(f"old-{n}", {"response": "x"})
         vault.db.execute("UPDATE bodies SET ts = ? WHERE request_id = ?", (old, f"old-{n}"))
-    purged: list[int] = []
-    worker = threading.Thread(target=lambda: purged.append(vault.purge(time.time() - 90 * 86400, old - 1, chunk=4)))
-    worker.start()
-    for n in range(10):
-        vault.store(f"new-{n}", {"response": "y"})
-    worker.join()
-    assert purged == [25]
+    between: list[int] = []  # bodies left to purge each time a new one is stored
+
+    async def run() -> int:
+        purging = asyncio.ensure_future(vault.purge(time.time() - 90 * 86400, old - 1, chunk=4, pause=0))
+        for n in range(10):
+            await asyncio.sleep(0)
+            vault.store(f"new-{n}", {"response": "y"})
+            between.append(vault.db.execute("SELECT COUNT(*) FROM bodies WHERE request_id LIKE 'old-%'").fetchone()[0])
+        return await purging
+
+    assert asyncio.run(run()) == 25
+    assert between[0] < 25 and between[1] < between[0]  # interleaved: a chunk of 4 per turn
     assert vault.db.execute("SELECT COUNT(*) FROM bodies").fetchone()[0] == 10
     assert vault.read("new-9") == {"response": "y"} and vault.read("old-0") is None
 

@@ -409,9 +409,9 @@ class AuditLog:
         """Move the signed anchor past the planned prefix, noted first in the checkpoint file; returns the proof.
 
         From then on the records at or below the anchor are outside the chain — verify, reads
-        and the next plan start above it — and :meth:`delete_retained` removes them in a worker
-        thread, a small transaction at a time: a day's records deleted in one transaction would
-        hold the event loop (and every stream on it) for seconds. A plan made before another
+        and the next plan start above it — and :meth:`delete_retained` removes them a small
+        chunk at a time: a day's records deleted in one transaction would hold the event loop
+        (and every stream on it) for seconds. A plan made before another
         retention run moved the anchor is stale: it deletes nothing (the anchor only moves
         forward, from exactly where it is)."""
         self.flush()
@@ -427,33 +427,36 @@ class AuditLog:
             self.db.execute("DELETE FROM checkpoints WHERE count <= ?", (plan.last_seq,))
         return plan.proof()
 
-    def delete_retained(self, chunk: int = 2000, pause: float = 0.002) -> int:
+    async def delete_retained(self, chunk: int = 500, pause: float = 0.005) -> int:
         """Delete the records at or below the anchor (left by :meth:`apply_retention`, or by a run
-        cut short), ``chunk`` at a time, each its own short transaction, ``pause`` seconds apart so
-        that the writer's commits never wait long. Through a connection of its own: for a worker
-        thread. Returns how many it deleted."""
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        cut short), ``chunk`` at a time, ``pause`` seconds apart, through the writer's own
+        connection: each chunk holds the event loop about a millisecond, and the fail-closed
+        writer never waits for another connection's lock (it gives up after 50 ms). Returns how
+        many it deleted; a failure stops it, and the next run goes on."""
         deleted = 0
         try:
-            row = db.execute("SELECT seq FROM anchor WHERE id = 1").fetchone()
-            if row is None:
-                return 0
-            anchored = row[0]
-            while True:
-                lowest = db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
-                if lowest is None or lowest > anchored:
-                    return deleted
-                deleted += db.execute("DELETE FROM records WHERE seq <= ?", (min(lowest + chunk - 1, anchored),)).rowcount
-                time.sleep(pause)
-        finally:
-            db.close()
+            while gone := self._delete_retained_chunk(chunk):
+                deleted += gone
+                await asyncio.sleep(pause)
+        except sqlite3.Error as exc:
+            log.warning("retention stopped deleting after %d records (%s); the next run goes on", deleted, exc)
+        return deleted
+
+    def _delete_retained_chunk(self, chunk: int) -> int:
+        self._guard_shm()
+        anchor = self.db.execute("SELECT seq FROM anchor WHERE id = 1").fetchone()
+        lowest = self.db.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+        if anchor is None or lowest is None or lowest > anchor[0]:
+            return 0
+        return self.db.execute("DELETE FROM records WHERE seq <= ?", (min(lowest + chunk - 1, anchor[0]),)).rowcount
 
     def purge(self, before: float) -> int:
-        """Retention in one call (tests and tools); the gateway plans and deletes in worker threads.
-        Returns the count deleted."""
+        """Retention in one call (tests and tools; the gateway plans in a process of its own and
+        deletes gradually). Returns the count retired."""
         plan = self.retention_plan(before)
         proof = self.apply_retention(plan) if plan is not None else {"deleted": 0}
-        self.delete_retained()
+        while self._delete_retained_chunk(5000):
+            pass
         return proof["deleted"]
 
     def close(self) -> None:

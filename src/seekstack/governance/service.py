@@ -127,14 +127,14 @@ class Governance:
         """Apply the retention policy now; the run is itself an audit record that proves what it deleted.
 
         The records to delete are found and verified in a process of its own (a walk over the
-        oldest part of the chain); on the event loop only the signed anchor moves past them (one
-        small commit), and a worker thread deletes them in short transactions."""
+        oldest part of the chain); the signed anchor moves past them (one small commit), and they
+        are deleted a small chunk at a time, with pauses between, on the writer's connection."""
         now, a = time.time(), self.settings.audit
         plan = await self.audit.retention_plan_apart(now - a.retention_days * 86400)
         proof = self.audit.apply_retention(plan) if plan is not None else {"deleted": 0}
-        await anyio.to_thread.run_sync(self.audit.delete_retained)  # also what a run cut short left
-        bodies = await anyio.to_thread.run_sync(self.bodies.purge, now - a.bodies_days * 86400,
-                                                now - a.important_bodies_days * 86400) if self.bodies is not None else 0
+        await self.audit.delete_retained()  # also what a run cut short left
+        bodies = await self.bodies.purge(now - a.bodies_days * 86400, now - a.important_bodies_days * 86400) \
+            if self.bodies is not None else 0
         deleted = {"audit_records": proof["deleted"], "bodies": bodies}
         await anyio.to_thread.run_sync(self.sessions.purge, now)
         await self.audit.append({"event": "retention", "decision": "allow", "retention_days": a.retention_days,
