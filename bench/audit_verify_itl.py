@@ -153,7 +153,8 @@ def main() -> None:
     ratio = p99(during) / p99(quiet)
     print(f"ITL p50 quiet {sorted(quiet)[len(quiet) // 2] * 1000:.2f} ms, during verify "
           f"{sorted(during)[len(during) // 2] * 1000:.2f} ms")
-    print(f"ITL p99 quiet {p99(quiet):.2f} ms, during verify {p99(during):.2f} ms ({len(quiet)} / {len(during)} gaps); "
+    print(f"ITL p99 quiet {p99(quiet):.2f} ms, during verify {p99(during):.2f} ms ({len(quiet)} / {len(during)} gaps), "
+          f"max {max(quiet) * 1000:.1f} / {max(during) * 1000:.1f} ms; "
           f"verify took {', '.join(f'{t:.1f}' for t in took)} s under load")
     print(f"{'PASS' if ratio <= 1.2 else 'MISS'}  ITL p99 during verify / quiet {ratio:.2f}  (target <= 1.2)")
     retention_ratio = p99(retention_gaps) / p99(retention_quiet)
