@@ -16,6 +16,9 @@ check signatures. A missing key is never made anew over an existing log.
 Retention deletes only a prefix of the chain whose records it has verified, by their covered
 time, and proves what it deleted: a signed anchor (last seq and mac), the same in the
 checkpoint file, and a chained ``retention`` record with the count and first and last macs.
+The walk runs in a process of its own (``python -m seekstack.governance.audit``); the anchor
+moves in one small commit, and the records below it are deleted after, a small chunk at a
+time — until then they are outside the chain.
 
 Fail-closed: :meth:`AuditLog.append` returns only once the record is committed, and raises
 :class:`~seekstack.errors.AuditUnavailableError` (503) when it cannot be. Records arriving
@@ -411,9 +414,9 @@ class AuditLog:
         From then on the records at or below the anchor are outside the chain — verify, reads
         and the next plan start above it — and :meth:`delete_retained` removes them a small
         chunk at a time: a day's records deleted in one transaction would hold the event loop
-        (and every stream on it) for seconds. A plan made before another
-        retention run moved the anchor is stale: it deletes nothing (the anchor only moves
-        forward, from exactly where it is)."""
+        (and every stream on it) for seconds. A plan made before another retention run moved
+        the anchor is stale: it deletes nothing (the anchor only moves forward, from exactly
+        where it is)."""
         self.flush()
         self._guard_shm()
         anchor = self.db.execute("SELECT seq FROM anchor WHERE id = 1").fetchone()
