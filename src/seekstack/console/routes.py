@@ -132,7 +132,7 @@ async def keys(request: Request):
     roles = [name for name, role in gov.policy.roles.items() if me.role.holds(role)]
     now = time.time()
     live = [k for k in reversed(records)  # an ended password session's key is noise here (the API still lists it)
-            if k.name != SESSION_KEY_NAME or (k.revoked is None and (k.expires is None or k.expires > now))]
+            if k.name != SESSION_KEY_NAME or k.live(now)]
     return await page(request, "keys.html", keys=[k.public() for k in live], roles=roles, now=now)
 
 

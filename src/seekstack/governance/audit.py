@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import AuditUnavailableError
+from ..threads import in_process
 from . import checkpoints
 from .checkpoints import CheckpointFile, Entry
 from .keys import write_secret_file
@@ -392,16 +393,10 @@ class AuditLog:
         """:meth:`retention_plan` in a process of its own: the walk (HMAC and JSON per record, a day
         of records or more) holds no lock the event loop needs — in a thread it would share the
         interpreter lock, as verify did. If that process cannot run, the walk runs in a thread."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "seekstack.governance.audit", str(self.path.parent), repr(before), str(self.seq),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
-        try:
-            output, _ = await proc.communicate()
-        except asyncio.CancelledError:
-            proc.kill()
-            raise
-        if proc.returncode != 0:
-            log.warning("the retention planner process failed (exit %s); planning in a thread", proc.returncode)
+        status, output = await in_process("seekstack.governance.audit", str(self.path.parent), repr(before),
+                                          str(self.seq))
+        if status != 0:
+            log.warning("the retention planner process failed (exit %s); planning in a thread", status)
             return await asyncio.to_thread(self.retention_plan, before)
         answer = json.loads(output)
         if "tampered" in answer:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..threads import in_process
 from . import checkpoints
 from .audit import GENESIS, KEY_FILES, chain, log_exists
 from .checkpoints import Entry
@@ -194,19 +195,9 @@ def _covers(count: int, head: str, macs: dict[int, str], last: int, anchored: in
 async def verify_in_subprocess(directory: Path) -> Verdict:
     """:func:`verify_log` in a process of its own: a walk over millions of records holds no
     lock the gateway's event loop needs (a thread would share its interpreter lock)."""
-    import asyncio
-    import sys
-
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "seekstack.governance.audit_verify",
-                                                str(directory), stdout=asyncio.subprocess.PIPE,
-                                                stdin=asyncio.subprocess.DEVNULL)
-    try:
-        output, _ = await proc.communicate()
-    except asyncio.CancelledError:  # the auditor left: stop the walk too
-        proc.kill()
-        raise
-    if proc.returncode != 0:
-        return Verdict(False, 0, 0, None, f"the verifier process failed (exit {proc.returncode})")
+    status, output = await in_process("seekstack.governance.audit_verify", str(directory))  # the auditor left: killed
+    if status != 0:
+        return Verdict(False, 0, 0, None, f"the verifier process failed (exit {status})")
     return Verdict(**json.loads(output))
 
 

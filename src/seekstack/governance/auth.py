@@ -104,7 +104,7 @@ class Authenticator:
 
     def _principal(self, record: KeyRecord) -> Principal:
         now = time.time()
-        if record.revoked is not None or (record.expires is not None and record.expires <= now):
+        if not record.live(now):
             raise AuthenticationError("invalid API key (revoked or expired)", fix="ask an administrator for a new key")
         role = self.policy.role(record.role)
         if role is None:

@@ -278,8 +278,8 @@ class Governance:
                                         fix="leave `user` out, or ask someone with keys:manage")
         now = time.time()
         if not caller.role.grants("keys:manage") and sum(
-                1 for k in self.store.keys(caller.team) if k.user == caller.user and k.revoked is None
-                and (k.expires is None or k.expires > now) and k.name != SESSION_KEY_NAME) >= MAX_OWN_KEYS:
+                1 for k in self.store.keys(caller.team)
+                if k.user == caller.user and k.live(now) and k.name != SESSION_KEY_NAME) >= MAX_OWN_KEYS:
             raise ConflictError(f"user {caller.user!r} already has {MAX_OWN_KEYS} active keys",
                                 fix="revoke keys you no longer use (seekstack keys list / revoke)")
         if expires_in_days is not None and expires_in_days <= 0:

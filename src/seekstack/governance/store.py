@@ -96,6 +96,10 @@ class KeyRecord:
     last_used: float | None
     user_role: str = ""       # its user's role, which the key's own role may not exceed
 
+    def live(self, now: float) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked is None and (self.expires is None or self.expires > now)
+
     def public(self) -> dict:
         """What the admin API shows: never the hash."""
         return {"id": self.id, "name": self.name, "user": self.user, "team": self.team, "role": self.role,
@@ -319,7 +323,7 @@ class SqliteIdentityStore(IdentityStore):
 
     def execute(self, sql: str, args: tuple | list = (), *, announce: bool = True) -> list[tuple]:
         with self.lock:
-            if not announce or sql.lstrip()[:6].upper() == "SELECT":
+            if not announce or reads(sql):
                 return self.db.execute(sql, args).fetchall()
             with transaction(self.db):
                 rows = self.db.execute(sql, args).fetchall()
@@ -368,6 +372,11 @@ class SqliteIdentityStore(IdentityStore):
 
 
 ANNOUNCE = "UPDATE changes SET generation = generation + 1 WHERE id = 1 RETURNING generation"
+
+
+def reads(sql: str) -> bool:
+    """A statement that only reads (nothing to announce)."""
+    return sql.lstrip()[:6].upper() == "SELECT"
 
 
 def open_identity_store(settings) -> IdentityStore:

@@ -25,7 +25,7 @@ import threading
 import time
 
 from ..errors import ConfigError, StorageUnavailableError
-from .store import IdentityStore, SCHEMA_VERSION
+from .store import IdentityStore, SCHEMA_VERSION, reads
 
 log = logging.getLogger("seekstack.governance")
 
@@ -126,7 +126,7 @@ class PostgresIdentityStore(IdentityStore):
     # ------------------------------------------------------------ statements
     def execute(self, sql: str, args: tuple | list = (), *, announce: bool = True) -> list[tuple]:
         sql = sql.replace("?", "%s")
-        announced = announce and not sql.lstrip().upper().startswith("SELECT")
+        announced = announce and not reads(sql)
         with self.lock:
             try:
                 if not announced:
