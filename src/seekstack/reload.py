@@ -7,6 +7,11 @@ every problem is listed. Otherwise the models are diffed against what was config
 entries as written, before `serve` derived unset sizes — and the supervisor applies the
 difference without dropping a request in flight (:meth:`Supervisor.apply`). Other sections
 (server, auth, audit…) are read at start only: a change there is listed as needing a restart.
+
+Under ``serve --workers N`` a worker asked to reload (the admin API, SIGHUP) hands the request
+to its leader (:mod:`.control`), which reads its own config file, applies it to the engines it
+runs and then tells every worker to apply the config it rewrote for it
+(``cli/workers.py``); the answer is the leader's.
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import anyio
 
+from . import control
 from .config import Settings, check_config, load_settings
-from .errors import ConfigError
+from .errors import ConfigError, SeekstackError
 from .hostroles import Role, role_problems
 
 if TYPE_CHECKING:
-    from .supervisor import Supervisor
+    from .config import ModelConfig
+
+Apply = Callable[["list[ModelConfig]", "set[str]"], Awaitable[dict[str, list[str]]]]
 
 log = logging.getLogger("seekstack.reload")
 
@@ -34,17 +42,25 @@ def as_configured(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 class Reloader:
-    def __init__(self, config_path: Path | None, role: Role, settings: Settings):
+    def __init__(self, config_path: Path | None, role: Role, settings: Settings, leader: Path | None = None):
         self.config_path = config_path
         self.role = role
         self.settings = settings
+        self.leader = leader  # a --workers worker: its leader's control socket, which reloads for all
         self.configured = as_configured(settings)
         self.sections = _sections(settings)
-        self.supervisor: "Supervisor | None" = None  # set once the app has started it
+        self.apply: Apply | None = None  # how models are put in force: set once engines are supervised
         self._lock = asyncio.Lock()
 
     async def reload(self) -> dict[str, Any]:
-        if self.config_path is None or self.supervisor is None:
+        """Apply the config file again (a worker: ask its leader to, for every worker)."""
+        if self.leader is not None:
+            return await control.ask(self.leader, "reload", self.settings.supervisor.startup_timeout + 60)
+        return await self.reload_here()
+
+    async def reload_here(self) -> dict[str, Any]:
+        """Apply this process's config file to what this process supervises."""
+        if self.config_path is None or self.apply is None:
             raise ConfigError("this gateway was started without a config file: there is nothing to reload",
                               fix="start it with --config FILE, then edit that file and reload")
         async with self._lock:  # one at a time: a second waits and applies the file as it is then
@@ -54,11 +70,10 @@ class Reloader:
             added_or_changed = [m for m in new.models if m.name in changed or m.name not in self.configured]
             if added_or_changed:
                 await anyio.to_thread.run_sync(_derive, new, added_or_changed)
-            result = await self.supervisor.apply(new.models, changed)
+            result = await self.apply(new.models, changed)
             failed = set(result["failed"])  # these keep serving as they were configured before
-            running = {m.name: m for m in self.settings.models}
             self.configured = {name: self.configured[name] if name in failed else entry for name, entry in configured.items()}
-            self.settings.models = [running[m.name] if m.name in failed else m for m in new.models]
+            self.settings.models = in_force(self.settings.models, new.models, failed)
             sections = _sections(new)
             result["restart_needed"] = [name for name, value in sections.items() if value != self.sections.get(name)]
             log.info("config reloaded from %s: %s", self.config_path, result)
@@ -78,6 +93,20 @@ class Reloader:
                               fix="fix them (`seekstack config check FILE` lists them), then reload again")
         resolve_models(settings)  # store models: verified and trusted, or refused (ConfigError)
         return settings, as_configured(settings)
+
+
+async def reload_on_signal(reloader: Reloader) -> None:
+    """SIGHUP: apply the config file again (the outcome goes to the log; nothing else waits for it)."""
+    try:
+        await reloader.reload()  # logs what changed
+    except SeekstackError as exc:
+        log.error("SIGHUP reload refused: %s", exc.message)
+
+
+def in_force(running: "list[ModelConfig]", new: "list[ModelConfig]", failed: set[str]) -> "list[ModelConfig]":
+    """The models served after applying ``new``: a model that failed to change keeps its running config."""
+    before = {m.name: m for m in running}
+    return [before[m.name] if m.name in failed else m for m in new]
 
 
 def _sections(settings: Settings) -> dict[str, Any]:

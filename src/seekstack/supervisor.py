@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from .config import ModelConfig, Settings, is_loopback
 from .engines import Backend, Health, Load
@@ -40,6 +40,7 @@ log = logging.getLogger("seekstack.supervisor")
 STARTING, READY, RESTARTING, STOPPED = "starting", "ready", "restarting", "stopped"
 UNLOADED, DRAINING = "unloaded", "draining"
 EJECTED, PROBING = "ejected", "probing"  # ready, but its breaker is open / half-open (`status`)
+HOLD_SLACK = 10.0  # seconds a drain's hold may outlast the drain timeout (workers drain theirs first)
 REPLACE_HUNG_AFTER = 30.0  # seconds without a health answer before a local engine is restarted
 
 
@@ -160,14 +161,18 @@ class Supervisor:
 
     # ------------------------------------------------------------ hot reload
 
-    async def apply(self, models: list[ModelConfig], changed: set[str]) -> dict[str, list[str]]:
+    async def apply(self, models: list[ModelConfig], changed: set[str],
+                    hold: Callable[[], Awaitable[None]] | None = None) -> dict[str, list[str]]:
         """Serve ``models`` from now on, without dropping a request in flight.
 
         A new model starts at once (its requests get 503 until a replica is ready). A model in
         ``changed`` gets new replicas first; once one is ready they take its traffic and the old
         ones drain in the background — requests in flight finish, then they stop. If none gets
         ready within ``startup_timeout``, the old ones stay and the model is listed as failed.
-        A removed model leaves the registry at once and drains the same way."""
+        A removed model leaves the registry at once and drains the same way.
+
+        ``hold``: what else must finish before an old replica stops — a `--workers` leader's
+        engines carry its workers' requests, not its own (``cli/workers.py``)."""
         wanted = {m.name: m for m in models}
         added = [m for m in models if m.name not in self.replicas]
         removed = [name for name in self.replicas if name not in wanted and name not in self._rollouts]
@@ -181,12 +186,12 @@ class Supervisor:
         ready = await asyncio.gather(*(self._first_ready(fresh[name]) for name in replacing))
         for name, ok in zip(replacing, ready):
             if ok:
-                self._drain(self._publish(wanted[name], fresh[name]))
+                self._drain(self._publish(wanted[name], fresh[name]), hold)
             else:
                 failed.append(name)
                 self._drain(fresh[name])
         for name in removed:
-            self._drain(self.replicas.pop(name))
+            self._drain(self.replicas.pop(name), hold)
             del self._deployments[name]
         order = {m.name: i for i, m in enumerate(models)}  # the registry lists models as the config does
         self._deployments = dict(sorted(self._deployments.items(), key=lambda item: order.get(item[0], len(order))))
@@ -206,13 +211,17 @@ class Supervisor:
                 wait.cancel()
         return any(r.routable for r in group)
 
-    def _drain(self, group: list[Replica]) -> None:
+    def _drain(self, group: list[Replica], hold: Callable[[], Awaitable[None]] | None = None) -> None:
         """Out of the registry already: let their requests in flight finish, then stop them."""
-        task = asyncio.create_task(self._drain_then_stop(group))
+        task = asyncio.create_task(self._drain_then_stop(group, hold))
         self._draining[task] = group
         task.add_done_callback(lambda done: self._draining.pop(done, None))
 
-    async def _drain_then_stop(self, group: list[Replica]) -> None:
+    async def drained(self) -> None:
+        """Return once every replica taken out of the registry so far has drained and stopped."""
+        await asyncio.gather(*self._draining, return_exceptions=True)
+
+    async def _drain_then_stop(self, group: list[Replica], hold: Callable[[], Awaitable[None]] | None = None) -> None:
         for replica in group:
             replica.retired = True  # if it exits while draining, it stays down
             if replica.state == READY:
@@ -220,6 +229,11 @@ class Supervisor:
         deadline = time.monotonic() + self.settings.server.drain_timeout
         while any(r.outstanding for r in group) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if hold is not None:
+            try:
+                await asyncio.wait_for(hold(), max(deadline - time.monotonic(), 0) + HOLD_SLACK)
+            except asyncio.TimeoutError:
+                log.warning("stopping %s: still held after the drain timeout", ", ".join(r.name for r in group))
         tasks = [self._tasks.pop(r) for r in group if r in self._tasks]
         for task in tasks:
             task.cancel()

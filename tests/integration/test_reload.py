@@ -36,7 +36,7 @@ def reload(server: Server) -> subprocess.CompletedProcess:
 
 async def stream(client: httpx.AsyncClient, model_name: str) -> tuple[str, str | None, bool]:
     """(text, finish reason, whether [DONE] came) of one streamed chat."""
-    body = {"model": model_name, "messages": [{"role": "user", "content": "go"}], "max_tokens": 60,
+    body = {"model": model_name, "messages": [{"role": "user", "content": "go"}], "max_tokens": 200,
             "stream": True, "ignore_eos": True}
     text, finish, done = [], None, False
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -59,7 +59,7 @@ def states(server: Server) -> dict[str, str]:
 
 def test_reload_with_16_streams_in_flight_drops_none_and_serves_the_new_config(tmp_path):
     server = Server(tmp_path, {"models": [model("a", slots=16), model("c")]})
-    server.env = {"SEEKSTACK_SIM_OPTIONS": "--itl-ms 25"}
+    server.env = {"SEEKSTACK_SIM_OPTIONS": "--itl-ms 25 --output-len 160"}
     server.start()
     old_pid = next(r["pid"] for r in server.replicas() if r["model"] == "a")
     expected = asyncio.run(_one(server, "a"))  # what a stream of "a" says when nothing happens to it
@@ -68,15 +68,20 @@ def test_reload_with_16_streams_in_flight_drops_none_and_serves_the_new_config(t
         async with httpx.AsyncClient(base_url=server.url, timeout=60,
                                      headers={"Authorization": f"Bearer {server.key}"}) as client:
             streams = [asyncio.ensure_future(stream(client, "a")) for _ in range(16)]
-            await asyncio.sleep(0.4)  # all 16 are streaming (60 tokens × 25 ms each)
+            await asyncio.sleep(0.4)  # all 16 are streaming (160 tokens × 25 ms each)
             write(server, [model("a", slots=8), model("b")])  # a changed, b added, c removed
             result = await asyncio.to_thread(reload, server)
-            return result, await asyncio.gather(*streams)
+            still = sum(not s.done() for s in streams)  # the old replica is still draining these
+            return result, still, await asyncio.gather(*streams)
 
-    result, answers = asyncio.run(main())
+    result, still, answers = asyncio.run(main())
     assert result.returncode == 0, result.stderr
     assert "added: b" in result.stdout and "changed: a" in result.stdout and "removed: c" in result.stdout, result.stdout
-    assert answers == [expected] * 16  # every stream complete, its text whole
+    assert still == 16
+    assert answers == [expected] * 16 and len(expected[0].split()) == 160  # every stream complete, its text whole
+    resumed = [line for line in server.http.get("/metrics").text.splitlines()
+               if line.startswith("seekstack_streams_resumed_total")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in resumed) == 0  # none broke off and went on elsewhere
     assert states(server) == {"a": "ready", "b": "ready"}
     new = [r for r in server.replicas() if r["model"] == "a"]
     assert len(new) == 1 and new[0]["pid"] != old_pid

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 
 import httpx
 import psutil
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import SEEKSTACK, Server, as_key, make_key, make_user
 from test_quotas import away_from_minute_edge, burst, set_limits
+from test_reload import model, reload, stream, write
 from test_supervision import wait_until
 
 
@@ -143,3 +145,122 @@ def _alive(process: psutil.Process) -> bool:
     except psutil.NoSuchProcess:
         return False
 
+
+
+def test_a_reload_reaches_every_worker_and_drops_no_stream(tmp_path, redis_url):
+    """`seekstack config reload` (to whichever worker answers) and SIGHUP to the leader: the
+    leader applies the file to its engines and every worker moves to them; the 16 streams in
+    flight on both workers complete; the old engine stops only after they have."""
+    srv = Server(tmp_path, {"quotas": {"store": "redis", "redis_url": redis_url},
+                            "models": [model("a", slots=16), model("c")]})
+    srv.extra_args = ["--workers", "2"]
+    srv.env = {"SEEKSTACK_SIM_OPTIONS": "--itl-ms 25 --output-len 60"}
+    srv.start()
+    try:
+        assert wait_until(lambda: len(answering(srv)) == 2, 30)  # both workers listen
+        old_engines = engines(srv)  # a's and c's
+        assert len(old_engines) == 2
+
+        async def main():
+            streams = []
+            for _ in range(16):  # a client each: new connections, which the kernel spreads over the workers
+                client = httpx.AsyncClient(base_url=srv.url, timeout=60, headers={"Authorization": f"Bearer {srv.key}"})
+                streams.append(asyncio.ensure_future(_stream_on(client, "a")))
+            await asyncio.sleep(0.4)  # all 16 are streaming (60 tokens × 25 ms each)
+            write(srv, [model("a", slots=8), model("b")])  # a changed, b added, c removed
+            began = time.monotonic()
+            result = await asyncio.to_thread(reload, srv)
+            return began, result, await asyncio.gather(*streams)
+
+        began, result, answers = asyncio.run(main())
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "added: b" in result.stdout and "changed: a" in result.stdout and "removed: c" in result.stdout, result.stdout
+        assert len({tag for tag, _, _ in answers}) == 2  # both workers had streams in flight
+        assert all(ended > began for _, _, ended in answers)  # still streaming when the reload began
+        assert all(done and len(text.split()) == 60 for _, (text, _, done), _ in answers), answers  # every text whole
+        assert sum(resumed(srv).values()) == 0  # not one stream broke off (and went on on another engine)
+        assert wait_until(lambda: not old_engines & engines(srv), 15)  # drained by every worker, then stopped
+        assert len(engines(srv)) == 2  # the new a's and b's
+
+        def codes_per_worker(name: str) -> dict[str, int]:
+            seen: dict[str, int] = {}
+            for _ in range(60):
+                with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
+                    r = fresh.post("/v1/chat/completions", json={
+                        "model": name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+                    seen[worker_of(r)] = r.status_code
+                if len(seen) == 2:
+                    break
+            return seen
+
+        assert list(codes_per_worker("b").values()) == [200, 200]
+        assert list(codes_per_worker("c").values()) == [404, 404]
+
+        write(srv, [model("a", slots=8), {"name": "x", "engine": {"kind": "nosuch"}}])  # refused whole, on any worker
+        refused = srv.http.post("/admin/v1/config/reload")
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_config"
+        assert "nosuch" in refused.json()["error"]["message"]
+        assert list(codes_per_worker("b").values()) == [200, 200]
+
+        write(srv, [model("a", slots=8), model("b"), model("d")])
+        os.kill(srv.proc.pid, signal.SIGHUP)  # to the leader
+        assert wait_until(lambda: list(codes_per_worker("d").values()) == [200, 200], 30)
+
+        victim = children(srv)["gateways"][0]  # a worker started again starts on the config in force
+        victim.kill()
+        assert wait_until(lambda: len(children(srv)["gateways"]) == 2
+                          and victim.pid not in {p.pid for p in children(srv)["gateways"]}, 30)
+        assert wait_until(lambda: len(answering(srv)) == 2, 30)
+        assert list(codes_per_worker("d").values()) == [200, 200]
+        assert list(codes_per_worker("c").values()) == [404, 404]
+    finally:
+        srv.stop()
+
+
+def engines(srv: Server) -> set[int]:
+    """The pids of the engines the leader runs (its children that are not gateway workers)."""
+    kids = set()
+    for kid in psutil.Process(srv.proc.pid).children():
+        try:
+            if kid.status() != psutil.STATUS_ZOMBIE and "gateway" not in kid.cmdline():
+                kids.add(kid.pid)
+        except psutil.Error:
+            pass
+    return kids
+
+
+def resumed(srv: Server) -> dict[str, float]:
+    """Each worker's count of streams that broke off and went on on another engine."""
+    counts: dict[str, float] = {}
+    for _ in range(40):
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
+            r = fresh.get("/metrics")
+            counts[worker_of(r)] = sum(float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines()
+                                       if line.startswith("seekstack_streams_resumed_total"))
+        if len(counts) == 2:
+            break
+    assert len(counts) == 2, counts
+    return counts
+
+
+def answering(srv: Server) -> set[str]:
+    """The workers that answer, over new connections (the kernel spreads them)."""
+    seen = set()
+    for _ in range(40):
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
+            seen.add(worker_of(fresh.get("/v1/models")))
+        if len(seen) == 2:
+            break
+    return seen
+
+
+async def _stream_on(client: httpx.AsyncClient, name: str):
+    """(the worker's tag, (text, finish reason, [DONE] came), when it ended) of one streamed chat."""
+    async with client:
+        tag = {}
+
+        async def hook(response):
+            tag["worker"] = worker_of(response)
+        client.event_hooks["response"] = [hook]
+        answer = await stream(client, name)
+        return tag["worker"], answer, time.monotonic()

@@ -6,7 +6,6 @@ import asyncio
 import faulthandler
 import gc
 import json
-import logging
 import os
 import signal
 import socket
@@ -17,14 +16,14 @@ from typing import Optional
 import typer
 import uvicorn
 
-from .. import __version__, ports, statelock
+from .. import __version__, control, ports, statelock
 from ..config import Settings, check_settings, find_config_file, load_settings
 from ..errors import ConfigError
 from ..gateway.app import build_app
 from ..gateway.connections import bounded_protocol
 from ..governance.service import admin_key_path, audit_dir
 from ..hostroles import Role, role_problems
-from ..reload import Reloader
+from ..reload import Reloader, reload_on_signal
 from ..observability.logs import UVICORN_LOG_CONFIG, configure_logging
 from ..planner.admission import admit, derive
 from ..planner.hardware import detect
@@ -58,7 +57,9 @@ def gateway(
 
 def start(config: Path | None, role: Role, host: str | None, port: int | None, force: bool, workers: int = 1) -> None:
     settings = load_settings(config)
-    reloader = Reloader(find_config_file(config), role, settings)  # the models as written, before sizes are derived
+    leader = os.environ.get(control.LEADER_ENV)  # a --workers worker: reloads are its leader's
+    reloader = Reloader(find_config_file(config), role, settings,  # the models as written, before sizes are derived
+                        leader=Path(leader) if leader else None)
     if host is not None:
         settings.server.host = host
     if port is not None:
@@ -92,7 +93,7 @@ def start(config: Path | None, role: Role, host: str | None, port: int | None, f
     # A fatal signal (SIGBUS from a store file truncated under its memory map, SIGSEGV) leaves a
     # line on stderr naming it and where it struck, instead of a silent death.
     faulthandler.enable(all_threads=False)
-    main = run_leader(settings, workers, settings_lock[0]) if workers > 1 else run_server(settings, reloader)
+    main = run_leader(settings, workers, settings_lock[0], reloader) if workers > 1 else run_server(settings, reloader)
     try:
         import uvloop
 
@@ -110,7 +111,8 @@ async def run_server(settings: Settings, reloader: Reloader | None = None) -> No
             raise ConfigError(f"cannot use the TLS certificate or key: {exc}",
                               fix="check server.tls.cert / key (PEM, matching pair, readable)") from None
     app = build_app(settings, reloader=reloader)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(app)))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP,
+                                                  lambda: asyncio.ensure_future(reload_on_signal(app.state.reloader)))
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -141,10 +143,14 @@ async def run_server(settings: Settings, reloader: Reloader | None = None) -> No
         config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     server = uvicorn.Server(config)
     announce = asyncio.create_task(_announce_when_ready(server, app, settings))
+    answer = os.environ.get(control.CONTROL_ENV)
+    leader = asyncio.create_task(_answer_the_leader(server, app, Path(answer))) if answer else None
     try:
         await server.serve(sockets=[_shared_socket(settings)] if os.environ.get(REUSE_PORT_ENV) else None)
     finally:
         announce.cancel()
+        if leader is not None:
+            leader.cancel()
     if not server.started:
         raise ConfigError(f"could not listen on {settings.server.host}:{settings.server.port}",
                           fix="pick a free port with --port, or stop what is using it")
@@ -188,6 +194,19 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
     out.print("Stop with Ctrl-C (in-flight requests finish first).", style="dim")
 
 
+async def _answer_the_leader(server: uvicorn.Server, app, path: Path) -> None:
+    """A `--workers` worker, once started: apply the config its leader rewrote, and say when
+    the endpoints that left it have drained (cli/workers.py)."""
+    while not server.started:
+        await asyncio.sleep(0.05)
+    listening = await control.listen(path, {"reload": app.state.reloader.reload_here,
+                                            "drained": app.state.supervisor.drained})
+    try:
+        await asyncio.Event().wait()  # until the server stops
+    finally:
+        listening.close()
+
+
 def _shared_socket(settings: Settings) -> socket.socket:
     """The listening address, bound with SO_REUSEPORT: every `--workers` process binds it too."""
     family = socket.AF_INET6 if ":" in settings.server.host else socket.AF_INET
@@ -196,14 +215,6 @@ def _shared_socket(settings: Settings) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((settings.server.host, settings.server.port))
     return sock
-
-
-async def _reload(app) -> None:
-    """SIGHUP: apply the config file again (the outcome goes to the log; nothing else waits for it)."""
-    try:
-        await app.state.reloader.reload()  # logs what changed
-    except ConfigError as exc:
-        logging.getLogger("seekstack.reload").error("SIGHUP reload refused: %s", exc.message)
 
 
 def freeze_startup_heap() -> None:

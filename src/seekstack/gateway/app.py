@@ -57,7 +57,7 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         app.state.supervisor = supervisor
         app.state.registry = registry
         app.state.reloader = reloader or Reloader(None, "serve", settings)  # without a file: refuses, saying why
-        app.state.reloader.supervisor = supervisor
+        app.state.reloader.apply = supervisor.apply
         app.state.router = router
         app.state.inference = InferenceService(settings, registry, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout,
                                                                                settings.scheduler.resume),
