@@ -12,6 +12,7 @@ import time
 import httpx
 import psutil
 import pytest
+import yaml
 
 from conftest import SEEKSTACK, Server, as_key, make_key, make_user
 from test_quotas import away_from_minute_edge, burst, set_limits
@@ -72,6 +73,15 @@ def test_quotas_are_exact_across_the_workers(workers):
     away_from_minute_edge(25)
     codes = [r.status_code for r in asyncio.run(burst([(workers.url, key)], 30))]
     assert codes.count(200) == 9 and codes.count(429) == 21, codes
+
+
+def test_scaling_and_rollouts_by_hand_say_how_under_workers(workers):
+    """The leader runs the engines: a worker asked to scale or roll out says what to do instead."""
+    scaled = workers.http.post("/admin/v1/models/m/scale", json={"replicas": 2})
+    assert scaled.status_code == 400 and "`serve --workers`" in scaled.json()["error"]["message"]
+    assert "set the model's `replicas` in the config file" in scaled.json()["error"]["message"]
+    rollout = workers.http.post("/admin/v1/rollouts", json={"model": "m", "to": "m@2"})
+    assert rollout.status_code == 400 and "`serve --workers`" in rollout.json()["error"]["message"]
 
 
 def test_a_console_sign_out_is_refused_by_every_worker(workers):
@@ -139,6 +149,19 @@ def test_workers_without_shared_quota_counters_are_refused(tmp_path):
     assert "--workers needs quotas.store: redis" in result.stderr, result.stderr
 
 
+def test_workers_with_an_autoscaled_model_are_refused_in_one_line(tmp_path, redis_url):
+    """Only the one gateway process that sees a model's load can autoscale it: said before
+    anything starts, naming the model (not a worker's generated config)."""
+    config = tmp_path / "seekstack.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"),
+                                      "quotas": {"store": "redis", "redis_url": redis_url},
+                                      "models": [model("a", autoscale={"min_replicas": 1, "max_replicas": 2})]}))
+    result = subprocess.run([*SEEKSTACK, "serve", "--workers", "2", "--config", str(config), "--port", "8999"],
+                            capture_output=True, text=True, timeout=60, env={**os.environ})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--workers: model 'a' has `autoscale`" in result.stderr and "worker-0.yaml" not in result.stderr, result.stderr
+
+
 def _alive(process: psutil.Process) -> bool:
     try:
         return process.status() != psutil.STATUS_ZOMBIE
@@ -202,9 +225,11 @@ def test_a_reload_reaches_every_worker_and_drops_no_stream(tmp_path, redis_url):
         assert "nosuch" in refused.json()["error"]["message"]
         assert list(codes_per_worker("b").values()) == [200, 200]
 
-        write(srv, [model("a", slots=8), model("b"), model("d")])
+        write(srv, [model("a", slots=8, replicas=2), model("b"), model("d")])  # scaled by the file
         os.kill(srv.proc.pid, signal.SIGHUP)  # to the leader
         assert wait_until(lambda: list(codes_per_worker("d").values()) == [200, 200], 30)
+        assert wait_until(lambda: len(engines(srv)) == 4, 15)  # a's two, b's, d's
+        assert sorted(r["model"] for r in srv.replicas()) == ["a", "a", "b", "d"]
 
         victim = children(srv)["gateways"][0]  # a worker started again starts on the config in force
         victim.kill()

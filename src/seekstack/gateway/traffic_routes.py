@@ -47,10 +47,19 @@ async def set_bounds(name: str, bounds: Bounds, request: Request) -> dict:
     return {"model": name, "rule": rule.to_json()}
 
 
+def refuse_on_a_worker(request: Request, what: str, fix: str) -> None:
+    """Under `serve --workers` the leader runs the engines; a worker cannot start or stop them."""
+    if request.app.state.reloader.leader is not None:
+        raise InvalidRequestError(f"{what} is not available under `serve --workers`: the leader process runs "
+                                  "the engines, not the gateway workers", fix=fix)
+
+
 @router.post("/models/{name}/scale")
 async def scale(name: str, body: Scale, request: Request) -> dict:
     supervisor = request.app.state.supervisor
     group = supervisor.group(name)  # 404 naming the configured models
+    refuse_on_a_worker(request, "scaling by hand", "set the model's `replicas` in the config file, then "
+                       "`seekstack config reload`: every worker follows")
     if not group[0].model.engine.launched:
         raise InvalidRequestError(f"model {name!r} runs on engines seekstack does not start; it cannot be scaled here",
                                   fix="scale those engines where they run")
@@ -88,6 +97,9 @@ async def rollouts(request: Request) -> dict:
 
 @router.post("/rollouts", status_code=201)
 async def start_rollout(body: NewRollout, request: Request) -> dict:
+    refuse_on_a_worker(request, "a canary or blue-green rollout",
+                       "point the model at the new version in the config file and `seekstack config reload` (its "
+                       "replicas are replaced without dropping a request), or serve without --workers for rollouts")
     guards = Guards(body.max_error_rate, body.max_ttft_ratio, body.min_requests)
     rollout = await request.app.state.rollouts.start(body.model, body.to, body.mode, body.canary_percent,
                                                      body.duration_s, guards)
