@@ -27,6 +27,7 @@ from balancer import HAProxy
 from conftest import SEEKSTACK, Server, as_key, free_port, make_key, make_user
 from hfdir import make_hf_dir
 from test_quotas import away_from_minute_edge, burst, set_limits
+from test_supervision import wait_until
 
 from seekstack.governance.audit import read_records
 
@@ -114,6 +115,18 @@ def test_engines_on_tcp_take_only_requests_with_their_key(fleet):
         assert httpx.get(models).status_code == 401
         assert httpx.get(models, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(models, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_sighup_leaves_the_engines_host_running(fleet):
+    """A gateway reloads on SIGHUP; an engines host must not die of one (the signal's default)."""
+    engines = fleet["engines"]
+    engines.proc.send_signal(signal.SIGHUP)
+    key = fleet["key_file"].read_text()
+    time.sleep(0.5)
+    assert engines.proc.poll() is None
+    assert wait_until(lambda: "an engines host does not reload" in engines.log.read_text(), 5)
+    for port in fleet["ports"].values():
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
 def test_the_balanced_gateways_serve_both_engines(fleet):

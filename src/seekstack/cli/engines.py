@@ -3,12 +3,15 @@
 Each configured model's engines start and are supervised here (heartbeat, restart with
 backoff) as under `seekstack serve`, but no gateway runs: each engine listens on TCP at its
 ``engine.host`` / ``engine.port`` and requires the key in ``engine.api_key_file`` (or
-``api_key_env``), which the gateways' config names too. Stops on SIGTERM / Ctrl-C.
+``api_key_env``), which the gateways' config names too. Stops on SIGTERM / Ctrl-C. SIGHUP,
+which reloads a gateway, does not stop it: an engine keeps its fixed port, so a changed
+config is applied by a restart, while the gateways send its models' requests elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from ..supervisor import Supervisor
 from .common import console
 
 out = console()
+log = logging.getLogger("seekstack.engines")
 
 
 def engines(
@@ -59,6 +63,9 @@ async def run_engines(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(  # its default would stop every engine here
+        "SIGHUP: an engines host does not reload (each engine keeps its fixed port); restart it to apply a "
+        "changed config — the gateways fail over to other endpoints meanwhile"))
     await supervisor.start()
     try:
         ready = await _wait(supervisor, settings.supervisor.startup_timeout, stop)
