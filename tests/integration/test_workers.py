@@ -19,6 +19,8 @@ from test_quotas import away_from_minute_edge, burst, set_limits
 from test_reload import model, reload, stream, write
 from test_supervision import wait_until
 
+from seekstack import ports
+
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory, redis_url):
@@ -289,3 +291,17 @@ async def _stream_on(client: httpx.AsyncClient, name: str):
         client.event_hooks["response"] = [hook]
         answer = await stream(client, name)
         return tag["worker"], answer, time.monotonic()
+
+
+def test_the_workers_die_with_their_leader(tmp_path, redis_url):
+    """A leader killed outright (the OOM killer, kill -9) takes its engines with it; its workers
+    must go too, or they would hold the port and answer 503 for ever, beside a new start's."""
+    srv = Server(tmp_path, {"quotas": {"store": "redis", "redis_url": redis_url}, "models": [model("a")]})
+    srv.extra_args = ["--workers", "2"]
+    srv.start()
+    assert wait_until(lambda: len(answering(srv)) == 2, 30)
+    workers = children(srv)["gateways"]
+    srv.proc.kill()
+    srv.proc.wait(10)
+    assert wait_until(lambda: not any(_alive(w) for w in workers), 10)
+    assert not ports.in_use("127.0.0.1", srv.port)
