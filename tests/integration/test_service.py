@@ -39,7 +39,8 @@ def test_service_install_writes_a_hardened_systemd_unit(tmp_path):
     service = unit["Service"]
     assert service["ExecStart"].endswith(f'-m seekstack serve --config "{config}"')  # quoted: the path has a space
     for option, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("UMask", "0077"),
-                          ("PrivateTmp", "yes"), ("CapabilityBoundingSet", ""), ("Restart", "on-failure")):
+                          ("PrivateTmp", "yes"), ("CapabilityBoundingSet", ""), ("Restart", "on-failure"),
+                          ("ExecReload", "/bin/kill -HUP $MAINPID")):
         assert service[option] == value, option
     assert str(tmp_path / "state") in service["ReadWritePaths"]
     assert unit["Install"]["WantedBy"] == "multi-user.target"

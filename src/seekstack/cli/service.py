@@ -113,6 +113,7 @@ def render_unit(settings: Settings, config: Path, *, user: bool) -> str:
         "[Service]",
         "Type=simple",
         f"ExecStart={_arg(sys.executable)} -m seekstack serve --config {_arg(str(config))}",
+        "ExecReload=/bin/kill -HUP $MAINPID",  # `systemctl reload`: the config's models, applied without a restart
         "KillSignal=SIGTERM",
         f"TimeoutStopSec={int(settings.server.drain_timeout) + 30}",
         "Restart=on-failure",
