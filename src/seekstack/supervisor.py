@@ -41,6 +41,7 @@ STARTING, READY, RESTARTING, STOPPED = "starting", "ready", "restarting", "stopp
 UNLOADED, DRAINING = "unloaded", "draining"
 EJECTED, PROBING = "ejected", "probing"  # ready, but its breaker is open / half-open (`status`)
 HOLD_SLACK = 10.0  # seconds a drain's hold may outlast the drain timeout (workers drain theirs first)
+Hold = Callable[[], Awaitable[None]]  # what else must finish before a drained replica stops
 REPLACE_HUNG_AFTER = 30.0  # seconds without a health answer before a local engine is restarted
 
 
@@ -162,7 +163,7 @@ class Supervisor:
     # ------------------------------------------------------------ hot reload
 
     async def apply(self, models: list[ModelConfig], changed: set[str],
-                    hold: Callable[[], Awaitable[None]] | None = None) -> dict[str, list[str]]:
+                    hold: Hold | None = None) -> dict[str, list[str]]:
         """Serve ``models`` from now on, without dropping a request in flight.
 
         A new model starts at once (its requests get 503 until a replica is ready). A model in
@@ -211,7 +212,7 @@ class Supervisor:
                 wait.cancel()
         return any(r.routable for r in group)
 
-    def _drain(self, group: list[Replica], hold: Callable[[], Awaitable[None]] | None = None) -> None:
+    def _drain(self, group: list[Replica], hold: Hold | None = None) -> None:
         """Out of the registry already: let their requests in flight finish, then stop them."""
         task = asyncio.create_task(self._drain_then_stop(group, hold))
         self._draining[task] = group
@@ -221,7 +222,7 @@ class Supervisor:
         """Return once every replica taken out of the registry so far has drained and stopped."""
         await asyncio.gather(*self._draining, return_exceptions=True)
 
-    async def _drain_then_stop(self, group: list[Replica], hold: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def _drain_then_stop(self, group: list[Replica], hold: Hold | None = None) -> None:
         for replica in group:
             replica.retired = True  # if it exits while draining, it stays down
             if replica.state == READY:

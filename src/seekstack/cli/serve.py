@@ -18,8 +18,8 @@ import uvicorn
 
 from .. import __version__, control, ports, statelock
 from ..config import Settings, check_settings, find_config_file, load_settings
-from ..errors import ConfigError
 from ..engines.lifeline import die_with_parent
+from ..errors import ConfigError
 from ..gateway.app import build_app
 from ..gateway.connections import bounded_protocol
 from ..governance.service import admin_key_path, audit_dir
@@ -146,14 +146,14 @@ async def run_server(settings: Settings, reloader: Reloader | None = None) -> No
         config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     server = uvicorn.Server(config)
     announce = asyncio.create_task(_announce_when_ready(server, app, settings))
-    answer = os.environ.get(control.CONTROL_ENV)
-    leader = asyncio.create_task(_answer_the_leader(server, app, Path(answer))) if answer else None
+    control_socket = os.environ.get(control.CONTROL_ENV)  # a --workers worker's, for its leader
+    answering = asyncio.create_task(_answer_the_leader(server, app, Path(control_socket))) if control_socket else None
     try:
         await server.serve(sockets=[_shared_socket(settings)] if os.environ.get(REUSE_PORT_ENV) else None)
     finally:
         announce.cancel()
-        if leader is not None:
-            leader.cancel()
+        if answering is not None:
+            answering.cancel()
     if not server.started:
         raise ConfigError(f"could not listen on {settings.server.host}:{settings.server.port}",
                           fix="pick a free port with --port, or stop what is using it")

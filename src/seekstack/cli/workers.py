@@ -44,15 +44,16 @@ log = logging.getLogger("seekstack.workers")
 
 
 def check_workers(settings: Settings, workers: int) -> list[str]:
+    if workers == 1:
+        return []
     problems = []
-    if workers > 1 and settings.quotas.store != "redis":
+    if settings.quotas.store != "redis":
         problems.append("--workers needs quotas.store: redis — the workers must count quotas together "
                         "(e.g. quotas: {store: redis, redis_url: redis://127.0.0.1:6379/0})")
-    for model in settings.models if workers > 1 else []:
-        if model.autoscale is not None:
-            problems.append(f"--workers: model {model.name!r} has `autoscale`, which needs the one gateway process that "
-                            "sees its load; serve it without --workers, or give it a fixed `replicas` (changed by a reload)")
-    if workers > 1 and settings.server.port == 0:
+    problems += [f"--workers: model {model.name!r} has `autoscale`, which needs the one gateway process that sees "
+                 "its load; serve it without --workers, or give it a fixed `replicas` (changed by a reload)"
+                 for model in settings.models if model.autoscale is not None]
+    if settings.server.port == 0:
         problems.append("--workers needs a fixed port (every worker binds the same one): pass --port N")
     return problems
 
