@@ -14,7 +14,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import SEEKSTACK, Server, as_key, make_key, make_user
+from conftest import SEEKSTACK, Server, as_key, make_key, make_user, start_sim
 from test_quotas import away_from_minute_edge, burst, set_limits
 from test_reload import model, reload, stream, write
 from test_supervision import wait_until
@@ -207,29 +207,18 @@ def test_a_reload_reaches_every_worker_and_drops_no_stream(tmp_path, redis_url):
         assert wait_until(lambda: not old_engines & engines(srv), 15)  # drained by every worker, then stopped
         assert len(engines(srv)) == 2  # the new a's and b's
 
-        def codes_per_worker(name: str) -> dict[str, int]:
-            seen: dict[str, int] = {}
-            for _ in range(60):
-                with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
-                    r = fresh.post("/v1/chat/completions", json={
-                        "model": name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
-                    seen[worker_of(r)] = r.status_code
-                if len(seen) == 2:
-                    break
-            return seen
-
-        assert list(codes_per_worker("b").values()) == [200, 200]
-        assert list(codes_per_worker("c").values()) == [404, 404]
+        assert list(chat_per_worker(srv, "b").values()) == [200, 200]
+        assert list(chat_per_worker(srv, "c").values()) == [404, 404]
 
         write(srv, [model("a", slots=8), {"name": "x", "engine": {"kind": "nosuch"}}])  # refused whole, on any worker
         refused = srv.http.post("/admin/v1/config/reload")
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_config"
         assert "nosuch" in refused.json()["error"]["message"]
-        assert list(codes_per_worker("b").values()) == [200, 200]
+        assert list(chat_per_worker(srv, "b").values()) == [200, 200]
 
         write(srv, [model("a", slots=8, replicas=2), model("b"), model("d")])  # scaled by the file
         os.kill(srv.proc.pid, signal.SIGHUP)  # to the leader
-        assert wait_until(lambda: list(codes_per_worker("d").values()) == [200, 200], 30)
+        assert wait_until(lambda: list(chat_per_worker(srv, "d").values()) == [200, 200], 30)
         assert wait_until(lambda: len(engines(srv)) == 4, 15)  # a's two, b's, d's
         assert sorted(r["model"] for r in srv.replicas()) == ["a", "a", "b", "d"]
 
@@ -238,8 +227,8 @@ def test_a_reload_reaches_every_worker_and_drops_no_stream(tmp_path, redis_url):
         assert wait_until(lambda: len(children(srv)["gateways"]) == 2
                           and victim.pid not in {p.pid for p in children(srv)["gateways"]}, 30)
         assert wait_until(lambda: len(answering(srv)) == 2, 30)
-        assert list(codes_per_worker("d").values()) == [200, 200]
-        assert list(codes_per_worker("c").values()) == [404, 404]
+        assert list(chat_per_worker(srv, "d").values()) == [200, 200]
+        assert list(chat_per_worker(srv, "c").values()) == [404, 404]
     finally:
         srv.stop()
 
@@ -268,6 +257,19 @@ def resumed(srv: Server) -> dict[str, float]:
             break
     assert len(counts) == 2, counts
     return counts
+
+
+def chat_per_worker(srv: Server, name: str) -> dict[str, int]:
+    """Each worker's status for a short chat with model ``name`` (new connections until both answered)."""
+    seen: dict[str, int] = {}
+    for _ in range(60):
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
+            r = fresh.post("/v1/chat/completions", json={
+                "model": name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+            seen[worker_of(r)] = r.status_code
+        if len(seen) == 2:
+            break
+    return seen
 
 
 def answering(srv: Server) -> set[str]:
@@ -305,3 +307,29 @@ def test_the_workers_die_with_their_leader(tmp_path, redis_url):
     srv.proc.wait(10)
     assert wait_until(lambda: not any(_alive(w) for w in workers), 10)
     assert not ports.in_use("127.0.0.1", srv.port)
+
+
+def test_a_gateway_host_runs_workers_and_reloads_them_too(tmp_path, redis_url):
+    """`seekstack gateway --workers 2`: engines on other hosts (here `seekstack sim`), the
+    workers on one port; a model added to the file reaches both with one reload."""
+    first, first_port = start_sim("--dialect", "vllm", "--model", "m")
+    second, second_port = start_sim("--dialect", "vllm", "--model", "n")
+    remote = {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{first_port}"]}
+    srv = Server(tmp_path, {"quotas": {"store": "redis", "redis_url": redis_url},
+                            "models": [{"name": "m", "context": 4096, "engine": remote}]}, command="gateway")
+    srv.extra_args = ["--workers", "2"]
+    try:
+        srv.start()
+        assert wait_until(lambda: len(answering(srv)) == 2, 30)
+        assert list(chat_per_worker(srv, "m").values()) == [200, 200]
+        write(srv, [{"name": "m", "context": 4096, "engine": remote},
+                    {"name": "n", "context": 4096,
+                     "engine": {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{second_port}"]}}])
+        result = reload(srv)
+        assert result.returncode == 0 and "added: n" in result.stdout, result.stdout + result.stderr
+        assert wait_until(lambda: list(chat_per_worker(srv, "n").values()) == [200, 200], 15)
+    finally:
+        srv.stop()
+        for sim in (first, second):
+            sim.kill()
+            sim.wait()

@@ -51,9 +51,10 @@ def gateway(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="seekstack.yaml whose models name their engines (engine.url / engine.endpoints)."),
     host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", "-p", help="Port (default 8800; 0 picks a free one)."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, max=64, help="Gateway processes on one port (SO_REUSEPORT); needs quotas.store: redis."),
 ) -> None:
     """Start a gateway only: every model's engines run on other hosts (several gateways share one database)."""
-    start(config, "gateway", host, port, force=False)
+    start(config, "gateway", host, port, force=False, workers=workers)
 
 
 def start(config: Path | None, role: Role, host: str | None, port: int | None, force: bool, workers: int = 1) -> None:

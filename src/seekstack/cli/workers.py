@@ -1,4 +1,5 @@
-"""`seekstack serve --workers N`: N gateway processes on one port, engines supervised once.
+"""`seekstack serve --workers N`: N gateway processes on one port, engines supervised once
+(`seekstack gateway --workers N` alike, its engines on other hosts).
 
 The leader (this process) launches and supervises the engines — each on loopback TCP, taking
 only requests that carry a key made for this start (a 0600 file in a private directory) —
@@ -104,7 +105,9 @@ class Leader:
             statelock.record(lock, pid=os.getpid(), host=settings.server.host, port=settings.server.port)
             out.print(f"[bold green]seekstack[/] {len(procs)} gateway workers on "
                       f"http://{settings.server.host}:{settings.server.port}/v1 (pids "
-                      f"{', '.join(str(p.pid) for p in procs if p)}); engines supervised here", soft_wrap=True)
+                      f"{', '.join(str(p.pid) for p in procs if p)})"
+                      f"{'; engines supervised here' if any(m.engine.launched for m in settings.models) else ''}",
+                      soft_wrap=True)
             while not stopping.is_set():  # a worker that died is started again
                 for i, proc in enumerate(procs):
                     if proc is not None and proc.poll() is not None:
