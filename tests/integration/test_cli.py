@@ -59,8 +59,8 @@ def test_ps_shows_replicas(server):
     for r in rows:
         assert r["state"] == "ready" and r["pid"] > 0 and r["memory_bytes"] > 10 * 2**20
         assert r["base_url"].startswith("unix://") and r["port"] is None  # engines are not on TCP by default
-    table = cli("ps", *as_operator(server))
-    assert "smollm2-135m" in table.stdout and "ready" in table.stdout
+    table = cli("ps", *as_operator(server), env={"COLUMNS": "220"})
+    assert "smollm2-135m" in table.stdout and "ready" in table.stdout and "unix socket" in table.stdout
 
 
 def test_models_lists_configured_models(server):

@@ -129,6 +129,16 @@ def test_sighup_leaves_the_engines_host_running(fleet):
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
+def test_ps_on_a_gateway_says_where_each_engine_runs(fleet):
+    a = fleet["gateways"]["a"]
+    table = subprocess.run([*SEEKSTACK, "ps", "--url", a.url, "--api-key", a.key], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "COLUMNS": "220"})
+    assert table.returncode == 0, table.stderr
+    for port in fleet["ports"].values():
+        assert f"127.0.0.1:{port}" in table.stdout, table.stdout
+    assert "unix socket" not in table.stdout
+
+
 def test_the_balanced_gateways_serve_both_engines(fleet):
     a = fleet["gateways"]["a"]
     client = OpenAI(base_url=fleet["balancer"].url + "/v1", api_key=a.key, max_retries=0, timeout=60)

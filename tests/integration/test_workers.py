@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -20,6 +23,7 @@ from test_reload import model, reload, stream, write
 from test_supervision import wait_until
 
 from seekstack import ports
+from seekstack.cli.workers import RUNTIME_PREFIX, remove_orphaned_runtimes
 
 
 @pytest.fixture(scope="module")
@@ -303,10 +307,17 @@ def test_the_workers_die_with_their_leader(tmp_path, redis_url):
     srv.start()
     assert wait_until(lambda: len(answering(srv)) == 2, 30)
     workers = children(srv)["gateways"]
+    runtime = Path(workers[0].cmdline()[-1]).parent  # the leader's private directory: the engines' key, the configs
     srv.proc.kill()
     srv.proc.wait(10)
     assert wait_until(lambda: not any(_alive(w) for w in workers), 10)
     assert not ports.in_use("127.0.0.1", srv.port)
+    assert (runtime / "engine.key").exists()  # a leader killed outright cleans up nothing ...
+    mine = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))
+    (mine / "leader.pid").write_text(str(os.getpid()))  # ... and a leader still running keeps its own
+    remove_orphaned_runtimes()  # what the next leader does first
+    assert not runtime.exists() and mine.exists()
+    shutil.rmtree(mine)
 
 
 def test_a_gateway_host_runs_workers_and_reloads_them_too(tmp_path, redis_url):

@@ -7,6 +7,7 @@ import platform
 from importlib.metadata import PackageNotFoundError, version as pkg_version
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import typer
 from rich.markup import escape
@@ -84,7 +85,7 @@ def _print_store(settings) -> None:
 
 def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as_json: bool = JsonOption,
        key: Optional[str] = ApiKeyOption) -> None:
-    """Show running engine replicas: port, PID, state, memory and uptime."""
+    """Show running engine replicas: address, PID, state, memory and uptime."""
     gateway = connect(url, key, config)
     base = gateway.url
     replicas = gateway.get("/admin/v1/replicas")["data"]
@@ -92,7 +93,7 @@ def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as
         print(json.dumps(replicas, indent=2))
         return
     table = Table(title=f"replicas at {base}")
-    for col in ("model", "replica", "engine", "state", "health", "load q/run/kv", "pid", "port", "memory", "uptime",
+    for col in ("model", "replica", "engine", "state", "health", "load q/run/kv", "pid", "address", "memory", "uptime",
                 "restarts", "in flight"):
         table.add_column(col)
     for r in replicas:
@@ -101,8 +102,16 @@ def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as
         health = r["health"]["state"] + (f": {r['health']['reason']}" if r["health"]["reason"] else "")
         engine = r["engine"] + (" [yellow](simulated)[/]" if r.get("simulated") else "")
         table.add_row(r["model"], str(r["replica"]), engine, state, escape(health), _load(r["load"]), str(r["pid"] or "-"),
-                      str(r["port"] or "unix socket"), mem, _duration(r["uptime_s"]), str(r["restarts"]), str(r["outstanding"]))
+                      _address(r), mem, _duration(r["uptime_s"]), str(r["restarts"]), str(r["outstanding"]))
     out.print(table)
+
+
+def _address(replica: dict) -> str:
+    """Where the engine listens: its port here, a Unix socket, or (an engine elsewhere) host:port."""
+    if replica["port"]:
+        return str(replica["port"])
+    url = replica.get("base_url") or ""
+    return "unix socket" if url.startswith("unix://") else urlsplit(url).netloc or "-"
 
 
 def _load(load: dict) -> str:

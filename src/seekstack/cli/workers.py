@@ -40,6 +40,7 @@ from .common import console
 
 out = console()
 REUSE_PORT_ENV = "SEEKSTACK_REUSE_PORT"  # a worker binds its port with SO_REUSEPORT
+RUNTIME_PREFIX = "seekstack-workers-"  # a leader's private directory in the temporary directory
 WORKER_ANSWER_TRIES = 20  # × 0.5 s: how long a worker that is still starting has to listen for its leader
 log = logging.getLogger("seekstack.workers")
 
@@ -74,7 +75,9 @@ class Leader:
 
     def __init__(self, settings: Settings, workers: int, reloader: Reloader):
         self.settings = settings
-        self.runtime = Path(tempfile.mkdtemp(prefix="seekstack-workers-"))  # 0700
+        remove_orphaned_runtimes()
+        self.runtime = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))  # 0700
+        (self.runtime / "leader.pid").write_text(str(os.getpid()))
         self.key_file = self.runtime / "engine.key"
         write_secret_file(self.key_file, secrets.token_hex(32).encode())
         settings.supervisor.engine_transport = "tcp"
@@ -219,6 +222,30 @@ class Leader:
                                 stdin=subprocess.DEVNULL, env={**os.environ, REUSE_PORT_ENV: "1",
                                                                control.LEADER_ENV: str(self.runtime / "leader.sock"),
                                                                control.CONTROL_ENV: str(self._socket(index))})
+
+
+def remove_orphaned_runtimes() -> None:
+    """Remove what leaders killed outright left behind (their engines' key, their workers'
+    configs): each runtime directory of this user whose leader is no longer running."""
+    for runtime in Path(tempfile.gettempdir()).glob(RUNTIME_PREFIX + "*"):
+        try:
+            if runtime.stat().st_uid != os.getuid():
+                continue
+            pid = int((runtime / "leader.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or a leader still between mkdtemp and writing its pid
+        if not _running(pid):
+            shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _listening(settings: Settings, proc: subprocess.Popen, stopping: asyncio.Event) -> None:
