@@ -21,6 +21,7 @@ from seekstack.store import Store
 from seekstack.store.transfer import import_path
 
 
+LONG = 1200  # tokens of a long stream: 6 s at the simulated 5 ms a token (requests asking fewer get fewer)
 WATCHER = {"permissions": ["models:read", "rollout:read"], "scope": "global", "description": "watches rollouts"}
 
 
@@ -35,9 +36,9 @@ def served(tmp_path):
     faults = tmp_path / "faults.json"
     faults.write_text("{}")
     server = Server(tmp_path, {"store": {"path": str(tmp_path / "store")}, "roles": {"rollout_watcher": WATCHER},
-                               "models": [{"name": "m", "store": "tiny@1", "context": 512, "slots": 8,
+                               "models": [{"name": "m", "store": "tiny@1", "context": 2048, "slots": 8,
                                            "engine": {"kind": "llamacpp", "simulate": True}}]})
-    server.env = {"SEEKSTACK_SIM_OPTIONS": f"--itl-ms 5 --faults-file {faults}"}
+    server.env = {"SEEKSTACK_SIM_OPTIONS": f"--itl-ms 5 --output-len {LONG} --faults-file {faults}"}
     server.faults = faults
     server.start()
     return server
@@ -115,21 +116,42 @@ def test_a_healthy_canary_takes_its_share_sticky_per_user_and_is_promoted(served
         {"role": "user", "content": "hi"}]}).status_code == 200
 
 
+async def long_stream(server: Server) -> tuple[int, bool]:
+    """A stream of LONG tokens (6 s): (its content pieces, whether [DONE] came)."""
+    body = {"model": "m", "max_tokens": LONG, "stream": True, "messages": [{"role": "user", "content": "go on"}]}
+    pieces, done = 0, False
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.key}"}) as http:
+        async with http.stream("POST", "/v1/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: ") and '"content"' in line:
+                    pieces += sum(1 for c in json.loads(line[6:])["choices"] if c["delta"].get("content"))
+    return pieces, done
+
+
 def test_blue_green_under_load_drops_nothing(served):
     async def main():
         load = asyncio.ensure_future(traffic(served, 400, concurrency=8, stream_every=2))
+        long = [asyncio.ensure_future(long_stream(served)) for _ in range(4)]  # on blue until after the switch
         await asyncio.sleep(0.3)
         switched = await asyncio.to_thread(subprocess.run, [
             *SEEKSTACK, "rollout", "switch", "m", "--to", "2", "--url", served.url, "--api-key", served.key],
             capture_output=True, text=True, timeout=60)
         promoted = await asyncio.to_thread(wait_until, lambda: rollout(served)["state"] == "promoted", 30)
-        return switched, promoted, await load
+        still = sum(not stream.done() for stream in long)
+        return switched, promoted, await load, still, await asyncio.gather(*long)
 
-    switched, promoted, results = asyncio.run(main())
+    switched, promoted, results, still, longs = asyncio.run(main())
     assert switched.returncode == 0 and "blue-green of m to tiny@2" in switched.stdout, switched.stdout + switched.stderr
     assert promoted, rollout(served)
     assert len(results) == 400 and all(status == 200 and whole for status, whole in results), \
         [r for r in results if r != (200, True)]
+    assert still == 4  # in flight on blue when green took over ...
+    assert longs == [(LONG, True)] * 4  # ... and each finished there, whole
+    resumed = [line for line in served.http.get("/metrics").text.splitlines()
+               if line.startswith("seekstack_streams_resumed_total")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in resumed) == 0  # not one broke off and went on on green
     assert [(d["name"], d["version"]) for d in served.http.get("/admin/v1/deployments").json()["data"]] == [("m", "2")]
     assert wait_until(lambda: len(served.replicas()) == 1, 20)
 
