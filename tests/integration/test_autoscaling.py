@@ -52,7 +52,8 @@ def test_a_load_ramp_scales_up_to_what_fits_and_back_down_draining(tmp_path):
                 while not stop.is_set():
                     r = await http.post("/v1/chat/completions", json={"model": "m", "messages": [
                         {"role": "user", "content": "go on"}], "stream": True})
-                    statuses.append(r.status_code)
+                    whole = r.text.rstrip().endswith("data: [DONE]") and '"error"' not in r.text
+                    statuses.append(r.status_code if whole else f"{r.status_code}, cut")
                 return statuses
             workers = [asyncio.ensure_future(stream_until_stopped()) for _ in range(10)]  # 10 on 4 slots
             grew = await asyncio.to_thread(wait_until, lambda: len([r for r in replicas(server)
@@ -63,7 +64,10 @@ def test_a_load_ramp_scales_up_to_what_fits_and_back_down_draining(tmp_path):
 
     grew, statuses = asyncio.run(load())
     assert grew, replicas(server)
-    assert set(statuses) == {200}  # nothing refused or dropped while replicas came and went
+    assert set(statuses) == {200}  # nothing refused or cut while replicas came and went
+    resumed = [line for line in server.http.get("/metrics").text.splitlines()
+               if line.startswith("seekstack_streams_resumed_total")]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in resumed) == 0  # nor broken off and resumed elsewhere
     state = server.http.get("/admin/v1/autoscaler").json()["data"][0]
     assert state["model"] == "m" and state["decisions"]["up"] == 1 and state["decisions"]["held"] >= 1, state
     assert state["rule"]["max_replicas"] == 3
