@@ -1,6 +1,7 @@
 """Supervisor: crash recovery with backoff, routing around dead replicas, 503 + Retry-After when none is left."""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -90,19 +91,27 @@ def test_no_healthy_replica_is_503_with_retry_after_then_recovers(supervised):
 
 
 def test_repeated_crashes_back_off_exponentially(supervised):
-    # kill the same replica twice in a row: the second restart waits longer than the first
-    def kill_and_time():
-        victim = next(r for r in supervised.replicas() if r["model"] == "solo")
+    """Kill the same replica twice in a row: the second restart waits twice as long as the first."""
+    def solo() -> dict:
+        return next(r for r in supervised.replicas() if r["model"] == "solo")
+
+    def kill_and_time() -> tuple[float, float]:
+        """(the backoff the supervisor logged, seconds from the kill to the new process)."""
+        victim = solo()
         t0 = time.monotonic()
         os.kill(victim["pid"], signal.SIGKILL)
-        assert wait_until(lambda: (lambda s: s["pid"] != victim["pid"] and s["state"] == "ready")(
-            next(r for r in supervised.replicas() if r["model"] == "solo")), 60)
-        return time.monotonic() - t0
+        assert wait_until(lambda: solo()["pid"] not in (None, victim["pid"]), 60, 0.02)
+        spawned = time.monotonic() - t0
+        assert wait_until(lambda: solo()["state"] == "ready", 60)
+        logged = re.findall(r"replica solo/0 exited \(code -?\d+\); restarting in ([\d.]+)s",
+                            supervised.log_path.read_text())
+        return float(logged[-1]), spawned
 
-    first, second = kill_and_time(), kill_and_time()
-    solo = next(r for r in supervised.replicas() if r["model"] == "solo")
-    assert solo["restarts"] >= 3
-    assert second > first  # 1 s then 2 s of backoff on top of the same load time
+    restarts = solo()["restarts"]
+    (first, first_took), (second, second_took) = kill_and_time(), kill_and_time()
+    assert solo()["restarts"] == restarts + 2
+    assert second == 2 * first  # exponential (backoff_initial 0.5 s: 0.5, 1, 2 …)
+    assert first_took >= first and second_took >= second  # and each was really waited out
 
 
 def test_engines_run_niced_below_the_gateway(supervised):
