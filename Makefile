@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python bench/governance_overhead.py $(if $(wildcard bench/.litellm-venv/bin/litellm),--litellm,)
 	$(BIN)/python bench/observability_overhead.py
 	$(BIN)/python bench/planner_memory.py
+	$(BIN)/python bench/pii_scaling.py
 	$(BIN)/python bench/store_throughput.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/routing_overhead.py

@@ -12,6 +12,7 @@ before them through at once.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -37,26 +38,61 @@ def detect(text: str) -> list[Entity]:
     """Non-overlapping entities, left to right; on overlap the validated / longer one wins.
 
     Matched on the normalized text (full-width forms and dashes folded, one character for one);
-    values are cut from the original. Nothing inside a hash or a UUID counts."""
+    values are cut from the original. Nothing inside a hash or a UUID counts. Linear in the
+    text: every overlap check is a lookup in sorted spans (a 64 KB report with its hotline on
+    every page took 5.9 s when each check walked every span chosen before it)."""
+    return choose(text, found(text))
+
+
+def found(text: str) -> list[Entity]:
+    """Every recognizer's matches, outside hashes and UUIDs, overlapping or not."""
     norm = normalize(text)
     lowered, has_digit = norm.lower(), _DIGIT.search(norm) is not None
-    vetoed = [m.span() for m in VETO.finditer(norm)] if has_digit else []
-    found = [Entity(s, e, r.name, text[s:e]) for r in candidates(norm, lowered, has_digit)
-             if r.pattern.search(norm) is not None  # most find nothing: one C call says so
-             for s, e, _ in r.find(norm) if not any(s < b and a < e for a, b in vetoed)]
-    found.sort(key=lambda x: (PRIORITY[x.cls], -(x.end - x.start), x.start))
-    chosen: list[Entity] = []
-    for entity in found:
-        if all(entity.end <= c.start or entity.start >= c.end for c in chosen):
-            chosen.append(entity)
-    for entity in list(chosen):  # a value found once (say, a name after 患者) is PII wherever it recurs
-        at = text.find(entity.value)
+    vetoed = _Spans()
+    for m in VETO.finditer(norm) if has_digit else ():
+        vetoed.claim(*m.span())
+    return [Entity(s, e, r.name, text[s:e]) for r in candidates(norm, lowered, has_digit)
+            if r.pattern.search(norm) is not None  # most find nothing: one C call says so
+            for s, e, _ in r.find(norm) if vetoed.free(s, e)]
+
+
+def choose(text: str, entities: list[Entity]) -> list[Entity]:
+    """By priority, the longest, the leftmost, those that overlap nothing chosen before; then
+    every recurrence of a chosen value (say, a name found after 患者) that overlaps nothing."""
+    taken = _Spans()
+    chosen = [e for e in sorted(entities, key=lambda x: (PRIORITY[x.cls], -(x.end - x.start), x.start))
+              if taken.claim(e.start, e.end)]
+    first: dict[str, str] = {}  # each value once, in the order chosen, as the class it was first chosen as
+    for entity in chosen:
+        first.setdefault(entity.value, entity.cls)
+    for value, cls in first.items():
+        at = text.find(value)
         while at >= 0:
-            end = at + len(entity.value)
-            if all(end <= c.start or at >= c.end for c in chosen):
-                chosen.append(Entity(at, end, entity.cls, entity.value))
-            at = text.find(entity.value, at + 1)
+            if taken.claim(at, at + len(value)):
+                chosen.append(Entity(at, at + len(value), cls, value))
+            at = text.find(value, at + 1)
     return sorted(chosen, key=lambda x: x.start)
+
+
+class _Spans:
+    """Non-overlapping [start, end) spans, kept sorted: whether a span is free is a bisection."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def free(self, start: int, end: int) -> bool:
+        i = bisect.bisect_right(self.starts, start)
+        return not ((i and self.ends[i - 1] > start) or (i < len(self.starts) and self.starts[i] < end))
+
+    def claim(self, start: int, end: int) -> bool:
+        """Take the span if it is free; say whether it was."""
+        if not self.free(start, end):
+            return False
+        i = bisect.bisect_right(self.starts, start)
+        self.starts.insert(i, start)
+        self.ends.insert(i, end)
+        return True
 
 
 def _label(cls: str) -> str:
