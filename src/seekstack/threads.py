@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import anyio
+
+_worker: ProcessPoolExecutor | None = None  # in_worker_process's: started on first use
 
 
 async def off_loop(call, *args, **kwargs):
@@ -27,3 +32,18 @@ async def in_process(module: str, *args: str) -> tuple[int, bytes]:
         proc.kill()
         raise
     return proc.returncode, output
+
+
+async def in_worker_process(call, *args):
+    """``call(*args)`` in a long-lived worker process, started (spawned) on first use: for work
+    on a large input that would hold the interpreter lock for long (a regular expression over a
+    long prompt runs in C and never lets go of it). ``call`` and its arguments are pickled. A
+    worker that died is replaced at the next call; this one raises BrokenProcessPool."""
+    global _worker
+    if _worker is None:
+        _worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_worker, call, *args)
+    except BrokenProcessPool:
+        _worker = None
+        raise

@@ -91,3 +91,32 @@ def test_detect_counts_classes_in_a_streamed_answer_without_changing_it(server):
         records = auditor.get("/admin/v1/audit", params={"limit": 10000}).json()["data"]
     outcome = next(x for x in records if x.get("request_id") == request_id and x["event"] == "response")
     assert outcome["pii"] == {"cn_mobile": 1}
+
+
+@pytest.mark.parametrize("policy", ["mask", "detect"])
+def test_a_long_prompt_is_scanned_apart_and_every_value_counted(tmp_path, policy):
+    """A prompt past APART_CHARS is scanned in the gateway's worker process (mask: before the
+    engine; detect: after the answer): the request is answered and every value is counted."""
+    from conftest import Server
+    from test_supervision import wait_until
+
+    from seekstack.governance.pii import APART_CHARS
+
+    server = Server(tmp_path, {"pii": {"default": policy}, "models": [
+        {"name": "long", "source": "embedded", "context": 131072, "engine": {"kind": "llamacpp", "simulate": True}}]})
+    server.start()
+    try:
+        prompt = f"Call {PHONE} about order 1234, then write it down. " * 1000
+        assert len(prompt) >= APART_CHARS
+        r = server.http.post("/v1/chat/completions", json={"model": "long", "max_tokens": 8,
+                                                            "messages": [{"role": "user", "content": prompt}]})
+        assert r.status_code == 200, r.text
+
+        def counted() -> float:  # detect counts once the answer is out: a moment after the client has it
+            lines = [line for line in server.http.get("/metrics").text.splitlines()
+                     if line.startswith('seekstack_pii_detections_total{class="cn_mobile"}')]
+            return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+        assert wait_until(lambda: counted() >= 1000, 10), counted()
+    finally:
+        server.stop()

@@ -117,10 +117,14 @@ def test_meter_runs_deferred_accounting_once_and_a_failure_does_not_stop_the_res
     from seekstack.governance.meter import Meter
 
     meter, ran = Meter(), []
-    meter.after += [lambda: ran.append("first"), lambda: 1 / 0, lambda: ran.append("third")]
-    meter.run_after()
-    meter.run_after()  # nothing left: each step runs once
-    assert ran == ["first", "third"]
+
+    async def counted_apart():  # a step may be a coroutine (a long prompt's PII, scanned in a worker process)
+        ran.append("fourth")
+
+    meter.after += [lambda: ran.append("first"), lambda: 1 / 0, lambda: ran.append("third"), counted_apart]
+    asyncio.run(meter.run_after())
+    asyncio.run(meter.run_after())  # nothing left: each step runs once
+    assert ran == ["first", "third", "fourth"]
     assert "accounting after the answer failed (ZeroDivisionError in " in caplog.text
 
 

@@ -139,8 +139,8 @@ class GuardMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             self.in_flight -= 1
-            meter.run_after()
             with anyio.CancelScope(shield=True):  # a client that left still counts
+                await meter.run_after()
                 await self.governance.quotas.settle(admission, charged_tokens(meter, admission))
             if meter.capture and meter.request_body is not None and meter.model is not None \
                     and (status < 400 or meter.total_tokens):  # refused before the engine: no body to keep

@@ -159,7 +159,7 @@ class InferenceService:
                                            fix="send text parts only, or serve a model that accepts images and audio",
                                            param=f"messages.{i}.content")
         self._apply_defaults(body, caps)
-        redactor = self._redactor(request, req.model, body)
+        redactor = await self._redactor(request, req.model, body)
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
         bound = sum(text_bytes(m.get("content")) + PER_MESSAGE_SLACK for m in body["messages"]) + TEMPLATE_SLACK
         count = (lambda: self.upstream.count_tokens(req.model, "chat", body)) if caps.counts_tokens else None
@@ -190,7 +190,7 @@ class InferenceService:
         if not caps.completions:
             raise UnsupportedError(f"model {req.model!r} does not serve completions", param="model")
         self._apply_defaults(body, caps)
-        redactor = self._redactor(request, req.model, body)
+        redactor = await self._redactor(request, req.model, body)
         bound, longest = longest_input(req.prompt)
         count = self._counter(req.model, caps, bound, longest)
         budget = body.get("max_tokens")
@@ -228,7 +228,7 @@ class InferenceService:
 
     # ------------------------------------------------------------ helpers
 
-    def _redactor(self, request: Request, model: str, body: dict[str, Any]) -> Redactor:
+    async def _redactor(self, request: Request, model: str, body: dict[str, Any]) -> Redactor:
         """Choose the PII policy for this caller and model; apply it to the prompt.
 
         ``detect`` changes nothing that is sent, so the prompt is counted once the answer is out
@@ -237,14 +237,14 @@ class InferenceService:
         redactor = Redactor(policy_for(self.settings.pii, principal.key_id, principal.team, model))
         meter = request.state.meter
         if redactor.policy == "detect":
-            def count_prompt() -> None:
+            async def count_prompt() -> None:
                 with stage(request.state.trace, "pii"):
-                    redact_prompt(body, redactor)
+                    await redact_prompt(body, redactor)
                 meter.pii = dict(redactor.found)
             meter.after.append(count_prompt)
         else:
             with stage(request.state.trace, "pii"):
-                redact_prompt(body, redactor)
+                await redact_prompt(body, redactor)
             meter.pii = dict(redactor.found)
         if meter.capture:
             meter.request_body = {k: v for k, v in body.items() if k in ("messages", "prompt", "model")}

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 log = logging.getLogger("seekstack.governance")
 
@@ -27,7 +28,7 @@ class Meter:
     response_parts: list[str] = field(default_factory=list)
     # Accounting that changes nothing the client gets (counting PII under `detect`), left for
     # after the answer so that it is not on the way to the first token; run by run_after().
-    after: list[Callable[[], None]] = field(default_factory=list)
+    after: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:
@@ -39,12 +40,14 @@ class Meter:
         details = usage.get("completion_tokens_details") or {}
         self.reasoning_tokens = int(details.get("reasoning_tokens") or 0)
 
-    def run_after(self) -> None:
+    async def run_after(self) -> None:
         """Run the work left for after the answer; the request has been served, so a failure is logged, not raised."""
         work, self.after = self.after, []
         for step in work:
             try:
-                step()
+                done = step()
+                if inspect.isawaitable(done):
+                    await done
             except Exception as exc:  # the type only: an exception's text may quote the prompt
                 log.error("accounting after the answer failed (%s in %s)", type(exc).__name__, step.__qualname__)
 
