@@ -24,8 +24,8 @@ def team_keys(server):
     return keys
 
 
-def chat(client, content, grammar=None, stream=False, max_tokens=24):
-    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": content}],
+def chat(client, content, grammar=None, stream=False, max_tokens=24, model="smollm2-135m"):
+    body = {"model": model, "messages": [{"role": "user", "content": content}],
             "max_tokens": max_tokens, "temperature": 0, "stream": stream}
     if grammar:
         body["grammar"] = grammar
@@ -93,10 +93,11 @@ def test_detect_counts_classes_in_a_streamed_answer_without_changing_it(server):
     assert outcome["pii"] == {"cn_mobile": 1}
 
 
-@pytest.mark.parametrize("policy", ["mask", "detect"])
-def test_a_long_prompt_is_scanned_apart_and_every_value_counted(tmp_path, policy):
-    """A prompt past APART_CHARS is scanned in the gateway's worker process (mask: before the
-    engine; detect: after the answer): the request is answered and every value is counted."""
+@pytest.mark.parametrize("policy, stream", [("mask", False), ("detect", True)])
+def test_a_long_prompt_and_a_long_answer_are_scanned_apart_and_every_value_counted(tmp_path, policy, stream):
+    """Texts past APART_CHARS are scanned in the gateway's worker process — the prompt (mask:
+    before the engine; detect: after the answer) and the answer (mask: before the client;
+    detect: once it is out): the request is answered, and every value is counted."""
     from conftest import Server
     from test_supervision import wait_until
 
@@ -104,19 +105,23 @@ def test_a_long_prompt_is_scanned_apart_and_every_value_counted(tmp_path, policy
 
     server = Server(tmp_path, {"pii": {"default": policy}, "models": [
         {"name": "long", "source": "embedded", "context": 131072, "engine": {"kind": "llamacpp", "simulate": True}}]})
+    server.env = {"SEEKSTACK_SIM_OPTIONS": "--itl-ms 0 --output-len 12000"}  # the answer cycles the prompt's last words
     server.start()
     try:
         prompt = f"Call {PHONE} about order 1234, then write it down. " * 1000
         assert len(prompt) >= APART_CHARS
-        r = server.http.post("/v1/chat/completions", json={"model": "long", "max_tokens": 8,
-                                                            "messages": [{"role": "user", "content": prompt}]})
-        assert r.status_code == 200, r.text
+        text, _, r = chat(server.http, prompt, stream=stream, max_tokens=12000, model="long")
+        assert len(text) >= APART_CHARS
 
         def counted() -> float:  # detect counts once the answer is out: a moment after the client has it
             lines = [line for line in server.http.get("/metrics").text.splitlines()
                      if line.startswith('seekstack_pii_detections_total{class="cn_mobile"}')]
             return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
-        assert wait_until(lambda: counted() >= 1000, 10), counted()
+        if policy == "mask":  # the engine saw labels, so the answer holds labels, which are not PII
+            assert text.count("[CN_MOBILE]") > 1000 and wait_until(lambda: counted() == 1000, 10), counted()
+        else:  # the engine saw the numbers and said them again: the prompt's and the answer's are counted
+            assert text.count(PHONE) > 1000
+            assert wait_until(lambda: counted() == 1000 + text.count(PHONE), 10), (counted(), text.count(PHONE))
     finally:
         server.stop()

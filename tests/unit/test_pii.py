@@ -214,14 +214,14 @@ def test_nothing_inside_a_hash_counts_among_many_hashes():
     assert len(entities) == 2000 and {e.value for e in entities} == {"13812345678"}
 
 
-def test_a_long_prompt_is_scanned_in_a_worker_process_and_masked_the_same():
+def test_a_long_prompt_or_answer_is_scanned_in_a_worker_process_and_masked_the_same():
     """A long text's scan (regular expressions in C, holding the interpreter lock) runs in a
     worker process, not on the event loop; what is masked and counted does not change."""
     import asyncio
     import os
 
     from seekstack import threads
-    from seekstack.governance.pii import APART_CHARS, redact_prompt
+    from seekstack.governance.pii import APART_CHARS, outbound, redact_prompt
 
     big = "根据报告，客户服务热线：400-123-4567。患者张三先生的电话是13812345678。" * 1500
     assert len(big) >= APART_CHARS
@@ -231,5 +231,8 @@ def test_a_long_prompt_is_scanned_in_a_worker_process_and_masked_the_same():
     assert body["messages"][1]["content"] == alone.inbound(big) and "13812345678" not in body["messages"][1]["content"]
     assert body["messages"][0]["content"] == Redactor("mask").inbound("call 13812345678") != "call 13812345678"
     assert redactor.found == {cls: n + (cls == "cn_mobile") for cls, n in alone.found.items()}
+    answer = "好的，我会拨打13812345678联系张三先生。" * 2000  # an answer as long: masked the same, apart
+    assert len(answer) >= APART_CHARS
+    assert asyncio.run(outbound(Redactor("mask"), answer)) == Redactor("mask").outbound(answer) != answer
     workers = set(threads._worker._processes) if threads._worker is not None else set()
     assert workers and os.getpid() not in workers  # scanned apart, in a process of its own

@@ -18,7 +18,7 @@ from ..engines.backend import Kind
 from ..governance import Principal
 from ..governance.meter import Meter
 from ..governance.quotas import Quotas
-from ..governance.pii import Redactor, policy_for, redact_prompt
+from ..governance.pii import Redactor, outbound, policy_for, redact_prompt
 from ..observability import Trace, stage
 from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
                       UnsupportedError, ValidationFailed)
@@ -177,7 +177,7 @@ class InferenceService:
             message = choice.get("message") or {}
             for name in ("content", "reasoning_content"):
                 if isinstance(message.get(name), str):
-                    message[name] = redactor.outbound(message[name])
+                    message[name] = await outbound(redactor, message[name])
             if request.state.meter.capture:
                 request.state.meter.response_parts.append(message.get("content") or "")
         request.state.meter.add_usage(data["usage"])
@@ -205,7 +205,7 @@ class InferenceService:
                                 req.model)
         for choice in data.get("choices", []):
             if isinstance(choice.get("text"), str):
-                choice["text"] = redactor.outbound(choice["text"])
+                choice["text"] = await outbound(redactor, choice["text"])
                 if request.state.meter.capture:
                     request.state.meter.response_parts.append(choice["text"])
         request.state.meter.add_usage(data.get("usage"))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..governance.meter import Meter
+from ..governance.pii import outbound
 from ..governance.pii.masker import Redactor, StreamFilter
 from ..reasoning import ReasoningSplitter, split_reasoning
 
@@ -99,11 +100,12 @@ class StreamShaper:
                  redactor: Redactor | None = None):
         self.model_id = model_id
         self.meter = meter
-        # `detect` changes nothing: count once over the whole answer at the end (cheap), instead
-        # of filtering every chunk; `mask` / `tokenize` filter chunk by chunk.
+        # `detect` changes nothing: count once over the whole answer once it is out (Meter.after,
+        # a long answer scanned apart), instead of filtering every chunk; `mask` / `tokenize`
+        # filter chunk by chunk.
         policy = redactor.policy if redactor is not None else "off"
         self.redactor = redactor if policy in ("mask", "tokenize") else None
-        self._detector = redactor if policy == "detect" else None
+        self._detector = redactor if policy == "detect" and meter is not None else None
         self._seen: list[bytes] = []  # detect: the payloads, parsed at the end
         self._filters: dict[tuple[int, str], StreamFilter] = {}
         self._capture = meter is not None and meter.capture
@@ -129,8 +131,8 @@ class StreamShaper:
         payload = raw[5:].strip()
         if payload == b"[DONE]":
             self.finished = True
-            if self._detector is not None:
-                self._detect_answer()
+            if self._detector is not None:  # counted once the answer is out (Meter.after)
+                self.meter.after.append(self._detect_answer)
             return DONE
         if self._detector is not None:
             self._seen.append(payload)
@@ -168,7 +170,7 @@ class StreamShaper:
                     self.meter.response_parts.append(text)
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    def _detect_answer(self) -> None:
+    async def _detect_answer(self) -> None:
         texts = []
         for payload in self._seen:
             try:
@@ -180,9 +182,8 @@ class StreamShaper:
             for choice in chunk.get("choices") or []:
                 holder = choice.get("delta") or {} if "delta" in choice else choice
                 texts += [holder.get(k) or "" for k in ("content", "reasoning_content", "text")]
-        self._detector.outbound("".join(texts))
-        if self.meter is not None:
-            self.meter.pii = dict(self._detector.found)
+        await outbound(self._detector, "".join(texts))
+        self.meter.pii = dict(self._detector.found)
 
     def _redact(self, chunk: dict[str, Any]) -> bool:
         """Mask / restore / count PII in the text fields; False when nothing is left to send."""

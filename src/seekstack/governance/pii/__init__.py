@@ -6,9 +6,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ...threads import in_worker_process, off_loop
-from .masker import Redactor, StreamFilter, choose, detect, found
+from .masker import Entity, Redactor, StreamFilter, choose, detect, found
 
-__all__ = ["Redactor", "StreamFilter", "detect", "policy_for", "redact_prompt"]
+__all__ = ["Redactor", "StreamFilter", "detect", "outbound", "policy_for", "redact_prompt"]
 
 # From this many characters a prompt's text is scanned in a worker process: ~0.3 ms a KB of
 # figure-dense text (bench/pii_scaling.py), so about 10 ms of the event loop's time here.
@@ -42,13 +42,24 @@ async def redact_prompt(body: dict[str, Any], redactor: Redactor) -> None:
 
 
 async def inbound(redactor: Redactor, text: str) -> str:
-    """:meth:`Redactor.inbound`; a text of ``APART_CHARS`` or more is scanned in a worker
-    process (a thread would not do: the scan holds the interpreter lock), so that the event
-    loop goes on serving the streams in flight meanwhile."""
+    """:meth:`Redactor.inbound`, a long text scanned apart (:func:`scan`)."""
     if len(text) < APART_CHARS or redactor.policy == "off":
         return redactor.inbound(text)
+    return redactor.inbound(text, await scan(text))
+
+
+async def outbound(redactor: Redactor, text: str) -> str:
+    """:meth:`Redactor.outbound` of a whole answer, a long one scanned apart (:func:`scan`)."""
+    if len(text) < APART_CHARS or redactor.policy in ("off", "tokenize"):
+        return redactor.outbound(text)
+    return redactor.outbound(text, entities=await scan(text))
+
+
+async def scan(text: str) -> list[Entity]:
+    """:func:`detect`, its recognizers run in a worker process (a thread would not do: a scan
+    holds the interpreter lock), so that the event loop goes on serving the streams in flight."""
     try:
         candidates = await in_worker_process(found, text)
     except (BrokenProcessPool, OSError):  # no worker process to be had: scan here, in a thread
         candidates = await off_loop(found, text)
-    return redactor.inbound(text, choose(text, candidates))
+    return choose(text, candidates)
