@@ -240,11 +240,11 @@ def remove_orphaned_runtimes() -> None:
 
 def _running(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # a process we may not signal is running too (PermissionError)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 

@@ -82,17 +82,23 @@ class _Spans:
         self.ends: list[int] = []
 
     def free(self, start: int, end: int) -> bool:
-        i = bisect.bisect_right(self.starts, start)
-        return not ((i and self.ends[i - 1] > start) or (i < len(self.starts) and self.starts[i] < end))
+        return self._slot(start, end) is not None
 
     def claim(self, start: int, end: int) -> bool:
         """Take the span if it is free; say whether it was."""
-        if not self.free(start, end):
+        i = self._slot(start, end)
+        if i is None:
             return False
-        i = bisect.bisect_right(self.starts, start)
         self.starts.insert(i, start)
         self.ends.insert(i, end)
         return True
+
+    def _slot(self, start: int, end: int) -> int | None:
+        """Where the span would go among those taken; None if it overlaps one."""
+        i = bisect.bisect_right(self.starts, start)
+        if (i and self.ends[i - 1] > start) or (i < len(self.starts) and self.starts[i] < end):
+            return None
+        return i
 
 
 def _label(cls: str) -> str:
