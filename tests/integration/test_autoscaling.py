@@ -10,7 +10,7 @@ import asyncio
 
 import httpx
 
-from conftest import Server, as_key, auditor_key, make_key, make_user
+from conftest import Server, as_key, auditor_key, make_key, make_user, streams_resumed
 from test_supervision import wait_until
 
 RULE = {"min_replicas": 1, "max_replicas": 3, "window": 1.0, "sample_every": 0.1, "up_cooldown": 0.5,
@@ -65,9 +65,7 @@ def test_a_load_ramp_scales_up_to_what_fits_and_back_down_draining(tmp_path):
     grew, statuses = asyncio.run(load())
     assert grew, replicas(server)
     assert set(statuses) == {200}  # nothing refused or cut while replicas came and went
-    resumed = [line for line in server.http.get("/metrics").text.splitlines()
-               if line.startswith("seekstack_streams_resumed_total")]
-    assert sum(float(line.rsplit(" ", 1)[1]) for line in resumed) == 0  # nor broken off and resumed elsewhere
+    assert streams_resumed(server.http.get("/metrics").text) == 0  # nor broken off and resumed elsewhere
     state = server.http.get("/admin/v1/autoscaler").json()["data"][0]
     assert state["model"] == "m" and state["decisions"]["up"] == 1 and state["decisions"]["held"] >= 1, state
     assert state["rule"]["max_replicas"] == 3

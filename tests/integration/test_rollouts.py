@@ -13,7 +13,7 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import SEEKSTACK, Server, as_key, auditor_key, make_key, make_user
+from conftest import SEEKSTACK, Server, as_key, auditor_key, make_key, make_user, streams_resumed
 from test_supervision import wait_until
 
 from seekstack.embedded import embedded_model_path
@@ -149,9 +149,7 @@ def test_blue_green_under_load_drops_nothing(served):
         [r for r in results if r != (200, True)]
     assert still == 4  # in flight on blue when green took over ...
     assert longs == [(LONG, True)] * 4  # ... and each finished there, whole
-    resumed = [line for line in served.http.get("/metrics").text.splitlines()
-               if line.startswith("seekstack_streams_resumed_total")]
-    assert sum(float(line.rsplit(" ", 1)[1]) for line in resumed) == 0  # not one broke off and went on on green
+    assert streams_resumed(served.http.get("/metrics").text) == 0  # not one broke off and went on on green
     assert [(d["name"], d["version"]) for d in served.http.get("/admin/v1/deployments").json()["data"]] == [("m", "2")]
     assert wait_until(lambda: len(served.replicas()) == 1, 20)
 

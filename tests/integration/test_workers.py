@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import SEEKSTACK, Server, as_key, make_key, make_user, start_sim
+from conftest import SEEKSTACK, Server, as_key, make_key, make_user, start_sim, streams_resumed
 from test_quotas import away_from_minute_edge, burst, set_limits
 from test_reload import model, reload, stream, write
 from test_supervision import wait_until
@@ -58,13 +58,7 @@ def test_two_workers_share_one_port_and_one_engine(workers):
     assert wait_until(lambda: len(children(workers)["gateways"]) == 2, 10)
     kids = children(workers)
     assert len(kids["gateways"]) == 2 and len(kids["engines"]) == 1
-    seen = set()
-    for _ in range(40):
-        with httpx.Client(base_url=workers.url, headers={"Authorization": f"Bearer {workers.key}"}) as fresh:
-            seen.add(worker_of(fresh.get("/v1/models")))  # a new connection each: the kernel spreads them
-        if len(seen) == 2:
-            break
-    assert len(seen) == 2
+    assert len(answering(workers)) == 2  # new connections reach both: the kernel spreads them
     engines = {r["base_url"] for r in workers.http.get("/admin/v1/replicas").json()["data"]}
     assert len(engines) == 1  # every worker routes to the one engine the leader runs
     answer = workers.http.post("/v1/chat/completions", json={"model": "m", "max_tokens": 2,
@@ -249,31 +243,30 @@ def engines(srv: Server) -> set[int]:
     return kids
 
 
+def per_worker(srv: Server, call) -> dict[str, httpx.Response]:
+    """``call(client)`` over new connections (the kernel spreads them) until both workers have
+    answered: each worker's tag → its response."""
+    seen: dict[str, httpx.Response] = {}
+    for _ in range(60):
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
+            r = call(fresh)
+            seen[worker_of(r)] = r
+        if len(seen) == 2:
+            break
+    return seen
+
+
 def resumed(srv: Server) -> dict[str, float]:
     """Each worker's count of streams that broke off and went on on another engine."""
-    counts: dict[str, float] = {}
-    for _ in range(40):
-        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
-            r = fresh.get("/metrics")
-            counts[worker_of(r)] = sum(float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines()
-                                       if line.startswith("seekstack_streams_resumed_total"))
-        if len(counts) == 2:
-            break
+    counts = {tag: streams_resumed(r.text) for tag, r in per_worker(srv, lambda c: c.get("/metrics")).items()}
     assert len(counts) == 2, counts
     return counts
 
 
 def chat_per_worker(srv: Server, name: str) -> dict[str, int]:
-    """Each worker's status for a short chat with model ``name`` (new connections until both answered)."""
-    seen: dict[str, int] = {}
-    for _ in range(60):
-        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
-            r = fresh.post("/v1/chat/completions", json={
-                "model": name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
-            seen[worker_of(r)] = r.status_code
-        if len(seen) == 2:
-            break
-    return seen
+    """Each worker's status for a short chat with model ``name``."""
+    body = {"model": name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    return {tag: r.status_code for tag, r in per_worker(srv, lambda c: c.post("/v1/chat/completions", json=body)).items()}
 
 
 def nothing_listens(port: int) -> bool:
@@ -285,14 +278,8 @@ def nothing_listens(port: int) -> bool:
 
 
 def answering(srv: Server) -> set[str]:
-    """The workers that answer, over new connections (the kernel spreads them)."""
-    seen = set()
-    for _ in range(40):
-        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as fresh:
-            seen.add(worker_of(fresh.get("/v1/models")))
-        if len(seen) == 2:
-            break
-    return seen
+    """The workers that answer."""
+    return set(per_worker(srv, lambda c: c.get("/v1/models")))
 
 
 async def _stream_on(client: httpx.AsyncClient, name: str):

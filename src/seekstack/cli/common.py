@@ -52,13 +52,22 @@ def running_server(settings: Settings) -> Optional[dict]:
     pid = holder.get("pid")
     if not isinstance(pid, int) or not isinstance(holder.get("port"), int) or not holder["port"]:
         return None
+    return holder if pid_running(pid) else None
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` runs (under any user; a zombie that has exited does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return None
+        return False
     except PermissionError:  # alive, under another user
-        pass
-    return holder
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def api_key(explicit: Optional[str], config: Optional[Path], duty: str = "system") -> Optional[str]:

@@ -18,7 +18,6 @@ import uvicorn
 
 from .. import __version__, control, ports, statelock
 from ..config import Settings, check_settings, find_config_file, load_settings
-from ..engines.lifeline import die_with_parent
 from ..errors import ConfigError
 from ..gateway.app import build_app
 from ..gateway.connections import bounded_protocol
@@ -58,10 +57,8 @@ def gateway(
 
 
 def start(config: Path | None, role: Role, host: str | None, port: int | None, force: bool, workers: int = 1) -> None:
-    leader = os.environ.get(control.LEADER_ENV)  # a --workers worker: reloads are its leader's
-    if leader:  # and it dies with its leader (as the engines do): an orphan would hold the port, engineless
-        die_with_parent(os.getppid())
     settings = load_settings(config)
+    leader = os.environ.get(control.LEADER_ENV)  # a --workers worker: reloads are its leader's
     reloader = Reloader(find_config_file(config), role, settings,  # the models as written, before sizes are derived
                         leader=Path(leader) if leader else None)
     if host is not None:

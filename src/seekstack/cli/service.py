@@ -13,7 +13,7 @@ import typer
 
 from ..config import Settings, load_settings
 from ..errors import ConfigError
-from .common import ConfigOption, console, output_file, running_server
+from .common import ConfigOption, console, output_file, pid_running, running_server
 
 out = console()
 app = typer.Typer(help="Run seekstack under systemd.", no_args_is_help=True)
@@ -36,24 +36,12 @@ def stop(
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not pid_running(pid):
             out.print(f"[green]stopped[/] seekstack serve (PID {pid})")
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)  # its engines die with it (their lifeline)
     out.print(f"[yellow]killed[/] seekstack serve (PID {pid}): it did not stop within {limit:g} s")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @app.command("install")

@@ -36,7 +36,7 @@ from ..governance.keys import write_secret_file
 from ..governance.service import audit_dir
 from ..reload import Reloader, in_force, reload_on_signal
 from ..supervisor import Supervisor
-from .common import console
+from .common import console, pid_running
 
 out = console()
 REUSE_PORT_ENV = "SEEKSTACK_REUSE_PORT"  # a worker binds its port with SO_REUSEPORT
@@ -88,8 +88,7 @@ class Leader:
         reloader.apply = self.apply
         self.procs: list[subprocess.Popen | None] = [None] * workers
         self._releases: set[asyncio.Task] = set()
-        for i in range(workers):
-            self._write_config(settings.models, i)
+        self._write_configs(settings.models)
 
     async def run(self, lock: Path) -> None:
         settings, procs = self.settings, self.procs
@@ -140,9 +139,7 @@ class Leader:
         self._keyed(models)
         released = asyncio.Event()
         result = await self.supervisor.apply(models, changed, hold=released.wait)
-        served = in_force(self.settings.models, models, set(result["failed"]))
-        for i in range(len(self.procs)):
-            self._write_config(served, i)  # a worker (re)started from now on reads the new one
+        self._write_configs(in_force(self.settings.models, models, set(result["failed"])))
         told = list(self.procs)
         live = await asyncio.gather(*(self._reload_worker(i, proc) for i, proc in enumerate(told)))
         release = asyncio.create_task(self._release_when_drained(released, told, live))
@@ -199,8 +196,9 @@ class Leader:
             if model.engine.launched:
                 model.engine.api_key_file = self.key_file
 
-    def _write_config(self, models: list[ModelConfig], index: int) -> Path:
-        """Worker ``index``'s config: these models, each launched one naming the engines here."""
+    def _write_configs(self, models: list[ModelConfig]) -> None:
+        """Every worker's config: these models, each launched one naming the engines here; an
+        audit chain of its own. A worker (re)started from now on reads it."""
         data = self.settings.model_dump(mode="json", exclude_none=True)
         data["models"] = []
         for model in models:
@@ -209,16 +207,19 @@ class Leader:
                 entry["engine"].update(endpoints=[r.engine.base_url for r in self.supervisor.replicas[model.name]],
                                        api_key_file=str(self.key_file))
             data["models"].append(entry)
-        data["audit"]["dir"] = str(audit_dir(self.settings) / f"worker-{index}")  # one chain per writer
-        path = self.runtime / f"worker-{index}.yaml"
-        write_secret_file(path, yaml.safe_dump(data).encode())
-        return path
+        for index in range(len(self.procs)):
+            data["audit"]["dir"] = str(audit_dir(self.settings) / f"worker-{index}")  # one chain per writer
+            write_secret_file(self.runtime / f"worker-{index}.yaml", yaml.safe_dump(data).encode())
 
     def _socket(self, index: int) -> Path:
         return self.runtime / f"worker-{index}.sock"
 
     def _spawn(self, index: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "seekstack", "gateway", "--config", str(self.runtime / f"worker-{index}.yaml")],
+        """Worker ``index``, on the engines' lifeline: it dies with this process (an orphan would
+        hold the port with no engine behind it)."""
+        lifeline = [sys.executable, "-m", "seekstack.engines.lifeline", str(os.getpid()), "--"]
+        return subprocess.Popen([*lifeline, sys.executable, "-m", "seekstack", "gateway",
+                                 "--config", str(self.runtime / f"worker-{index}.yaml")],
                                 stdin=subprocess.DEVNULL, env={**os.environ, REUSE_PORT_ENV: "1",
                                                                control.LEADER_ENV: str(self.runtime / "leader.sock"),
                                                                control.CONTROL_ENV: str(self._socket(index))})
@@ -234,18 +235,8 @@ def remove_orphaned_runtimes() -> None:
             pid = int((runtime / "leader.pid").read_text())
         except (OSError, ValueError):
             continue  # not ours, or a leader still between mkdtemp and writing its pid
-        if not _running(pid):
+        if not pid_running(pid):
             shutil.rmtree(runtime, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # a process we may not signal is running too (PermissionError)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 async def _listening(settings: Settings, proc: subprocess.Popen, stopping: asyncio.Event) -> None:
