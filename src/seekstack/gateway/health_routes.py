@@ -1,7 +1,9 @@
 """Liveness, readiness, the registry's tables behind `seekstack ps`, and the OpenAPI document.
 
 Readiness is the gateway's, for a load balancer: ready when it can serve — the audit log
-takes records and at least one model has a ready endpoint. One model being down is that
+takes records, the governance database answers, and at least one model has a ready
+endpoint. Redis (quota counters) being down refuses only the requests a limit applies to:
+it is reported here, and the gateway stays ready. One model being down is that
 model's state, reported beside it (here, in ``/v1/models`` and in ``seekstack_model_ready``),
 and no reason for a balancer to drop a gateway that serves every other model.
 """
@@ -25,14 +27,17 @@ async def healthz(request: Request) -> dict:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     registry = request.app.state.registry
+    governance = request.app.state.governance
     models = registry.models()
-    audit = request.app.state.governance.audit.unavailable  # fail-closed: nothing can be served
-    ready = registry.can_serve() and audit is None
+    # fail-closed, so nothing can be served without these: the audit log, the governance database
+    refusing = {"audit": governance.audit.unavailable, "storage": governance.store.unavailable}
+    ready = registry.can_serve() and not any(refusing.values())
     body = {"status": "ready" if ready else "not ready",
             "models": {alias: state["state"] for alias, state in models.items()},
             "healthy_replicas": {alias: state["ready_endpoints"] for alias, state in models.items()}}
-    if audit is not None:
-        body["audit"] = f"unavailable: {audit}"
+    body.update((part, f"unavailable: {why}") for part, why in refusing.items() if why)
+    if governance.quotas.counters.unavailable and not await governance.quotas.counters.answers():
+        body["quotas"] = f"unavailable: {governance.quotas.counters.unavailable}"
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
 
 

@@ -19,6 +19,13 @@ come up to 10 s early). Daily and monthly budgets are calendar windows (UTC). A 
 when to retry. :class:`MemoryCounters` serves one gateway; :class:`RedisCounters` several
 (one Lua script per step). The console's failed password sign-ins per user name are counted
 on the same counters (:func:`failed_sign_ins`).
+
+In Redis a request's concurrency slot is a **lease** (a member of a sorted set, scored by
+when it lapses): the gateway renews its leases while their requests run, and a lease that
+is not renewed lapses after ``lease_seconds``. So a gateway that dies, or a release that
+cannot reach Redis, holds slots for at most that long, never for good. While Redis cannot
+be reached, a request that a limit applies to is refused with 503 (``storage_unavailable``)
+— fail-closed, like the audit log — and the counters are used again as soon as it answers.
 """
 
 from __future__ import annotations
@@ -26,15 +33,21 @@ from __future__ import annotations
 import abc
 import calendar
 import functools
+import asyncio
 import itertools
+import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
-from ..errors import RateLimitError
+from ..errors import RateLimitError, StorageUnavailableError
+
+log = logging.getLogger("seekstack.governance")
 
 BUCKET = 10              # seconds per bucket of a sliding minute
 MINUTE_BUCKETS = 7       # the current bucket and the six before it: at least the last 60 s
+REDIS_TIMEOUT_S = 2.0    # a Redis that does not answer in this long (tried twice) is unavailable: 503
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,7 @@ class Admission:
     token_checks: list[Check] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     reserved: int = 0     # tokens reserved on every token check (settled to the real use)
+    lease: str = ""       # the request's name on its concurrency counters
 
 
 @functools.lru_cache(maxsize=4)
@@ -113,7 +127,7 @@ def _plan(subjects: tuple[tuple[str, str, Limits], ...], bucket: int, minute: in
             checks.append(Check(_sliding(f"{base}:rq", bucket), limits.rpm, ttl, slides_at, "request",
                                 f"{who}: requests per minute"))
         if limits.concurrent is not None:  # room frees when a request ends: retry after a second
-            checks.append(Check((f"{base}:cc",), limits.concurrent, 0, 0.0, "concurrent", f"{who}: concurrent requests"))
+            checks.append(Check((f"{base}:cl",), limits.concurrent, 0, 0.0, "concurrent", f"{who}: concurrent requests"))
         if limits.tpm is not None:
             checks.append(Check(_sliding(f"{base}:tk", bucket), limits.tpm, ttl, slides_at, "tokens",
                                 f"{who}: tokens per minute"))
@@ -135,10 +149,13 @@ def failed_sign_ins(user: str, limit: int, window: float, now: float) -> Check:
 
 
 class Counters(abc.ABC):
+    unavailable: str | None = None  # why the counters cannot be reached now; None when they can
+
     @abc.abstractmethod
-    async def admit(self, checks: list[Check]) -> tuple[int, list[int]]:
-        """Atomically: if every check passes, increment the counting ones. Return (index of the
-        first failing check or -1, current value of each counter after the step)."""
+    async def admit(self, checks: list[Check], lease: str = "") -> tuple[int, list[int]]:
+        """Atomically: if every check passes, increment the counting ones (a concurrency check
+        by ``lease``). Return (index of the first failing check or -1, current value of each
+        counter after the step)."""
 
     @abc.abstractmethod
     async def reserve(self, checks: list[Check], need: int, want: int) -> tuple[int, int, int]:
@@ -146,11 +163,15 @@ class Counters(abc.ABC):
         to every check. Return (tokens reserved, or -1 when refused; index of the tightest check; room)."""
 
     @abc.abstractmethod
-    async def release(self, keys: list[str]) -> None: ...
+    async def release(self, keys: list[str], lease: str = "") -> None: ...
 
     @abc.abstractmethod
     async def charge(self, checks: list[Check], tokens: int) -> None:
         """Add ``tokens`` (negative: give back) to each check's current key."""
+
+    async def answers(self) -> bool:
+        """Whether the counters can be reached now (asked while :attr:`unavailable` says not)."""
+        return True
 
     async def close(self) -> None:
         pass
@@ -187,7 +208,7 @@ class MemoryCounters(Counters):
         if check.ttl and key not in self.expiry:
             self.expiry[key] = now + check.ttl
 
-    async def admit(self, checks: list[Check]) -> tuple[int, list[int]]:
+    async def admit(self, checks: list[Check], lease: str = "") -> tuple[int, list[int]]:
         now = time.time()
         self._sweep(now)
         values = [self._used(c) for c in checks]
@@ -213,7 +234,7 @@ class MemoryCounters(Counters):
             self._add(check, grant, now)
         return grant, tightest, room
 
-    async def release(self, keys: list[str]) -> None:
+    async def release(self, keys: list[str], lease: str = "") -> None:
         for key in keys:
             self.values[key] = max(self.values.get(key, 0) - 1, 0)
 
@@ -224,15 +245,24 @@ class MemoryCounters(Counters):
             self._add(check, tokens, now)
 
 
-# KEYS: every check's keys in turn. ARGV: number of checks, then per check: limit, number of keys, ttl, counts.
+# KEYS: every check's keys in turn. ARGV: number of checks, then per check: limit, number of
+# keys, ttl, and how it counts ("0": not, "1": by one, "lease": a lease in a sorted set scored
+# by when it lapses, on the server's clock).
 _READ_CHECKS = """
 local n = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local used, last, ttls, counts = {}, {}, {}, {}
 local pos, a = 1, 2
 for i = 1, n do
   local nk = tonumber(ARGV[a + 1])
   local sum = 0
-  for k = pos, pos + nk - 1 do sum = sum + tonumber(redis.call('GET', KEYS[k]) or '0') end
+  if ARGV[a + 3] == 'lease' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[pos], '-inf', now)
+    sum = redis.call('ZCARD', KEYS[pos])
+  else
+    for k = pos, pos + nk - 1 do sum = sum + tonumber(redis.call('GET', KEYS[k]) or '0') end
+  end
   used[i], last[i], ttls[i], counts[i] = sum, pos + nk - 1, tonumber(ARGV[a + 2]), ARGV[a + 3]
   pos, a = pos + nk, a + 4
 end
@@ -242,14 +272,33 @@ local function add(i, amount)
 end
 local function limit(i) return tonumber(ARGV[2 + 4 * (i - 1)]) end
 """
+# ARGV after the checks: the lease's name and how long it lasts unrenewed (seconds).
 ADMIT_LUA = _READ_CHECKS + """
+local lease, lasts = ARGV[2 + 4 * n], tonumber(ARGV[3 + 4 * n])
 for i = 1, n do
   if used[i] >= limit(i) then return {i - 1, used} end
 end
 for i = 1, n do
   if counts[i] == '1' then add(i, 1); used[i] = used[i] + 1 end
+  if counts[i] == 'lease' then
+    redis.call('ZADD', KEYS[last[i]], now + lasts, lease)
+    redis.call('EXPIRE', KEYS[last[i]], math.ceil(2 * lasts))
+    used[i] = used[i] + 1
+  end
 end
 return {-1, used}
+"""
+# KEYS: concurrency counters; ARGV: how long a lease lasts, then each key's lease. Only a lease
+# still held is renewed (XX): one released meanwhile stays released.
+RENEW_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local lasts = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', now + lasts, ARGV[i + 1])
+  redis.call('EXPIRE', KEYS[i], math.ceil(2 * lasts))
+end
+return 0
 """
 # ARGV after the checks: need, want.
 RESERVE_LUA = _READ_CHECKS + """
@@ -278,46 +327,101 @@ return 0
 
 
 class RedisCounters(Counters):
-    """Several gateways: counters in Redis, each admission one Lua script (atomic on the server)."""
+    """Several gateways: counters in Redis, each step one Lua script (atomic on the server);
+    concurrency as leases, renewed every third of ``lease_seconds`` while held."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, lease_seconds: float = 60.0):
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self.redis = redis.Redis.from_url(url) if "://" in url else redis.Redis(unix_socket_path=url)
+        # once more at once (a pooled connection a restarted Redis closed), not redis-py's three backed-off retries
+        options = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
+                   "retry": Retry(NoBackoff(), 1)}
+        self.redis = redis.Redis.from_url(url, **options) if "://" in url else \
+            redis.Redis(unix_socket_path=url, **options)
+        self._failures = (redis.RedisError, OSError)
         self._admit = self.redis.register_script(ADMIT_LUA)
         self._reserve = self.redis.register_script(RESERVE_LUA)
         self._charge = self.redis.register_script(CHARGE_LUA)
+        self._renew = self.redis.register_script(RENEW_LUA)
+        self.lease_seconds = lease_seconds
+        self.held: dict[str, list[str]] = {}  # lease -> its concurrency keys, renewed while held
+        self._renewer: asyncio.Task | None = None
+
+    async def _call(self, step):
+        """Await one Redis step; a failure to reach Redis is StorageUnavailableError (503)."""
+        try:
+            result = await step
+        except self._failures as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+            if self.unavailable is None:
+                log.warning("quota store (Redis) unavailable: %s; requests with limits get 503 until it answers", reason)
+            self.unavailable = reason
+            raise StorageUnavailableError(f"the quota store (Redis) is unavailable: {reason}",
+                                          fix="check quotas.redis_url and that Redis runs") from None
+        if self.unavailable is not None:
+            log.warning("quota store (Redis) answers again")
+            self.unavailable = None
+        return result
 
     @staticmethod
     def _args(checks: list[Check]) -> tuple[list[str], list]:
         keys, args = [], [len(checks)]
         for c in checks:
             keys += c.keys
-            args += [c.limit, len(c.keys), c.ttl, "1" if c.counts else "0"]
+            args += [c.limit, len(c.keys), c.ttl, "lease" if c.kind == "concurrent" else "1" if c.counts else "0"]
         return keys, args
 
-    async def admit(self, checks: list[Check]) -> tuple[int, list[int]]:
+    async def admit(self, checks: list[Check], lease: str = "") -> tuple[int, list[int]]:
         keys, args = self._args(checks)
-        failed, values = await self._admit(keys=keys, args=args)
+        failed, values = await self._call(self._admit(keys=keys, args=[*args, lease, self.lease_seconds]))
+        held = [c.key for c in checks if c.kind == "concurrent"]
+        if int(failed) < 0 and held:
+            self.held[lease] = held
+            if self._renewer is None or self._renewer.done():
+                self._renewer = asyncio.create_task(self._renew_held())
         return int(failed), [int(v) for v in values]
 
     async def reserve(self, checks: list[Check], need: int, want: int) -> tuple[int, int, int]:
         keys, args = self._args(checks)
-        grant, tightest, room = await self._reserve(keys=keys, args=[*args, need, want])
+        grant, tightest, room = await self._call(self._reserve(keys=keys, args=[*args, need, want]))
         return int(grant), int(tightest), int(room)
 
-    async def release(self, keys: list[str]) -> None:
+    async def release(self, keys: list[str], lease: str = "") -> None:
+        self.held.pop(lease, None)
         if keys:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for key in keys:
-                    pipe.decr(key)
-                await pipe.execute()
+                    pipe.zrem(key, lease)
+                await self._call(pipe.execute())
 
     async def charge(self, checks: list[Check], tokens: int) -> None:
         if checks and tokens:
-            await self._charge(keys=[c.key for c in checks], args=[tokens, *(c.ttl for c in checks)])
+            await self._call(self._charge(keys=[c.key for c in checks], args=[tokens, *(c.ttl for c in checks)]))
+
+    async def answers(self) -> bool:
+        try:
+            await self._call(self.redis.ping())
+        except StorageUnavailableError:
+            return False
+        return True
+
+    async def _renew_held(self) -> None:
+        """Renew every held lease a few times per lease; ends when none is held."""
+        while self.held:
+            await asyncio.sleep(self.lease_seconds / 3)
+            pairs = [(key, lease) for lease, keys in list(self.held.items()) for key in keys]
+            if not pairs:
+                break
+            try:
+                await self._call(self._renew(keys=[k for k, _ in pairs], args=[self.lease_seconds, *(l for _, l in pairs)]))
+            except StorageUnavailableError:
+                pass  # said in the log once; the next turn tries again
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
         await self.redis.aclose()
 
 
@@ -333,12 +437,14 @@ class Quotas:
             return Admission()
         now = time.time()
         checks = plan_checks(subjects, now)
-        failed, values = await self.counters.admit(checks)
+        concurrency = [c.key for c in checks if c.kind == "concurrent"]
+        lease = os.urandom(9).hex() if concurrency else ""
+        failed, values = await self.counters.admit(checks, lease)
         if failed >= 0:
             raise _refusal(checks[failed], checks[failed].label.rpartition(": ")[2], now,
                            headers=_headers(checks, values, now))
-        return Admission([c.key for c in checks if c.kind == "concurrent"],
-                         [c for c in checks if c.kind == "tokens"], _headers(checks, values, now))
+        return Admission(concurrency, [c for c in checks if c.kind == "tokens"], _headers(checks, values, now),
+                         lease=lease)
 
     async def reserve(self, admission: Admission, prompt_tokens: int, max_tokens: int | None, room_in_context: int) -> int:
         """Reserve the request's most against its token limits; return the completion tokens it may use.
@@ -361,8 +467,14 @@ class Quotas:
         return granted - prompt_tokens
 
     async def settle(self, admission: Admission, tokens: int) -> None:
-        await self.counters.release(admission.concurrency_keys)
-        await self.counters.charge(admission.token_checks, tokens - admission.reserved)
+        """Release the request's concurrency and correct its reservation. Never raises: the
+        request has been answered. If the counters cannot be reached, its lease lapses by
+        itself and its reservation (its most) stays charged."""
+        try:
+            await self.counters.release(admission.concurrency_keys, admission.lease)
+            await self.counters.charge(admission.token_checks, tokens - admission.reserved)
+        except StorageUnavailableError:
+            pass  # the counters said so in the log
 
 
 def _refusal(check: Check, what: str, now: float, *, headers: dict[str, str] | None = None,

@@ -114,6 +114,9 @@ class IdentityStore:
     process changed it (:meth:`changed_elsewhere`)."""
 
     integrity_errors: tuple[type[Exception], ...] = ()
+    # Why the database cannot be reached now (readiness says so); None when it can. A file next
+    # to the gateway always can: only a database server is ever unavailable.
+    unavailable: str | None = None
     # One statement or transaction at a time: admin calls run in worker threads beside the
     # event loop's own (key lookups, batched writes), over one connection.
     lock: threading.RLock

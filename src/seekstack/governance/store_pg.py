@@ -14,6 +14,10 @@ and the change feed.
   key and limit caches before the next request it authenticates — a revoked key is refused
   on every gateway within milliseconds. While the listening connection is down, every call
   says "changed", so nothing stale is served; it reconnects by itself.
+- **Outages**: a statement on a lost connection (the server restarted, failed over, or
+  ended the session) is refused as :class:`StorageUnavailableError` (503), and so is every
+  statement after it until the feed's thread has opened a new connection — it tries every
+  half second, never on the event loop. :attr:`unavailable` says why meanwhile (``/readyz``).
 
 psycopg connections are thread-safe; statements are short (indexed lookups, batched writes).
 """
@@ -116,6 +120,7 @@ class PostgresIdentityStore(IdentityStore):
             raise ConfigError(f"cannot connect to the governance database {_redacted(url)}: {_first_line(exc)}",
                               fix="check storage.url, that the server runs, and its pg_hba.conf") from None
         migrate(self.conn, url)
+        self._lost: str | None = None  # why the statements' connection is gone; the feed's thread replaces it
         self._changed = threading.Event()
         self._listening = threading.Event()
         self._closed = threading.Event()
@@ -124,10 +129,32 @@ class PostgresIdentityStore(IdentityStore):
         self._listening.wait(connect_timeout)
 
     # ------------------------------------------------------------ statements
+    @property
+    def unavailable(self) -> str | None:
+        if self._lost is not None:
+            return f"the governance database is unavailable: {self._lost}"
+        if not self._listening.is_set():
+            return "the governance database's change feed is down (reconnecting)"
+        return None
+
+    def _usable(self) -> None:
+        """Refuse at once while the connection is lost (the feed's thread is opening another)."""
+        if self._lost is not None:
+            raise StorageUnavailableError(f"the governance database is unavailable: {self._lost}; reconnecting")
+
+    def _failed(self, exc: Exception) -> StorageUnavailableError:
+        reason = _first_line(exc)
+        if self.conn.closed or self.conn.broken:
+            if self._lost is None:
+                log.warning("governance database connection lost (%s); reconnecting", reason)
+            self._lost = reason
+        return StorageUnavailableError(f"the governance database is unavailable: {reason}")
+
     def execute(self, sql: str, args: tuple | list = (), *, announce: bool = True) -> list[tuple]:
         sql = sql.replace("?", "%s")
         announced = announce and not reads(sql)
         with self.lock:
+            self._usable()
             try:
                 if not announced:
                     cursor = self.conn.execute(sql, args)
@@ -137,21 +164,23 @@ class PostgresIdentityStore(IdentityStore):
                     self.conn.execute(f"NOTIFY {CHANNEL}")
                     return cursor.fetchall() if cursor.description else []
             except self._operational as exc:
-                raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
+                raise self._failed(exc) from None
 
     def execute_all(self, batches: list[tuple[str, list[tuple]]], *, announce: bool = True) -> None:
         batches = [(sql, rows) for sql, rows in batches if rows]
         if not batches:
             return
-        try:
-            with self.lock, self.conn.transaction():
-                with self.conn.cursor() as cursor:
-                    for sql, rows in batches:
-                        cursor.executemany(sql.replace("?", "%s"), rows)
-                if announce:
-                    self.conn.execute(f"NOTIFY {CHANNEL}")
-        except self._operational as exc:
-            raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
+        with self.lock:
+            self._usable()
+            try:
+                with self.conn.transaction():
+                    with self.conn.cursor() as cursor:
+                        for sql, rows in batches:
+                            cursor.executemany(sql.replace("?", "%s"), rows)
+                    if announce:
+                        self.conn.execute(f"NOTIFY {CHANNEL}")
+            except self._operational as exc:
+                raise self._failed(exc) from None
 
     # ------------------------------------------------------------ change feed
     def changed_elsewhere(self) -> bool:
@@ -171,6 +200,8 @@ class PostgresIdentityStore(IdentityStore):
                     self._listening.set()
                     self._changed.set()  # whatever happened while not listening
                     while not self._closed.is_set():
+                        if self._lost is not None:
+                            self._reconnect(psycopg)
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._changed.set()
             except Exception as exc:  # the server went away: say "changed" until listening again
@@ -180,6 +211,18 @@ class PostgresIdentityStore(IdentityStore):
                     log.warning("governance change feed lost (%s); retrying", _first_line(exc))
                 self._listening.clear()
                 time.sleep(0.5)
+
+    def _reconnect(self, psycopg) -> None:
+        """Replace the statements' lost connection (on the feed's thread; tried again next turn if it fails)."""
+        try:
+            fresh = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        except Exception:
+            return
+        with self.lock:
+            lost, self.conn, self._lost = self.conn, fresh, None
+        lost.close()
+        self._changed.set()  # whatever happened meanwhile
+        log.warning("governance database connection restored")
 
     def close(self) -> None:
         self._closed.set()

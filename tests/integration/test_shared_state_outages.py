@@ -1,0 +1,126 @@
+"""The shared state goes away and comes back: a gateway on PostgreSQL and Redis of its own
+(restarted and paused here), serving a simulated vLLM (the simulator stands in: no GPU here).
+
+- PostgreSQL restarts (an upgrade, a failover): meanwhile every request gets 503
+  ``storage_unavailable`` and ``/readyz`` says why; afterwards the gateway serves again by itself.
+- Redis stops answering: requests under a limit get 503 (fail-closed) within the client's
+  timeout, the others are served, and a stream in flight is answered whole and audited. Its
+  concurrency slot, which could not be released, lapses with its lease instead of for good.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import Server, as_key, make_key, make_user, start_sim
+from test_quotas import set_limits
+from test_supervision import wait_until
+
+from seekstack.governance.audit import read_records
+
+LEASE_S = 3
+BODY = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from pgserver import PostgresServer
+    from redisserver import RedisServer
+
+    tmp = tmp_path_factory.mktemp("outages")
+    pg, redis = PostgresServer(), RedisServer(tmp)
+    sim, port = start_sim("--dialect", "vllm", "--model", "m", "--itl-ms", "20", "--output-len", "100")
+    gateway = Server(tmp, {
+        "storage": {"url": pg.new_database()},
+        "quotas": {"store": "redis", "redis_url": redis.socket, "concurrency_lease_s": LEASE_S},
+        "audit": {"dir": str(tmp / "audit")},
+        "models": [{"name": "m", "context": 4096, "engine": {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{port}"]}}],
+    }, command="gateway").start()
+    yield {"gateway": gateway, "pg": pg, "redis": redis, "audit": tmp / "audit" / "audit.db"}
+    gateway.stop()
+    sim.kill()
+    redis.stop()
+    pg.stop()
+
+
+def test_a_restarted_database_refuses_meanwhile_and_the_gateway_recovers_by_itself(stack):
+    gateway, pg = stack["gateway"], stack["pg"]
+    assert gateway.http.post("/v1/chat/completions", json=BODY).status_code == 200
+    pg.halt()
+    try:
+        for _ in range(3):
+            r = gateway.http.post("/v1/chat/completions", json=BODY)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable", r.text
+            assert r.headers["retry-after"]
+        ready = gateway.http.get("/readyz")
+        assert ready.status_code == 503 and "governance database" in ready.json()["storage"], ready.text
+    finally:
+        pg.start()
+    # no request is needed: the gateway reconnects by itself, and a balancer sees it ready again
+    assert wait_until(lambda: gateway.http.get("/readyz").status_code == 200, 15), gateway.http.get("/readyz").text
+    assert gateway.http.post("/v1/chat/completions", json=BODY).status_code == 200
+    key = make_key(gateway, make_user(gateway, "api_consumer"))  # writes go through too
+    with as_key(gateway, key) as client:
+        assert client.post("/v1/chat/completions", json=BODY).status_code == 200
+    log = gateway.log_path.read_text()
+    assert log.count("governance database connection lost") == 1 and "connection restored" in log
+    assert "Traceback" not in log
+
+
+def test_without_redis_limited_requests_get_503_and_the_slot_a_stream_kept_lapses(stack):
+    gateway, redis = stack["gateway"], stack["redis"]
+    user = make_user(gateway, "api_consumer")
+    limited = make_key(gateway, user)
+    set_limits(gateway, "user", user, concurrent=1, rpm=1000)
+    stream_body = {**BODY, "max_tokens": 100, "stream": True}  # ~2 s at 20 ms a token
+    with as_key(gateway, limited) as client, client.stream("POST", "/v1/chat/completions", json=stream_body) as stream:
+        assert stream.status_code == 200
+        request_id = stream.headers["x-request-id"]
+        lines = stream.iter_lines()
+        next(line for line in lines if line.startswith("data: "))  # admitted (its slot is in Redis), and streaming
+        redis.stop()  # the stream's slot cannot be released when it ends
+        rest = [line for line in lines if line.startswith("data: ")]
+    try:
+        assert rest[-1] == "data: [DONE]"  # whole all the same
+        assert sum(1 for line in rest[:-1] if json.loads(line[6:])["choices"][0]["delta"].get("content")) >= 90
+        with as_key(gateway, limited) as client:
+            r = client.post("/v1/chat/completions", json=BODY)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable", r.text
+        assert "quota store (Redis)" in r.json()["error"]["message"]
+        assert gateway.http.post("/v1/chat/completions", json=BODY).status_code == 200  # no limit: served
+        ready = gateway.http.get("/readyz")
+        assert ready.status_code == 200 and "unavailable" in ready.json()["quotas"], ready.text  # only limits wait
+    finally:
+        redis.start()  # with its data: the stream's slot is still taken there
+    # nobody renews that slot any more: it lapses within the lease, instead of refusing the user for good
+    with as_key(gateway, limited) as client:
+        assert wait_until(lambda: client.post("/v1/chat/completions", json=BODY).status_code == 200, 4 * LEASE_S, 0.5)
+    assert "quotas" not in gateway.http.get("/readyz").json()
+    audited = [rec for rec in read_records(stack["audit"]) if rec.get("request_id") == request_id]
+    answer = [rec for rec in audited if rec.get("event") == "response"]
+    assert len(answer) == 1 and answer[0]["status"] == 200 and answer[0]["completion_tokens"] == 100, audited
+    log = gateway.log_path.read_text()
+    assert "quota store (Redis) unavailable" in log and "quota store (Redis) answers again" in log
+    assert "Traceback" not in log
+
+
+def test_a_hung_redis_is_a_503_within_its_timeout_not_a_hung_request(stack):
+    gateway, redis = stack["gateway"], stack["redis"]
+    user = make_user(gateway, "api_consumer")
+    limited = make_key(gateway, user)
+    set_limits(gateway, "user", user, rpm=1000)
+    redis.pause()  # there, but answering nothing (a partition, a stalled host)
+    try:
+        started = time.monotonic()
+        with as_key(gateway, limited) as client:
+            r = client.post("/v1/chat/completions", json=BODY)
+        waited = time.monotonic() - started
+        assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable", r.text
+        assert waited < 15, waited  # two tries of the 2 s timeout; redis-py's own retries took 26 s
+    finally:
+        redis.resume()
+    with as_key(gateway, limited) as client:
+        assert client.post("/v1/chat/completions", json=BODY).status_code == 200
