@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -50,6 +51,29 @@ class PostgresServer:
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd="/")
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed: {result.stderr or result.stdout}")
+
+    def pause(self) -> None:
+        """Stop every server process (SIGSTOP): connections stay open and nothing answers, as when
+        the server hangs or the network drops every packet. :meth:`resume` goes on."""
+        for pid in reversed(self._pids()):
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def _pids(self) -> list[int]:
+        """The postmaster and its children (the backends, the background workers)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for entry in os.listdir("/proc"):
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+            except OSError:
+                continue
+            if stat and int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(entry))
+        return [postmaster, *children]
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -3,6 +3,9 @@
 
 - PostgreSQL restarts (an upgrade, a failover): meanwhile every request gets 503
   ``storage_unavailable`` and ``/readyz`` says why; afterwards the gateway serves again by itself.
+- PostgreSQL stops answering (hung, or a partition: connections open, no reply): a request
+  whose key must be looked up gets 503 after the statement deadline, and meanwhile every
+  stream on the gateway goes on — the lookup waits in a worker thread, not on the event loop.
 - Redis stops answering: requests under a limit get 503 (fail-closed) within the client's
   timeout, the others are served, and a stream in flight is answered whole and audited. Its
   concurrency slot, which could not be released, lapses with its lease instead of for good.
@@ -11,7 +14,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+
+import httpx
 
 import pytest
 
@@ -68,6 +74,44 @@ def test_a_restarted_database_refuses_meanwhile_and_the_gateway_recovers_by_itse
     log = gateway.log_path.read_text()
     assert log.count("governance database connection lost") == 1 and "connection restored" in log
     assert "Traceback" not in log
+
+
+def test_a_silent_database_costs_a_bounded_wait_and_holds_up_no_stream(stack):
+    gateway, pg = stack["gateway"], stack["pg"]
+    fresh = make_key(gateway, make_user(gateway, "api_consumer"))  # never used: not in any cache
+    refused = {}
+
+    def first_use():
+        started = time.monotonic()
+        r = httpx.post(f"{gateway.url}/v1/chat/completions", json=BODY, timeout=60,
+                       headers={"Authorization": f"Bearer {fresh}"})
+        refused.update(status=r.status_code, code=r.json()["error"]["code"], waited=time.monotonic() - started)
+
+    stream_body = {**BODY, "max_tokens": 100, "stream": True}  # ~2 s at 20 ms a token
+    with gateway.http.stream("POST", "/v1/chat/completions", json=stream_body) as stream:
+        lines = stream.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        pg.pause()
+        try:
+            asking = threading.Thread(target=first_use)
+            asking.start()
+            arrivals, rest = [time.monotonic()], []
+            for line in lines:
+                if line.startswith("data: "):
+                    rest.append(line)
+                    arrivals.append(time.monotonic())
+            asking.join(60)
+        finally:
+            pg.resume()
+    assert rest[-1] == "data: [DONE]" and len(rest) >= 90
+    # the lookup waited in a worker thread: the stream did not stop for it (on the loop: >= 5 s)
+    assert max(b - a for a, b in zip(arrivals, arrivals[1:])) < 2.0
+    assert refused["status"] == 503 and refused["code"] == "storage_unavailable", refused
+    assert refused["waited"] < 15, refused  # the statement deadline (5 s), not TCP's minutes
+    with as_key(gateway, fresh) as client:
+        assert wait_until(lambda: client.post("/v1/chat/completions", json=BODY).status_code == 200, 20, 0.5)
+    log = gateway.log_path.read_text()
+    assert "has not answered a statement in 5 s" in log and "Traceback" not in log
 
 
 def test_without_redis_limited_requests_get_503_and_the_slot_a_stream_kept_lapses(stack):

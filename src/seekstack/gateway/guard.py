@@ -87,6 +87,7 @@ class GuardMiddleware:
                 raise RateLimitError("too many requests from this address", fix="slow down",
                                      retry_after=max(1, round(wait + 0.5)), scope="source", limit="requests_per_second")
             with stage(trace, "authenticate"):
+                await self.governance.look_up(_header(scope, b"authorization"))
                 proof = self._principal(scope)
                 if isinstance(proof, PasswordAttempt):  # scrypt: ~50 ms, in a worker thread
                     record["attempted_user"] = proof.user[:64]  # a failed sign-in says for whom (never the password)
@@ -234,6 +235,10 @@ class PasswordAttempt(NamedTuple):
             raise AuthenticationError("the Authorization header must be `Basic base64(user:password)`",
                                       fix="sign in with the console's form")
         return cls(user, password)
+
+
+def _header(scope, name: bytes) -> str | None:
+    return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), None)
 
 
 def session_token(cookies: str) -> str | None:

@@ -118,6 +118,18 @@ class Authenticator:
         self._last_used[record.id] = now
         return Principal(record.id, record.user, record.team, role, record.models, record.endpoints)
 
+    def uncached(self, authorization: str | None) -> str | None:
+        """The id of the key in ``authorization`` if it is not in the cache (to be looked up
+        with :meth:`look_up` before :meth:`authenticate`, off the event loop)."""
+        if not authorization or authorization[:7].lower() != "bearer ":
+            return None
+        kid = key_id(authorization[7:].strip())
+        return kid if kid and kid not in self._cache else None
+
+    def look_up(self, kid: str) -> None:
+        """Read a key into the cache (a database statement: call it from a worker thread)."""
+        self._record(kid)
+
     def _record(self, kid: str) -> KeyRecord | None:
         record = self._cache.get(kid)
         if record is None:

@@ -151,6 +151,20 @@ class Governance:
             self.sessions.forget_all()
             self._limits = None
 
+    async def look_up(self, authorization: str | None) -> None:
+        """Read what a request is about to need and the caches lack — its key, the limits — in a
+        worker thread. A database server may be slow or silent: waiting for it must not hold the
+        event loop, and every stream on it. (Misses are rare: a key's first use, or the first
+        request after a change anywhere in the fleet dropped the caches.)"""
+        kid = self.auth.uncached(authorization)
+        if kid is not None or self._limits is None:
+            await anyio.to_thread.run_sync(self._look_up, kid)
+
+    def _look_up(self, kid: str | None) -> None:
+        if kid is not None:
+            self.auth.look_up(kid)
+        self._limits_for("key", "")
+
     def _limits_for(self, scope: str, name: str) -> Limits | None:
         if self._limits is None:
             self._limits = {(r["scope"], r["name"]): Limits(**{f: r[f] for f in LIMIT_FIELDS}) for r in self.store.limits()}

@@ -18,6 +18,12 @@ and the change feed.
   ended the session) is refused as :class:`StorageUnavailableError` (503), and so is every
   statement after it until the feed's thread has opened a new connection — it tries every
   half second, never on the event loop. :attr:`unavailable` says why meanwhile (``/readyz``).
+- **Silence**: a server that stops answering (hung, or cut off by the network) would hold a
+  statement — and the event loop, for a key lookup — for as long as TCP takes to give up
+  (minutes to hours). So the feed's thread also watches the statement in progress and drops
+  its connection once it has waited :data:`STATEMENT_DEADLINE_S`; and every connection has
+  TCP keepalives, so one that a firewall or a partition silently cut is noticed within
+  seconds — the change feed's too (until then its gateway would trust its cached keys).
 
 psycopg connections are thread-safe; statements are short (indexed lookups, batched writes).
 """
@@ -25,6 +31,8 @@ psycopg connections are thread-safe; statements are short (indexed lookups, batc
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -34,6 +42,11 @@ from .store import IdentityStore, SCHEMA_VERSION, reads
 log = logging.getLogger("seekstack.governance")
 
 CHANNEL = "seekstack_identity"
+STATEMENT_DEADLINE_S = 5.0  # a statement with no answer for this long has its connection dropped
+# libpq: probe an idle connection after 5 s, every 2 s, give up after 3 unanswered; sent data
+# not acknowledged for 10 s fails the connection too
+CONNECTION_OPTIONS = {"autocommit": True, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                      "keepalives_count": 3, "tcp_user_timeout": 10_000}
 LOCK_ID = 0x5EE45AC  # pg_advisory_xact_lock: one migrating gateway at a time
 
 # Step i brings the database to version i + 1 (the same versions as the SQLite store's).
@@ -115,12 +128,13 @@ class PostgresIdentityStore(IdentityStore):
         self.integrity_errors = (psycopg.errors.IntegrityError,)
         self._operational = (psycopg.OperationalError,)
         try:
-            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=int(connect_timeout))
+            self.conn = psycopg.connect(url, connect_timeout=int(connect_timeout), **CONNECTION_OPTIONS)
         except psycopg.OperationalError as exc:
             raise ConfigError(f"cannot connect to the governance database {_redacted(url)}: {_first_line(exc)}",
                               fix="check storage.url, that the server runs, and its pg_hba.conf") from None
         migrate(self.conn, url)
         self._lost: str | None = None  # why the statements' connection is gone; the feed's thread replaces it
+        self._waiting_since: float | None = None  # when the statement in progress was sent
         self._changed = threading.Event()
         self._listening = threading.Event()
         self._closed = threading.Event()
@@ -155,6 +169,7 @@ class PostgresIdentityStore(IdentityStore):
         announced = announce and not reads(sql)
         with self.lock:
             self._usable()
+            self._waiting_since = time.monotonic()
             try:
                 if not announced:
                     cursor = self.conn.execute(sql, args)
@@ -165,6 +180,8 @@ class PostgresIdentityStore(IdentityStore):
                     return cursor.fetchall() if cursor.description else []
             except self._operational as exc:
                 raise self._failed(exc) from None
+            finally:
+                self._waiting_since = None
 
     def execute_all(self, batches: list[tuple[str, list[tuple]]], *, announce: bool = True) -> None:
         batches = [(sql, rows) for sql, rows in batches if rows]
@@ -172,6 +189,7 @@ class PostgresIdentityStore(IdentityStore):
             return
         with self.lock:
             self._usable()
+            self._waiting_since = time.monotonic()
             try:
                 with self.conn.transaction():
                     with self.conn.cursor() as cursor:
@@ -181,6 +199,8 @@ class PostgresIdentityStore(IdentityStore):
                         self.conn.execute(f"NOTIFY {CHANNEL}")
             except self._operational as exc:
                 raise self._failed(exc) from None
+            finally:
+                self._waiting_since = None
 
     # ------------------------------------------------------------ change feed
     def changed_elsewhere(self) -> bool:
@@ -195,11 +215,12 @@ class PostgresIdentityStore(IdentityStore):
         psycopg = _psycopg()
         while not self._closed.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(self.url, connect_timeout=5, **CONNECTION_OPTIONS) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     self._changed.set()  # whatever happened while not listening
                     while not self._closed.is_set():
+                        self._watch()
                         if self._lost is not None:
                             self._reconnect(psycopg)
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
@@ -212,10 +233,25 @@ class PostgresIdentityStore(IdentityStore):
                 self._listening.clear()
                 time.sleep(0.5)
 
+    def _watch(self) -> None:
+        """Drop the statements' connection under a statement that has waited past the deadline:
+        the statement then fails (503), instead of waiting on TCP for as long as it takes."""
+        since = self._waiting_since
+        if since is None or time.monotonic() - since < STATEMENT_DEADLINE_S:
+            return
+        log.warning("the governance database has not answered a statement in %.0f s; dropping its connection",
+                    STATEMENT_DEADLINE_S)
+        self._waiting_since = None
+        try:
+            with socket.socket(fileno=os.dup(self.conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed meanwhile
+
     def _reconnect(self, psycopg) -> None:
         """Replace the statements' lost connection (on the feed's thread; tried again next turn if it fails)."""
         try:
-            fresh = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            fresh = psycopg.connect(self.url, connect_timeout=5, **CONNECTION_OPTIONS)
         except Exception:
             return
         with self.lock:
