@@ -3,6 +3,7 @@
 It health-checks each gateway's ``/readyz`` every 200 ms and retries a request that found a
 gateway gone (refused, reset, closed without an answer) on another one, as a production
 balancer in front of seekstack gateways is set up (docs/operations.md shows the same lines).
+When no gateway is ready, its own 503 is an OpenAI error too (:data:`NONE_READY`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response junk-response response-timeout
+    errorfile 503 {errors}/503.http
 frontend gateways
     bind 127.0.0.1:{port}
     default_backend gateways
@@ -39,6 +41,20 @@ backend gateways
 """
 
 
+# The balancer's own answer when no gateway is ready: what a client of seekstack expects (the
+# OpenAI error shape, a code, Retry-After), not HAProxy's HTML page.
+NONE_READY = (
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Content-Type: application/json\r\n"
+    "Cache-Control: no-cache\r\n"
+    "Retry-After: 2\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    '{"error": {"message": "no seekstack gateway is ready to serve (each gateway\'s /readyz says why); retry shortly",'
+    ' "type": "server_error", "param": null, "code": "gateway_unavailable"}}\n'
+)
+
+
 class HAProxy:
     def __init__(self, tmp: Path, backends: dict[str, int]):
         haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
@@ -48,7 +64,8 @@ class HAProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         servers = "\n".join(f"    server {name} 127.0.0.1:{port} check" for name, port in backends.items())
         self.config = tmp / "haproxy.cfg"
-        self.config.write_text(CONFIG.format(port=self.port, servers=servers))
+        (tmp / "503.http").write_text(NONE_READY)
+        self.config.write_text(CONFIG.format(port=self.port, servers=servers, errors=tmp))
         self.log = open(tmp / "haproxy.log", "wb")
         self.proc = subprocess.Popen([haproxy, "-db", "-f", str(self.config)], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10

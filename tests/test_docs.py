@@ -116,3 +116,13 @@ def test_engine_launch_examples_are_what_the_planner_prints():
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert shlex.join(json.loads(out.stdout)["launch"]) == command, args
+
+
+def test_the_balancers_own_503_in_the_operations_guide_is_the_one_the_tests_run():
+    from balancer import NONE_READY  # tests/balancer.py: the HAProxy the fleet tests run
+
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    head, _, body = NONE_READY.partition("\r\n\r\n")
+    assert body.strip() in guide
+    for line in head.split("\r\n"):
+        assert f"   {line}\n" in guide, line

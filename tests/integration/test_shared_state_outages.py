@@ -2,7 +2,9 @@
 (restarted and paused here), serving a simulated vLLM (the simulator stands in: no GPU here).
 
 - PostgreSQL restarts (an upgrade, a failover): meanwhile every request gets 503
-  ``storage_unavailable`` and ``/readyz`` says why; afterwards the gateway serves again by itself.
+  ``storage_unavailable`` and ``/readyz`` says why — so the balancer in front (HAProxy) takes the
+  gateway out and answers with its own 503, in the OpenAI error shape; afterwards the gateway
+  serves again by itself.
 - PostgreSQL stops answering (hung, or a partition: connections open, no reply): a request
   whose key must be looked up gets 503 after the statement deadline, and meanwhile every
   stream on the gateway goes on — the lookup waits in a worker thread, not on the event loop.
@@ -18,9 +20,10 @@ import threading
 import time
 
 import httpx
-
+import openai
 import pytest
 
+from balancer import HAProxy
 from conftest import Server, as_key, make_key, make_user, start_sim
 from test_quotas import set_limits
 from test_supervision import wait_until
@@ -45,7 +48,9 @@ def stack(tmp_path_factory):
         "audit": {"dir": str(tmp / "audit")},
         "models": [{"name": "m", "context": 4096, "engine": {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{port}"]}}],
     }, command="gateway").start()
-    yield {"gateway": gateway, "pg": pg, "redis": redis, "audit": tmp / "audit" / "audit.db"}
+    balancer = HAProxy(tmp, {"a": gateway.port})
+    yield {"gateway": gateway, "pg": pg, "redis": redis, "audit": tmp / "audit" / "audit.db", "balancer": balancer}
+    balancer.stop()
     gateway.stop()
     sim.kill()
     redis.stop()
@@ -63,11 +68,21 @@ def test_a_restarted_database_refuses_meanwhile_and_the_gateway_recovers_by_itse
             assert r.headers["retry-after"]
         ready = gateway.http.get("/readyz")
         assert ready.status_code == 503 and "governance database" in ready.json()["storage"], ready.text
+        # the balancer's health check (every 200 ms) takes the gateway out; its own answer is an OpenAI error
+        client = openai.OpenAI(base_url=f"{stack['balancer'].url}/v1", api_key=gateway.key_path.read_text().strip(),
+                               max_retries=0)
+        assert wait_until(lambda: httpx.get(f"{stack['balancer'].url}/v1/models").status_code == 503, 5)
+        with pytest.raises(openai.InternalServerError) as refused:
+            client.chat.completions.create(model="m", messages=BODY["messages"], max_tokens=4)
+        assert refused.value.status_code == 503 and refused.value.code == "gateway_unavailable"
+        assert refused.value.response.headers["retry-after"] == "2"
     finally:
         pg.start()
     # no request is needed: the gateway reconnects by itself, and a balancer sees it ready again
     assert wait_until(lambda: gateway.http.get("/readyz").status_code == 200, 15), gateway.http.get("/readyz").text
     assert gateway.http.post("/v1/chat/completions", json=BODY).status_code == 200
+    assert wait_until(lambda: httpx.get(f"{stack['balancer'].url}/readyz").status_code == 200, 5)  # back in
+    assert client.chat.completions.create(model="m", messages=BODY["messages"], max_tokens=4).choices
     key = make_key(gateway, make_user(gateway, "api_consumer"))  # writes go through too
     with as_key(gateway, key) as client:
         assert client.post("/v1/chat/completions", json=BODY).status_code == 200

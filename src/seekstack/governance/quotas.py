@@ -31,9 +31,9 @@ be reached, a request that a limit applies to is refused with 503 (``storage_una
 from __future__ import annotations
 
 import abc
+import asyncio
 import calendar
 import functools
-import asyncio
 import itertools
 import logging
 import math
