@@ -29,6 +29,7 @@ from test_quotas import set_limits
 from test_supervision import wait_until
 
 from seekstack.governance.audit import read_records
+from seekstack.governance.sessions import COOKIE
 
 LEASE_S = 3
 BODY = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
@@ -91,15 +92,20 @@ def test_a_restarted_database_refuses_meanwhile_and_the_gateway_recovers_by_itse
     assert "Traceback" not in log
 
 
-def test_a_silent_database_costs_a_bounded_wait_and_holds_up_no_stream(stack):
+@pytest.mark.parametrize("credential", ["key", "console session"])
+def test_a_silent_database_costs_a_bounded_wait_and_holds_up_no_stream(stack, credential):
     gateway, pg = stack["gateway"], stack["pg"]
     fresh = make_key(gateway, make_user(gateway, "api_consumer"))  # never used: not in any cache
+    headers, cookies = {"Authorization": f"Bearer {fresh}"}, {}
+    if credential == "console session":  # signed in, and the session not yet used: not in any cache
+        signed_in = httpx.post(f"{gateway.url}/console/session", headers=headers)
+        assert signed_in.status_code == 200, signed_in.text
+        headers, cookies = {}, {COOKIE: signed_in.cookies[COOKIE]}
     refused = {}
 
     def first_use():
         started = time.monotonic()
-        r = httpx.post(f"{gateway.url}/v1/chat/completions", json=BODY, timeout=60,
-                       headers={"Authorization": f"Bearer {fresh}"})
+        r = httpx.get(f"{gateway.url}/v1/models", headers=headers, cookies=cookies, timeout=60)
         refused.update(status=r.status_code, code=r.json()["error"]["code"], waited=time.monotonic() - started)
 
     stream_body = {**BODY, "max_tokens": 100, "stream": True}  # ~2 s at 20 ms a token
@@ -123,8 +129,8 @@ def test_a_silent_database_costs_a_bounded_wait_and_holds_up_no_stream(stack):
     assert max(b - a for a, b in zip(arrivals, arrivals[1:])) < 2.0
     assert refused["status"] == 503 and refused["code"] == "storage_unavailable", refused
     assert refused["waited"] < 15, refused  # the statement deadline (5 s), not TCP's minutes
-    with as_key(gateway, fresh) as client:
-        assert wait_until(lambda: client.post("/v1/chat/completions", json=BODY).status_code == 200, 20, 0.5)
+    assert wait_until(lambda: httpx.get(f"{gateway.url}/v1/models", headers=headers, cookies=cookies).status_code == 200,
+                      20, 0.5)
     log = gateway.log_path.read_text()
     assert "has not answered a statement in 5 s" in log and "Traceback" not in log
 

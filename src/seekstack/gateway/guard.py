@@ -87,8 +87,7 @@ class GuardMiddleware:
                 raise RateLimitError("too many requests from this address", fix="slow down",
                                      retry_after=max(1, round(wait + 0.5)), scope="source", limit="requests_per_second")
             with stage(trace, "authenticate"):
-                await self.governance.look_up(_header(scope, b"authorization"))
-                proof = self._principal(scope)
+                proof = await self._principal(scope)
                 if isinstance(proof, PasswordAttempt):  # scrypt: ~50 ms, in a worker thread
                     record["attempted_user"] = proof.user[:64]  # a failed sign-in says for whom (never the password)
                     proof = await self.governance.sign_in_with_password(proof.user, proof.password)
@@ -190,10 +189,11 @@ class GuardMiddleware:
                               fix="send a valid API key; refused requests are limited per address",
                               scope="source", limit="failures_per_minute")
 
-    def _principal(self, scope):
+    async def _principal(self, scope):
         """The caller: its API key (``Authorization: Bearer``), else its console session (the
         cookie), whose every write must carry the session's CSRF token (``X-CSRF-Token``)."""
         if not self.enabled:
+            await self.governance.look_up(None)
             return ANONYMOUS
         authorization = token = csrf = None
         for name, value in scope["headers"]:
@@ -203,6 +203,7 @@ class GuardMiddleware:
                 token = session_token(value.decode("latin-1"))
             elif name == b"x-csrf-token":
                 csrf = value.decode("latin-1")
+        await self.governance.look_up(authorization, token)  # what the caches lack: read off the event loop
         if authorization is not None and authorization[:6].lower() == "basic " and \
                 (scope["method"], scope["path"]) == SIGN_IN:  # a console password: signing in, nothing else
             return PasswordAttempt.of(authorization[6:])
@@ -235,10 +236,6 @@ class PasswordAttempt(NamedTuple):
             raise AuthenticationError("the Authorization header must be `Basic base64(user:password)`",
                                       fix="sign in with the console's form")
         return cls(user, password)
-
-
-def _header(scope, name: bytes) -> str | None:
-    return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), None)
 
 
 def session_token(cookies: str) -> str | None:

@@ -124,7 +124,10 @@ class Authenticator:
         if not authorization or authorization[:7].lower() != "bearer ":
             return None
         kid = key_id(authorization[7:].strip())
-        return kid if kid and kid not in self._cache else None
+        return kid if kid and not self.cached(kid) else None
+
+    def cached(self, kid: str) -> bool:
+        return kid in self._cache
 
     def look_up(self, kid: str) -> None:
         """Read a key into the cache (a database statement: call it from a worker thread)."""

@@ -151,11 +151,17 @@ class Governance:
             self.sessions.forget_all()
             self._limits = None
 
-    async def look_up(self, authorization: str | None) -> None:
-        """Read what a request is about to need and the caches lack — its key, the limits — in a
-        worker thread. A database server may be slow or silent: waiting for it must not hold the
-        event loop, and every stream on it. (Misses are rare: a key's first use, or the first
-        request after a change anywhere in the fleet dropped the caches.)"""
+    async def look_up(self, authorization: str | None, session_token: str | None = None) -> None:
+        """Read what a request is about to need and the caches lack — its key (or its console
+        session and the session's key), the limits — in a worker thread. A database server may
+        be slow or silent: waiting for it must not hold the event loop, and every stream on it.
+        (Misses are rare: a key's first use, or the first request after a change anywhere in
+        the fleet dropped the caches.)"""
+        if authorization is None and session_token is not None:
+            kid = self.sessions.cached_key(session_token)
+            if kid is None or not self.auth.cached(kid) or self._limits is None:
+                await anyio.to_thread.run_sync(self._look_up_session, session_token)
+            return
         kid = self.auth.uncached(authorization)
         if kid is not None or self._limits is None:
             await anyio.to_thread.run_sync(self._look_up, kid)
@@ -164,6 +170,9 @@ class Governance:
         if kid is not None:
             self.auth.look_up(kid)
         self._limits_for("key", "")
+
+    def _look_up_session(self, token: str) -> None:
+        self._look_up(self.sessions.look_up(token))
 
     def _limits_for(self, scope: str, name: str) -> Limits | None:
         if self._limits is None:

@@ -65,7 +65,7 @@ class Sessions:
         now = time.time() if now is None else now
         sid = session_id(token)
         session = self._cache.get(sid)
-        if session is None or now - session.last_seen > self.idle_timeout:  # idle here: used elsewhere since?
+        if self._to_load(session, now):
             session = self._load(sid, session)
         if session.ended is not None:
             raise AuthenticationError("this session has ended", fix="sign in again")
@@ -77,6 +77,26 @@ class Sessions:
             session.stored = now
             self._touched[sid] = now
         return sid, session.key_id
+
+    def _to_load(self, session: Session | None, now: float) -> bool:
+        return session is None or now - session.last_seen > self.idle_timeout  # idle here: used elsewhere since?
+
+    def cached_key(self, token: str) -> str | None:
+        """The key id of the session of ``token`` if :meth:`key_of` can answer from the cache."""
+        session = self._cache.get(session_id(token))
+        return None if self._to_load(session, time.time()) else session.key_id
+
+    def look_up(self, token: str) -> str | None:
+        """Read the session of ``token`` into the cache if :meth:`key_of` would (a database
+        statement: call it from a worker thread); its key's id, or None if it is not signed in."""
+        sid = session_id(token)
+        session = self._cache.get(sid)
+        if self._to_load(session, time.time()):
+            try:
+                session = self._load(sid, session)
+            except AuthenticationError:
+                return None  # key_of says so
+        return session.key_id
 
     def _load(self, sid: str, cached: Session | None) -> Session:
         """The session as the database has it — with its last use on any gateway (last uses are
