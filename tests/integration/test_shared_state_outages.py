@@ -185,6 +185,13 @@ def test_a_hung_redis_is_a_503_within_its_timeout_not_a_hung_request(stack):
         waited = time.monotonic() - started
         assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable", r.text
         assert waited < 15, waited  # two tries of the 2 s timeout; redis-py's own retries took 26 s
+        # /readyz says so at once, without waiting on Redis: the balancer's checks (200 ms) keep the gateway in
+        ready = gateway.http.get("/readyz")
+        assert ready.status_code == 200 and "unavailable" in ready.json()["quotas"], ready.text
+        time.sleep(1.0)  # five health checks
+        through = httpx.post(f"{stack['balancer'].url}/v1/chat/completions", json=BODY,
+                             headers={"Authorization": f"Bearer {gateway.key_path.read_text().strip()}"})
+        assert through.status_code == 200, through.text  # under no limit: served, through the balancer
     finally:
         redis.resume()
     with as_key(gateway, limited) as client:

@@ -36,7 +36,8 @@ async def readyz(request: Request) -> JSONResponse:
             "models": {alias: state["state"] for alias, state in models.items()},
             "healthy_replicas": {alias: state["ready_endpoints"] for alias, state in models.items()}}
     body.update((part, f"unavailable: {why}") for part, why in refusing.items() if why)
-    if governance.quotas.counters.unavailable and not await governance.quotas.counters.answers():
+    if governance.quotas.counters.unavailable:  # only the requests under a limit are refused: still ready
+        governance.quotas.counters.recheck()  # in the background: a probe must not wait on a silent server
         body["quotas"] = f"unavailable: {governance.quotas.counters.unavailable}"
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
 

@@ -169,9 +169,9 @@ class Counters(abc.ABC):
     async def charge(self, checks: list[Check], tokens: int) -> None:
         """Add ``tokens`` (negative: give back) to each check's current key."""
 
-    async def answers(self) -> bool:
-        """Whether the counters can be reached now (asked while :attr:`unavailable` says not)."""
-        return True
+    def recheck(self) -> None:
+        """While :attr:`unavailable`, see again in the background whether the counters answer
+        (readiness asks: it reports, and must not wait on a silent server)."""
 
     async def close(self) -> None:
         pass
@@ -348,6 +348,7 @@ class RedisCounters(Counters):
         self.lease_seconds = lease_seconds
         self.held: dict[str, list[str]] = {}  # lease -> its concurrency keys, renewed while held
         self._renewer: asyncio.Task | None = None
+        self._pinger: asyncio.Task | None = None
 
     async def _call(self, step):
         """Await one Redis step; a failure to reach Redis is StorageUnavailableError (503)."""
@@ -400,12 +401,15 @@ class RedisCounters(Counters):
         if checks and tokens:
             await self._call(self._charge(keys=[c.key for c in checks], args=[tokens, *(c.ttl for c in checks)]))
 
-    async def answers(self) -> bool:
+    def recheck(self) -> None:
+        if self.unavailable is not None and (self._pinger is None or self._pinger.done()):
+            self._pinger = asyncio.create_task(self._ping())
+
+    async def _ping(self) -> None:
         try:
             await self._call(self.redis.ping())
         except StorageUnavailableError:
-            return False
-        return True
+            pass  # still unavailable: said in the log once
 
     async def _renew_held(self) -> None:
         """Renew every held lease a few times per lease; ends when none is held."""

@@ -245,8 +245,8 @@ class PostgresIdentityStore(IdentityStore):
         try:
             with socket.socket(fileno=os.dup(self.conn.pgconn.socket)) as sock:
                 sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # closed meanwhile
+        except Exception:  # closed meanwhile (psycopg says so, or the socket does)
+            pass
 
     def _reconnect(self, psycopg) -> None:
         """Replace the statements' lost connection (on the feed's thread; tried again next turn if it fails)."""
