@@ -145,11 +145,9 @@ class PostgresIdentityStore(IdentityStore):
     # ------------------------------------------------------------ statements
     @property
     def unavailable(self) -> str | None:
-        if self._lost is not None:
-            return f"the governance database is unavailable: {self._lost}"
-        if not self._listening.is_set():
-            return "the governance database's change feed is down (reconnecting)"
-        return None
+        """Why statements cannot run now. (The change feed being down is not a reason: every
+        request then reads its key again, which is slower but right.)"""
+        return None if self._lost is None else f"the governance database is unavailable: {self._lost}"
 
     def _usable(self) -> None:
         """Refuse at once while the connection is lost (the feed's thread is opening another)."""
