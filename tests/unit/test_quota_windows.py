@@ -197,7 +197,7 @@ def redis_server(tmp_path):
     server.stop()
 
 
-def test_a_slot_whose_gateway_died_lapses_after_the_lease_and_a_live_one_does_not(redis_server, monkeypatch):
+def test_a_slot_whose_gateway_died_lapses_after_the_lease_and_a_live_one_does_not(redis_server):
     """Concurrency in Redis is a lease its gateway renews: a gateway killed mid-request (or one that
     could not reach Redis to release) holds its slot for one lease, not for good."""
     limits = lambda scope, name: Limits(concurrent=1) if scope == "key" else None  # noqa: E731
@@ -217,7 +217,7 @@ def test_a_slot_whose_gateway_died_lapses_after_the_lease_and_a_live_one_does_no
     run(b.counters.close())
 
 
-def test_an_unreachable_redis_refuses_with_503_and_the_counters_recover_when_it_answers(redis_server, monkeypatch):
+def test_an_unreachable_redis_refuses_with_503_and_the_counters_recover_when_it_answers(redis_server):
     from seekstack.errors import StorageUnavailableError
 
     q = Quotas(quotas_mod.RedisCounters(redis_server.socket), lambda s, n: Limits(rpm=100, concurrent=5))
