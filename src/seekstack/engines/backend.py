@@ -30,7 +30,7 @@ import orjson
 from ..errors import (ContextLengthError, EngineError, EngineUnavailableError, InvalidRequestError,
                       SeekstackError, UnsupportedError)
 from .capabilities import Capabilities
-from .http import EngineHTTP, EngineResponse, EngineStreamError
+from .http import EngineConnectionError, EngineHTTP, EngineResponse, EngineStreamError
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -170,6 +170,7 @@ class Backend(abc.ABC):
         self.base_url = base_url
         self.model = model
         self.api_key = api_key
+        http.trust(base_url, model.engine.ca_file)
         self.capabilities = self.build_capabilities(model)
         auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._json_headers = {"content-type": JSON, **auth}
@@ -252,6 +253,8 @@ class Backend(abc.ABC):
             status, body = await self.http.get(self.base_url, self.health_path, timeout=timeout, headers=self._get_headers)
         except TimeoutError:
             return Health(DOWN, f"no answer from {self.health_path} within {timeout:g} s")
+        except EngineConnectionError as exc:
+            return Health(DOWN, f"no answer from {self.health_path}: {exc}")
         except Exception as exc:  # noqa: BLE001 — any failure to answer is "down", with its reason
             return Health(DOWN, f"no answer from {self.health_path} ({type(exc).__name__})")
         return self.health_from(status, body)
