@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python bench/routing_overhead.py
 	$(BIN)/python bench/prefix_affinity.py
 	$(BIN)/python bench/overload.py
+	$(BIN)/python bench/engine_tls.py
 
 # LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py
 bench-litellm:
