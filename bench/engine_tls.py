@@ -1,7 +1,7 @@
 """What opening a TLS connection to an engine costs the gateway's event loop, per stream.
 
-Every stream to an engine opens a connection of its own (llama.cpp closes it after a stream;
-the others are asked to). To an ``https://`` engine that is a TLS handshake, and it used to
+Connections to engines are opened often (every stream to llama.cpp, which closes it after a
+stream; any request after a 4 s idle gap; any beyond the pool). To an ``https://`` engine that is a TLS handshake, and it used to
 be a new TLS context as well, which reads the whole CA bundle. Here, against a local TLS
 server (certificate from a private CA, as ``engine.ca_file`` trusts), in one run:
 

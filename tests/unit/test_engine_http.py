@@ -212,8 +212,8 @@ def test_slow_reader_pauses_the_engine_and_loses_nothing(tmp_path):
 
 
 def test_tls_to_an_engine_makes_one_context_per_ca_not_one_per_connection(tmp_path, monkeypatch):
-    """Every stream opens a connection; making a TLS context reads the whole CA bundle (~19 ms
-    of CPU, on the event loop), so one is made per CA file and shared."""
+    """Connections are opened often (every stream to llama.cpp); making a TLS context reads the
+    whole CA bundle (~19 ms of CPU, on the event loop), so one is made per CA file and shared."""
     from pki import private_ca
 
     ca, pem = private_ca(tmp_path)

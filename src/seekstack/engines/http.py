@@ -5,7 +5,8 @@ so no local user can reach one around the gateway's controls), ``http://127.0.0.
 ``https://host[:port]`` for a remote engine: its certificate is verified against the system's
 CAs, or against a private CA's (:meth:`EngineHTTP.trust`, from ``engine.ca_file``). A TLS
 context is made once per CA bundle, not per connection: making one reads the whole bundle
-(~19 ms of CPU here), and every stream opens a connection.
+(~19 ms of CPU here), and connections are opened often: for every stream to llama.cpp,
+after every idle gap, for every request beyond the pool.
 
 Why not a general client: this is the hot path of every token. A general client costs
 ~1 ms of CPU per request here (measured in bench/README.md); one write per request, one
