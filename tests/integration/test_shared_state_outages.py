@@ -24,7 +24,7 @@ import openai
 import pytest
 
 from balancer import HAProxy
-from conftest import Server, as_key, make_key, make_user, start_sim
+from conftest import Server, as_key, free_port, make_key, make_user, start_sim
 from test_quotas import set_limits
 from test_supervision import wait_until
 
@@ -43,8 +43,11 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("outages")
     pg, redis = PostgresServer(), RedisServer(tmp)
     sim, port = start_sim("--dialect", "vllm", "--model", "m", "--itl-ms", "20", "--output-len", "100")
+    # Two hosts, as for a primary and its standby (libpq tries them in turn; the first is down):
+    # every reconnect below finds the server that answers.
+    url = pg.new_database().replace("@127.0.0.1:", f"@127.0.0.1:{free_port()},127.0.0.1:") + "?target_session_attrs=read-write"
     gateway = Server(tmp, {
-        "storage": {"url": pg.new_database()},
+        "storage": {"url": url},
         "quotas": {"store": "redis", "redis_url": redis.socket, "concurrency_lease_s": LEASE_S},
         "audit": {"dir": str(tmp / "audit")},
         "models": [{"name": "m", "context": 4096, "engine": {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{port}"]}}],
