@@ -1,4 +1,4 @@
-"""A private CA for tests: its certificate, and a server certificate it signed for 127.0.0.1."""
+"""Certificates for tests: a private CA and what it signs, written as PEM files."""
 
 from __future__ import annotations
 
@@ -12,29 +12,36 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def _certificate(subject: str, key, issuer_name: x509.Name, issuer_key, *, ca: bool) -> x509.Certificate:
+def certificate(subject: str, issuer_key, issuer_name: x509.Name | None, key, *, ca: bool = False,
+                san_ip: str | None = None, days: int = 365) -> x509.Certificate:
+    """``subject``'s certificate for ``key``, signed by ``issuer_key`` (self-signed when ``issuer_name`` is None)."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(issuer_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name or name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+    if san_ip:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(san_ip))]),
                                         critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def write_pem(path: Path, cert: x509.Certificate | None = None, key=None) -> Path:
+    data = b""
+    if cert is not None:
+        data += cert.public_bytes(serialization.Encoding.PEM)
+    if key is not None:
+        data += key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+    path.write_bytes(data)
+    return path
+
+
 def private_ca(directory: Path) -> tuple[Path, Path]:
-    """``ca.pem`` (the CA's certificate) and ``engine.pem`` (a certificate it signed for 127.0.0.1,
-    followed by its key), written in ``directory``."""
+    """``ca.pem`` (a private CA's certificate) and ``engine.pem`` (a certificate it signed for
+    127.0.0.1, followed by its key), written in ``directory``."""
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Hospital private CA")])
-    ca = _certificate("Example Hospital private CA", ca_key, ca_name, ca_key, ca=True)
-    server = _certificate("engine.example.internal", server_key, ca_name, ca_key, ca=False)
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (directory / "engine.pem").write_bytes(
-        server.public_bytes(serialization.Encoding.PEM)
-        + server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    return directory / "ca.pem", directory / "engine.pem"
+    ca = certificate("Example Hospital private CA", ca_key, None, ca_key, ca=True)
+    server = certificate("engine.example.internal", ca_key, ca.subject, server_key, san_ip="127.0.0.1")
+    return write_pem(directory / "ca.pem", ca), write_pem(directory / "engine.pem", server, server_key)

@@ -10,8 +10,8 @@ one stops the gateway at start in one line.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
-import time
 
 import httpx
 import openai
@@ -47,7 +47,7 @@ def engine_behind_tls(tmp_path_factory):
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
     proxy = subprocess.Popen([haproxy, "-db", "-f", str(tmp / "terminator.cfg")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    time.sleep(0.5)
+    assert wait_until(lambda: _listening(port), 10), "haproxy did not start listening"
     yield {"url": f"https://127.0.0.1:{port}", "ca": ca, "tmp": tmp}
     proxy.terminate()
     proxy.wait(10)
@@ -93,6 +93,11 @@ def test_a_gateway_without_the_ca_refuses_the_engine(engine_behind_tls, tmp_path
     finally:
         gateway.terminate()
         gateway.wait(30)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _answers(url: str) -> bool:

@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import ssl
 import warnings
 
 import httpx
 import openai
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from conftest import Server
+from pki import certificate, write_pem
 
 MODEL = {"name": "m", "source": "embedded", "context": 256, "slots": 1}
-
-
-def _cert(subject: str, issuer_key, issuer_name, key, *, ca=False, san_ip=None, days=365):
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if san_ip:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(san_ip))]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path, cert=None, key=None):
-    data = b""
-    if cert is not None:
-        data += cert.public_bytes(serialization.Encoding.PEM)
-    if key is not None:
-        data += key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.write_bytes(data)
-    return path
 
 
 def trusting(pki) -> ssl.SSLContext:
@@ -50,12 +24,12 @@ def trusting(pki) -> ssl.SSLContext:
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("seekstack test CA", ca_key, None, ca_key, ca=True)
+    ca = certificate("seekstack test CA", ca_key, None, ca_key, ca=True)
     server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    server = _cert("127.0.0.1", ca_key, ca.subject, server_key, san_ip="127.0.0.1")
-    client = _cert("app-1", ca_key, ca.subject, client_key)
-    return {"ca": _write(d / "ca.pem", ca), "cert": _write(d / "server.pem", server), "key": _write(d / "server.key", key=server_key),
-            "client_cert": _write(d / "client.pem", client), "client_key": _write(d / "client.key", key=client_key)}
+    server = certificate("127.0.0.1", ca_key, ca.subject, server_key, san_ip="127.0.0.1")
+    client = certificate("app-1", ca_key, ca.subject, client_key)
+    return {"ca": write_pem(d / "ca.pem", ca), "cert": write_pem(d / "server.pem", server), "key": write_pem(d / "server.key", key=server_key),
+            "client_cert": write_pem(d / "client.pem", client), "client_key": write_pem(d / "client.key", key=client_key)}
 
 
 def start(tmp_path, tls) -> Server:
@@ -137,8 +111,8 @@ def test_doctor_warns_about_a_certificate_that_expires_soon(tmp_path, pki):
     from test_cli import cli
 
     key = _ec.generate_private_key(_ec.SECP256R1())
-    soon = _cert("127.0.0.1", key, None, key, days=10)
-    cert = _write(tmp_path / "soon.pem", soon)
+    soon = certificate("127.0.0.1", key, None, key, days=10)
+    cert = write_pem(tmp_path / "soon.pem", soon)
     config = tmp_path / "c.yaml"
     config.write_text(f"state_dir: {tmp_path}/s\nserver: {{tls: {{cert: {cert}, key: {pki['key']}}}}}\n")
     result = cli("doctor", "--config", str(config), "--json")

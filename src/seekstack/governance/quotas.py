@@ -419,13 +419,15 @@ class RedisCounters(Counters):
             if not pairs:
                 break
             try:
-                await self._call(self._renew(keys=[k for k, _ in pairs], args=[self.lease_seconds, *(l for _, l in pairs)]))
+                await self._call(self._renew(keys=[key for key, _ in pairs],
+                                             args=[self.lease_seconds, *(lease for _, lease in pairs)]))
             except StorageUnavailableError:
                 pass  # said in the log once; the next turn tries again
 
     async def close(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
+        for task in (self._renewer, self._pinger):
+            if task is not None:
+                task.cancel()
         await self.redis.aclose()
 
 
