@@ -49,7 +49,7 @@ async def measure(requests: int, per_connection: bool, ca: Path, pem: Path) -> f
     server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=serving)
     url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     http = engine_http.EngineHTTP(read_timeout=10)
-    http.trust(url, ca)
+    http.trust(url, engine_http.tls_context(str(ca)))
     if per_connection:  # as before: a context for every connection, the system bundle read each time
         def fresh() -> ssl.SSLContext:
             context = ssl.create_default_context()
@@ -82,7 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-    ca, pem = private_ca(Path(tempfile.mkdtemp()))
+    pki = private_ca(Path(tempfile.mkdtemp()))
+    ca, pem = pki["ca"], pki["engine"]
     shared = asyncio.run(measure(args.requests, False, ca, pem))
     fresh = asyncio.run(measure(args.requests, True, ca, pem))
     ratio = shared / fresh

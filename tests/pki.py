@@ -38,10 +38,16 @@ def write_pem(path: Path, cert: x509.Certificate | None = None, key=None) -> Pat
     return path
 
 
-def private_ca(directory: Path) -> tuple[Path, Path]:
-    """``ca.pem`` (a private CA's certificate) and ``engine.pem`` (a certificate it signed for
-    127.0.0.1, followed by its key), written in ``directory``."""
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+def private_ca(directory: Path) -> dict[str, Path]:
+    """A private CA and what it signed, as PEM files in ``directory``: ``ca`` (its certificate),
+    ``engine`` (a server certificate for 127.0.0.1 followed by its key), ``client`` and
+    ``client_key`` (a client certificate for a gateway, and its key, mode 0600)."""
+    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     ca = certificate("Example Hospital private CA", ca_key, None, ca_key, ca=True)
     server = certificate("engine.example.internal", ca_key, ca.subject, server_key, san_ip="127.0.0.1")
-    return write_pem(directory / "ca.pem", ca), write_pem(directory / "engine.pem", server, server_key)
+    client = certificate("gateway-a.example.internal", ca_key, ca.subject, client_key)
+    files = {"ca": write_pem(directory / "ca.pem", ca), "engine": write_pem(directory / "engine.pem", server, server_key),
+             "client": write_pem(directory / "gateway.pem", client),
+             "client_key": write_pem(directory / "gateway.key", key=client_key)}
+    files["client_key"].chmod(0o600)
+    return files

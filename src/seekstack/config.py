@@ -526,19 +526,19 @@ def check_model(index: int, model: ModelConfig) -> list[str]:
     if kind.needs_gpu and model.device == "cpu" and not model.engine.simulated:
         problems.append(f"{where}.device: {kind.name} needs a GPU — use engine llamacpp for CPU")
     if not model.engine.launched:
-        from .engines.http import tls_context
-        from .engines.keys import read_api_key
+        from .engines.keys import engine_tls, read_api_key
 
         try:
             read_api_key(model.engine)
         except ConfigError as exc:
             problems.append(f"{where}.{exc.message} — {exc.fix}")
-        if model.engine.ca_file is not None and not any(a.startswith("https://") for a in model.engine.addresses):
-            problems.append(f"{where}.engine.ca_file: only engines at https:// addresses have certificates to verify "
-                            "— use https:// in url / endpoints, or remove ca_file")
-        elif model.engine.ca_file is not None:
+        tls_files = [name for name in ("ca_file", "cert_file", "key_file") if getattr(model.engine, name) is not None]
+        if tls_files and not any(a.startswith("https://") for a in model.engine.addresses):
+            problems.append(f"{where}.engine.{tls_files[0]}: only engines at https:// addresses speak TLS "
+                            f"— use https:// in url / endpoints, or remove {', '.join(tls_files)}")
+        elif tls_files:
             try:
-                tls_context(str(Path(model.engine.ca_file).expanduser()))
+                engine_tls(model.engine)
             except ConfigError as exc:
                 problems.append(f"{where}.{exc.message} — {exc.fix}")
         return problems

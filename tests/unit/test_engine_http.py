@@ -216,7 +216,8 @@ def test_tls_to_an_engine_makes_one_context_per_ca_not_one_per_connection(tmp_pa
     whole CA bundle (~19 ms of CPU, on the event loop), so one is made per CA file and shared."""
     from pki import private_ca
 
-    ca, pem = private_ca(tmp_path)
+    pki = private_ca(tmp_path)
+    ca, pem = pki["ca"], pki["engine"]
     serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     serving.load_cert_chain(pem)
     made, real = [], ssl.create_default_context
@@ -239,7 +240,7 @@ def test_tls_to_an_engine_makes_one_context_per_ca_not_one_per_connection(tmp_pa
         server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=serving)
         url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         http = EngineHTTP(read_timeout=5)
-        http.trust(url, ca)
+        http.trust(url, tls_context(str(ca)))
         for _ in range(5):
             r = await http.request(url, "POST", "/v1/chat/completions", b"{}", headers={"connection": "close"})
             assert (r.status, await r.read()) == (200, b"ok")

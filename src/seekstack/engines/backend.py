@@ -31,6 +31,7 @@ from ..errors import (ContextLengthError, EngineError, EngineUnavailableError, I
                       SeekstackError, UnsupportedError)
 from .capabilities import Capabilities
 from .http import EngineConnectionError, EngineHTTP, EngineResponse, EngineStreamError
+from .keys import engine_tls
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -170,7 +171,7 @@ class Backend(abc.ABC):
         self.base_url = base_url
         self.model = model
         self.api_key = api_key
-        http.trust(base_url, model.engine.ca_file)
+        http.trust(base_url, engine_tls(model.engine))
         self.capabilities = self.build_capabilities(model)
         auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._json_headers = {"content-type": JSON, **auth}

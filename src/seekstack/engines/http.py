@@ -3,7 +3,8 @@
 Base URLs are ``unix:///path.sock`` (the default: engines listen in a private 0700 directory,
 so no local user can reach one around the gateway's controls), ``http://127.0.0.1:PORT``, or
 ``https://host[:port]`` for a remote engine: its certificate is verified against the system's
-CAs, or against a private CA's (:meth:`EngineHTTP.trust`, from ``engine.ca_file``). A TLS
+CAs, or against a private CA's (``engine.ca_file``), and the gateway may present a client
+certificate of its own (``engine.cert_file``: mutual TLS) — :meth:`EngineHTTP.trust`. A TLS
 context is made once per CA bundle, not per connection: making one reads the whole bundle
 (~19 ms of CPU here), and connections are opened often: for every stream to llama.cpp,
 after every idle gap, for every request beyond the pool.
@@ -34,7 +35,6 @@ import collections
 import functools
 import ssl
 import time
-from pathlib import Path
 from typing import AsyncIterator
 
 import httptools
@@ -84,7 +84,7 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._response is not None:
-            self._response._connection_lost()
+            self._response._connection_lost(exc)
 
     def close(self) -> None:
         self.closed = True
@@ -134,10 +134,11 @@ class EngineResponse:
         self._wake()
 
     # connection events
-    def _connection_lost(self) -> None:
+    def _connection_lost(self, exc: Exception | None = None) -> None:
         if not self._complete:
             if not self._head.done():
-                self._fail(EngineConnectionError("the engine closed the connection before answering"))
+                self._fail(_tls_refused(exc) if isinstance(exc, ssl.SSLError) else
+                           EngineConnectionError("the engine closed the connection before answering"))
             else:
                 try:  # a body delimited by the connection's end is complete now
                     self._parser.feed_data(b"")
@@ -221,17 +222,34 @@ class EngineResponse:
 
 
 @functools.lru_cache(maxsize=None)
-def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
-    """The context that verifies engines' certificates: against the system's CAs, or only
-    against those in ``ca_file`` (made once per bundle)."""
-    if ca_file is None:
-        return ssl.create_default_context()
+def tls_context(ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None) -> ssl.SSLContext:
+    """The context for engines' TLS: their certificates verified against the system's CAs, or only
+    against those in ``ca_file``; with ``cert_file``, this client's certificate (mutual TLS).
+    Made once per combination."""
     try:
-        return ssl.create_default_context(cafile=ca_file)
+        context = ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"engine.ca_file: cannot load CA certificates from {ca_file} "
-                          f"({getattr(exc, 'strerror', None) or exc})",
+        raise ConfigError(f"engine.ca_file: cannot load CA certificates from {ca_file} ({_why(exc)})",
                           fix="point it at the PEM file of the CA that signed the engines' certificates") from None
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"engine.cert_file: cannot load the client certificate {cert_file} and its key "
+                              f"({_why(exc)})", fix="point cert_file (and key_file) at PEM files of a certificate "
+                                                     "and its private key") from None
+    return context
+
+
+def _tls_refused(exc: ssl.SSLError) -> EngineConnectionError:
+    """TLS failed after the certificate checks (under TLS 1.3, a refused client certificate
+    arrives once the handshake seemed done): nothing was answered, so safe to retry elsewhere."""
+    return EngineConnectionError(f"TLS with the engine failed ({exc.reason or exc}): if it asks for a client "
+                                 "certificate, set engine.cert_file (and key_file)")
+
+
+def _why(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 class EngineHTTP:
@@ -244,10 +262,11 @@ class EngineHTTP:
         self._tls: dict[str, ssl.SSLContext] = {}  # base URL -> the context its certificate is verified with
         self._closed = False
 
-    def trust(self, base_url: str, ca_file: Path | None) -> None:
-        """Verify the engine at ``base_url`` (https) against ``ca_file``'s CAs (None: the system's)."""
+    def trust(self, base_url: str, context: ssl.SSLContext | None) -> None:
+        """Talk TLS to the engine at ``base_url`` (https) with ``context`` (None: the system's CAs,
+        no client certificate). Contexts come from :func:`tls_context`: one per combination."""
         if base_url.startswith("https://"):
-            self._tls[base_url] = tls_context(None if ca_file is None else str(Path(ca_file).expanduser()))
+            self._tls[base_url] = context or tls_context()
 
     async def request(self, base_url: str, method: str, path: str, body: bytes = b"", *,
                       headers: dict[str, str] | None = None, timeout: float | None = None) -> EngineResponse:
@@ -303,6 +322,8 @@ class EngineHTTP:
         except ssl.SSLCertVerificationError as exc:
             raise EngineConnectionError(f"the engine's TLS certificate is not trusted ({exc.verify_message}): set "
                                         "engine.ca_file to the CA that signed it") from None
+        except ssl.SSLError as exc:
+            raise _tls_refused(exc) from None
         except (OSError, TimeoutError) as exc:
             raise EngineConnectionError(f"cannot connect to the engine ({type(exc).__name__})") from None
         return proto

@@ -1,15 +1,19 @@
-"""The API key of an engine seekstack does not start: from an environment variable or a 0600 file.
+"""The secrets for an engine seekstack does not start: its API key (from an environment variable
+or a 0600 file) and the TLS the gateway speaks to it (a private CA, a client certificate whose
+key is in a 0600 file).
 
-Never logged, never shown: it travels only in the Authorization header to that engine.
+Never logged, never shown: the key travels only in the Authorization header to that engine.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import stat
 from pathlib import Path
 
 from ..errors import ConfigError
+from .http import tls_context
 from .settings import EngineSettings
 
 
@@ -36,3 +40,26 @@ def read_api_key(settings: EngineSettings) -> str | None:
             raise ConfigError(f"engine.api_key_file: {path} is empty", fix="write the server's API key into it")
         return key
     return None
+
+
+def engine_tls(settings: EngineSettings) -> ssl.SSLContext | None:
+    """The TLS context for this model's ``https://`` engines: ``ca_file`` to verify them, and
+    ``cert_file`` / ``key_file`` to present (the key 0600 or stricter). None: the system's CAs,
+    no client certificate."""
+    if settings.ca_file is None and settings.cert_file is None:
+        return None
+    if settings.cert_file is None and settings.key_file is not None:
+        raise ConfigError("engine.key_file: set without cert_file", fix="set cert_file to its certificate, or remove key_file")
+    files = [None if f is None else str(Path(f).expanduser()) for f in (settings.ca_file, settings.cert_file, settings.key_file)]
+    key = files[2] or files[1]
+    if key is not None:
+        field = "key_file" if files[2] else "cert_file"
+        try:
+            mode = Path(key).stat().st_mode
+        except OSError as exc:
+            raise ConfigError(f"engine.{field}: cannot read {key} ({exc.strerror})",
+                              fix="point it at the PEM file of the client certificate's private key") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"engine.{field}: {key} holds a private key and can be read by other users "
+                              f"(mode {stat.S_IMODE(mode):o})", fix=f"chmod 600 {key}")
+    return tls_context(*files)
