@@ -1,7 +1,8 @@
 """The shared state goes away and comes back: a gateway on PostgreSQL and Redis of its own
 (restarted and paused here), serving a simulated vLLM (the simulator stands in: no GPU here).
 
-- PostgreSQL restarts (an upgrade, a failover): meanwhile every request gets 503
+- PostgreSQL restarts (an upgrade, a failover): a restart while the gateway is idle costs no
+  request (a read on the dead connection is made again on a new one); meanwhile every request gets 503
   ``storage_unavailable`` and ``/readyz`` says why — so the balancer in front (HAProxy) takes the
   gateway out and answers with its own 503, in the OpenAI error shape; afterwards the gateway
   serves again by itself.
@@ -93,6 +94,18 @@ def test_a_restarted_database_refuses_meanwhile_and_the_gateway_recovers_by_itse
     log = gateway.log_path.read_text()
     assert log.count("governance database connection lost") == 1 and "connection restored" in log
     assert "Traceback" not in log
+
+
+def test_a_restart_while_the_gateway_is_idle_costs_no_request(stack):
+    """The statements' connection died with the restart, unseen while idle: the first lookup after
+    it finds it dead, and is read again on a new connection rather than refused."""
+    gateway, pg = stack["gateway"], stack["pg"]
+    fresh = make_key(gateway, make_user(gateway, "api_consumer"))  # its first use must read the database
+    pg.halt()
+    pg.start()
+    with as_key(gateway, fresh) as client:
+        r = client.post("/v1/chat/completions", json=BODY)
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("credential", ["key", "console session"])

@@ -20,8 +20,8 @@ and the change feed.
   half second, never on the event loop. :attr:`unavailable` says why meanwhile (``/readyz``).
 - **Silence**: a server that stops answering (hung, or cut off by the network) would hold a
   statement — and the event loop, for a key lookup — for as long as TCP takes to give up
-  (minutes to hours). So the feed's thread also watches the statement in progress and drops
-  its connection once it has waited :data:`STATEMENT_DEADLINE_S`; and every connection has
+  (minutes to hours). So a watchdog thread drops the connection under a statement that has
+  waited :data:`STATEMENT_DEADLINE_S`; and every connection has
   TCP keepalives, so one that a firewall or a partition silently cut is noticed within
   seconds — the change feed's too (until then its gateway would trust its cached keys).
 
@@ -140,6 +140,9 @@ class PostgresIdentityStore(IdentityStore):
         self._closed = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="seekstack-identity-feed", daemon=True)
         self._listener.start()
+        # its own thread: the feed's may itself be waiting on a silent server (a connect takes up to 5 s)
+        self._watchdog = threading.Thread(target=self._watch_statements, name="seekstack-db-watchdog", daemon=True)
+        self._watchdog.start()
         self._listening.wait(connect_timeout)
 
     # ------------------------------------------------------------ statements
@@ -167,19 +170,31 @@ class PostgresIdentityStore(IdentityStore):
         announced = announce and not reads(sql)
         with self.lock:
             self._usable()
-            self._waiting_since = time.monotonic()
             try:
-                if not announced:
-                    cursor = self.conn.execute(sql, args)
-                    return cursor.fetchall() if cursor.description else []
-                with self.conn.transaction():
-                    cursor = self.conn.execute(sql, args)
-                    self.conn.execute(f"NOTIFY {CHANNEL}")
-                    return cursor.fetchall() if cursor.description else []
-            except self._operational as exc:
-                raise self._failed(exc) from None
-            finally:
-                self._waiting_since = None
+                return self._statement(sql, args, announced)
+            except StorageUnavailableError:
+                if announced or self._lost is None:
+                    raise
+            # A read on a connection the server had closed meanwhile (a restart, a failover, an idle
+            # timeout) ran nothing: once more on a new connection, so the first request after a
+            # restart is served. (A write is not tried again: its commit may have happened.)
+            self._replace(self._connect())
+            return self._statement(sql, args, announced)
+
+    def _statement(self, sql: str, args: tuple | list, announced: bool) -> list[tuple]:
+        self._waiting_since = time.monotonic()
+        try:
+            if not announced:
+                cursor = self.conn.execute(sql, args)
+                return cursor.fetchall() if cursor.description else []
+            with self.conn.transaction():
+                cursor = self.conn.execute(sql, args)
+                self.conn.execute(f"NOTIFY {CHANNEL}")
+                return cursor.fetchall() if cursor.description else []
+        except self._operational as exc:
+            raise self._failed(exc) from None
+        finally:
+            self._waiting_since = None
 
     def execute_all(self, batches: list[tuple[str, list[tuple]]], *, announce: bool = True) -> None:
         batches = [(sql, rows) for sql, rows in batches if rows]
@@ -218,9 +233,8 @@ class PostgresIdentityStore(IdentityStore):
                     self._listening.set()
                     self._changed.set()  # whatever happened while not listening
                     while not self._closed.is_set():
-                        self._watch()
                         if self._lost is not None:
-                            self._reconnect(psycopg)
+                            self._reconnect()
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._changed.set()
             except Exception as exc:  # the server went away: say "changed" until listening again
@@ -230,6 +244,10 @@ class PostgresIdentityStore(IdentityStore):
                     log.warning("governance change feed lost (%s); retrying", _first_line(exc))
                 self._listening.clear()
                 time.sleep(0.5)
+
+    def _watch_statements(self) -> None:
+        while not self._closed.wait(0.5):
+            self._watch()
 
     def _watch(self) -> None:
         """Drop the statements' connection under a statement that has waited past the deadline:
@@ -246,21 +264,32 @@ class PostgresIdentityStore(IdentityStore):
         except Exception:  # closed meanwhile (psycopg says so, or the socket does)
             pass
 
-    def _reconnect(self, psycopg) -> None:
+    def _reconnect(self) -> None:
         """Replace the statements' lost connection (on the feed's thread; tried again next turn if it fails)."""
         try:
-            fresh = psycopg.connect(self.url, connect_timeout=5, **CONNECTION_OPTIONS)
-        except Exception:
+            fresh = self._connect()
+        except StorageUnavailableError:
             return
         with self.lock:
-            lost, self.conn, self._lost = self.conn, fresh, None
-        lost.close()
+            self._replace(fresh)
         self._changed.set()  # whatever happened meanwhile
+
+    def _connect(self):
+        try:
+            return _psycopg().connect(self.url, connect_timeout=5, **CONNECTION_OPTIONS)
+        except Exception as exc:
+            raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
+
+    def _replace(self, fresh) -> None:
+        """Put ``fresh`` in place of the lost connection (the caller holds the lock)."""
+        lost, self.conn, self._lost = self.conn, fresh, None
+        lost.close()
         log.warning("governance database connection restored")
 
     def close(self) -> None:
         self._closed.set()
         self._listener.join(2)
+        self._watchdog.join(2)
         self.conn.close()
 
 
