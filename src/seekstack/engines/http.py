@@ -259,7 +259,7 @@ class EngineHTTP:
         self.read_timeout = read_timeout
         self._idle: dict[str, list[_Protocol]] = {}
         self._refills: dict[str, asyncio.Task] = {}
-        self._tls: dict[str, ssl.SSLContext] = {}  # base URL -> the context its certificate is verified with
+        self._tls: dict[str, ssl.SSLContext] = {}  # base URL -> its TLS context (CAs to verify it, our certificate)
         self._closed = False
 
     def trust(self, base_url: str, context: ssl.SSLContext | None) -> None:

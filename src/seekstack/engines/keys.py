@@ -58,7 +58,7 @@ def engine_tls(settings: EngineSettings) -> ssl.SSLContext | None:
             mode = Path(key).stat().st_mode
         except OSError as exc:
             raise ConfigError(f"engine.{field}: cannot read {key} ({exc.strerror})",
-                              fix="point it at the PEM file of the client certificate's private key") from None
+                              fix=f"point {field} at a PEM file holding the client certificate's private key") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(f"engine.{field}: {key} holds a private key and can be read by other users "
                               f"(mode {stat.S_IMODE(mode):o})", fix=f"chmod 600 {key}")
