@@ -56,11 +56,11 @@ class PostgresServer:
         """Stop every server process (SIGSTOP): connections stay open and nothing answers, as when
         the server hangs or the network drops every packet. :meth:`resume` goes on."""
         for pid in reversed(self._pids()):
-            os.kill(pid, signal.SIGSTOP)
+            _signal(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+            _signal(pid, signal.SIGCONT)
 
     def _pids(self) -> list[int]:
         """The postmaster and its children (the backends, the background workers)."""
@@ -93,3 +93,10 @@ class PostgresServer:
         finally:
             time.sleep(0.1)
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # a backend that was ending as it was listed

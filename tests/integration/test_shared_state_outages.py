@@ -151,6 +151,31 @@ def test_a_silent_database_costs_a_bounded_wait_and_holds_up_no_stream(stack, cr
     assert "has not answered a statement in 5 s" in log and "Traceback" not in log
 
 
+def test_the_statement_deadline_holds_while_the_change_feed_is_reconnecting(stack):
+    """The feed's connection is cut, and the server stops answering before the feed is back: its
+    thread then waits on connects to a silent server, and the deadline on the statements'
+    connection (still open) must not wait with it."""
+    import psycopg
+
+    gateway, pg = stack["gateway"], stack["pg"]
+    fresh = make_key(gateway, make_user(gateway, "api_consumer"))  # never used: not in any cache
+    with psycopg.connect(pg.url(), autocommit=True) as admin:
+        cut = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()").fetchall()
+    pg.pause()  # within the feed's half-second wait before it connects again
+    try:
+        assert cut, "the change feed's connection was not found"
+        started = time.monotonic()
+        with as_key(gateway, fresh) as client:
+            r = client.get("/v1/models", timeout=60)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable", r.text
+        assert time.monotonic() - started < 15  # the statement deadline (5 s), not the pause's length
+    finally:
+        pg.resume()
+    with as_key(gateway, fresh) as client:
+        assert wait_until(lambda: client.get("/v1/models").status_code == 200, 20, 0.5)
+
+
 def test_without_redis_limited_requests_get_503_and_the_slot_a_stream_kept_lapses(stack):
     gateway, redis = stack["gateway"], stack["redis"]
     user = make_user(gateway, "api_consumer")
