@@ -177,3 +177,8 @@ class ServerUnreachableError(SeekstackError):
 
 
 __all__.append("ServerUnreachableError")
+
+
+def first_line(exc: BaseException) -> str:
+    """An outside failure (a database driver's, a socket's) in one line, for a message or a log."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

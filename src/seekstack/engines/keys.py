@@ -27,15 +27,12 @@ def read_api_key(settings: EngineSettings) -> str | None:
         return key.strip()
     if settings.api_key_file:
         path = Path(settings.api_key_file).expanduser()
+        _private(path, "api_key_file", "point it at a file holding the server's API key")
         try:
-            mode = path.stat().st_mode
             key = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"engine.api_key_file: cannot read {path} ({exc.strerror})",
                               fix="point it at a file holding the server's API key") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"engine.api_key_file: {path} can be read by other users (mode {stat.S_IMODE(mode):o})",
-                              fix=f"chmod 600 {path}")
         if not key:
             raise ConfigError(f"engine.api_key_file: {path} is empty", fix="write the server's API key into it")
         return key
@@ -54,12 +51,16 @@ def engine_tls(settings: EngineSettings) -> ssl.SSLContext | None:
     key = files[2] or files[1]
     if key is not None:
         field = "key_file" if files[2] else "cert_file"
-        try:
-            mode = Path(key).stat().st_mode
-        except OSError as exc:
-            raise ConfigError(f"engine.{field}: cannot read {key} ({exc.strerror})",
-                              fix=f"point {field} at a PEM file holding the client certificate's private key") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"engine.{field}: {key} holds a private key and can be read by other users "
-                              f"(mode {stat.S_IMODE(mode):o})", fix=f"chmod 600 {key}")
+        _private(Path(key), field, f"point {field} at a PEM file holding the client certificate's private key")
     return tls_context(*files)
+
+
+def _private(path: Path, field: str, fix: str) -> None:
+    """``path`` (a secret) can be read, and by its owner only."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"engine.{field}: cannot read {path} ({exc.strerror})", fix=fix) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"engine.{field}: {path} can be read by other users (mode {stat.S_IMODE(mode):o})",
+                          fix=f"chmod 600 {path}")

@@ -41,7 +41,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from ..errors import RateLimitError, StorageUnavailableError
+from ..errors import RateLimitError, StorageUnavailableError, first_line
 
 log = logging.getLogger("seekstack.governance")
 
@@ -355,7 +355,7 @@ class RedisCounters(Counters):
         try:
             result = await step
         except self._failures as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+            reason = first_line(exc).rstrip(".")
             if self.unavailable is None:
                 log.warning("quota store (Redis) unavailable: %s; requests with limits get 503 until it answers", reason)
             self.unavailable = reason

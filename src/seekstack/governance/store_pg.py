@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 
-from ..errors import ConfigError, StorageUnavailableError
+from ..errors import ConfigError, StorageUnavailableError, first_line
 from .store import IdentityStore, SCHEMA_VERSION, reads
 
 log = logging.getLogger("seekstack.governance")
@@ -130,7 +130,7 @@ class PostgresIdentityStore(IdentityStore):
         try:
             self.conn = psycopg.connect(url, connect_timeout=int(connect_timeout), **CONNECTION_OPTIONS)
         except psycopg.OperationalError as exc:
-            raise ConfigError(f"cannot connect to the governance database {_redacted(url)}: {_first_line(exc)}",
+            raise ConfigError(f"cannot connect to the governance database {_redacted(url)}: {first_line(exc)}",
                               fix="check storage.url, that the server runs, and its pg_hba.conf") from None
         migrate(self.conn, url)
         self._lost: str | None = None  # why the statements' connection is gone; the feed's thread replaces it
@@ -158,7 +158,7 @@ class PostgresIdentityStore(IdentityStore):
             raise StorageUnavailableError(f"the governance database is unavailable: {self._lost}; reconnecting")
 
     def _failed(self, exc: Exception) -> StorageUnavailableError:
-        reason = _first_line(exc)
+        reason = first_line(exc)
         if self.conn.closed or self.conn.broken:
             if self._lost is None:
                 log.warning("governance database connection lost (%s); reconnecting", reason)
@@ -241,7 +241,7 @@ class PostgresIdentityStore(IdentityStore):
                 if self._closed.is_set():
                     return
                 if self._listening.is_set():
-                    log.warning("governance change feed lost (%s); retrying", _first_line(exc))
+                    log.warning("governance change feed lost (%s); retrying", first_line(exc))
                 self._listening.clear()
                 time.sleep(0.5)
 
@@ -278,7 +278,7 @@ class PostgresIdentityStore(IdentityStore):
         try:
             return _psycopg().connect(self.url, connect_timeout=5, **CONNECTION_OPTIONS)
         except Exception as exc:
-            raise StorageUnavailableError(f"the governance database is unavailable: {_first_line(exc)}") from None
+            raise StorageUnavailableError(f"the governance database is unavailable: {first_line(exc)}") from None
 
     def _replace(self, fresh) -> None:
         """Put ``fresh`` in place of the lost connection (the caller holds the lock)."""
@@ -291,10 +291,6 @@ class PostgresIdentityStore(IdentityStore):
         self._listener.join(2)
         self._watchdog.join(2)
         self.conn.close()
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _redacted(url: str) -> str:
