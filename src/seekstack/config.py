@@ -112,7 +112,7 @@ class QuotaConfig(_Section):
 
 
 class StorageConfig(_Section):
-    url: str | None = Field(None, description="The governance database (teams, users, keys, limits, usage): unset, SQLite in `state_dir` (one host); a PostgreSQL URL (`postgresql://seekstack@10.0.0.5/seekstack`) for gateways on several hosts. Keep the password out of this file: libpq reads `PGPASSWORD` or `~/.pgpass`. Each gateway's `state_dir` needs the same `pepper.key` (keys are stored as peppered hashes).")
+    url: str | None = Field(None, description="The governance database (teams, users, keys, limits, usage): unset, SQLite in `state_dir` (one host); a PostgreSQL URL (`postgresql://seekstack@10.0.0.5/seekstack`) for gateways on several hosts. Keep the password out of this file: libpq reads `PGPASSWORD` or `~/.pgpass`. Each gateway's `state_dir` needs the same `pepper.key` (keys are stored as peppered hashes): a gateway with another, or none, is refused at start.")
 
     @field_validator("url")
     @classmethod

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 import stat
+import subprocess
 import time
 
 import httpx
 import openai
 import pytest
+import yaml
 
 from seekstack.governance.policy import BUILTIN_ROLES, ROUTES
 
-from conftest import (EMBEDDED, EMBEDDER, SMALL_CTX, TEAM_AUDITOR, TEAM_KEYMASTER, Server, as_key, auditor_key,
-                      keys_for_every_role, make_key, make_user, unique)
+from conftest import (EMBEDDED, EMBEDDER, SEEKSTACK, SMALL_CTX, TEAM_AUDITOR, TEAM_KEYMASTER, Server, as_key,
+                      auditor_key, free_port, keys_for_every_role, make_key, make_user, unique)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -214,6 +218,52 @@ def test_secrets_at_rest(server):
     assert server.key.encode() not in db_bytes and secret.encode() not in db_bytes
     assert hashes and all(len(h) == 64 for h in hashes)
 
+
+
+def test_a_gateway_without_this_databases_pepper_is_refused_at_start(server, tmp_path):
+    """Another gateway on this governance database — PostgreSQL, or on SQLite a copy of the
+    database restored without its pepper — whose state_dir lacks the pepper, or has another one,
+    is refused at start in one line with the fix: it would have answered every key with 401.
+    With a copy of the pepper it takes the keys made through the first gateway."""
+    state = tmp_path / "state"
+    config = {"state_dir": str(state), "audit": {"dir": str(tmp_path / "audit")},
+              "models": [{"name": "far", "engine": {"kind": "openai", "url": "http://127.0.0.1:9"}}]}
+    state.mkdir(mode=0o700)
+    if server.storage_url:
+        config["storage"] = {"url": server.storage_url}
+    else:
+        with sqlite3.connect(server.key_path.parent / "seekstack.db") as live, \
+                sqlite3.connect(state / "seekstack.db") as copy:
+            live.backup(copy)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    gateway = [*SEEKSTACK, "gateway", "--config", str(path), "--port", str(port)]
+
+    missing = subprocess.run(gateway, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert f"{state / 'pepper.key'} is missing, and the governance database already holds keys" in missing.stderr
+    assert not (state / "pepper.key").exists()  # no new pepper that fits no key
+    (state / "pepper.key").write_bytes(os.urandom(32))
+    other = subprocess.run(gateway, capture_output=True, text=True, timeout=60)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert "is not the pepper the governance database's keys were hashed with" in other.stderr
+    assert "fix: copy pepper.key (mode 0600) into this state_dir" in other.stderr
+
+    shutil.copy2(server.key_path.parent / "pepper.key", state / "pepper.key")
+    proc = subprocess.Popen(gateway, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while status != 200 and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2,
+                                   headers={"Authorization": f"Bearer {server.key}"}).status_code
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert status == 200  # the first gateway's admin key is recognized here
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 def test_keys_are_never_in_the_logs(server):
     log = server.log_path.read_text()  # serve's output went to a file, as under systemd or docker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import stat
 
 import pytest
@@ -156,6 +157,8 @@ def test_usage_is_counted_from_the_audit_chain_and_survives_a_kill(gov, tmp_path
     """A gateway killed before its periodic flush loses no usage its audit log holds: the next
     start counts it from where the last count stopped, and nothing is counted twice."""
     settings = Settings(state_dir=tmp_path / "gateway", storage=gov.settings.storage.model_dump())
+    settings.state_path.mkdir()
+    shutil.copy2(gov.settings.state_path / "pepper.key", settings.state_path)  # another gateway on its database
     first = Governance(settings)
 
     def response(key_id: str, model: str, status: int, prompt: int, completion: int) -> dict:

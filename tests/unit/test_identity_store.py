@@ -14,29 +14,6 @@ from seekstack.errors import ConfigError, ConflictError
 from seekstack.governance.store import SCHEMA, SCHEMA_VERSION, SqliteIdentityStore
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def opener(request, tmp_path):
-    """A function opening (another) store on one fresh database, and the kind."""
-    opened = []
-    if request.param == "sqlite":
-        def open_store():
-            opened.append(SqliteIdentityStore(tmp_path / "seekstack.db"))
-            return opened[-1]
-    else:
-        from seekstack.governance.store_pg import PostgresIdentityStore
-
-        url = request.getfixturevalue("postgres").new_database()
-
-        def open_store():
-            opened.append(PostgresIdentityStore(url))
-            return opened[-1]
-    open_store.kind = request.param
-    open_store.where = tmp_path / "seekstack.db" if request.param == "sqlite" else url
-    yield open_store
-    for store in opened:
-        store.close()
-
-
 def test_both_databases_answer_the_same(opener):
     store = opener()
     store.create_team("t")

@@ -53,9 +53,3 @@ def write_secret_file(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-
-
-def load_pepper(path: Path) -> bytes:
-    if not path.exists():
-        write_secret_file(path, secrets.token_bytes(32))
-    return path.read_bytes()

@@ -34,7 +34,8 @@ from .audit import AuditLog, read_records, usage_since
 from .bodies import BodyVault
 from .quotas import Limits, MemoryCounters, Quotas, RedisCounters, failed_sign_ins
 from .auth import Authenticator, Principal
-from .keys import hash_key, load_pepper, new_key, write_secret_file
+from .keys import hash_key, new_key, write_secret_file
+from .pepper import load_shared_pepper
 from .passwords import SESSION_KEY_NAME, check_strength, hash_password
 from .policy import Policy
 from .sessions import Sessions
@@ -54,7 +55,7 @@ class Governance:
         state = settings.state_path
         self.store = open_identity_store(settings)
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
-        self.auth = Authenticator(self.store, load_pepper(state / "pepper.key"), self.policy)
+        self.auth = Authenticator(self.store, load_shared_pepper(state / "pepper.key", self.store), self.policy)
         self.sessions = Sessions(self.store, self.auth.pepper, settings.console.idle_timeout, settings.console.max_age)
         self.audit = AuditLog(audit_dir(settings), max_bytes=settings.audit.max_bytes)
         audit_writers.attach(self.audit, self.store)  # this chain, among every gateway's, in the shared store
@@ -472,9 +473,10 @@ def provision_locally(settings: Settings, name: str, role: str, team: str) -> st
         raise NotFoundError(f"no identity store in {state}", fix="start `seekstack serve` once, or pass its --config")
     store = open_identity_store(settings)
     try:
+        pepper = load_shared_pepper(state / "pepper.key", store)
         store.create_user(name, team, role)
         kid, key = new_key()
-        store.add_key(kid, hash_key(load_pepper(state / "pepper.key"), key), "provisioned on the host", name,
+        store.add_key(kid, hash_key(pepper, key), "provisioned on the host", name,
                       ["*"], ["*"], None)
     finally:
         store.close()

@@ -58,6 +58,8 @@ MIGRATIONS: tuple[str, ...] = (
     # checkpoints) do not make the other gateways drop their caches
     "CREATE TABLE changes (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL); "
     "INSERT INTO changes VALUES (1, 0);",
+    # 8: what every gateway on this database must agree on (the fingerprint of the pepper keys are hashed with)
+    "CREATE TABLE fleet_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL, set_at REAL NOT NULL);",
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
@@ -283,6 +285,20 @@ class IdentityStore:
     def purge_sessions(self, before: float) -> None:
         """Forget sessions that ended, or were last seen, before ``before``."""
         self.execute("DELETE FROM sessions WHERE COALESCE(ended, last_seen) < ?", (before,))
+
+    # what every gateway sharing this store must agree on
+    def fleet_fact(self, name: str) -> str | None:
+        rows = self.execute("SELECT value FROM fleet_facts WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def settle_fleet_fact(self, name: str, value: str) -> str:
+        """Record ``value`` for ``name`` unless one is recorded already; return the one that holds
+        (the first gateway's, when several start together)."""
+        self.execute("INSERT INTO fleet_facts VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING", (name, value, time.time()),
+                     announce=False)
+        held = self.fleet_fact(name)
+        assert held is not None
+        return held
 
     # the audit chains of the gateways sharing this store
     def register_audit_writer(self, writer: str, public_key: str) -> None:

@@ -88,6 +88,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: SQLite's change counter; here the change feed is NOTIFY, the table keeps the versions in step
     "CREATE TABLE changes (id INTEGER PRIMARY KEY CHECK (id = 1), generation BIGINT NOT NULL); "
     "INSERT INTO changes VALUES (1, 0);",
+    # 8: what every gateway on this database must agree on (the fingerprint of the pepper keys are hashed with)
+    "CREATE TABLE fleet_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL, set_at DOUBLE PRECISION NOT NULL);",
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
 
