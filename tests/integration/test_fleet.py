@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -29,6 +31,7 @@ from hfdir import make_hf_dir
 from test_quotas import away_from_minute_edge, burst, set_limits
 from test_supervision import wait_until
 
+from seekstack import __version__
 from seekstack.governance.audit import read_records
 
 CONTEXT = 512
@@ -226,7 +229,8 @@ def test_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
     # the balancer noticed: the dead gateway is out, the others answer on
     after = [r.status_code for r in asyncio.run(burst([(balancer.url, key)], 8))]
     assert after == [200] * 8
-    gateways["b"].start()  # back for any test after this one
+    gateways["b"].start()  # back for the tests after this one: the fleet fixture stops it, not this test's cleanup
+    assert Server.started.pop() is gateways["b"]
     assert served() == before + 3 + 32  # usage too: each answer once, b's three counted by its next start
 
 
@@ -277,3 +281,36 @@ def test_the_three_audit_chains_verify_together_and_a_missing_one_is_named(fleet
     without_b = verify("a", "c")
     writer_b = (chains["b"] / "audit-writer.id").read_text()
     assert without_b.returncode == 1 and f"writer {writer_b}: its chain is missing" in without_b.stderr
+    assert f"written by the gateway on {socket.gethostname()} in {chains['b']}" in without_b.stderr  # where to find it
+
+
+def test_the_gateways_on_the_database_are_listed_with_their_state(fleet):
+    """`seekstack gateways` (through the balancer): each gateway by its audit writer, serving, with
+    its address, version and audit directory; one that shut down is listed as stopped."""
+    tmp, gateways = fleet["tmp"], fleet["gateways"]
+    a = gateways["a"]
+    config = yaml.safe_load(a.config_path.read_text())
+    shared = {k: v for k, v in config.items() if k not in ("audit", "state_dir")}
+    if "storage" not in config:  # SQLite: the one state_dir the gateways share
+        shared["state_dir"] = config["state_dir"]
+    d = Server(tmp, {**shared, "audit": {"dir": str(tmp / "audit-d")}}, name="d", command="gateway")
+    if "storage" in config:  # a host of its own: the fleet's pepper copied in
+        d.key_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(a.key_path.parent / "pepper.key", d.key_path.parent / "pepper.key")
+    d.start()
+    d.stop()
+
+    flushed = time.time()  # a usage query flushes a's batches: its heartbeat with them
+    assert httpx.get(a.url + "/admin/v1/usage", headers={"Authorization": f"Bearer {a.key}"}, timeout=30).status_code == 200
+    listed = run_cli("gateways", "--url", fleet["balancer"].url, "--api-key", a.key, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["writer"]: row for row in json.loads(listed.stdout)}
+    for name, gw in {**gateways, "d": d}.items():
+        row = rows[(tmp / f"audit-{name}" / "audit-writer.id").read_text()]
+        assert row["state"] == ("stopped" if name == "d" else "serving"), (name, row)
+        assert row["address"].endswith(f":{gw.port}") and row["audit_dir"] == str(tmp / f"audit-{name}")
+        assert row["version"] == __version__ and row["host"] == socket.gethostname()
+        assert row["seen"] >= row["started"] > 0
+    assert len(rows) == 4 and rows[(tmp / "audit-a" / "audit-writer.id").read_text()]["seen"] >= flushed
+    table = run_cli("gateways", "--url", fleet["balancer"].url, "--api-key", a.key)
+    assert table.returncode == 0 and table.stdout.count("serving") == 3 and "stopped" in table.stdout

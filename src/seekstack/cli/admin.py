@@ -180,3 +180,11 @@ def usage(since: Optional[str] = typer.Option(None, "--since", help="From this d
     path = "/admin/v1/usage" + (f"?since={since}" if since else "")
     _print(connect(url, key, config, "security").get(path)["data"], as_json, "usage",
            ["day", "team", "user", "key_id", "model", "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens"])
+
+
+def gateways(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
+             as_json: bool = JsonOption) -> None:
+    """The gateways sharing this server's governance database: serving, silent (killed, hung or cut
+    off: not seen for 30 s) or stopped, with their hosts, versions and audit directories."""
+    _print(connect(url, key, config).get("/admin/v1/gateways")["data"], as_json, "gateways",
+           ["writer", "state", "host", "address", "version", "started", "seen", "audit_dir"])

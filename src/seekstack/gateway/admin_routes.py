@@ -66,6 +66,12 @@ async def whoami(request: Request) -> dict:
             "permissions": list(p.role.permissions), "models": list(p.models), "endpoints": list(p.endpoints)}
 
 
+@router.get("/gateways")
+async def list_gateways(request: Request) -> dict:
+    """The gateways sharing this governance database: serving, silent (not seen for 30 s) or stopped."""
+    return {"object": "list", "data": await off_loop(_gov(request).gateways)}
+
+
 @router.get("/keys")
 async def list_keys(request: Request) -> dict:
     return {"object": "list", "data": [k.public() for k in await off_loop(_gov(request).list_keys, request.state.principal)]}

@@ -52,6 +52,7 @@ class WritersVerdict:
 
 def verify_writers(store: IdentityStore, directories: list[Path]) -> WritersVerdict:
     registered = store.audit_writers()
+    enrolled = {g["writer"]: g for g in store.gateways()}
     found: dict[str, Path] = {}
     problems: list[str] = []
     for directory in directories:
@@ -71,8 +72,10 @@ def verify_writers(store: IdentityStore, directories: list[Path]) -> WritersVerd
         newest = max((e.count for e in entries if e.kind == "checkpoint"), default=0)
         directory = found.get(writer)
         if directory is None:
+            gateway = enrolled.get(writer)
+            where = f"; written by the gateway on {gateway['host']} in {gateway['audit_dir']}" if gateway else ""
             problems.append(f"writer {writer}: its chain is missing (a missing writer segment; the shared store "
-                            f"vouches for {newest} record(s))")
+                            f"vouches for {newest} record(s){where})")
             result[writer] = {"ok": False, "directory": None, "problem": "missing"}
             continue
         on_disk = (directory / "audit-signing.pub")

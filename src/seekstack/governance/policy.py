@@ -61,6 +61,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/version"): "self",
     ("GET", "/admin/v1/replicas"): "models:manage",
     ("GET", "/admin/v1/deployments"): "models:manage",
+    ("GET", "/admin/v1/gateways"): "models:manage",
     ("POST", "/admin/v1/models/{id}/load"): "models:manage",
     ("POST", "/admin/v1/models/{id}/unload"): "models:manage",
     ("POST", "/admin/v1/models/{id}/scale"): "scale:manage",

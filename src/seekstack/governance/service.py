@@ -29,7 +29,7 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import (AuthenticationError, ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError,
                       RateLimitError)
-from . import audit_writers
+from . import audit_writers, roster
 from .audit import AuditLog, read_records, usage_since
 from .bodies import BodyVault
 from .quotas import Limits, MemoryCounters, Quotas, RedisCounters, failed_sign_ins
@@ -59,6 +59,8 @@ class Governance:
         self.sessions = Sessions(self.store, self.auth.pepper, settings.console.idle_timeout, settings.console.max_age)
         self.audit = AuditLog(audit_dir(settings), max_bytes=settings.audit.max_bytes)
         audit_writers.attach(self.audit, self.store)  # this chain, among every gateway's, in the shared store
+        roster.enrol(self.store, self.audit.writer, f"{settings.server.host}:{settings.server.port}",
+                     str(audit_dir(settings)))
         self.bodies = BodyVault(audit_dir(settings), settings.audit.data_key_rotation_hours) \
             if settings.audit.capture_bodies else None
         self.admin_key_file = admin_key_path(settings)
@@ -91,6 +93,7 @@ class Governance:
         return self.auth.take_last_used(), self.sessions.take_touched()
 
     def _write(self, used: dict, touched: dict) -> None:
+        self.store.gateway_seen(self.audit.writer)  # the roster's heartbeat
         if used:
             self.store.touch_keys(used)
         if touched:
@@ -117,6 +120,10 @@ class Governance:
             self.flush()
         except Exception as exc:  # the store or the log is away: the next start counts what is left
             log.error("usage and last-used times not written at shutdown: %s", type(exc).__name__)
+        try:
+            self.store.gateway_stopped(self.audit.writer)
+        except Exception as exc:  # the roster shows it silent instead
+            log.warning("this gateway's stop not written to the roster: %s", type(exc).__name__)
         await self.quotas.counters.close()
         self.audit.close()  # its last checkpoint is published to the store: close the store after
         self.store.close()
@@ -446,6 +453,10 @@ class Governance:
         except AuthenticationError:
             return  # over already
         self.end_session(token, kid)
+
+    def gateways(self) -> list[dict]:
+        """Every gateway on this governance database, with its state (``governance/roster.py``)."""
+        return roster.listed(self.store, self.audit.writer)
 
     def list_users(self, caller: Principal) -> list[dict]:
         return self.store.users(None if caller.is_global else caller.team)

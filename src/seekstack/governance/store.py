@@ -60,6 +60,9 @@ MIGRATIONS: tuple[str, ...] = (
     "INSERT INTO changes VALUES (1, 0);",
     # 8: what every gateway on this database must agree on (the fingerprint of the pepper keys are hashed with)
     "CREATE TABLE fleet_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL, set_at REAL NOT NULL);",
+    # 9: the gateways on this database: each by its audit writer, with where it runs and when it was last seen
+    "CREATE TABLE gateways (writer TEXT PRIMARY KEY, host TEXT NOT NULL, address TEXT NOT NULL, audit_dir TEXT NOT NULL, "
+    "version TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL, seen REAL NOT NULL, stopped REAL);",
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
@@ -299,6 +302,25 @@ class IdentityStore:
         held = self.fleet_fact(name)
         assert held is not None
         return held
+
+    # the gateways on this store (governance/roster.py): bookkeeping, never announced
+    def gateway_started(self, writer: str, host: str, address: str, audit_dir: str, version: str, pid: int) -> None:
+        now = time.time()
+        self.execute("INSERT INTO gateways VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (writer) DO UPDATE SET "
+                     "host = excluded.host, address = excluded.address, audit_dir = excluded.audit_dir, "
+                     "version = excluded.version, pid = excluded.pid, started = excluded.started, seen = excluded.seen, "
+                     "stopped = NULL", (writer, host, address, audit_dir, version, pid, now, now), announce=False)
+
+    def gateway_seen(self, writer: str) -> None:
+        self.execute("UPDATE gateways SET seen = ? WHERE writer = ?", (time.time(), writer), announce=False)
+
+    def gateway_stopped(self, writer: str) -> None:
+        now = time.time()
+        self.execute("UPDATE gateways SET seen = ?, stopped = ? WHERE writer = ?", (now, now, writer), announce=False)
+
+    def gateways(self) -> list[dict]:
+        cols = ("writer", "host", "address", "audit_dir", "version", "pid", "started", "seen", "stopped")
+        return [dict(zip(cols, row)) for row in self.execute(f"SELECT {', '.join(cols)} FROM gateways ORDER BY writer")]
 
     # the audit chains of the gateways sharing this store
     def register_audit_writer(self, writer: str, public_key: str) -> None:

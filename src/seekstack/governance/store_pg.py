@@ -90,6 +90,12 @@ MIGRATIONS: tuple[str, ...] = (
     "INSERT INTO changes VALUES (1, 0);",
     # 8: what every gateway on this database must agree on (the fingerprint of the pepper keys are hashed with)
     "CREATE TABLE fleet_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL, set_at DOUBLE PRECISION NOT NULL);",
+    # 9: the gateways on this database: each by its audit writer, with where it runs and when it was last seen
+    """
+    CREATE TABLE gateways (writer TEXT PRIMARY KEY, host TEXT NOT NULL, address TEXT NOT NULL, audit_dir TEXT NOT NULL,
+                           version TEXT NOT NULL, pid BIGINT NOT NULL, started DOUBLE PRECISION NOT NULL,
+                           seen DOUBLE PRECISION NOT NULL, stopped DOUBLE PRECISION);
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
 
