@@ -282,6 +282,24 @@ def test_a_viewer_sees_no_admin_page_and_writes_need_the_csrf_token(browser, con
     page.context.close()
 
 
+
+def test_the_models_page_lists_the_gateways_on_the_database(browser, console):
+    """The system admin sees every gateway on the governance database (this one serving, marked);
+    in Chinese too; a viewer, who may not manage models, sees no such section."""
+    writer = (Path(console.key_path).parent / "audit" / "audit-writer.id").read_text()
+    for lang, serving, this in (("en", "serving", "(this one)"), ("zh-CN", "服务中", "(本网关)")):
+        page = sign_in(browser, console, console.keys["admin"], lang)
+        page.goto(console.url + "/console/models")
+        row = page.locator(f"#gateways tr[data-writer='{writer}']")
+        assert row.get_attribute("aria-current") == "true"
+        cells = row.locator("td").all_inner_texts()
+        assert cells[0] == f"{writer} {this}" and cells[1] == serving and cells[3] == f"127.0.0.1:{console.port}"
+        page.context.close()
+    page = sign_in(browser, console, auditor_key(console, "viewer"))
+    page.goto(console.url + "/console/models")
+    assert page.locator("#gateways").count() == 0 and page.locator("h1").inner_text() == "Models"
+    page.context.close()
+
 def test_markup_in_prompts_answers_and_names_is_shown_as_text(browser, console):
     security = httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {console.keys['security']}"})
     bad_user = security.post("/admin/v1/users", json={"name": XSS, "role": "api_consumer"})

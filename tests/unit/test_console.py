@@ -16,6 +16,7 @@ from seekstack.console.errors import KNOWN
 from seekstack.console.i18n import LANGUAGES, Translator, catalog, negotiate
 from seekstack.console.pages import PAGES
 from seekstack.console.routes import _cell, _local
+from seekstack.governance import roster
 from seekstack.governance.store import LIMIT_FIELDS
 from seekstack.registry import registry as registry_mod
 from seekstack import supervisor
@@ -38,6 +39,7 @@ FAMILIES: dict[str, list[str]] = {
     "rollout.state.": [rollout.STARTING, rollout.RUNNING, rollout.PROMOTED, rollout.ROLLED_BACK, rollout.ABORTED,
                        rollout.FAILED],
     "keys.state.": ["active", "revoked", "expired"],
+    "gateway.state.": [roster.SERVING, roster.SILENT, roster.STOPPED],
     "pii.": list(typing.get_args(PiiMode)),
     "roles.scope.": ["team", "global"],
     "limits.scope.": ["key", "user", "team"],

@@ -111,7 +111,8 @@ async def playground(request: Request):
 @router.get("/models")
 async def models(request: Request):
     """Each deployment as /healthz tells it; its replicas as /admin/v1/replicas does (``models:manage``);
-    rollouts as /admin/v1/rollouts does (``rollout:read``)."""
+    rollouts as /admin/v1/rollouts does (``rollout:read``); the gateways on the governance database
+    as /admin/v1/gateways does (``models:manage``)."""
     me = request.state.principal
     registry = request.app.state.registry
     replicas = may(me, "GET", "/admin/v1/replicas")
@@ -121,7 +122,9 @@ async def models(request: Request):
     deployments = [{**d.describe(), "replicas": r} for d, r in zip(shown, described)]
     rollouts = [r for r in request.app.state.rollouts.describe() if me.may_use_model(r["model"])] \
         if may(me, "GET", "/admin/v1/rollouts") else None
-    return await page(request, "models.html", deployments=deployments, rollouts=rollouts, replicas=replicas)
+    gateways = await off_loop(_gov(request).gateways) if may(me, "GET", "/admin/v1/gateways") else None
+    return await page(request, "models.html", deployments=deployments, rollouts=rollouts, replicas=replicas,
+                      gateways=gateways)
 
 
 @router.get("/keys")

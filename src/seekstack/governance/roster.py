@@ -24,6 +24,7 @@ from .. import __version__
 from .store import IdentityStore
 
 SILENT_AFTER_S = 30.0  # three usage flushes missed
+SERVING, SILENT, STOPPED = "serving", "silent", "stopped"
 
 
 def enrol(store: IdentityStore, writer: str, address: str, audit_dir: str) -> None:
@@ -39,5 +40,5 @@ def listed(store: IdentityStore, me: str | None = None, now: float | None = None
 
 def state(row: dict, now: float) -> str:
     if row["stopped"] is not None:
-        return "stopped"
-    return "serving" if now - row["seen"] <= SILENT_AFTER_S else "silent"
+        return STOPPED
+    return SERVING if now - row["seen"] <= SILENT_AFTER_S else SILENT
