@@ -19,13 +19,14 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# Programs the tests run for real — a load balancer in front of several gateways, a PostgreSQL
-# server for the shared governance database, a browser for the console (Playwright drives
+# Programs the tests run for real — load balancers (HAProxy, nginx) in front of several
+# gateways, a PostgreSQL server for the shared governance database, a browser for the console (Playwright drives
 # Debian's chromium; it downloads no browser) — installed from Debian's packages when missing
 # and this is root; otherwise one line naming what is missing.
 system-deps:
 	@missing=""; \
 	PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	PATH="$$PATH:/usr/sbin" command -v nginx >/dev/null || missing="$$missing nginx"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \

@@ -1,13 +1,19 @@
-"""A real load balancer (Debian's HAProxy) in front of several gateways, for the fleet tests.
+"""Real load balancers in front of several gateways, for the fleet tests.
 
-It health-checks each gateway's ``/readyz`` every 200 ms and retries a request that found a
-gateway gone (refused, reset, closed without an answer) on another one, as a production
-balancer in front of seekstack gateways is set up (docs/operations.md shows the same lines).
-When no gateway is ready, its own 503 is an OpenAI error too (:data:`NONE_READY`).
+:class:`HAProxy` (Debian's) health-checks each gateway's ``/readyz`` every 200 ms and retries
+a request that found a gateway gone (refused, reset, closed without an answer) on another
+one, as a production balancer in front of seekstack gateways is set up (docs/operations.md
+shows the same lines). When no gateway is ready, its own 503 is an OpenAI error too
+(:data:`NONE_READY`).
+
+:class:`Nginx` (Debian's, open source) has no active health checks, and by default does not
+send a POST that reached a gateway to another one: :data:`NGINX_LOCATION` — the lines the
+operations guide shows — tells it to, and to try another gateway on a 502 or 503.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -68,23 +74,90 @@ class HAProxy:
         self.config.write_text(CONFIG.format(port=self.port, servers=servers, errors=tmp))
         self.log = open(tmp / "haproxy.log", "wb")
         self.proc = subprocess.Popen([haproxy, "-db", "-f", str(self.config)], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"haproxy exited: {(tmp / 'haproxy.log').read_text()}")
-            time.sleep(0.05)
-        raise RuntimeError("haproxy did not start listening")
+        _wait_listening(self.proc, self.port, tmp / "haproxy.log")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        _stop(self.proc)
         self.log.close()
+
+
+# The proxy lines for seekstack gateways behind open-source nginx (docs/operations.md shows them):
+# a POST that found its gateway gone (error, timeout) or not ready (502, 503) is sent to the next;
+# streams pass through unbuffered.
+NGINX_LOCATION = """\
+        location / {
+            proxy_pass http://seekstack;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            proxy_next_upstream_tries 3;
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+        }
+"""
+
+NGINX_CONFIG = """{user}daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    upstream seekstack {{
+{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+{location}    }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, tmp: Path, backends: dict[str, int]):
+        nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+        if nginx is None:
+            raise RuntimeError("nginx is not installed: the README's test command installs it (apt-get install nginx)")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in backends.values())
+        self.config = tmp / "nginx.conf"
+        self.config.write_text(NGINX_CONFIG.format(user="user root;\n" if os.geteuid() == 0 else "", tmp=tmp,
+                                                   servers=servers, port=self.port, location=NGINX_LOCATION))
+        self.log = open(tmp / "nginx.log", "wb")
+        self.proc = subprocess.Popen([nginx, "-c", str(self.config), "-p", str(tmp)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        _wait_listening(self.proc, self.port, tmp / "nginx-error.log")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.log.close()
+
+
+def _wait_listening(proc: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"the balancer exited: {log.read_text() if log.exists() else ''}")
+        time.sleep(0.05)
+    raise RuntimeError("the balancer did not start listening")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _free_port() -> int:

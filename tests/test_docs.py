@@ -1,6 +1,7 @@
 """Docs that are tested: the settings reference is generated, and every CLI command is documented."""
 
 import json
+import textwrap
 from pathlib import Path
 
 from seekstack.cli import app
@@ -126,3 +127,10 @@ def test_the_balancers_own_503_in_the_operations_guide_is_the_one_the_tests_run(
     assert body.strip() in guide
     for line in head.split("\r\n"):
         assert f"   {line}\n" in guide, line
+
+
+def test_the_nginx_lines_in_the_operations_guide_are_the_ones_the_tests_run():
+    from balancer import NGINX_LOCATION  # tests/balancer.py: the nginx the fleet tests kill a gateway behind
+
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    assert textwrap.indent(textwrap.dedent(NGINX_LOCATION), "   ") in guide

@@ -5,7 +5,8 @@
   key from a 0600 file;
 - three `seekstack gateway` processes name those engines (``engine.endpoints``) and share the
   governance database and Redis (quotas); each writes its own audit chain;
-- Debian's HAProxy balances them, health-checking ``/readyz``.
+- Debian's HAProxy balances them, health-checking ``/readyz``; Debian's nginx too, with the
+  operations guide's lines (one test kills a gateway behind each).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from balancer import HAProxy
+from balancer import HAProxy, Nginx
 from conftest import SEEKSTACK, Server, as_key, free_port, make_key, make_user
 from hfdir import make_hf_dir
 from test_quotas import away_from_minute_edge, burst, set_limits
@@ -103,8 +104,10 @@ def fleet(request, tmp_path_factory, redis_url):
             gw.key_path = gateways["a"].key_path  # the first admin keys were written beside the first gateway
         gateways[name] = gw.start()
     balancer = HAProxy(tmp, {name: gw.port for name, gw in gateways.items()})
-    yield {"engines": engines, "gateways": gateways, "balancer": balancer, "key_file": key_file,
+    nginx = Nginx(tmp, {name: gw.port for name, gw in gateways.items()})  # the other balancer the guide shows
+    yield {"engines": engines, "gateways": gateways, "balancer": balancer, "nginx": nginx, "key_file": key_file,
            "ports": {"deepseek-r1": r1_port, "smollm2": small_port}, "tmp": tmp}
+    nginx.stop()
     balancer.stop()
     for gw in gateways.values():
         gw.stop()
@@ -191,18 +194,6 @@ def test_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
     and usage counts each once (what the dead gateway answered, its next start counts)."""
     gateways, balancer = fleet["gateways"], fleet["balancer"]
     key = gateways["a"].key
-    body = {"model": "deepseek-r1", "messages": [{"role": "user", "content": "count " * 8}], "max_tokens": 40}
-
-    async def one(client: httpx.AsyncClient) -> httpx.Response:
-        return await client.post("/v1/chat/completions", json=body)
-
-    async def main():
-        async with httpx.AsyncClient(base_url=balancer.url, timeout=60,
-                                     headers={"Authorization": f"Bearer {key}"}) as client:
-            calls = [asyncio.ensure_future(one(client)) for _ in range(32)]
-            await asyncio.sleep(0.3)  # all of them in flight (40 tokens at 15 ms each)
-            gateways["b"].proc.send_signal(signal.SIGKILL)
-            return await asyncio.gather(*calls)
 
     def served() -> int:  # deepseek-r1 requests in the shared usage table, once each gateway has counted its chain
         rows = []
@@ -213,11 +204,36 @@ def test_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
         return sum(row["requests"] for row in rows if row["model"] == "deepseek-r1")
 
     before = served()
-    straight_to_b = [httpx.post(gateways["b"].url + "/v1/chat/completions", json=body, timeout=60,
+    straight_to_b = [httpx.post(gateways["b"].url + "/v1/chat/completions", json=KILL_BODY, timeout=60,
                                 headers={"Authorization": f"Bearer {key}"}) for _ in range(3)]
     assert [r.status_code for r in straight_to_b] == [200] * 3  # answered by b, not yet in the usage table
+    kill_one_under_32_requests(fleet, balancer.url, "b")
+    # the balancer noticed: the dead gateway is out, the others answer on
+    after = [r.status_code for r in asyncio.run(burst([(balancer.url, key)], 8))]
+    assert after == [200] * 8
+    gateways["b"].start()  # back for the tests after this one: the fleet fixture stops it, not this test's cleanup
+    assert Server.started.pop() is gateways["b"]
+    assert served() == before + 3 + 32  # usage too: each answer once, b's three counted by its next start
+
+
+KILL_BODY = {"model": "deepseek-r1", "messages": [{"role": "user", "content": "count " * 8}], "max_tokens": 40}
+
+
+def kill_one_under_32_requests(fleet, url: str, victim: str) -> None:
+    """kill -9 gateway ``victim`` while 32 requests are in flight through the balancer at ``url``:
+    every one is answered, and each answer has its audit record."""
+    gateways = fleet["gateways"]
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=60,
+                                     headers={"Authorization": f"Bearer {gateways['a'].key}"}) as client:
+            calls = [asyncio.ensure_future(client.post("/v1/chat/completions", json=KILL_BODY)) for _ in range(32)]
+            await asyncio.sleep(0.3)  # all of them in flight (40 tokens at 15 ms each)
+            gateways[victim].proc.send_signal(signal.SIGKILL)
+            return await asyncio.gather(*calls)
+
     responses = asyncio.run(main())
-    gateways["b"].proc.wait(10)
+    gateways[victim].proc.wait(10)
     assert [r.status_code for r in responses] == [200] * 32, [r.text for r in responses if r.status_code != 200]
     answered = {r.headers["x-request-id"] for r in responses}
     audited = set()
@@ -226,12 +242,17 @@ def test_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
             if record.get("event") == "request" and record.get("decision") == "allow":
                 audited.add(record["request_id"])
     assert answered <= audited
-    # the balancer noticed: the dead gateway is out, the others answer on
-    after = [r.status_code for r in asyncio.run(burst([(balancer.url, key)], 8))]
-    assert after == [200] * 8
-    gateways["b"].start()  # back for the tests after this one: the fleet fixture stops it, not this test's cleanup
-    assert Server.started.pop() is gateways["b"]
-    assert served() == before + 3 + 32  # usage too: each answer once, b's three counted by its next start
+
+
+def test_behind_nginx_too_a_gateway_killed_under_32_concurrent_requests_loses_none(fleet):
+    """Open-source nginx, with the operations guide's lines (no active health check; a POST that
+    found its gateway gone is sent to the next one): the same kill -9, every request answered."""
+    nginx, gateways = fleet["nginx"], fleet["gateways"]
+    kill_one_under_32_requests(fleet, nginx.url, "c")
+    after = [r.status_code for r in asyncio.run(burst([(nginx.url, gateways["a"].key)], 8))]
+    assert after == [200] * 8  # the dead gateway is passed over
+    gateways["c"].start()  # back for the tests after this one: the fleet fixture stops it
+    assert Server.started.pop() is gateways["c"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
