@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -120,3 +121,83 @@ def test_the_cli_checks_every_chain_and_names_what_is_missing(tmp_path, shared):
     missing = verify(a, b)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "its chain is missing" in missing.stderr
+
+
+def _write(log: AuditLog, n: int) -> None:
+    async def write():
+        for i in range(n):
+            await log.append({"event": "request", "decision": "allow", "n": i}, alone=True)
+
+    asyncio.run(write())
+
+
+def test_a_chain_restored_from_an_older_copy_is_named_at_start(tmp_path, shared):
+    store, _ = shared
+    directory = tmp_path / "audit"
+    log = AuditLog(directory)
+    audit_writers.attach(log, store)
+    assert log.diverged is None
+    _write(log, 5)
+    log.close()
+    shutil.copytree(directory, tmp_path / "backup")
+    log = AuditLog(directory)  # a restart: the same chain goes on
+    audit_writers.attach(log, store)
+    assert log.diverged is None
+    _write(log, 5)
+    log.close()  # the store now vouches for 10 records
+    shutil.rmtree(directory)
+    shutil.copytree(tmp_path / "backup", directory)
+    restored = AuditLog(directory)
+    audit_writers.attach(restored, store)
+    assert restored.diverged.startswith("the shared store vouches for 10 record(s), this chain ends at 5")
+    restored.close()
+
+
+def test_a_copied_audit_directory_is_named_at_start(tmp_path, shared):
+    """One gateway's audit directory copied to another (a cloned VM image): the copy is named once
+    the store has seen the first chain go on — behind it, or at a record with another head."""
+    store, _ = shared
+    first = tmp_path / "first"
+    log = AuditLog(first)
+    audit_writers.attach(log, store)
+    _write(log, 3)
+    log.close()
+    shutil.copytree(first, tmp_path / "clone")
+    log = AuditLog(first)
+    audit_writers.attach(log, store)
+    _write(log, 4)
+    log.close()  # the store vouches for the first chain's record 7
+    clone = AuditLog(tmp_path / "clone")
+    audit_writers.attach(clone, store)
+    assert clone.diverged.startswith("the shared store vouches for 7 record(s), this chain ends at 3")
+    clone.on_vouch = None
+    _write(clone, 5)  # the copy went on by itself, past record 7
+    clone.close()
+    clone = AuditLog(tmp_path / "clone")
+    audit_writers.attach(clone, store)
+    assert clone.diverged.startswith("record 7 is not the one the shared store vouches for")
+    clone.close()
+
+
+def test_a_gateway_whose_chain_diverged_says_so_in_readyz_and_stays_ready(tmp_path):
+    """A real gateway (in-process, on the simulator) restarted on its audit directory's older copy:
+    /readyz names the divergence; it still serves, every request audited in this chain."""
+    from inprocess import gateway
+
+    audit, backup = tmp_path / "state" / "audit", tmp_path / "backup"
+
+    async def start_and_serve() -> dict:
+        async with gateway(tmp_path) as gw:
+            key = (tmp_path / "state" / "admin.key").read_text().strip()
+            served = await gw.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+            assert served.status_code == 200
+            ready = await gw.client.get("/readyz")
+            assert ready.status_code == 200
+            return ready.json()
+
+    assert "audit_chain" not in asyncio.run(start_and_serve())
+    shutil.copytree(audit, backup)
+    assert "audit_chain" not in asyncio.run(start_and_serve())  # restarted on its own chain: nothing to say
+    shutil.rmtree(audit)
+    shutil.copytree(backup, audit)  # restored from the older copy
+    assert asyncio.run(start_and_serve())["audit_chain"].startswith("diverged: the shared store vouches for ")

@@ -5,7 +5,9 @@ takes records, the governance database answers, and at least one model has a rea
 endpoint. Redis (quota counters) being down refuses only the requests a limit applies to:
 it is reported here, and the gateway stays ready. One model being down is that
 model's state, reported beside it (here, in ``/v1/models`` and in ``seekstack_model_ready``),
-and no reason for a balancer to drop a gateway that serves every other model.
+and no reason for a balancer to drop a gateway that serves every other model. An audit chain
+that diverged from what the shared store vouches for (``audit_writers.divergence``) is reported
+too, and the gateway stays ready: every request is still audited, in that chain.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ async def readyz(request: Request) -> JSONResponse:
     if governance.quotas.counters.unavailable:  # only the requests under a limit are refused: still ready
         governance.quotas.counters.recheck()  # in the background: a probe must not wait on a silent server
         body["quotas"] = f"unavailable: {governance.quotas.counters.unavailable}"
+    if governance.audit.diverged:  # every request is still audited, in this chain: still ready
+        body["audit_chain"] = f"diverged: {governance.audit.diverged}"
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
 
 

@@ -173,6 +173,7 @@ class AuditLog:
         self.max_bytes = max_bytes
         self._budget_checked_at = 0.0
         self.unavailable: str | None = None  # why the store cannot be written now; None when it can
+        self.diverged: str | None = None  # how the chain differs from what the shared store vouches for (audit_writers)
         self.permanent = False               # the file was removed or replaced: only an operator restores it
         self._retry_at = 0.0
         self._refused = 0
@@ -183,6 +184,14 @@ class AuditLog:
             return row[0], row[1]
         anchor = self.db.execute("SELECT seq, mac FROM anchor WHERE id = 1").fetchone()
         return (anchor[0], anchor[1]) if anchor else (0, GENESIS)
+
+    def mac_at(self, seq: int) -> str | None:
+        """The chain's head after record ``seq``, if the chain still holds it (at the retention anchor too)."""
+        row = self.db.execute("SELECT mac FROM records WHERE seq = ?", (seq,)).fetchone()
+        if row:
+            return row[0]
+        anchor = self.db.execute("SELECT seq, mac FROM anchor WHERE id = 1").fetchone()
+        return anchor[1] if anchor and anchor[0] == seq else None
 
     def _entry(self, kind: str, count: int, head: str) -> Entry:
         return Entry(kind, count, head, time.time(), checkpoints.sign(self.keys.signing, kind, count, head), self.writer)

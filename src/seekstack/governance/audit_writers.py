@@ -8,12 +8,20 @@ key (a chain re-signed with another key is a finding), and pass :func:`verify_lo
 store's entries as one more witness — so a chain edited, reordered, or truncated together
 with its own checkpoint file is still caught by what the store holds. ``merged_records()``
 interleaves the chains by time for export, each record naming its writer.
+
+At start, :func:`attach` also compares the chain with what the store vouches for under its
+writer (:func:`divergence`). A chain behind the store's newest entry, or with another head at
+an entry's record, is not the chain the store knows: its directory was restored from an older
+copy, lost its last commits (a power failure), or was copied from another gateway's (a cloned
+VM image). The gateway still serves — every request is still audited, in this chain — but it
+says so at once, in its log and in ``/readyz``, instead of leaving it to the next verify.
 """
 
 from __future__ import annotations
 
 import base64
 import heapq
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,12 +33,18 @@ from .audit_verify import Verdict, verify_log
 from .checkpoints import Entry
 from .store import IdentityStore
 
+log = logging.getLogger("seekstack.audit")
+
 
 def attach(audit: AuditLog, store: IdentityStore) -> None:
     """Register ``audit``'s chain in ``store`` and publish its signed entries there from now on
     (the newest one at once: a chain is known from its first start)."""
     public = audit.keys.public.public_bytes(Encoding.Raw, PublicFormat.Raw)
     store.register_audit_writer(audit.writer, base64.b64encode(public).decode())
+    audit.diverged = divergence(audit, store.newest_audit_entries(audit.writer))
+    if audit.diverged is not None:
+        log.error("audit chain %s in %s: %s; `seekstack audit verify --chains` will report it — give this gateway a "
+                  "fresh audit.dir (keep this one as evidence)", audit.writer, audit.path.parent, audit.diverged)
 
     def publish(entry: Entry) -> None:
         store.publish_audit_entry(audit.writer, entry.kind, entry.count, entry.head, entry.ts, entry.sig)
@@ -41,6 +55,22 @@ def attach(audit: AuditLog, store: IdentityStore) -> None:
     for entry in entries[-1:]:
         publish(entry)
     audit.on_vouch = publish
+
+
+def divergence(audit: AuditLog, published: list[tuple[str, int, str, float, str]]) -> str | None:
+    """Why ``audit``'s chain is not the one ``published`` (the store's newest entries for its
+    writer) vouches for, or None: the store's newest entry is past the chain's end, or the newest entry
+    the chain can compare (its record still held) has another head."""
+    newest = max((count for _, count, *_ in published), default=0)
+    if newest > audit.seq:
+        return (f"the shared store vouches for {newest} record(s), this chain ends at {audit.seq}: an older copy "
+                "(restored from backup, or its last commits lost) or another gateway's")
+    for kind, count, head, *_ in sorted(published, key=lambda e: e[1], reverse=True):
+        mine = audit.mac_at(count) if count else None
+        if mine is not None:
+            return None if mine == head else (f"record {count} is not the one the shared store vouches for: another "
+                                              "gateway's chain under the same writer (a copied audit directory)")
+    return None
 
 
 @dataclass

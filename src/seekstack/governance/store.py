@@ -342,6 +342,11 @@ class IdentityStore:
         """writer → its public signing key (base64)."""
         return dict(self.execute("SELECT writer, public_key FROM audit_writers ORDER BY writer"))
 
+    def newest_audit_entries(self, writer: str, limit: int = 16) -> list[tuple[str, int, str, float, str]]:
+        """The writer's ``limit`` newest published entries, newest first (a start compares its chain with them)."""
+        return self.execute("SELECT kind, count, head, ts, sig FROM audit_checkpoints WHERE writer = ? "
+                            "ORDER BY count DESC, ts DESC LIMIT ?", (writer, limit))
+
     def audit_entries(self, writer: str) -> list[tuple[str, int, str, float, str]]:
         """The writer's published entries: (kind, count, head, ts, sig), oldest first."""
         return self.execute("SELECT kind, count, head, ts, sig FROM audit_checkpoints WHERE writer = ? "
