@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from ..config import Settings
 from ..console import routes as console_routes
 from ..engines.http import EngineHTTP
-from ..governance import Governance
+from ..governance import Governance, roster
 from ..registry import Registry
 from ..reload import Reloader
 from ..planner.admission import room_for
@@ -113,8 +113,9 @@ def _autoscaler(settings: Settings, registry: Registry, router: Router, supervis
     return Autoscaler(registry, router, supervisor, rules, fits, governance.audit.append)
 
 
-async def _flush_periodically(governance: Governance, sources: SourceGuard, every: float = 10.0) -> None:
-    """Write keys' last-used times and usage rows back in batches, off the request path."""
+async def _flush_periodically(governance: Governance, sources: SourceGuard, every: float = roster.SEEN_EVERY_S) -> None:
+    """Write keys' last-used times and usage rows back in batches, off the request path (and the
+    gateway's heartbeat in the roster with them)."""
     while True:
         await asyncio.sleep(every)
         try:  # a batch of database writes: off the event loop

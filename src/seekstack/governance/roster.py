@@ -2,7 +2,8 @@
 
 Each gateway process that serves requests has a row, named by its audit writer (the chain it
 writes is its identity): its host, address, audit directory, seekstack version and process,
-when it started, when it was last seen — each usage flush, every ~10 s — and when it stopped.
+when it started, when it was last seen — each batch of its writes, every ``SEEN_EVERY_S`` —
+and when it stopped.
 ``GET /admin/v1/gateways`` and `seekstack gateways` list them with a state:
 
 - ``serving``: seen within ``SILENT_AFTER_S``;
@@ -23,7 +24,8 @@ import time
 from .. import __version__
 from .store import IdentityStore
 
-SILENT_AFTER_S = 30.0  # three usage flushes missed
+SEEN_EVERY_S = 10.0  # a gateway's batched writes (last uses, usage) carry its heartbeat this often
+SILENT_AFTER_S = 3 * SEEN_EVERY_S  # three missed
 SERVING, SILENT, STOPPED = "serving", "silent", "stopped"
 
 
