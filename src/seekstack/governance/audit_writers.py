@@ -59,13 +59,13 @@ def attach(audit: AuditLog, store: IdentityStore) -> None:
 
 def divergence(audit: AuditLog, published: list[tuple[str, int, str, float, str]]) -> str | None:
     """Why ``audit``'s chain is not the one ``published`` (the store's newest entries for its
-    writer) vouches for, or None: the store's newest entry is past the chain's end, or the newest entry
-    the chain can compare (its record still held) has another head."""
-    newest = max((count for _, count, *_ in published), default=0)
+    writer, newest first) vouches for, or None: the store's newest entry is past the chain's end,
+    or the newest entry the chain can compare (its record still held) has another head."""
+    newest = published[0][1] if published else 0
     if newest > audit.seq:
         return (f"the shared store vouches for {newest} record(s), this chain ends at {audit.seq}: an older copy "
                 "(restored from backup, or its last commits lost) or another gateway's")
-    for kind, count, head, *_ in sorted(published, key=lambda e: e[1], reverse=True):
+    for _, count, head, *_ in published:
         mine = audit.mac_at(count) if count else None
         if mine is not None:
             return None if mine == head else (f"record {count} is not the one the shared store vouches for: another "
