@@ -21,7 +21,10 @@ import httpx
 import pytest
 
 from seekstack.console.i18n import LANGUAGES, catalog
+from seekstack.config import Settings
 from seekstack.console.pages import PAGES
+from seekstack.governance import roster
+from seekstack.governance.store import SqliteIdentityStore
 
 from conftest import EMBEDDED, Server, auditor_key, make_key, make_user
 
@@ -287,18 +290,41 @@ def test_the_models_page_lists_the_gateways_on_the_database(browser, console):
     """The system admin sees every gateway on the governance database (this one serving, marked);
     in Chinese too; a viewer, who may not manage models, sees no such section."""
     writer = (Path(console.key_path).parent / "audit" / "audit-writer.id").read_text()
-    for lang, serving, this in (("en", "serving", "(this one)"), ("zh-CN", "服务中", "(本网关)")):
+    for lang, serving, this, same in (("en", "serving", "(this one)", "as the others"),
+                                      ("zh-CN", "服务中", "(本网关)", "与其他网关一致")):
         page = sign_in(browser, console, console.keys["admin"], lang)
         page.goto(console.url + "/console/models")
         row = page.locator(f"#gateways tr[data-writer='{writer}']")
         assert row.get_attribute("aria-current") == "true"
         cells = row.locator("td").all_inner_texts()
         assert cells[0] == f"{writer} {this}" and cells[1] == serving and cells[3] == f"127.0.0.1:{console.port}"
+        assert cells[6] == same  # its settings: no other gateway to differ from
         page.context.close()
     page = sign_in(browser, console, auditor_key(console, "viewer"))
     page.goto(console.url + "/console/models")
     assert page.locator("#gateways").count() == 0 and page.locator("h1").inner_text() == "Models"
     page.context.close()
+
+
+def test_a_gateway_whose_settings_differ_from_the_others_is_named_on_the_models_page(browser, console):
+    """Two more gateways on the database (enrolled through the store, as theirs would be) run
+    without this one's custom role and PII rule: this one is the odd one out, in roles and pii."""
+    store = SqliteIdentityStore(Path(console.key_path).parent / "seekstack.db")
+    others = roster.policy_of(Settings())
+    for n in (1, 2):
+        store.gateway_started(f"other-{n}", "i", "host-b", f"10.0.0.{n}:8800", "/srv/audit", "0", 1, json.dumps(others))
+    try:
+        writer = (Path(console.key_path).parent / "audit" / "audit-writer.id").read_text()
+        for lang, differs in (("en", "differs: roles, pii"), ("zh-CN", "不一致：roles, pii")):
+            page = sign_in(browser, console, console.keys["admin"], lang)
+            page.goto(console.url + "/console/models")
+            assert page.locator(f"#gateways tr[data-writer='{writer}'] td").nth(6).inner_text() == differs
+            assert page.locator("#gateways tr[data-writer='other-1'] td").nth(6).inner_text() != differs
+            page.context.close()
+    finally:
+        for n in (1, 2):
+            store.gateway_stopped(f"other-{n}", "i")
+        store.close()
 
 def test_markup_in_prompts_answers_and_names_is_shown_as_text(browser, console):
     security = httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {console.keys['security']}"})

@@ -305,20 +305,37 @@ def test_the_three_audit_chains_verify_together_and_a_missing_one_is_named(fleet
     assert f"written by the gateway on {socket.gethostname()} in {chains['b']}" in without_b.stderr  # where to find it
 
 
+def fourth_gateway(fleet, name: str, **config) -> Server:
+    """Another gateway on the fleet's database (with its own audit directory unless given one)."""
+    tmp, a = fleet["tmp"], fleet["gateways"]["a"]
+    shared = {k: v for k, v in yaml.safe_load(a.config_path.read_text()).items() if k not in ("audit", "state_dir")}
+    if "storage" not in shared:  # SQLite: the one state_dir the gateways share
+        shared["state_dir"] = str(a.key_path.parent)
+    gateway = Server(tmp, {**shared, "audit": {"dir": str(tmp / f"audit-{name}")}, **config}, name=name,
+                     command="gateway")
+    if "storage" in shared:  # a host of its own: the fleet's pepper copied in
+        gateway.key_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(a.key_path.parent / "pepper.key", gateway.key_path.parent / "pepper.key")
+    return gateway
+
+
 def test_the_gateways_on_the_database_are_listed_with_their_state(fleet):
     """`seekstack gateways` (through the balancer): each gateway by its audit writer, serving, with
-    its address, version and audit directory; one that shut down is listed as stopped."""
+    its address, version and audit directory; one that shut down is listed as stopped. A gateway
+    with a custom role the others lack is named as differing in its roles while it serves — in
+    the listing, its log and its metrics."""
     tmp, gateways = fleet["tmp"], fleet["gateways"]
     a = gateways["a"]
-    config = yaml.safe_load(a.config_path.read_text())
-    shared = {k: v for k, v in config.items() if k not in ("audit", "state_dir")}
-    if "storage" not in config:  # SQLite: the one state_dir the gateways share
-        shared["state_dir"] = config["state_dir"]
-    d = Server(tmp, {**shared, "audit": {"dir": str(tmp / "audit-d")}}, name="d", command="gateway")
-    if "storage" in config:  # a host of its own: the fleet's pepper copied in
-        d.key_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(a.key_path.parent / "pepper.key", d.key_path.parent / "pepper.key")
-    d.start()
+    d = fourth_gateway(fleet, "d", roles={"analyst": {"permissions": ["usage:read"]}}).start()
+    d_writer = (tmp / "audit-d" / "audit-writer.id").read_text()
+    rows = {row["writer"]: row for row in a.http.get("/admin/v1/gateways").json()["data"]}
+    assert rows[d_writer]["differs"] == ["roles"] and rows[d_writer]["state"] == "serving"
+    assert [w for w, row in rows.items() if row["differs"]] == [d_writer]
+    assert "this gateway's roles settings differ from most other serving gateways'" in d.log_path.read_text()
+    metrics = httpx.get(d.url + "/metrics", headers={"Authorization": f"Bearer {a.key}"}, timeout=10).text
+    assert 'seekstack_gateway_policy_differs{section="roles"} 1.0' in metrics
+    assert 'seekstack_gateway_policy_differs{section="pii"} 0.0' in metrics
+    assert 'seekstack_fleet_gateways{state="serving"} 4.0' in metrics
     d.stop()
 
     flushed = time.time()  # a usage query flushes a's batches: its heartbeat with them
@@ -331,7 +348,31 @@ def test_the_gateways_on_the_database_are_listed_with_their_state(fleet):
         assert row["state"] == ("stopped" if name == "d" else "serving"), (name, row)
         assert row["address"].endswith(f":{gw.port}") and row["audit_dir"] == str(tmp / f"audit-{name}")
         assert row["version"] == __version__ and row["host"] == socket.gethostname()
-        assert row["seen"] >= row["started"] > 0
+        assert row["seen"] >= row["started"] > 0 and row["differs"] == []  # d, stopped, no longer counts
     assert len(rows) == 4 and rows[(tmp / "audit-a" / "audit-writer.id").read_text()]["seen"] >= flushed
     table = run_cli("gateways", "--url", fleet["balancer"].url, "--api-key", a.key)
     assert table.returncode == 0 and table.stdout.count("serving") == 3 and "stopped" in table.stdout
+
+
+def test_a_gateway_on_a_copy_of_a_running_gateways_audit_directory_is_refused(fleet):
+    """A cloned VM image, a volume attached twice: e starts on a copy of b's audit directory while
+    b serves. It waits for b to fall silent, sees b's next heartbeat (within 10 s), and is refused
+    in one line naming b and the copy, which it leaves untouched; b's row in the roster is b's still."""
+    tmp, b = fleet["tmp"], fleet["gateways"]["b"]
+    writer = (tmp / "audit-b" / "audit-writer.id").read_text()
+    shutil.copytree(tmp / "audit-b", tmp / "audit-e")
+    def files(directory):  # but the lock a starting process takes on the directory (statelock.py)
+        return {path.name: path.read_bytes() for path in directory.iterdir() if path.name != "serve.lock"}
+
+    copy = files(tmp / "audit-e")
+    e = fourth_gateway(fleet, "e")
+    with pytest.raises(RuntimeError, match="serve exited early"):
+        e.start()
+    log = e.log_path.read_text()
+    assert f"audit writer {writer} is being written by the gateway on {socket.gethostname()} (pid {b.proc.pid}" in log
+    assert f"{tmp / 'audit-e'} is a copy of that gateway's audit directory" in log and "Traceback" not in log
+    assert files(tmp / "audit-e") == copy  # evidence, untouched
+    rows = {row["writer"]: row for row in b.http.get("/admin/v1/gateways").json()["data"]}
+    assert rows[writer]["state"] == "serving" and rows[writer]["pid"] == b.proc.pid
+    assert rows[writer]["audit_dir"] == str(tmp / "audit-b")
+    assert "audit_chain" not in b.http.get("/readyz").json()

@@ -185,6 +185,7 @@ def usage(since: Optional[str] = typer.Option(None, "--since", help="From this d
 def gateways(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, key: Optional[str] = ApiKeyOption,
              as_json: bool = JsonOption) -> None:
     """The gateways sharing this server's governance database: serving, silent (killed, hung or cut
-    off: not seen for 30 s) or stopped, with their hosts, versions and audit directories."""
+    off: not seen for 30 s) or stopped, with their hosts, versions, audit directories and the
+    settings sections in which each differs from the other serving gateways."""
     _print(connect(url, key, config).get("/admin/v1/gateways")["data"], as_json, "gateways",
-           ["writer", "state", "host", "address", "version", "started", "seen", "audit_dir"])
+           ["writer", "state", "host", "address", "version", "started", "seen", "audit_dir", "differs"])

@@ -51,7 +51,7 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         app.state.autoscaler = autoscaler = _autoscaler(settings, registry, router, supervisor, governance)
         app.state.rollouts = rollouts = Rollouts(settings, supervisor, registry, router, governance.audit.append,
                                                  resolve_model)
-        observability.attach(registry, http, governance.audit, router, autoscaler, rollouts)
+        observability.attach(registry, http, governance.audit, router, autoscaler, rollouts, governance.fleet)
         app.state.observability = observability
         app.state.settings = settings
         app.state.supervisor = supervisor

@@ -30,7 +30,7 @@ from ..config import Settings
 from ..errors import (AuthenticationError, ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError,
                       RateLimitError)
 from . import audit_writers, roster
-from .audit import AuditLog, read_records, usage_since
+from .audit import AuditLog, read_records, usage_since, writer_id
 from .bodies import BodyVault
 from .quotas import Limits, MemoryCounters, Quotas, RedisCounters, failed_sign_ins
 from .auth import Authenticator, Principal
@@ -57,10 +57,24 @@ class Governance:
         self.policy = Policy.with_custom({name: role.model_dump() for name, role in settings.roles.items()})
         self.auth = Authenticator(self.store, load_shared_pepper(state / "pepper.key", self.store), self.policy)
         self.sessions = Sessions(self.store, self.auth.pepper, settings.console.idle_timeout, settings.console.max_age)
-        self.audit = AuditLog(audit_dir(settings), max_bytes=settings.audit.max_bytes)
-        audit_writers.attach(self.audit, self.store)  # this chain, among every gateway's, in the shared store
-        roster.enrol(self.store, self.audit.writer, f"{settings.server.host}:{settings.server.port}",
-                     str(audit_dir(settings)))
+        directory = audit_dir(settings)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        writer = writer_id(directory)
+        try:  # one process per chain: a copy of a running gateway's audit directory is refused, untouched
+            instance = roster.claim(self.store, writer, f"{settings.server.host}:{settings.server.port}",
+                                    str(directory), roster.policy_of(settings))
+        except BaseException:
+            self.store.close()
+            raise
+        try:
+            self.audit = AuditLog(directory, max_bytes=settings.audit.max_bytes)
+            audit_writers.attach(self.audit, self.store)  # this chain, among every gateway's, in the shared store
+        except BaseException:
+            self.store.gateway_stopped(writer, instance)
+            self.store.close()
+            raise
+        self.fleet = roster.Fleet(writer, instance)
+        self._read_fleet()  # the others, once now: a gateway whose policy differs from theirs says so at start
         self.bodies = BodyVault(audit_dir(settings), settings.audit.data_key_rotation_hours) \
             if settings.audit.capture_bodies else None
         self.admin_key_file = admin_key_path(settings)
@@ -93,12 +107,24 @@ class Governance:
         return self.auth.take_last_used(), self.sessions.take_touched()
 
     def _write(self, used: dict, touched: dict) -> None:
-        self.store.gateway_seen(self.audit.writer)  # the roster's heartbeat
+        self.store.gateway_seen(self.audit.writer, self.fleet.instance)  # the roster's heartbeat
+        self._read_fleet()
         if used:
             self.store.touch_keys(used)
         if touched:
             self.store.touch_sessions(touched)
         self.count_usage()
+
+    def _read_fleet(self) -> None:
+        """The roster as it is now (for metrics and the log); a process that enrolled under this
+        gateway's writer since makes its chain a diverged one (two copies of one audit directory)."""
+        self.fleet.read(self.store)
+        other = self.fleet.taken_by
+        if other is not None and self.audit.diverged is None:
+            self.audit.diverged = (f"another process (pid {other['pid']} on {other['host']}) enrolled under this "
+                                   f"chain's writer at {other['started']:.0f}: two copies of one audit directory")
+            log.error("audit chain %s (%s) diverged: %s; stop one of them and give it a fresh audit.dir (keep its "
+                      "directory as evidence)", self.audit.writer, self.audit.path.parent, self.audit.diverged)
 
     def count_usage(self) -> None:
         """Add to usage what this gateway's audit chain answered since it was last counted.
@@ -121,7 +147,7 @@ class Governance:
         except Exception as exc:  # the store or the log is away: the next start counts what is left
             log.error("usage and last-used times not written at shutdown: %s", type(exc).__name__)
         try:
-            self.store.gateway_stopped(self.audit.writer)
+            self.store.gateway_stopped(self.audit.writer, self.fleet.instance)
         except Exception as exc:  # the roster shows it silent instead
             log.warning("this gateway's stop not written to the roster: %s", type(exc).__name__)
         await self.quotas.counters.close()

@@ -63,6 +63,9 @@ MIGRATIONS: tuple[str, ...] = (
     # 9: the gateways on this database: each by its audit writer, with where it runs and when it was last seen
     "CREATE TABLE gateways (writer TEXT PRIMARY KEY, host TEXT NOT NULL, address TEXT NOT NULL, audit_dir TEXT NOT NULL, "
     "version TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL, seen REAL NOT NULL, stopped REAL);",
+    # 10: which process writes each chain now (a copy of an audit directory is another process under
+    # the same writer), and the fingerprints of the settings a request's answer depends on
+    "ALTER TABLE gateways ADD COLUMN instance TEXT; ALTER TABLE gateways ADD COLUMN policy TEXT;",
 )
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
@@ -304,23 +307,35 @@ class IdentityStore:
         return held
 
     # the gateways on this store (governance/roster.py): bookkeeping, never announced
-    def gateway_started(self, writer: str, host: str, address: str, audit_dir: str, version: str, pid: int) -> None:
+    GATEWAY_COLUMNS = ("writer", "instance", "host", "address", "audit_dir", "version", "pid", "started", "seen",
+                       "stopped", "policy")
+
+    def gateway_started(self, writer: str, instance: str, host: str, address: str, audit_dir: str, version: str,
+                        pid: int, policy: str) -> None:
         now = time.time()
-        self.execute("INSERT INTO gateways VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (writer) DO UPDATE SET "
-                     "host = excluded.host, address = excluded.address, audit_dir = excluded.audit_dir, "
-                     "version = excluded.version, pid = excluded.pid, started = excluded.started, seen = excluded.seen, "
-                     "stopped = NULL", (writer, host, address, audit_dir, version, pid, now, now), announce=False)
+        self.execute("INSERT INTO gateways (writer, instance, host, address, audit_dir, version, pid, started, seen, "
+                     "stopped, policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) ON CONFLICT (writer) DO UPDATE SET "
+                     "instance = excluded.instance, host = excluded.host, address = excluded.address, "
+                     "audit_dir = excluded.audit_dir, version = excluded.version, pid = excluded.pid, "
+                     "started = excluded.started, seen = excluded.seen, stopped = NULL, policy = excluded.policy",
+                     (writer, instance, host, address, audit_dir, version, pid, now, now, policy), announce=False)
 
-    def gateway_seen(self, writer: str) -> None:
-        self.execute("UPDATE gateways SET seen = ? WHERE writer = ?", (time.time(), writer), announce=False)
+    def gateway_seen(self, writer: str, instance: str) -> None:
+        """The heartbeat (of this instance only: another process may have enrolled under ``writer`` since)."""
+        self.execute("UPDATE gateways SET seen = ? WHERE writer = ? AND instance = ?", (time.time(), writer, instance),
+                     announce=False)
 
-    def gateway_stopped(self, writer: str) -> None:
+    def gateway_stopped(self, writer: str, instance: str) -> None:
         now = time.time()
-        self.execute("UPDATE gateways SET seen = ?, stopped = ? WHERE writer = ?", (now, now, writer), announce=False)
+        self.execute("UPDATE gateways SET seen = ?, stopped = ? WHERE writer = ? AND instance = ?",
+                     (now, now, writer, instance), announce=False)
 
-    def gateways(self) -> list[dict]:
-        cols = ("writer", "host", "address", "audit_dir", "version", "pid", "started", "seen", "stopped")
-        return [dict(zip(cols, row)) for row in self.execute(f"SELECT {', '.join(cols)} FROM gateways ORDER BY writer")]
+    def gateways(self, writer: str | None = None) -> list[dict]:
+        """Every gateway's row (or ``writer``'s alone), by writer."""
+        where, args = ("WHERE writer = ?", (writer,)) if writer is not None else ("", ())
+        cols = self.GATEWAY_COLUMNS
+        return [dict(zip(cols, row)) for row in
+                self.execute(f"SELECT {', '.join(cols)} FROM gateways {where} ORDER BY writer", args)]
 
     # the audit chains of the gateways sharing this store
     def register_audit_writer(self, writer: str, public_key: str) -> None:

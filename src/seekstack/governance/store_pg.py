@@ -96,6 +96,9 @@ MIGRATIONS: tuple[str, ...] = (
                            version TEXT NOT NULL, pid BIGINT NOT NULL, started DOUBLE PRECISION NOT NULL,
                            seen DOUBLE PRECISION NOT NULL, stopped DOUBLE PRECISION);
     """,
+    # 10: which process writes each chain now (a copy of an audit directory is another process under
+    # the same writer), and the fingerprints of the settings a request's answer depends on
+    "ALTER TABLE gateways ADD COLUMN instance TEXT; ALTER TABLE gateways ADD COLUMN policy TEXT;",
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION, "PostgreSQL and SQLite schemas are versioned together"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import ProcessCollector
 
 from ..config import Settings
-from .collectors import (AuditCollector, EngineMetrics, GcCollector, GpuCollector, ReplicaCollector, StaticCollector,
+from .collectors import (AuditCollector, EngineMetrics, FleetCollector, GcCollector, GpuCollector, ReplicaCollector, StaticCollector,
                          TrafficCollector, certificate_expiry)
 from .metrics import METRICS, GatewayMetrics, metrics_table
 from .tracing import Trace, Tracing, stage
@@ -26,7 +26,7 @@ class Observability:
         self._gc: GcCollector | None = None
         self._nvml = nvml
 
-    def attach(self, deployments, http, audit=None, router=None, autoscaler=None, rollouts=None) -> None:
+    def attach(self, deployments, http, audit=None, router=None, autoscaler=None, rollouts=None, fleet=None) -> None:
         """Register the scrape-time collectors, once the registry of deployments exists."""
         if self.metrics is None or self._engines is not None:
             return
@@ -46,6 +46,8 @@ class Observability:
         registry.register(StaticCollector(__version__, certificate_expiry(tls.cert) if tls else None))
         if audit is not None:
             registry.register(AuditCollector(audit))
+        if fleet is not None:
+            registry.register(FleetCollector(fleet))
 
     async def render(self) -> bytes:
         """The Prometheus exposition text, with the engines' metrics fetched now."""

@@ -94,6 +94,12 @@ def alerts(t: AlertThresholds) -> list[Alert]:
         Alert("SeekstackAuditStoreFilling", "seekstack_audit_store_bytes / seekstack_audit_store_budget_bytes > 0.8", "10m",
               "warning", "The audit store is past 80 % of its budget (audit.max_bytes); at 100 % every request is refused.",
               "Export and archive old records, shorten nothing below the legal minimum, or raise audit.max_bytes and the disk."),
+        Alert("SeekstackAuditChainDiverged", "seekstack_audit_chain_diverged == 1", "0m", "critical",
+              "A gateway's audit chain is not the one the governance database vouches for (an older copy, or a copy another process writes).",
+              "Read /readyz and the log (they name it); stop the copy, give it a fresh audit.dir and keep the old directory as evidence."),
+        Alert("SeekstackGatewayPolicyDiffers", "max by (instance) (seekstack_gateway_policy_differs) == 1", "15m", "warning",
+              "A gateway's roles, PII, quota, audit or console settings differ from the other gateways': clients get different answers by gateway.",
+              "`seekstack gateways` names who differs in what: make the config the same everywhere and restart the odd ones."),
     ]
 
 

@@ -297,6 +297,29 @@ class AuditCollector(Collector):
         if self.audit.max_bytes is not None:
             yield GaugeMetricFamily("seekstack_audit_store_budget_bytes", _help("seekstack_audit_store_budget_bytes"),
                                     value=self.audit.max_bytes)
+        yield GaugeMetricFamily("seekstack_audit_chain_diverged", _help("seekstack_audit_chain_diverged"),
+                                value=float(self.audit.diverged is not None))
+
+
+class FleetCollector(Collector):
+    """The gateways on the governance database, as this gateway last read the roster (every
+    10 s), and the policy sections in which this gateway differs from most of them."""
+
+    def __init__(self, fleet):
+        self.fleet = fleet
+
+    def collect(self) -> Iterable[Metric]:
+        from ..governance.roster import POLICY
+
+        gateways = GaugeMetricFamily("seekstack_fleet_gateways", _help("seekstack_fleet_gateways"), labels=["state"])
+        for state, count in self.fleet.counts.items():
+            gateways.add_metric([state], count)
+        yield gateways
+        differs = GaugeMetricFamily("seekstack_gateway_policy_differs", _help("seekstack_gateway_policy_differs"),
+                                    labels=["section"])
+        for section in POLICY:
+            differs.add_metric([section], float(section in self.fleet.differs))
+        yield differs
 
 
 class StaticCollector(Collector):
