@@ -134,3 +134,12 @@ def test_the_nginx_lines_in_the_operations_guide_are_the_ones_the_tests_run():
 
     guide = (ROOT / "docs" / "operations.md").read_text()
     assert textwrap.indent(textwrap.dedent(NGINX_LOCATION), "   ") in guide
+
+
+def test_the_operations_guide_names_every_policy_section_the_gateways_compare():
+    from seekstack.governance.roster import POLICY
+
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    paragraph = guide[guide.index("**Keep the policy the same on every gateway.**"):]
+    paragraph = paragraph[:paragraph.index("\n\n")]
+    assert [s for s in POLICY if f"`{s}" not in paragraph and f".{s}`" not in paragraph] == []

@@ -201,3 +201,31 @@ def test_a_gateway_whose_chain_diverged_says_so_in_readyz_and_stays_ready(tmp_pa
     shutil.rmtree(audit)
     shutil.copytree(backup, audit)  # restored from the older copy
     assert asyncio.run(start_and_serve())["audit_chain"].startswith("diverged: the shared store vouches for ")
+
+
+def test_a_gateway_whose_writer_another_process_took_over_says_so_at_its_next_heartbeat(tmp_path):
+    """Two copies of one audit directory started together (or one cut off from the database long
+    enough for its copy to start): the roster keeps the last to enrol. The other learns it at its
+    next heartbeat: its chain is named as diverged in /readyz and the metrics, and it stays ready."""
+    from inprocess import gateway
+
+    from seekstack.governance import roster
+
+    async def run() -> tuple[dict, str]:
+        async with gateway(tmp_path) as gw:
+            governance = gw.app.state.governance
+            assert "audit_chain" not in (await gw.client.get("/readyz")).json()
+            copy = SqliteIdentityStore(tmp_path / "state" / "seekstack.db")
+            copy.gateway_started(governance.audit.writer, "the-copy", "host-b", "10.0.0.9:8800", "/srv/audit", "0",
+                                 4242, json.dumps(roster.policy_of(governance.settings)))
+            copy.close()
+            await governance.flush_off_loop()  # the heartbeat
+            ready = await gw.client.get("/readyz")
+            assert ready.status_code == 200
+            metrics = await gw.client.get("/metrics", headers={"Authorization": f"Bearer {gw.key}"})
+            return ready.json(), metrics.text
+
+    ready, metrics = asyncio.run(run())
+    assert ready["audit_chain"].startswith("diverged: another process (pid 4242 on host-b) enrolled under this "
+                                           "chain's writer")
+    assert "seekstack_audit_chain_diverged 1.0" in metrics
