@@ -108,6 +108,8 @@ class PiiConfig(_Section):
 class QuotaConfig(_Section):
     store: Literal["memory", "redis"] = Field("memory", description="Where rate-limit counters live: `memory` (one gateway process) or `redis` (exact across several gateways).")
     redis_url: str | None = Field(None, description="Redis URL for `store: redis`, e.g. `redis://10.0.0.5:6379/0` or a Unix socket path.")
+    redis_sentinels: list[str] = Field(default_factory=list, description="Instead of `redis_url`: the Redis Sentinels (`host:port`) that watch the quota store's Redis and its replicas. The gateways ask them which server is the master and follow a failover to the replica they promote; until then, requests under a limit get 503. Counts of the last moments before a failover may be lost (replication is asynchronous).")
+    redis_sentinel_master: str = Field("mymaster", min_length=1, description="With `redis_sentinels`: the name the Sentinels monitor the quota store's Redis under (`sentinel monitor NAME …`).")
     concurrency_lease_s: float = Field(60.0, ge=3, le=3600, description="With `store: redis`: a request's slot under a `concurrent` limit is a lease its gateway renews while the request runs. A gateway that dies (or cannot reach Redis to release a slot) holds it at most this long.")
 
 
@@ -485,6 +487,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def sentinel_address(address: str) -> tuple[str, int] | None:
+    """``host:port`` (an IPv6 host in brackets) as a pair, or None if it is not one."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
 def check_config(path: Path, environ: dict[str, str] | None = None) -> list[str]:
     """Every problem in a config file at once (``seekstack config check``): the schema's, and
     the checks of :func:`check_settings` on every part that is valid on its own — a bad port
@@ -598,8 +609,15 @@ def check_settings(settings: Settings, models: bool = True) -> list[str]:
             if not any(fnmatchcase(p, pattern) for p in PERMISSIONS):
                 problems.append(f"roles.{name}.permissions: {pattern!r} matches no permission — "
                                 f"use one of {', '.join(PERMISSIONS)} (wildcards allowed)")
-    if settings.quotas.store == "redis" and not settings.quotas.redis_url:
-        problems.append("quotas.redis_url: required with quotas.store: redis — e.g. redis://127.0.0.1:6379/0")
+    q = settings.quotas
+    if q.store == "redis" and not q.redis_url and not q.redis_sentinels:
+        problems.append("quotas.redis_url: required with quotas.store: redis — e.g. redis://127.0.0.1:6379/0 "
+                        "(or quotas.redis_sentinels)")
+    if q.redis_url and q.redis_sentinels:
+        problems.append("quotas.redis_sentinels: set it or quotas.redis_url, not both — the Sentinels name the master")
+    for address in q.redis_sentinels:
+        if not sentinel_address(address):
+            problems.append(f"quotas.redis_sentinels: {address!r} is not host:port — e.g. 10.0.0.5:26379")
     tls = settings.server.tls
     if tls is not None:
         for label, file in (("cert", tls.cert), ("key", tls.key), ("client_ca", tls.client_ca)):

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Server, as_key, make_key, make_user
+from conftest import EMBEDDED, Server, as_key, make_key, make_user
 
 HELLO = [{"role": "user", "content": "Hi"}]
 
@@ -157,3 +157,41 @@ def test_a_revoke_on_one_gateway_applies_on_the_other_at_once(two_gateways):
         kid = on_b.get("/admin/v1/whoami").json()["key_id"]
         assert a.security.delete(f"/admin/v1/keys/{kid}").status_code == 200
         assert on_b.get("/v1/models").status_code == 401
+
+
+def test_a_gateway_follows_a_sentinel_failover_of_the_quota_store_and_stays_exact(tmp_path):
+    """Quotas in a Redis that Sentinel watches (quotas.redis_sentinels): its master is killed.
+    Meanwhile requests under a limit get 503 with Retry-After and unlimited ones are served, the
+    gateway staying ready; once the Sentinel has promoted the replica (about 3 s here) the gateway
+    counts there, without a restart: 4 before the kill and the rest after make exactly rpm."""
+    from redisserver import SentinelGroup
+
+    group = SentinelGroup(tmp_path)
+    try:
+        gw = Server(tmp_path, {"models": [{**EMBEDDED, "context": 512, "threads": 1}], "quotas": {
+            "store": "redis", "redis_sentinels": [group.sentinel], "redis_sentinel_master": group.master}}).start()
+        key = make_key(gw, make_user(gw, "api_consumer"))
+        with as_key(gw, key) as c:
+            set_limits(gw, "key", c.get("/admin/v1/whoami").json()["key_id"], rpm=10)
+        away_from_minute_edge(40)
+        with as_key(gw, key) as c:
+            assert [c.get("/v1/models").status_code for _ in range(4)] == [200] * 4
+            group.replicated()
+            group.kill_master()
+            refused = c.get("/v1/models")
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "storage_unavailable"
+            assert "Retry-After" in refused.headers
+            assert gw.http.get("/v1/models").status_code == 200  # the admin's key has no limit
+            ready = gw.http.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["quotas"].startswith("unavailable: ")
+            codes, deadline = [], time.monotonic() + 20
+            while 200 not in codes and time.monotonic() < deadline:
+                codes.append(c.get("/v1/models").status_code)
+                time.sleep(0.2)
+            assert set(codes) <= {503, 200} and codes[-1] == 200, codes
+            assert group.master_port() == group.ports["replica"]
+            after = [c.get("/v1/models").status_code for _ in range(6)]
+            assert after == [200] * 5 + [429], after  # 4 + 1 + 5 = 10, counted across the failover
+        assert "quotas" not in gw.http.get("/readyz").json()
+    finally:
+        group.stop()

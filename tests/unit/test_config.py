@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from seekstack.config import ModelConfig, Settings, env_overrides, load_settings, settings_reference
+from seekstack.config import ModelConfig, Settings, check_settings, env_overrides, load_settings, settings_reference
 from seekstack.errors import ConfigError
 
 
@@ -83,6 +83,20 @@ def test_trusted_proxies_are_addresses_or_networks(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, "server: {trusted_proxies: [nginx.local]}"), environ={})
     assert "server.trusted_proxies" in info.value.message and "'nginx.local' is not an IP address" in info.value.message
+
+
+def test_the_quota_store_is_one_redis_or_the_sentinels_that_name_its_master(tmp_path):
+    sentinels = "quotas: {store: redis, redis_sentinels: ['10.0.0.5:26379', '[fd00::7]:26379'], redis_sentinel_master: q}"
+    q = load_settings(write(tmp_path, sentinels), environ={}).quotas
+    assert (q.redis_sentinels, q.redis_sentinel_master, q.redis_url) == (["10.0.0.5:26379", "[fd00::7]:26379"], "q", None)
+    assert check_settings(load_settings(write(tmp_path, sentinels), environ={}), models=False) == []
+    for text, problems in (("quotas: {store: redis}", ["quotas.redis_url: required with quotas.store: redis"]),
+                           ("quotas: {store: redis, redis_url: 'redis://r', redis_sentinels: ['r:26379']}",
+                            ["set it or quotas.redis_url, not both"]),
+                           ("quotas: {store: redis, redis_sentinels: ['sentinel-1', 'r:0']}",
+                            ["'sentinel-1' is not host:port", "'r:0' is not host:port"])):
+        found = check_settings(load_settings(write(tmp_path, text), environ={}), models=False)
+        assert len(found) == len(problems) and all(p in f for p, f in zip(problems, found)), found
 
 
 def test_invalid_yaml_names_the_line(tmp_path):

@@ -330,16 +330,29 @@ class RedisCounters(Counters):
     """Several gateways: counters in Redis, each step one Lua script (atomic on the server);
     concurrency as leases, renewed every third of ``lease_seconds`` while held."""
 
-    def __init__(self, url: str, lease_seconds: float = 60.0):
+    def __init__(self, url: str | None, lease_seconds: float = 60.0, sentinels: list[str] = (),
+                 master: str = "mymaster"):
+        """Redis at ``url`` (a URL or a Unix socket path), or the master the ``sentinels`` name
+        ``master`` (asked again whenever its connection fails: a failover is followed)."""
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
+        from redis.asyncio.sentinel import Sentinel
         from redis.backoff import NoBackoff
+
+        from ..config import sentinel_address
 
         # once more at once (a pooled connection a restarted Redis closed), not redis-py's three backed-off retries
         options = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
                    "retry": Retry(NoBackoff(), 1)}
-        self.redis = redis.Redis.from_url(url, **options) if "://" in url else \
-            redis.Redis(unix_socket_path=url, **options)
+        if sentinels:
+            timeouts = {k: v for k, v in options.items() if k != "retry"}
+            self.redis = Sentinel([sentinel_address(a) for a in sentinels], sentinel_kwargs=timeouts,
+                                  **timeouts).master_for(master, **options)
+            self.fix = f"check quotas.redis_sentinels and that their master {master!r} runs"
+        else:
+            self.redis = redis.Redis.from_url(url, **options) if "://" in url else \
+                redis.Redis(unix_socket_path=url, **options)
+            self.fix = "check quotas.redis_url and that Redis runs"
         self._failures = (redis.RedisError, OSError)
         self._admit = self.redis.register_script(ADMIT_LUA)
         self._reserve = self.redis.register_script(RESERVE_LUA)
@@ -359,8 +372,7 @@ class RedisCounters(Counters):
             if self.unavailable is None:
                 log.warning("quota store (Redis) unavailable: %s; requests with limits get 503 until it answers", reason)
             self.unavailable = reason
-            raise StorageUnavailableError(f"the quota store (Redis) is unavailable: {reason}",
-                                          fix="check quotas.redis_url and that Redis runs") from None
+            raise StorageUnavailableError(f"the quota store (Redis) is unavailable: {reason}", fix=self.fix) from None
         if self.unavailable is not None:
             log.warning("quota store (Redis) answers again")
             self.unavailable = None

@@ -79,7 +79,9 @@ class Governance:
             if settings.audit.capture_bodies else None
         self.admin_key_file = admin_key_path(settings)
         q = settings.quotas
-        self.quotas = Quotas(RedisCounters(q.redis_url, q.concurrency_lease_s) if q.store == "redis" else MemoryCounters(), self._limits_for)
+        counters = RedisCounters(q.redis_url, q.concurrency_lease_s, q.redis_sentinels, q.redis_sentinel_master) \
+            if q.store == "redis" else MemoryCounters()
+        self.quotas = Quotas(counters, self._limits_for)
         self._limits: dict[tuple[str, str], Limits] | None = None  # None: load on next use
         self._usage_lock = threading.Lock()  # one count at a time: the periodic one, an admin's, shutdown's
         self._usage_mark = self.store.usage_mark(self.audit.writer)
