@@ -34,7 +34,8 @@ system-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
 	      || { echo "missing:$$missing — apt-get could not install it; install it, then run make test again"; exit 1; }; \
 	  else echo "missing:$$missing — install it (sudo apt-get install$$missing), then run make test again"; exit 1; fi; \
-	fi
+	fi; \
+	command -v kubectl >/dev/null || { echo "missing: kubectl (its Kustomize builds the Kubernetes manifests the tests check) — install it, then run make test again"; exit 1; }
 
 serve: install
 	$(BIN)/seekstack serve

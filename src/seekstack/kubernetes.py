@@ -1,0 +1,336 @@
+"""The same config on a Kubernetes cluster: a Kustomize directory rendered from seekstack.yaml.
+
+`seekstack deploy kubernetes` reads the config a single host would serve and splits it by host
+role (:mod:`.hostroles`):
+
+- **gateways** — a StatefulSet of `seekstack gateway` pods behind one Service. They share the
+  governance database (PostgreSQL, required) and Redis (quotas, required with more than one);
+  each pod keeps its own audit chain on a volume of its own, under a stable name, so a pod
+  rescheduled onto another node takes its chain with it (governance/roster.py: one process per
+  chain). Ready on `/readyz`, alive on `/healthz`, drained on SIGTERM
+  (`server.drain_timeout`) after the Service has stopped sending to it.
+- **engines** — for each model whose engines seekstack starts, a StatefulSet of
+  `seekstack engines` pods, one replica each, and a headless Service; the gateways' config
+  lists each pod's stable DNS name in the model's ``engine.endpoints``. vLLM and SGLang pods
+  ask for NVIDIA GPUs; a NetworkPolicy lets only the gateways reach an engine's port, and each
+  request carries the engine key (a Secret).
+
+Secrets are never rendered: the pepper, the engine key and PostgreSQL's password are Secrets
+the operator creates (:func:`secret_commands` prints how). What the cluster cannot take from
+the config is refused with every problem at once: an autoscaled model (the gateways would need
+the EndpointSlice discovery source, which is not built), a model file outside the models
+volume, a file path the pods do not have.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .config import Settings
+
+GATEWAY = "seekstack-gateway"
+GATEWAY_PORT = 8800
+ENGINE_PORT = 8000
+STATE = "/var/lib/seekstack"
+STATE_DIR = f"{STATE}/state"        # made 0700 by the gateway itself (the volume's root is not its own)
+CONFIG_DIR = "/etc/seekstack"
+ENGINE_KEY_ENV = "SEEKSTACK_ENGINE_KEY"
+SECRETS = {"pepper": "seekstack-pepper", "engine_key": "seekstack-engine-key", "postgres": "seekstack-postgres",
+           "tls": "seekstack-tls"}
+USER = 10001
+GPU_KINDS = ("vllm", "sglang")
+# a model entry's fields that say how to start its engines: an engines pod's business, not a gateway's
+LAUNCH_FIELDS = ("path", "source", "store", "replicas", "threads", "gpu_layers", "device", "prompt_cache_mib",
+                 "rope_scaling", "quantization", "autoscale")
+
+
+@dataclass
+class Options:
+    image: str = f"seekstack:{__version__}"
+    namespace: str = "seekstack"
+    gateways: int = 3
+    storage_class: str | None = None
+    audit_size: str = "20Gi"
+    models_claim: str | None = None  # a ReadOnlyMany volume with the model files, mounted at models_dir
+    models_dir: str = "/models"
+
+
+def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
+    """Everything in the config a cluster rendering cannot take, one line each with the fix."""
+    found = []
+    url = settings.storage.url or ""
+    if not url.startswith(("postgresql://", "postgres://")):
+        found.append("storage.url: the gateways on a cluster share a PostgreSQL database — set a postgresql:// URL "
+                     "(a SQLite file would be each pod's own)")
+    if options.gateways > 1 and settings.quotas.store != "redis":
+        found.append("quotas.store: several gateways count quotas together in Redis — set store: redis and "
+                     "redis_url (or redis_sentinels)")
+    if settings.quotas.redis_url and not settings.quotas.redis_url.startswith(("redis://", "rediss://")):
+        found.append(f"quotas.redis_url: {settings.quotas.redis_url} is a path on this host — give a redis:// URL")
+    for i, (model, entry) in enumerate(zip(settings.models, entries(settings, raw))):
+        where = f"models[{i}] ({model.name})"
+        if model.engine.launched:
+            if model.autoscale is not None:
+                found.append(f"{where}: autoscale needs the gateways to discover engine pods (the Kubernetes "
+                             "discovery source is not built) — set replicas; scale by changing it and applying again")
+            path = entry.get("path")
+            if path is not None and options.models_claim is None:
+                found.append(f"{where}: path {path} is a file the engine pods need — pass --models-claim NAME, a "
+                             f"ReadOnlyMany volume holding it, mounted at {options.models_dir}")
+            elif path is not None and not PurePosixPath(path).is_relative_to(options.models_dir):
+                found.append(f"{where}: path {path} is not under {options.models_dir}, where the models volume is "
+                             "mounted — give the path as the pods see it, or pass --models-dir")
+            if model.store is not None and options.models_claim is None:
+                found.append(f"{where}: a store model needs the store in the engine pods — pass --models-claim NAME "
+                             f"(the store at {options.models_dir}/store)")
+        elif model.engine.api_key_file is not None:
+            found.append(f"{where}: engine.api_key_file {model.engine.api_key_file} is a file on this host — use "
+                         f"api_key_env and put the key in the Secret {SECRETS['engine_key']} under that name")
+    return found
+
+
+def render(settings: Settings, raw: dict, options: Options) -> dict[str, str]:
+    """File name → YAML text of the Kustomize directory (call :func:`problems` first)."""
+    engines = [(model, entry) for model, entry in zip(settings.models, entries(settings, raw))
+               if model.engine.launched]
+    files = {"namespace.yaml": _dump([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace}}]),
+             "gateway.yaml": _dump(_gateway(settings, raw, options)),
+             "network-policy.yaml": _dump(_network_policies(engines))}
+    for model, entry in engines:
+        files[f"engines-{slug(model.name)}.yaml"] = _dump(_engines(settings, model, entry, options))
+    files["kustomization.yaml"] = _dump([{
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": options.namespace,
+        "labels": [{"pairs": {"app.kubernetes.io/part-of": "seekstack"}, "includeSelectors": False}],
+        "resources": ["namespace.yaml", "gateway.yaml", "network-policy.yaml",
+                      *(f"engines-{slug(m.name)}.yaml" for m, _ in engines)]}])
+    return files
+
+
+def entries(settings: Settings, raw: dict) -> list[dict]:
+    """Each model's entry as written (the default model's as the defaults make it)."""
+    return raw.get("models") or [m.model_dump(mode="json", exclude_unset=True) for m in settings.models]
+
+
+def slug(name: str) -> str:
+    """A model name as a Kubernetes object name (DNS label: lower case, digits, dashes)."""
+    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return text[:40].rstrip("-") or "model"
+
+
+def endpoints(model_name: str, replicas: int, namespace: str) -> list[str]:
+    """Each engine pod's stable address (the StatefulSet's pods under its headless Service)."""
+    name = f"engines-{slug(model_name)}"
+    return [f"http://{name}-{i}.{name}.{namespace}.svc.cluster.local:{ENGINE_PORT}" for i in range(replicas)]
+
+
+def gateway_config(settings: Settings, raw: dict, options: Options) -> dict:
+    """The config every gateway pod runs: the file as written, its host-specific parts replaced."""
+    config = {k: v for k, v in raw.items() if k not in ("state_dir", "models")}
+    server = {k: v for k, v in (raw.get("server") or {}).items() if k not in ("host", "port")}
+    config["server"] = {**server, "host": "0.0.0.0", "port": GATEWAY_PORT}  # noqa: S104 — the pod's own network
+    if settings.server.tls is not None:
+        tls = f"{CONFIG_DIR}/tls"
+        config["server"]["tls"] = {**raw["server"]["tls"], "cert": f"{tls}/tls.crt", "key": f"{tls}/tls.key",
+                                   **({"client_ca": f"{tls}/ca.crt"} if settings.server.tls.client_ca else {})}
+    config["state_dir"] = STATE_DIR
+    for section, field in (("audit", "dir"), ("auth", "admin_key_file")):  # each pod's own, under state_dir
+        if section in config:
+            config[section] = {k: v for k, v in config[section].items() if k != field}
+    models = []
+    for model, entry in zip(settings.models, entries(settings, raw)):
+        if not model.engine.launched:
+            models.append(entry)
+            continue
+        kept = {k: v for k, v in entry.items() if k not in LAUNCH_FIELDS and k != "engine"}
+        models.append({**kept, "engine": {"kind": model.engine.kind, "api_key_env": ENGINE_KEY_ENV,
+                                          "endpoints": endpoints(model.name, model.replicas, options.namespace)}})
+    config["models"] = models
+    return config
+
+
+def engines_config(settings: Settings, model, entry: dict, options: Options) -> dict:
+    """The config an engines pod of ``model`` runs: that model alone, one replica, on TCP with the key."""
+    engine = entry.get("engine") if isinstance(entry.get("engine"), dict) else {"kind": model.engine.kind}
+    engine = {**engine, "host": "0.0.0.0", "port": ENGINE_PORT, "api_key_env": ENGINE_KEY_ENV}  # noqa: S104
+    engine.pop("api_key_file", None)
+    config: dict[str, Any] = {"state_dir": STATE_DIR, "models": [{**entry, "replicas": 1, "engine": engine}]}
+    config["models"][0].pop("autoscale", None)
+    if model.store is not None:
+        config["store"] = {**settings.store.model_dump(mode="json", exclude_defaults=True),
+                           "path": f"{options.models_dir}/store"}
+    return config
+
+
+def gpus(model) -> int:
+    """NVIDIA GPUs one engine pod asks for: its tensor × pipeline parallel size (1 if unset)."""
+    engine = model.engine
+    if engine.kind not in GPU_KINDS or getattr(engine, "simulate", False) or model.device == "cpu":
+        return 0
+    return (getattr(engine, "tensor_parallel", None) or 1) * getattr(engine, "pipeline_parallel", 1)
+
+
+def secret_commands(settings: Settings, options: Options) -> list[str]:
+    """The Secrets to create before applying (their values never pass through seekstack)."""
+    ns = options.namespace
+    commands = [f"kubectl -n {ns} create secret generic {SECRETS['pepper']} --from-file=pepper.key=PEPPER_FILE "
+                "# 32 random bytes: head -c 32 /dev/urandom > PEPPER_FILE (back it up: keys are hashed with it)",
+                f"kubectl -n {ns} create secret generic {SECRETS['engine_key']} --from-literal={ENGINE_KEY_ENV}=$(openssl "
+                "rand -hex 32)  # add the api_key_env of engines elsewhere here too",
+                f"kubectl -n {ns} create secret generic {SECRETS['postgres']} --from-literal=password=…  # PGPASSWORD"]
+    if settings.server.tls is not None:
+        commands.append(f"kubectl -n {ns} create secret generic {SECRETS['tls']} --from-file=tls.crt=CERT "
+                        "--from-file=tls.key=KEY" + (" --from-file=ca.crt=CLIENT_CA" if settings.server.tls.client_ca else ""))
+    return commands
+
+
+# ----------------------------------------------------------------------------- the objects
+
+def _labels(component: str) -> dict:
+    return {"app.kubernetes.io/name": component, "app.kubernetes.io/component": component}
+
+
+def _hardened() -> dict:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def _pod_security() -> dict:
+    return {"runAsNonRoot": True, "runAsUser": USER, "runAsGroup": USER, "fsGroup": USER,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _claim(name: str, size: str, options: Options) -> dict:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if options.storage_class:
+        spec["storageClassName"] = options.storage_class
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def _gateway(settings: Settings, raw: dict, options: Options) -> list[dict]:
+    labels = _labels(GATEWAY)
+    https = settings.server.tls is not None
+    probe = {"port": "http", "scheme": "HTTPS" if https else "HTTP"}
+    mounts = [{"name": "config", "mountPath": f"{CONFIG_DIR}/seekstack.yaml", "subPath": "seekstack.yaml", "readOnly": True},
+              {"name": "pepper", "mountPath": f"{CONFIG_DIR}/pepper", "readOnly": True},
+              {"name": "state", "mountPath": STATE}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [{"name": "config", "configMap": {"name": GATEWAY}},
+               {"name": "pepper", "secret": {"secretName": SECRETS["pepper"], "defaultMode": 0o440}},
+               {"name": "tmp", "emptyDir": {}}]
+    if https:
+        mounts.append({"name": "tls", "mountPath": f"{CONFIG_DIR}/tls", "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": SECRETS["tls"], "defaultMode": 0o440}})
+    drain = settings.server.drain_timeout
+    pod = {
+        "securityContext": _pod_security(),
+        "terminationGracePeriodSeconds": int(drain) + 15,
+        "initContainers": [{
+            # the pepper, 0600 in the gateway's own state directory (a Secret's files are not its own)
+            "name": "pepper", "image": options.image, "command": ["sh", "-c",
+                f"mkdir -p -m 700 {STATE_DIR} && install -m 600 {CONFIG_DIR}/pepper/pepper.key {STATE_DIR}/pepper.key"],
+            "volumeMounts": [m for m in mounts if m["name"] in ("pepper", "state")],
+            "securityContext": _hardened()}],
+        "containers": [{
+            "name": "gateway", "image": options.image,
+            "args": ["gateway", "--config", f"{CONFIG_DIR}/seekstack.yaml"],
+            "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
+            "env": [{"name": "HOME", "value": "/tmp"},
+                    {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": SECRETS["postgres"], "key": "password",
+                                                                          "optional": True}}}],
+            "envFrom": [{"secretRef": {"name": SECRETS["engine_key"]}}],
+            # ready when it can serve; a probe every 2 s, out after two misses
+            "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 2, "failureThreshold": 2,
+                               "timeoutSeconds": 2},
+            "livenessProbe": {"httpGet": {"path": "/healthz", **probe}, "periodSeconds": 10, "failureThreshold": 3,
+                              "timeoutSeconds": 5},
+            # up to a minute to start (a claim may wait 30 s for a rescheduled pod's old heartbeat)
+            "startupProbe": {"httpGet": {"path": "/healthz", **probe}, "periodSeconds": 2, "failureThreshold": 45},
+            # the Service stops sending before SIGTERM starts the drain
+            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+            "securityContext": _hardened(),
+            "volumeMounts": mounts}],
+        "volumes": volumes}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": GATEWAY},
+         "data": {"seekstack.yaml": yaml.safe_dump(gateway_config(settings, raw, options), sort_keys=False)}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "seekstack"},
+         "spec": {"selector": labels, "ports": [{"name": "http", "port": 443 if https else 80, "targetPort": "http"}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": GATEWAY},  # the pods' stable names
+         "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "http", "port": GATEWAY_PORT}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": GATEWAY, "labels": labels},
+         "spec": {"serviceName": GATEWAY, "replicas": options.gateways, "podManagementPolicy": "Parallel",
+                  "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": pod},
+                  # each pod's audit chain and state: its own, kept when the pod moves
+                  "volumeClaimTemplates": [_claim("state", options.audit_size, options)]}},
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": GATEWAY},
+         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}}},
+    ]
+
+
+def _engines(settings: Settings, model, entry: dict, options: Options) -> list[dict]:
+    name = f"engines-{slug(model.name)}"
+    labels = _labels(name)
+    gpu = gpus(model)
+    resources: dict[str, Any] = {"requests": {"cpu": str(model.threads or 2), "memory": "2Gi"}}
+    if gpu:
+        resources["limits"] = {"nvidia.com/gpu": gpu}
+    mounts = [{"name": "config", "mountPath": f"{CONFIG_DIR}/seekstack.yaml", "subPath": "seekstack.yaml", "readOnly": True},
+              {"name": "state", "mountPath": STATE}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [{"name": "config", "configMap": {"name": name}}, {"name": "state", "emptyDir": {}},
+               {"name": "tmp", "emptyDir": {}}]
+    if options.models_claim:
+        mounts.append({"name": "models", "mountPath": options.models_dir, "readOnly": True})
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": options.models_claim, "readOnly": True}})
+    if gpu:
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})  # vLLM and SGLang's NCCL need more than 64 MiB
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    startup = settings.supervisor.startup_timeout
+    pod: dict[str, Any] = {
+        "securityContext": _pod_security(),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [{
+            "name": "engines", "image": options.image,
+            "args": ["engines", "--config", f"{CONFIG_DIR}/seekstack.yaml"],
+            "ports": [{"name": "engine", "containerPort": ENGINE_PORT}],
+            "env": [{"name": "HOME", "value": "/tmp"}],
+            "envFrom": [{"secretRef": {"name": SECRETS["engine_key"]}}],
+            # the gateways heartbeat each engine and send only to ready ones; this only gates restarts
+            "startupProbe": {"tcpSocket": {"port": "engine"}, "periodSeconds": 10,
+                             "failureThreshold": max(1, int(startup // 10) + 1)},
+            "livenessProbe": {"tcpSocket": {"port": "engine"}, "periodSeconds": 10, "failureThreshold": 3},
+            "resources": resources, "securityContext": _hardened(), "volumeMounts": mounts}],
+        "volumes": volumes}
+    if gpu:
+        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+         "data": {"seekstack.yaml": yaml.safe_dump(engines_config(settings, model, entry, options), sort_keys=False)}},
+        # headless, and naming pods before they are ready: the gateways judge readiness themselves
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": labels,
+                  "ports": [{"name": "engine", "port": ENGINE_PORT}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "labels": labels},
+         "spec": {"serviceName": name, "replicas": model.replicas, "podManagementPolicy": "Parallel",
+                  "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}}},
+    ]
+
+
+def _network_policies(engines: list) -> list[dict]:
+    """Engines take connections from the gateways only (and each request carries the key)."""
+    return [{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+             "metadata": {"name": f"engines-{slug(model.name)}"},
+             "spec": {"podSelector": {"matchLabels": _labels(f"engines-{slug(model.name)}")},
+                      "policyTypes": ["Ingress"],
+                      "ingress": [{"from": [{"podSelector": {"matchLabels": _labels(GATEWAY)}}],
+                                   "ports": [{"port": ENGINE_PORT, "protocol": "TCP"}]}]}}
+            for model, _ in engines]
+
+
+def _dump(objects: list[dict]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False)

@@ -1,0 +1,164 @@
+"""`seekstack deploy kubernetes`: the Kustomize directory rendered from a config is built by the
+real `kubectl kustomize`, every object validates strictly against Kubernetes 1.32's schemas
+(kubernetes-validate), the configs it puts in the pods pass seekstack's own checks for their
+host roles, and the names tie together (endpoints ↔ StatefulSets and Services, probes, secrets,
+network policy). What a cluster cannot take is refused, every problem at once."""
+
+from __future__ import annotations
+
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from seekstack import kubernetes
+from seekstack.config import check_settings, load_settings
+from seekstack.hostroles import role_problems
+
+from conftest import SEEKSTACK
+
+CONFIG = """
+storage: {url: "postgresql://seekstack@db.example/seekstack"}
+quotas: {store: redis, redis_url: "redis://redis.example:6379/0"}
+server: {drain_timeout: 45, max_body_bytes: 4194304}
+roles: {analyst: {permissions: ["usage:read"]}}
+audit: {dir: /srv/audit, retention_days: 400}
+models:
+  - {name: smollm2, source: embedded, replicas: 2, context: 1024, threads: 2}
+  - {name: DeepSeek-R1, path: /models/deepseek-r1, context: 8192, engine: {kind: vllm, tensor_parallel: 4, pipeline_parallel: 2}}
+  - {name: far, engine: {kind: openai, url: "http://10.0.0.7:8000", api_key_env: FAR_KEY}}
+"""
+
+
+def render(tmp_path, text: str = CONFIG, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "seekstack.yaml").write_text(text)
+    return subprocess.run([*SEEKSTACK, "deploy", "kubernetes", "--config", str(tmp_path / "seekstack.yaml"),
+                           "--output", str(tmp_path / "k8s"), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def objects(tmp_path) -> dict[tuple[str, str], dict]:
+    done = render(tmp_path, CONFIG, "--models-claim", "models", "--namespace", "llm", "--gateways", "3")
+    assert done.returncode == 0, done.stderr
+    assert "kubectl -n llm create secret generic seekstack-pepper" in done.stdout
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / "k8s")], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = list(yaml.safe_load_all(built.stdout))
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.32", strict=True)  # raises on any unknown or mistyped field
+        assert doc["kind"] == "Namespace" or doc["metadata"]["namespace"] == "llm"
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+
+
+def pod_config(objects, name: str, tmp_path):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(objects["ConfigMap", name]["data"]["seekstack.yaml"])
+    return load_settings(path)
+
+
+def test_the_pods_configs_pass_seekstacks_checks_for_their_roles(objects, tmp_path, monkeypatch):
+    for name in (kubernetes.ENGINE_KEY_ENV, "FAR_KEY"):  # the engine-key Secret, in every pod's environment
+        monkeypatch.setenv(name, "k" * 64)
+    gateway = pod_config(objects, "seekstack-gateway", tmp_path)
+    assert role_problems(gateway, "gateway") == [] and check_settings(gateway) == []
+    assert (gateway.server.host, gateway.server.port, gateway.server.drain_timeout) == ("0.0.0.0", 8800, 45)
+    assert gateway.audit.dir is None and gateway.audit.retention_days == 400  # each pod's chain on its own volume
+    assert str(gateway.state_path) == kubernetes.STATE_DIR and "analyst" in gateway.roles
+    far = next(m for m in gateway.models if m.name == "far")
+    assert far.engine.url == "http://10.0.0.7:8000" and far.engine.api_key_env == "FAR_KEY"  # elsewhere: as written
+    for name in ("engines-smollm2", "engines-deepseek-r1"):
+        engines = pod_config(objects, name, tmp_path)
+        assert role_problems(engines, "engines") == []
+        [model] = engines.models
+        assert (model.replicas, model.engine.host, model.engine.port) == (1, "0.0.0.0", kubernetes.ENGINE_PORT)
+        assert model.engine.api_key_env == kubernetes.ENGINE_KEY_ENV
+
+
+def test_each_gateway_endpoint_is_a_pod_of_its_engines_statefulset(objects, tmp_path):
+    gateway = pod_config(objects, "seekstack-gateway", tmp_path)
+    launched = {m.name: m for m in gateway.models if m.engine.endpoints}
+    assert set(launched) == {"smollm2", "DeepSeek-R1"}
+    for model in launched.values():
+        name = f"engines-{kubernetes.slug(model.name)}"
+        sts, service = objects["StatefulSet", name], objects["Service", name]
+        assert sts["spec"]["serviceName"] == name and service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["selector"] == sts["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["ports"][0]["port"] == kubernetes.ENGINE_PORT
+        assert model.engine.endpoints == [f"http://{name}-{i}.{name}.llm.svc.cluster.local:{kubernetes.ENGINE_PORT}"
+                                          for i in range(sts["spec"]["replicas"])]
+        assert model.engine.api_key_env == kubernetes.ENGINE_KEY_ENV
+        policy = objects["NetworkPolicy", name]["spec"]
+        assert policy["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+        gateway_labels = objects["StatefulSet", "seekstack-gateway"]["spec"]["template"]["metadata"]["labels"]
+        assert policy["ingress"] == [{"from": [{"podSelector": {"matchLabels": gateway_labels}}],
+                                      "ports": [{"port": kubernetes.ENGINE_PORT, "protocol": "TCP"}]}]
+    assert objects["StatefulSet", "engines-smollm2"]["spec"]["replicas"] == 2
+    r1 = objects["StatefulSet", "engines-deepseek-r1"]["spec"]["template"]["spec"]
+    assert r1["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 8}  # tensor 4 × pipeline 2
+    assert r1["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in r1["containers"][0]["volumeMounts"]
+    small = objects["StatefulSet", "engines-smollm2"]["spec"]["template"]["spec"]["containers"][0]
+    assert "limits" not in small["resources"] and small["resources"]["requests"]["cpu"] == "2"
+
+
+def test_the_gateways_are_a_statefulset_with_a_volume_each_probes_a_drain_and_no_root(objects):
+    sts = objects["StatefulSet", "seekstack-gateway"]["spec"]
+    pod = sts["template"]["spec"]
+    [container] = pod["containers"]
+    assert sts["replicas"] == 3 and [c["metadata"]["name"] for c in sts["volumeClaimTemplates"]] == ["state"]
+    assert {"name": "state", "mountPath": kubernetes.STATE} in container["volumeMounts"]
+    assert container["args"] == ["gateway", "--config", "/etc/seekstack/seekstack.yaml"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["terminationGracePeriodSeconds"] >= 45 + container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # the pepper from a Secret, installed 0600 in the state directory before the gateway starts
+    [init] = pod["initContainers"]
+    assert f"install -m 600 /etc/seekstack/pepper/pepper.key {kubernetes.STATE_DIR}/pepper.key" in init["command"][-1]
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    secrets |= {e["secretRef"]["name"] for e in container["envFrom"]}
+    secrets |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert secrets == {"seekstack-pepper", "seekstack-engine-key", "seekstack-postgres"}
+    service = objects["Service", "seekstack"]["spec"]
+    assert service["selector"] == sts["selector"]["matchLabels"] and service["ports"][0]["targetPort"] == "http"
+    assert objects["PodDisruptionBudget", "seekstack-gateway"]["spec"]["maxUnavailable"] == 1
+
+
+def test_what_a_cluster_cannot_take_is_refused_every_problem_at_once(tmp_path):
+    bad = """
+quotas: {store: memory}
+models:
+  - {name: a, source: embedded, autoscale: {min_replicas: 1, max_replicas: 3}}
+  - {name: b, path: /opt/models/b.gguf}
+  - {name: c, engine: {kind: openai, url: "http://10.0.0.7:8000", api_key_file: /etc/keys/c}}
+"""
+    done = render(tmp_path, bad, "--models-claim", "models")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    for problem in ("cannot render for Kubernetes: 5 problem(s)", "storage.url: the gateways on a cluster share a PostgreSQL",
+                    "quotas.store: several gateways count quotas together in Redis",
+                    "models[0] (a): autoscale needs the gateways to discover engine pods",
+                    "models[1] (b): path /opt/models/b.gguf is not under /models",
+                    "models[2] (c): engine.api_key_file /etc/keys/c is a file on this host — use api_key_env"):
+        assert problem in done.stderr, done.stderr
+    assert not (tmp_path / "k8s").exists()  # nothing written
+    no_volume = render(tmp_path, CONFIG)
+    assert no_volume.returncode == 1 and "pass --models-claim NAME" in no_volume.stderr
+
+
+def test_a_rendering_replaces_an_earlier_one_whole_and_nothing_else(tmp_path):
+    one = CONFIG.replace("replicas: 2", "replicas: 1")
+    assert render(tmp_path, one, "--models-claim", "models").returncode == 0
+    (tmp_path / "k8s" / "engines-old-model.yaml").write_text("kind: ConfigMap\n")  # from an earlier config
+    assert render(tmp_path, CONFIG, "--models-claim", "models").returncode == 0
+    assert not (tmp_path / "k8s" / "engines-old-model.yaml").exists()
+    assert "replicas: 2" in (tmp_path / "k8s" / "engines-smollm2.yaml").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k8s", "seekstack.yaml"]  # no staging left behind
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    refused = subprocess.run([*SEEKSTACK, "deploy", "kubernetes", "--config", str(tmp_path / "seekstack.yaml"),
+                              "--models-claim", "models", "--output", str(other)], capture_output=True, text=True)
+    assert refused.returncode == 1 and "is not an earlier rendering" in refused.stderr
+    assert [p.name for p in other.iterdir()] == ["todo.txt"]
