@@ -426,6 +426,11 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
+def config_data(path: Path | None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The config as written (``path``'s file, or nothing), with the ``SEEKSTACK_*`` overrides applied."""
+    return _deep_merge(read_config_file(path) if path is not None else {}, env_overrides(environ))
+
+
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
@@ -502,7 +507,7 @@ def check_config(path: Path, environ: dict[str, str] | None = None) -> list[str]
     does not hide a missing model file. Empty means OK."""
     from .store import store_problems  # the store imports this module
 
-    data = _deep_merge(read_config_file(path), env_overrides(environ))
+    data = config_data(path, environ)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

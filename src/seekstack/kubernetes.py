@@ -89,6 +89,10 @@ def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
             if model.store is not None and options.models_claim is None:
                 found.append(f"{where}: a store model needs the store in the engine pods — pass --models-claim NAME "
                              f"(the store at {options.models_dir}/store)")
+            if model.store is not None:
+                found += [f"store.trusted_keys: {key} is a file on this host — put it under {options.models_dir} (the "
+                          "models volume) and give its path there" for key in settings.store.trusted_keys
+                          if not PurePosixPath(key).is_relative_to(options.models_dir)]
         elif model.engine.api_key_file is not None:
             found.append(f"{where}: engine.api_key_file {model.engine.api_key_file} is a file on this host — use "
                          f"api_key_env and put the key in the Secret {SECRETS['engine_key']} under that name")

@@ -6,6 +6,7 @@ network policy). What a cluster cannot take is refused, every problem at once.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import kubernetes_validate
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from seekstack import kubernetes
-from seekstack.config import check_settings, load_settings
+from seekstack.config import Settings, check_settings, load_settings
 from seekstack.hostroles import role_problems
 
 from conftest import SEEKSTACK
@@ -162,3 +163,24 @@ def test_a_rendering_replaces_an_earlier_one_whole_and_nothing_else(tmp_path):
                               "--models-claim", "models", "--output", str(other)], capture_output=True, text=True)
     assert refused.returncode == 1 and "is not an earlier rendering" in refused.stderr
     assert [p.name for p in other.iterdir()] == ["todo.txt"]
+
+
+def test_settings_from_the_environment_reach_the_pods_and_host_files_are_refused(tmp_path):
+    """`SEEKSTACK_STORAGE__URL` set where the command runs: the pods have no such variable, so the
+    rendered config carries it. A store model's trusted keys outside the models volume: refused."""
+    text = "quotas: {store: redis, redis_url: 'redis://r:6379/0'}\nmodels: [{name: s, source: embedded}]\n"
+    (tmp_path / "seekstack.yaml").write_text(text)
+    env = {**os.environ, "SEEKSTACK_STORAGE__URL": "postgresql://seekstack@db/seekstack"}
+    done = subprocess.run([*SEEKSTACK, "deploy", "kubernetes", "--config", str(tmp_path / "seekstack.yaml"),
+                           "--output", str(tmp_path / "k8s")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    [configmap] = [d for d in yaml.safe_load_all((tmp_path / "k8s" / "gateway.yaml").read_text()) if d["kind"] == "ConfigMap"]
+    assert yaml.safe_load(configmap["data"]["seekstack.yaml"])["storage"] == {"url": "postgresql://seekstack@db/seekstack"}
+
+    store = Settings.model_validate({"storage": {"url": "postgresql://db/s"}, "quotas": {"store": "redis", "redis_url": "redis://r"},
+                                     "store": {"trusted_keys": ["/etc/seekstack/release.pub", "/models/keys/ops.pub"]},
+                                     "models": [{"name": "r1", "store": "deepseek-r1@2"}]})
+    raw = {"models": [{"name": "r1", "store": "deepseek-r1@2"}]}
+    found = kubernetes.problems(store, raw, kubernetes.Options(models_claim="models"))
+    assert found == ["store.trusted_keys: /etc/seekstack/release.pub is a file on this host — put it under /models "
+                     "(the models volume) and give its path there"]

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from .. import kubernetes
-from ..config import find_config_file, load_settings, read_config_file
+from ..config import config_data, find_config_file, load_settings
 from ..errors import ConfigError
 from ..observability.alerts import alerts, render_rules
 from ..observability.dashboard import render_dashboard
@@ -61,8 +61,7 @@ def deploy_kubernetes(
     """Write Kubernetes manifests for this config: gateways (a StatefulSet on PostgreSQL and Redis), one
     StatefulSet of engine pods per model seekstack starts, Services, a PodDisruptionBudget and NetworkPolicies."""
     settings = load_settings(config)
-    path = find_config_file(config)
-    raw = read_config_file(path) if path is not None else {}
+    raw = config_data(find_config_file(config))  # with the SEEKSTACK_* overrides: the pods get no such environment
     options = kubernetes.Options(image=image, namespace=namespace, gateways=gateways, storage_class=storage_class,
                                  audit_size=audit_size, models_claim=models_claim, models_dir=models_dir)
     problems = kubernetes.problems(settings, raw, options)

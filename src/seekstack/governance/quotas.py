@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import RateLimitError, StorageUnavailableError, first_line
@@ -330,7 +331,7 @@ class RedisCounters(Counters):
     """Several gateways: counters in Redis, each step one Lua script (atomic on the server);
     concurrency as leases, renewed every third of ``lease_seconds`` while held."""
 
-    def __init__(self, url: str | None, lease_seconds: float = 60.0, sentinels: list[str] = (),
+    def __init__(self, url: str | None, lease_seconds: float = 60.0, sentinels: Sequence[str] = (),
                  master: str = "mymaster"):
         """Redis at ``url`` (a URL or a Unix socket path), or the master the ``sentinels`` name
         ``master`` (asked again whenever its connection fails: a failover is followed)."""

@@ -17,6 +17,7 @@ Tenant rules, enforced here once for the admin API and the CLI alike:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import math
@@ -70,7 +71,8 @@ class Governance:
             self.audit = AuditLog(directory, max_bytes=settings.audit.max_bytes)
             audit_writers.attach(self.audit, self.store)  # this chain, among every gateway's, in the shared store
         except BaseException:
-            self.store.gateway_stopped(writer, instance)
+            with contextlib.suppress(Exception):  # the store may be what failed: the row turns silent instead
+                self.store.gateway_stopped(writer, instance)
             self.store.close()
             raise
         self.fleet = roster.Fleet(writer, instance)
