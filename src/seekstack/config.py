@@ -207,6 +207,8 @@ class SupervisorConfig(_Section):
     stable_after: float = Field(60.0, gt=0, description="Seconds of health after which the restart delay resets.")
     engine_nice: int = Field(5, ge=0, le=19, description="CPU niceness of engine processes. Engines are throughput work; a positive value lets the gateway (auth, streaming, health probes) run first when engines keep every core busy.")
     memory_budget_gb: float | None = Field(None, gt=0, description="Memory engines may use in all (GB), checked before loading (admission control); default: the memory available at start.")
+    discover_every: float = Field(5.0, ge=0.2, le=300, description="Seconds between DNS lookups of each `engine.discover` name (engines added and drained as its addresses change).")
+    dns_servers: list[str] = Field(default_factory=list, description="DNS servers (`address` or `address:port`) asked for `engine.discover` names; default: the system's (`/etc/resolv.conf`; `/etc/hosts` is not read).")
     engine_transport: Literal["unix", "tcp"] = Field("unix", description="How the gateway reaches engines: Unix sockets in a private 0700 directory (no local user can bypass the gateway), or TCP on 127.0.0.1.")
 
 
@@ -298,7 +300,7 @@ class ModelConfig(_Section):
     def _needs_a_location(self) -> "ModelConfig":
         if self.autoscale is not None:
             if not self.engine.launched:
-                raise ValueError("autoscale: only engines seekstack starts can be scaled (not `url` / `endpoints`)")
+                raise ValueError("autoscale: only engines seekstack starts can be scaled (not `url` / `endpoints` / `discover`)")
             if not self.autoscale.min_replicas <= self.replicas <= self.autoscale.max_replicas:
                 raise ValueError(f"replicas ({self.replicas}) must be between autoscale.min_replicas "
                                  f"({self.autoscale.min_replicas}) and max_replicas ({self.autoscale.max_replicas})")
@@ -501,6 +503,23 @@ def sentinel_address(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+def dns_server(text: str) -> tuple[str, int] | None:
+    """A DNS server as (IP address, port): ``10.96.0.10``, ``10.96.0.10:5353``, ``[fd00::a]:53``."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip("[]"))), 53
+    except ValueError:
+        pass
+    pair = sentinel_address(text)
+    if pair is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(pair[0])), pair[1]
+    except ValueError:
+        return None
+
+
 def check_config(path: Path, environ: dict[str, str] | None = None) -> list[str]:
     """Every problem in a config file at once (``seekstack config check``): the schema's, and
     the checks of :func:`check_settings` on every part that is valid on its own — a bad port
@@ -549,7 +568,7 @@ def check_model(index: int, model: ModelConfig) -> list[str]:
         except ConfigError as exc:
             problems.append(f"{where}.{exc.message} — {exc.fix}")
         tls_files = [name for name in ("ca_file", "cert_file", "key_file") if getattr(model.engine, name) is not None]
-        if tls_files and not any(a.startswith("https://") for a in model.engine.addresses):
+        if tls_files and not any(a.startswith("https://") for a in [*model.engine.addresses, model.engine.discover or ""]):
             problems.append(f"{where}.engine.{tls_files[0]}: only engines at https:// addresses speak TLS "
                             f"— use https:// in url / endpoints, or remove {', '.join(tls_files)}")
         elif tls_files:
@@ -620,6 +639,10 @@ def check_settings(settings: Settings, models: bool = True) -> list[str]:
                         "(or quotas.redis_sentinels)")
     if q.redis_url and q.redis_sentinels:
         problems.append("quotas.redis_sentinels: set it or quotas.redis_url, not both — the Sentinels name the master")
+    for server in settings.supervisor.dns_servers:
+        if not dns_server(server):
+            problems.append(f"supervisor.dns_servers: {server!r} is not an IP address (with an optional :port) — "
+                            "e.g. 10.96.0.10 or 127.0.0.1:5353")
     for address in q.redis_sentinels:
         if not sentinel_address(address):
             problems.append(f"quotas.redis_sentinels: {address!r} is not host:port — e.g. 10.0.0.5:26379")

@@ -10,16 +10,17 @@ role (:mod:`.hostroles`):
   chain). Ready on `/readyz`, alive on `/healthz`, drained on SIGTERM
   (`server.drain_timeout`) after the Service has stopped sending to it.
 - **engines** — for each model whose engines seekstack starts, a StatefulSet of
-  `seekstack engines` pods, one replica each, and a headless Service; the gateways' config
-  lists each pod's stable DNS name in the model's ``engine.endpoints``. vLLM and SGLang pods
-  ask for NVIDIA GPUs; a NetworkPolicy lets only the gateways reach an engine's port, and each
-  request carries the engine key (a Secret).
+  `seekstack engines` pods, one replica each, and a headless Service; the gateways find the
+  pods by that Service's DNS name (``engine.discover``), so `kubectl scale` and rolling
+  updates of the engines need nothing from the gateways. vLLM and SGLang pods ask for NVIDIA
+  GPUs; a NetworkPolicy lets only the gateways reach an engine's port, and each request
+  carries the engine key (a Secret).
 
 Secrets are never rendered: the pepper, the engine key and PostgreSQL's password are Secrets
 the operator creates (:func:`secret_commands` prints how). What the cluster cannot take from
-the config is refused with every problem at once: an autoscaled model (the gateways would need
-the EndpointSlice discovery source, which is not built), a model file outside the models
-volume, a file path the pods do not have.
+the config is refused with every problem at once: an autoscaled model (the rule needs an
+actuator on the cluster — an HPA on the gateways' utilisation metric — which is not built), a
+model file outside the models volume, a file path the pods do not have.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
         where = f"models[{i}] ({model.name})"
         if model.engine.launched:
             if model.autoscale is not None:
-                found.append(f"{where}: autoscale needs the gateways to discover engine pods (the Kubernetes "
-                             "discovery source is not built) — set replicas; scale by changing it and applying again")
+                found.append(f"{where}: autoscale is not rendered for a cluster (no actuator there yet) — set replicas, "
+                             f"and scale with `kubectl scale statefulset/engines-{slug(model.name)}`: the gateways "
+                             "follow by DNS")
             path = entry.get("path")
             if path is not None and options.models_claim is None:
                 found.append(f"{where}: path {path} is a file the engine pods need — pass --models-claim NAME, a "
@@ -127,10 +129,10 @@ def slug(name: str) -> str:
     return text[:40].rstrip("-") or "model"
 
 
-def endpoints(model_name: str, replicas: int, namespace: str) -> list[str]:
-    """Each engine pod's stable address (the StatefulSet's pods under its headless Service)."""
+def discover_url(model_name: str, namespace: str) -> str:
+    """The engines' headless Service: its DNS name has one address per engine pod."""
     name = f"engines-{slug(model_name)}"
-    return [f"http://{name}-{i}.{name}.{namespace}.svc.cluster.local:{ENGINE_PORT}" for i in range(replicas)]
+    return f"http://{name}.{namespace}.svc.cluster.local:{ENGINE_PORT}"
 
 
 def gateway_config(settings: Settings, raw: dict, options: Options) -> dict:
@@ -153,7 +155,7 @@ def gateway_config(settings: Settings, raw: dict, options: Options) -> dict:
             continue
         kept = {k: v for k, v in entry.items() if k not in LAUNCH_FIELDS and k != "engine"}
         models.append({**kept, "engine": {"kind": model.engine.kind, "api_key_env": ENGINE_KEY_ENV,
-                                          "endpoints": endpoints(model.name, model.replicas, options.namespace)}})
+                                          "discover": discover_url(model.name, options.namespace)}})
     config["models"] = models
     return config
 
@@ -315,7 +317,8 @@ def _engines(settings: Settings, model, entry: dict, options: Options) -> list[d
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
          "data": {"seekstack.yaml": yaml.safe_dump(engines_config(settings, model, entry, options), sort_keys=False)}},
-        # headless, and naming pods before they are ready: the gateways judge readiness themselves
+        # headless: its name resolves to every pod (the gateways' engine.discover), ready or not —
+        # the gateways heartbeat each and send only to ready ones
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
          "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": labels,
                   "ports": [{"name": "engine", "port": ENGINE_PORT}]}},

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from .config import ModelConfig, Settings, is_loopback
+from .config import ModelConfig, Settings, dns_server, is_loopback
 from .engines import Backend, Health, Load
 from .engines.backend import DEGRADED, DOWN, STARTING as ENGINE_STARTING
 from .engines.base import Engine, ExternalEngine
@@ -33,6 +33,7 @@ from .engines.keys import read_api_key
 from .engines.registry import engine_kind, missing_package
 from .errors import ConfigError
 from .registry import Deployment
+from .registry.discovery import DnsDiscovery
 from .traffic.breaker import CLOSED, OPEN, Breaker
 
 log = logging.getLogger("seekstack.supervisor")
@@ -140,18 +141,24 @@ class Supervisor:
         self._draining: dict[asyncio.Task, list[Replica]] = {}  # replicas out of the registry, finishing
         self._tasks: dict[Replica, asyncio.Task] = {}
         self._rollouts: set[str] = set()  # deployments beside a model's own: a canary, a green (traffic/rollout.py)
+        self._followers: dict[str, asyncio.Task] = {}  # deployment → its `engine.discover` lookups
+        self._discovery: DnsDiscovery | None = None
         self._stopping = False
         # Engine sockets live in a private directory (mkdtemp: 0700), short enough for AF_UNIX paths.
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="seekstack-")) if self.cfg.engine_transport == "unix" else None
         for model in settings.models:
             self._publish(model, self._replicas_of(model))
 
-    def _replicas_of(self, model: ModelConfig, first: int = 0) -> list[Replica]:
+    def _replicas_of(self, model: ModelConfig, first: int = 0, found: list[str] | None = None) -> list[Replica]:
+        """A model's replicas: ``replicas`` engines to start, or one per address — of its config, or
+        ``found`` for an ``engine.discover`` model (none until its name is looked up)."""
         missing = missing_package(model.engine)
         if missing is not None:
             raise ConfigError(f"model {model.name}: {missing.partition(' — ')[0]}", fix=missing.partition(" — ")[2])
-        count = model.replicas if model.engine.launched else len(model.engine.addresses)
-        return [self._replica(model, first + i, self.settings.state_path / "logs") for i in range(count)]
+        addresses = (found or []) if model.engine.discover else model.engine.addresses
+        count = model.replicas if model.engine.launched else len(addresses)
+        return [self._replica(model, first + i, self.settings.state_path / "logs", None if model.engine.launched
+                              else addresses[i]) for i in range(count)]
 
     def _publish(self, model: ModelConfig, replicas: list[Replica]) -> list[Replica]:
         """Make ``replicas`` the model's (the registry sees them at once); return the ones they replace."""
@@ -177,17 +184,20 @@ class Supervisor:
         wanted = {m.name: m for m in models}
         added = [m for m in models if m.name not in self.replicas]
         removed = [name for name in self.replicas if name not in wanted and name not in self._rollouts]
-        fresh = {m.name: self._replicas_of(m) for m in [*added, *(wanted[n] for n in changed if n in self.replicas)]}
+        fresh = {m.name: self._replicas_of(m, found=[r.engine.base_url for r in self.replicas.get(m.name, [])])
+                 for m in [*added, *(wanted[n] for n in changed if n in self.replicas)]}
         for replica in (r for group in fresh.values() for r in group):
             self._run(replica)
         for model in added:
             self._publish(model, fresh[model.name])
+            self._follow(model.name)
         failed = []
         replacing = [name for name in changed if name in self.replicas and name in fresh]
         ready = await asyncio.gather(*(self._first_ready(fresh[name]) for name in replacing))
         for name, ok in zip(replacing, ready):
             if ok:
                 self._drain(self._publish(wanted[name], fresh[name]), hold)
+                self._follow(name)  # (a model that names its engines by DNS now)
             else:
                 failed.append(name)
                 self._drain(fresh[name])
@@ -202,6 +212,8 @@ class Supervisor:
                 "removed": removed, "failed": failed}
 
     async def _first_ready(self, group: list[Replica]) -> bool:
+        if not group:  # a discovered model whose name has no engines now: nothing to wait for
+            return True
         waits = [asyncio.ensure_future(r._ready.wait()) for r in group]
         try:
             await asyncio.wait_for(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED), self.cfg.startup_timeout)
@@ -256,6 +268,7 @@ class Supervisor:
         self._rollouts.add(name)
         for replica in replicas:
             self._run(replica)
+        self._follow(name)
         return replicas
 
     def _indices(self, model: str) -> set[int]:
@@ -300,10 +313,10 @@ class Supervisor:
             self._publish(model, [r for r in group if r not in surplus])
             self._drain(surplus)
 
-    def _replica(self, model: ModelConfig, index: int, logs: Path) -> Replica:
+    def _replica(self, model: ModelConfig, index: int, logs: Path, address: str | None = None) -> Replica:
         kind = engine_kind(model.engine.kind)
         if not model.engine.launched or kind.process is None:
-            engine: Engine = ExternalEngine(model.engine.addresses[index])
+            engine: Engine = ExternalEngine(address or model.engine.addresses[index])
             return Replica(model, index, engine, kind.backend(self.http, engine.base_url, model,
                                                              api_key=read_api_key(model.engine)), breaker=self._breaker())
         socket = self._socket(model, index) if kind.process.uses_unix_socket else None
@@ -341,6 +354,54 @@ class Supervisor:
     async def start(self) -> None:
         for replica in self.all():
             self._run(replica)
+        for name in list(self._deployments):
+            self._follow(name)
+
+    # ------------------------------------------------------------ engines found by DNS
+
+    def _follow(self, name: str) -> None:
+        """Look up deployment ``name``'s ``engine.discover`` name now and every ``discover_every``
+        seconds, while the deployment exists (a promoted canary's lookups go on under its model's name)."""
+        deployment = self._deployments.get(name)
+        if deployment is None or deployment.model.engine.discover is None or name in self._followers:
+            return
+        if self._discovery is None:
+            self._discovery = DnsDiscovery([dns_server(s) for s in self.cfg.dns_servers])
+        task = asyncio.create_task(self._lookups(name))
+        self._followers[name] = task
+        task.add_done_callback(lambda done: self._followers.pop(name, None) if self._followers.get(name) is done else None)
+
+    async def _lookups(self, name: str) -> None:
+        while not self._stopping and name in self._deployments:
+            url = self._deployments[name].model.engine.discover
+            if url is None:
+                return
+            found = await self._discovery.endpoints(url)
+            if found is not None and name in self._deployments and not self._stopping:
+                self.settle(name, found)
+            await asyncio.sleep(self.cfg.discover_every)
+
+    def settle(self, name: str, found: list[str]) -> None:
+        """Make deployment ``name``'s endpoints the engines at ``found``: new ones start being
+        heartbeated (and take requests once ready), gone ones leave the registry and drain."""
+        deployment, group = self._deployments[name], self.replicas[name]
+        gone = [r for r in group if r.engine.base_url not in found]
+        have = {r.engine.base_url for r in group}
+        new = [url for url in found if url not in have]
+        if not gone and not new:
+            return
+        taken = self._indices(deployment.model.name)
+        free = (i for i in itertools.count() if i not in taken)
+        fresh = [self._replica(deployment.model, next(free), self.settings.state_path / "logs", url) for url in new]
+        for replica in fresh:
+            self._run(replica)
+        kept = [r for r in group if r not in gone] + fresh
+        self.replicas[name] = kept
+        self._deployments[name] = deployment_of(deployment.model, kept, name=deployment.name, weight=deployment.weight)
+        if gone:
+            self._drain(gone)
+        log.info("model %s: engines found at %s%s", deployment.model.name, ", ".join(new) or "none new",
+                 f"; gone (draining): {', '.join(r.engine.base_url for r in gone)}" if gone else "")
 
     def _run(self, replica: Replica) -> None:
         replica.state, replica._ready = STARTING, asyncio.Event()
@@ -394,6 +455,10 @@ class Supervisor:
 
     async def stop(self) -> None:
         self._stopping = True
+        followers = list(self._followers.values())
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
         draining = [r for group in self._draining.values() for r in group]
         for task in list(self._draining):
             task.cancel()
@@ -494,8 +559,9 @@ class Supervisor:
 
 def deployment_of(model: ModelConfig, replicas: list[Replica], name: str | None = None, weight: int = 100) -> Deployment:
     version = model.store.partition("@")[2] or None if model.store else None
+    source = "local" if model.engine.launched else "discovered" if model.engine.discover else "static"
     return Deployment(alias=model.name, name=name or model.name, model=model, endpoints=replicas, version=version,
-                      weight=weight, source="local" if model.engine.launched else "static")
+                      weight=weight, source=source)
 
 
 def _safe(name: str) -> str:

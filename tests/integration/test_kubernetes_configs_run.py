@@ -1,7 +1,7 @@
 """The configs `seekstack deploy kubernetes` puts in the pods run: the engines pod's config under a
 real `seekstack engines`, the gateway pod's under a real `seekstack gateway` on a real
-PostgreSQL, the only changes being what the cluster provides (the pods' DNS names become
-loopback addresses, the fixed ports free ones, the state directory a temporary one, the
+PostgreSQL, the only changes being what the cluster provides (the engines' Service name resolves to a
+loopback address, the fixed ports free ones, the state directory a temporary one, the
 engine-key Secret an environment variable). A request through the official `openai` client
 goes gateway → engine with the key the Secret holds."""
 
@@ -41,9 +41,8 @@ def test_the_rendered_gateway_and_engines_configs_serve_a_request(tmp_path, post
         engines.wait_ready()
         gateway_config = configs["seekstack-gateway"]
         [model] = gateway_config["models"]
-        [endpoint] = model["engine"]["endpoints"]
-        assert endpoint == f"http://engines-smollm2-0.engines-smollm2.seekstack.svc.cluster.local:{kubernetes.ENGINE_PORT}"
-        model["engine"]["endpoints"] = [f"http://127.0.0.1:{port}"]
+        assert model["engine"]["discover"] == f"http://engines-smollm2.seekstack.svc.cluster.local:{kubernetes.ENGINE_PORT}"
+        model["engine"]["discover"] = f"http://127.0.0.1:{port}"  # what the Service's name resolves to
         gateway_config.pop("state_dir")
         gateway_config["server"]["host"] = "127.0.0.1"
         gateway = Server(tmp_path, gateway_config, name="gateway", command="gateway")

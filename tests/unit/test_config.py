@@ -150,3 +150,16 @@ def test_reference_lists_every_setting():
     for section, model in (("server", Settings.model_fields["server"].annotation), ("models[]", ModelConfig)):
         for name in model.model_fields:
             assert f"`{section}.{name}`" in text, name
+
+
+def test_engines_found_by_dns_are_named_by_a_url_with_a_host_name_and_port():
+    model = ModelConfig.model_validate({"name": "r1", "engine": {"kind": "vllm", "discover": "http://engines-r1.llm:8000/v1"}})
+    assert model.engine.discover == "http://engines-r1.llm:8000" and not model.engine.launched
+    for engine, problem in (({"discover": "http://e:8000", "url": "http://e:8000"}, "set one of `url`"),
+                            ({"discover": "http://engines-r1.llm"}, "give http(s)://NAME:PORT"),
+                            ({"discover": "unix:///run/e.sock"}, "give http(s)://NAME:PORT")):
+        with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+            ModelConfig.model_validate({"name": "r1", "engine": {"kind": "vllm", **engine}})
+    with pytest.raises(ValueError, match="not `url` / `endpoints` / `discover`"):
+        ModelConfig.model_validate({"name": "r1", "engine": {"kind": "vllm", "discover": "http://e:8000"},
+                                    "autoscale": {"min_replicas": 1, "max_replicas": 2}})

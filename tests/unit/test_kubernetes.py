@@ -1,8 +1,8 @@
 """`seekstack deploy kubernetes`: the Kustomize directory rendered from a config is built by the
 real `kubectl kustomize`, every object validates strictly against Kubernetes 1.32's schemas
 (kubernetes-validate), the configs it puts in the pods pass seekstack's own checks for their
-host roles, and the names tie together (endpoints ↔ StatefulSets and Services, probes, secrets,
-network policy). What a cluster cannot take is refused, every problem at once."""
+host roles, and the names tie together (the engines' DNS names ↔ StatefulSets and headless Services,
+probes, secrets, network policy). What a cluster cannot take is refused, every problem at once."""
 
 from __future__ import annotations
 
@@ -76,18 +76,18 @@ def test_the_pods_configs_pass_seekstacks_checks_for_their_roles(objects, tmp_pa
         assert model.engine.api_key_env == kubernetes.ENGINE_KEY_ENV
 
 
-def test_each_gateway_endpoint_is_a_pod_of_its_engines_statefulset(objects, tmp_path):
+def test_each_gateway_finds_its_engines_by_their_headless_services_name(objects, tmp_path):
     gateway = pod_config(objects, "seekstack-gateway", tmp_path)
-    launched = {m.name: m for m in gateway.models if m.engine.endpoints}
-    assert set(launched) == {"smollm2", "DeepSeek-R1"}
-    for model in launched.values():
+    found = {m.name: m for m in gateway.models if m.engine.discover}
+    assert set(found) == {"smollm2", "DeepSeek-R1"}
+    for model in found.values():
         name = f"engines-{kubernetes.slug(model.name)}"
         sts, service = objects["StatefulSet", name], objects["Service", name]
         assert sts["spec"]["serviceName"] == name and service["spec"]["clusterIP"] == "None"
         assert service["spec"]["selector"] == sts["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["ports"][0]["port"] == kubernetes.ENGINE_PORT
-        assert model.engine.endpoints == [f"http://{name}-{i}.{name}.llm.svc.cluster.local:{kubernetes.ENGINE_PORT}"
-                                          for i in range(sts["spec"]["replicas"])]
+        # the Service's DNS name has one address per pod: `kubectl scale` is followed without a reload
+        assert model.engine.discover == f"http://{name}.llm.svc.cluster.local:{kubernetes.ENGINE_PORT}"
         assert model.engine.api_key_env == kubernetes.ENGINE_KEY_ENV
         policy = objects["NetworkPolicy", name]["spec"]
         assert policy["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
@@ -139,7 +139,7 @@ models:
     assert done.returncode == 1 and "Traceback" not in done.stderr
     for problem in ("cannot render for Kubernetes: 5 problem(s)", "storage.url: the gateways on a cluster share a PostgreSQL",
                     "quotas.store: several gateways count quotas together in Redis",
-                    "models[0] (a): autoscale needs the gateways to discover engine pods",
+                    "models[0] (a): autoscale is not rendered for a cluster",
                     "models[1] (b): path /opt/models/b.gguf is not under /models",
                     "models[2] (c): engine.api_key_file /etc/keys/c is a file on this host — use api_key_env"):
         assert problem in done.stderr, done.stderr

@@ -28,6 +28,7 @@ class EngineSettings(BaseModel):
     kind: str = Field(description="The engine kind.")
     url: str | None = Field(None, description="An engine of this kind already running at this base URL (another host, another team's): seekstack does not start it, and talks to it in this engine's dialect (its metrics, its token counting). Without it (or `endpoints`), seekstack starts the engine.")
     endpoints: list[str] = Field(default_factory=list, description="Several engines of this kind already running (on GPU hosts, each started by `seekstack engines`): one endpoint of this model each, heartbeated and load-balanced. Use instead of `url`.")
+    discover: str | None = Field(None, description="Instead of `url` / `endpoints`: a URL whose host name resolves (DNS) to every engine of this model, e.g. a Kubernetes headless Service (`http://engines-r1.llm.svc.cluster.local:8000`, one address per pod). Each address is an endpoint, on the URL's scheme and port; the name is resolved again every `supervisor.discover_every` seconds, so engines that come and go (a scale-up, a rolling update) are added, and drained, without a reload. A lookup that fails keeps the endpoints there are; a name with no addresses leaves none.")
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The environment variable holding the engine's API key (a bearer token; never logged). With `url` / `endpoints`: the key sent. On an engine seekstack starts: the key it requires, shared with the gateways on other hosts; without one, a new key is made at each start and only this host's gateway holds it.")
     api_key_file: Path | None = Field(None, description="A file holding the engine's API key (mode 0600 or stricter; never logged); like `api_key_env`.")
     ca_file: Path | None = Field(None, description="With `url` / `endpoints` on `https://`: verify the engines' certificates against the CA certificates in this PEM file (a private CA, e.g. the one of a TLS-terminating proxy in front of each engine) instead of the system's.")
@@ -48,18 +49,31 @@ class EngineSettings(BaseModel):
     def _base_urls(cls, urls: list[str]) -> list[str]:
         return [base_url(url) for url in urls]
 
+    @field_validator("discover")
+    @classmethod
+    def _discovered_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        url = base_url(url)
+        host, _, port = url.partition("://")[2].rpartition(":")
+        if url.startswith("unix://") or not host or not port.isdigit() or "/" in port:
+            raise ValueError(f"{url!r}: give http(s)://NAME:PORT — a host name that resolves to the engines, "
+                             "and the port they listen on")
+        return url
+
     @model_validator(mode="after")
     def _one_location(self) -> "EngineSettings":
-        if self.url is not None and self.endpoints:
-            raise ValueError("set `url` (one engine) or `endpoints` (several), not both")
+        if sum((self.url is not None, bool(self.endpoints), self.discover is not None)) > 1:
+            raise ValueError("set one of `url` (one engine), `endpoints` (several) or `discover` (found by DNS)")
         if len(set(self.endpoints)) != len(self.endpoints):
             raise ValueError("endpoints: each address once")
         return self
 
     @property
     def launched(self) -> bool:
-        """seekstack starts this engine (False: servers that already run at ``url`` / ``endpoints``)."""
-        return self.url is None and not self.endpoints
+        """seekstack starts this engine (False: servers that already run at ``url`` / ``endpoints``,
+        or that ``discover`` finds)."""
+        return self.url is None and not self.endpoints and self.discover is None
 
     @property
     def addresses(self) -> list[str]:

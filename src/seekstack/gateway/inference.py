@@ -20,8 +20,8 @@ from ..governance.meter import Meter
 from ..governance.quotas import Quotas
 from ..governance.pii import Redactor, outbound, policy_for, redact_prompt
 from ..observability import Trace, stage
-from ..errors import (ContextLengthError, EngineError, InvalidRequestError, ModelNotFoundError,
-                      UnsupportedError, ValidationFailed)
+from ..errors import (ContextLengthError, EngineError, EngineUnavailableError, InvalidRequestError,
+                      ModelNotFoundError, UnsupportedError, ValidationFailed)
 from ..protocol import INSTEAD, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from ..registry import Registry
 from .assemble import assemble
@@ -134,6 +134,10 @@ class InferenceService:
         """The model's capabilities, if it exists and this caller may use it."""
         principal: Principal = request.state.principal
         caps = self.registry.capabilities(name)
+        if caps is None and name in self.registry.aliases():  # configured, with no endpoint now (found by DNS: none)
+            principal.require_model(name)
+            raise EngineUnavailableError(f"model {name!r} has no engine now", retry_after=2,
+                                         fix="retry later; an operator brings its engines back")
         if caps is None:
             available = ", ".join(m for m in sorted(self.registry.aliases()) if principal.may_use_model(m)) or "none"
             raise ModelNotFoundError(f"model {name!r} does not exist; available models: {available}", param="model")

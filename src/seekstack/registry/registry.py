@@ -8,10 +8,12 @@ routes, readiness and ``/healthz``, metrics and ``seekstack ps``.
 The registry owns nothing it lists: *sources* fill it. A source is anything that can say
 which deployments it has right now and keep their endpoints' states current:
 
-- :class:`~seekstack.supervisor.Supervisor` — engines this host launches (``local``) and
-  engines on other hosts named in the config (``static``), each heartbeated;
-- :class:`~seekstack.registry.discovery.DiscoverySource` — endpoints a :class:`Discovery`
-  finds (a watched file today; Kubernetes EndpointSlices implement the same interface).
+- :class:`~seekstack.supervisor.Supervisor` — engines this host launches (``local``),
+  engines on other hosts named in the config (``static``), and engines found by DNS
+  (``discovered``: ``engine.discover``, :mod:`seekstack.registry.discovery`, e.g. a
+  Kubernetes headless Service), each heartbeated the same way.
+
+Another source (a Kubernetes EndpointSlice watch, say) implements :class:`Source`.
 
 Reads are cheap (a dict lookup and a list): the router asks on every request.
 """
