@@ -369,19 +369,27 @@ class Supervisor:
             self._discovery = DnsDiscovery([dns_server(s) for s in self.cfg.dns_servers])
         task = asyncio.create_task(self._lookups(name))
         self._followers[name] = task
-        task.add_done_callback(lambda done: self._followers.pop(name, None) if self._followers.get(name) is done else None)
+
+        def gone(done: asyncio.Task) -> None:
+            if self._followers.get(name) is done:
+                del self._followers[name]
+
+        task.add_done_callback(gone)
 
     async def _lookups(self, name: str) -> None:
         while not self._stopping and name in self._deployments:
             url = self._deployments[name].model.engine.discover
             if url is None:
                 return
-            found = await self._discovery.endpoints(url)
-            if found is not None and name in self._deployments and not self._stopping:
-                self.settle(name, found)
+            try:
+                found = await self._discovery.endpoints(url)
+                if found is not None and name in self._deployments and not self._stopping:
+                    self._settle(name, found)
+            except Exception as exc:  # a fault here must not end the lookups for good: the next turn tries again
+                log.error("engine discovery for %s failed: %s: %s", name, type(exc).__name__, exc)
             await asyncio.sleep(self.cfg.discover_every)
 
-    def settle(self, name: str, found: list[str]) -> None:
+    def _settle(self, name: str, found: list[str]) -> None:
         """Make deployment ``name``'s endpoints the engines at ``found``: new ones start being
         heartbeated (and take requests once ready), gone ones leave the registry and drain."""
         deployment, group = self._deployments[name], self.replicas[name]
