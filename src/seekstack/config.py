@@ -109,6 +109,7 @@ class QuotaConfig(_Section):
     store: Literal["memory", "redis"] = Field("memory", description="Where rate-limit counters live: `memory` (one gateway process) or `redis` (exact across several gateways).")
     redis_url: str | None = Field(None, description="Redis URL for `store: redis`, e.g. `redis://10.0.0.5:6379/0` or a Unix socket path.")
     redis_sentinels: list[str] = Field(default_factory=list, description="Instead of `redis_url`: the Redis Sentinels (`host:port`) that watch the quota store's Redis and its replicas. The gateways ask them which server is the master and follow a failover to the replica they promote; until then, requests under a limit get 503. Counts of the last moments before a failover may be lost (replication is asynchronous).")
+    redis_password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The environment variable holding the password of the quota store's Redis (`requirepass`; with `redis_sentinels`, the password of the master and replicas they name), so that it stays out of this file. Never logged.")
     redis_sentinel_master: str = Field("mymaster", min_length=1, description="With `redis_sentinels`: the name the Sentinels monitor the quota store's Redis under (`sentinel monitor NAME …`).")
     concurrency_lease_s: float = Field(60.0, ge=3, le=3600, description="With `store: redis`: a request's slot under a `concurrent` limit is a lease its gateway renews while the request runs. A gateway that dies (or cannot reach Redis to release a slot) holds it at most this long.")
 
@@ -639,6 +640,9 @@ def check_settings(settings: Settings, models: bool = True) -> list[str]:
                         "(or quotas.redis_sentinels)")
     if q.redis_url and q.redis_sentinels:
         problems.append("quotas.redis_sentinels: set it or quotas.redis_url, not both — the Sentinels name the master")
+    if q.redis_password_env and not os.environ.get(q.redis_password_env):
+        problems.append(f"quotas.redis_password_env: the environment variable {q.redis_password_env} is not set — "
+                        f"export {q.redis_password_env}=… before starting seekstack")
     for server in settings.supervisor.dns_servers:
         if not dns_server(server):
             problems.append(f"supervisor.dns_servers: {server!r} is not an IP address (with an optional :port) — "

@@ -4,12 +4,14 @@ usage records — with the in-process store and with two gateways sharing a real
 from __future__ import annotations
 
 import asyncio
+import secrets
+import subprocess
 import time
 
 import httpx
 import pytest
 
-from conftest import EMBEDDED, Server, as_key, make_key, make_user
+from conftest import EMBEDDED, SEEKSTACK, Server, as_key, make_key, make_user
 
 HELLO = [{"role": "user", "content": "Hi"}]
 
@@ -160,16 +162,26 @@ def test_a_revoke_on_one_gateway_applies_on_the_other_at_once(two_gateways):
 
 
 def test_a_gateway_follows_a_sentinel_failover_of_the_quota_store_and_stays_exact(tmp_path):
-    """Quotas in a Redis that Sentinel watches (quotas.redis_sentinels): its master is killed.
+    """Quotas in a Redis that Sentinel watches (quotas.redis_sentinels), its servers behind a
+    password from the environment (refused at start, in one line, while it is not set): the
+    master is killed.
     Meanwhile requests under a limit get 503 with Retry-After and unlimited ones are served, the
     gateway staying ready; once the Sentinel has promoted the replica (about 3 s here) the gateway
     counts there, without a restart: 4 before the kill and the rest after make exactly rpm."""
     from redisserver import SentinelGroup
 
-    group = SentinelGroup(tmp_path)
+    group = SentinelGroup(tmp_path, password=secrets.token_hex(16))  # the servers require it
     try:
         gw = Server(tmp_path, {"models": [{**EMBEDDED, "context": 512, "threads": 1}], "quotas": {
-            "store": "redis", "redis_sentinels": [group.sentinel], "redis_sentinel_master": group.master}}).start()
+            "store": "redis", "redis_sentinels": [group.sentinel], "redis_sentinel_master": group.master,
+            "redis_password_env": "QUOTA_REDIS_PASSWORD"}})
+        unset = subprocess.run([*SEEKSTACK, "serve", "--config", str(gw.config_path), "--port", str(gw.port)],
+                               capture_output=True, text=True, timeout=60)
+        assert unset.returncode == 1 and "Traceback" not in unset.stderr
+        assert "quotas.redis_password_env: the environment variable QUOTA_REDIS_PASSWORD is not set" in unset.stderr
+        gw.env = {"QUOTA_REDIS_PASSWORD": group.password}
+        gw.start()
+        assert group.password not in gw.log_path.read_text()
         key = make_key(gw, make_user(gw, "api_consumer"))
         with as_key(gw, key) as c:
             set_limits(gw, "key", c.get("/admin/v1/whoami").json()["key_id"], rpm=10)

@@ -332,9 +332,10 @@ class RedisCounters(Counters):
     concurrency as leases, renewed every third of ``lease_seconds`` while held."""
 
     def __init__(self, url: str | None, lease_seconds: float = 60.0, sentinels: Sequence[str] = (),
-                 master: str = "mymaster"):
+                 master: str = "mymaster", password: str | None = None):
         """Redis at ``url`` (a URL or a Unix socket path), or the master the ``sentinels`` name
-        ``master`` (asked again whenever its connection fails: a failover is followed)."""
+        ``master`` (asked again whenever its connection fails: a failover is followed); ``password``:
+        the servers' (a password in ``url`` wins)."""
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
         from redis.asyncio.sentinel import Sentinel
@@ -344,9 +345,9 @@ class RedisCounters(Counters):
 
         # once more at once (a pooled connection a restarted Redis closed), not redis-py's three backed-off retries
         options = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
-                   "retry": Retry(NoBackoff(), 1)}
+                   "retry": Retry(NoBackoff(), 1), "password": password}
         if sentinels:
-            timeouts = {k: v for k, v in options.items() if k != "retry"}
+            timeouts = {k: v for k, v in options.items() if k not in ("retry", "password")}  # Sentinels: no password
             self.redis = Sentinel([sentinel_address(a) for a in sentinels], sentinel_kwargs=timeouts,
                                   **timeouts).master_for(master, **options)
             self.fix = f"check quotas.redis_sentinels and that their master {master!r} runs"

@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import logging
 import math
+import os
 import threading
 import time
 
@@ -81,8 +82,9 @@ class Governance:
             if settings.audit.capture_bodies else None
         self.admin_key_file = admin_key_path(settings)
         q = settings.quotas
-        counters = RedisCounters(q.redis_url, q.concurrency_lease_s, q.redis_sentinels, q.redis_sentinel_master) \
-            if q.store == "redis" else MemoryCounters()
+        password = os.environ.get(q.redis_password_env) if q.redis_password_env else None
+        counters = RedisCounters(q.redis_url, q.concurrency_lease_s, q.redis_sentinels, q.redis_sentinel_master,
+                                 password) if q.store == "redis" else MemoryCounters()
         self.quotas = Quotas(counters, self._limits_for)
         self._limits: dict[tuple[str, str], Limits] | None = None  # None: load on next use
         self._usage_lock = threading.Lock()  # one count at a time: the periodic one, an admin's, shutdown's
