@@ -43,7 +43,7 @@ STATE_DIR = f"{STATE}/state"        # made 0700 by the gateway itself (the volum
 CONFIG_DIR = "/etc/seekstack"
 ENGINE_KEY_ENV = "SEEKSTACK_ENGINE_KEY"
 SECRETS = {"pepper": "seekstack-pepper", "engine_key": "seekstack-engine-key", "postgres": "seekstack-postgres",
-           "tls": "seekstack-tls"}
+           "redis": "seekstack-redis", "tls": "seekstack-tls"}
 USER = 10001
 GPU_KINDS = ("vllm", "sglang")
 # a model entry's fields that say how to start its engines: an engines pod's business, not a gateway's
@@ -189,6 +189,9 @@ def secret_commands(settings: Settings, options: Options) -> list[str]:
                 f"kubectl -n {ns} create secret generic {SECRETS['engine_key']} --from-literal={ENGINE_KEY_ENV}=$(openssl "
                 "rand -hex 32)  # add the api_key_env of engines elsewhere here too",
                 f"kubectl -n {ns} create secret generic {SECRETS['postgres']} --from-literal=password=…  # PGPASSWORD"]
+    if settings.quotas.redis_password_env:
+        commands.append(f"kubectl -n {ns} create secret generic {SECRETS['redis']} --from-literal=password=…  "
+                        f"# {settings.quotas.redis_password_env}")
     if settings.server.tls is not None:
         commands.append(f"kubectl -n {ns} create secret generic {SECRETS['tls']} --from-file=tls.crt=CERT "
                         "--from-file=tls.key=KEY" + (" --from-file=ca.crt=CLIENT_CA" if settings.server.tls.client_ca else ""))
@@ -246,7 +249,9 @@ def _gateway(settings: Settings, raw: dict, options: Options) -> list[dict]:
             "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
             "env": [{"name": "HOME", "value": "/tmp"},
                     {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": SECRETS["postgres"], "key": "password",
-                                                                          "optional": True}}}],
+                                                                          "optional": True}}},
+                    *([{"name": settings.quotas.redis_password_env, "valueFrom": {"secretKeyRef": {
+                        "name": SECRETS["redis"], "key": "password"}}}] if settings.quotas.redis_password_env else [])],
             "envFrom": [{"secretRef": {"name": SECRETS["engine_key"]}}],
             # ready when it can serve; a probe every 2 s, out after two misses
             "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 2, "failureThreshold": 2,

@@ -21,7 +21,7 @@ from conftest import SEEKSTACK
 
 CONFIG = """
 storage: {url: "postgresql://seekstack@db.example/seekstack"}
-quotas: {store: redis, redis_url: "redis://redis.example:6379/0"}
+quotas: {store: redis, redis_url: "redis://redis.example:6379/0", redis_password_env: QUOTA_REDIS_PASSWORD}
 server: {drain_timeout: 45, max_body_bytes: 4194304}
 roles: {analyst: {permissions: ["usage:read"]}}
 audit: {dir: /srv/audit, retention_days: 400}
@@ -59,7 +59,7 @@ def pod_config(objects, name: str, tmp_path):
 
 
 def test_the_pods_configs_pass_seekstacks_checks_for_their_roles(objects, tmp_path, monkeypatch):
-    for name in (kubernetes.ENGINE_KEY_ENV, "FAR_KEY"):  # the engine-key Secret, in every pod's environment
+    for name in (kubernetes.ENGINE_KEY_ENV, "FAR_KEY", "QUOTA_REDIS_PASSWORD"):  # the Secrets, in the pods' environment
         monkeypatch.setenv(name, "k" * 64)
     gateway = pod_config(objects, "seekstack-gateway", tmp_path)
     assert role_problems(gateway, "gateway") == [] and check_settings(gateway) == []
@@ -121,7 +121,9 @@ def test_the_gateways_are_a_statefulset_with_a_volume_each_probes_a_drain_and_no
     secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     secrets |= {e["secretRef"]["name"] for e in container["envFrom"]}
     secrets |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
-    assert secrets == {"seekstack-pepper", "seekstack-engine-key", "seekstack-postgres"}
+    assert secrets == {"seekstack-pepper", "seekstack-engine-key", "seekstack-postgres", "seekstack-redis"}
+    assert {"name": "QUOTA_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "seekstack-redis", "key": "password"}}} \
+        in container["env"]
     service = objects["Service", "seekstack"]["spec"]
     assert service["selector"] == sts["selector"]["matchLabels"] and service["ports"][0]["targetPort"] == "http"
     assert objects["PodDisruptionBudget", "seekstack-gateway"]["spec"]["maxUnavailable"] == 1
