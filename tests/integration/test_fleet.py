@@ -284,7 +284,9 @@ def test_url_and_endpoints_are_one_or_the_other(tmp_path):
         {"name": "twice", "engine": {"kind": "vllm", "endpoints": ["http://b:1", "http://b:1/v1"]}}]}))
     check = run_cli("config", "check", str(config))
     assert check.returncode == 1
-    assert "not both" in check.stderr and "set `url`" in check.stderr and "each address once" in check.stderr, check.stderr
+    assert "set one of `url` (one engine), `endpoints` (several) or `discover`" in check.stderr, check.stderr
+    assert "set `url` (the server's base URL), `endpoints` or `discover`" in check.stderr
+    assert "each address once" in check.stderr
 
 
 def test_the_three_audit_chains_verify_together_and_a_missing_one_is_named(fleet):

@@ -155,6 +155,8 @@ def test_reference_lists_every_setting():
 def test_engines_found_by_dns_are_named_by_a_url_with_a_host_name_and_port():
     model = ModelConfig.model_validate({"name": "r1", "engine": {"kind": "vllm", "discover": "http://engines-r1.llm:8000/v1"}})
     assert model.engine.discover == "http://engines-r1.llm:8000" and not model.engine.launched
+    served = ModelConfig.model_validate({"name": "q", "engine": {"kind": "openai", "discover": "https://qwen.infra:443"}})
+    assert served.engine.discover == "https://qwen.infra:443"  # any OpenAI-compatible servers, found the same way
     for engine, problem in (({"discover": "http://e:8000", "url": "http://e:8000"}, "set one of `url`"),
                             ({"discover": "http://engines-r1.llm"}, "give http(s)://NAME:PORT"),
                             ({"discover": "unix:///run/e.sock"}, "give http(s)://NAME:PORT")):

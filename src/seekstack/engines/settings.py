@@ -137,8 +137,9 @@ class OpenAISettings(EngineSettings):
 
     @model_validator(mode="after")
     def _needs_an_address(self) -> "OpenAISettings":
-        if not self.addresses:
-            raise ValueError("set `url` (the server's base URL) or `endpoints` — seekstack does not start this engine")
+        if not self.addresses and self.discover is None:
+            raise ValueError("set `url` (the server's base URL), `endpoints` or `discover` — seekstack does not start "
+                             "this engine")
         return self
 
 
