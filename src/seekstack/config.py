@@ -495,8 +495,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def sentinel_address(address: str) -> tuple[str, int] | None:
-    """``host:port`` (an IPv6 host in brackets) as a pair, or None if it is not one."""
+def host_port(address: str) -> tuple[str, int] | None:
+    """``host:port`` (an IPv6 host in brackets) as a pair, or None if it is not one (a Sentinel, a DNS server)."""
     host, sep, port = address.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -512,7 +512,7 @@ def dns_server(text: str) -> tuple[str, int] | None:
         return str(ipaddress.ip_address(text.strip("[]"))), 53
     except ValueError:
         pass
-    pair = sentinel_address(text)
+    pair = host_port(text)
     if pair is None:
         return None
     try:
@@ -648,7 +648,7 @@ def check_settings(settings: Settings, models: bool = True) -> list[str]:
             problems.append(f"supervisor.dns_servers: {server!r} is not an IP address (with an optional :port) — "
                             "e.g. 10.96.0.10 or 127.0.0.1:5353")
     for address in q.redis_sentinels:
-        if not sentinel_address(address):
+        if not host_port(address):
             problems.append(f"quotas.redis_sentinels: {address!r} is not host:port — e.g. 10.0.0.5:26379")
     tls = settings.server.tls
     if tls is not None:

@@ -166,7 +166,6 @@ def engines_config(settings: Settings, model, entry: dict, options: Options) -> 
     engine = {**engine, "host": "0.0.0.0", "port": ENGINE_PORT, "api_key_env": ENGINE_KEY_ENV}  # noqa: S104
     engine.pop("api_key_file", None)
     config: dict[str, Any] = {"state_dir": STATE_DIR, "models": [{**entry, "replicas": 1, "engine": engine}]}
-    config["models"][0].pop("autoscale", None)
     if model.store is not None:
         config["store"] = {**settings.store.model_dump(mode="json", exclude_defaults=True),
                            "path": f"{options.models_dir}/store"}
@@ -176,7 +175,7 @@ def engines_config(settings: Settings, model, entry: dict, options: Options) -> 
 def gpus(model) -> int:
     """NVIDIA GPUs one engine pod asks for: its tensor × pipeline parallel size (1 if unset)."""
     engine = model.engine
-    if engine.kind not in GPU_KINDS or getattr(engine, "simulate", False) or model.device == "cpu":
+    if engine.kind not in GPU_KINDS or engine.simulated or model.device == "cpu":
         return 0
     return (getattr(engine, "tensor_parallel", None) or 1) * getattr(engine, "pipeline_parallel", 1)
 

@@ -341,14 +341,14 @@ class RedisCounters(Counters):
         from redis.asyncio.sentinel import Sentinel
         from redis.backoff import NoBackoff
 
-        from ..config import sentinel_address
+        from ..config import host_port
 
         # once more at once (a pooled connection a restarted Redis closed), not redis-py's three backed-off retries
         options = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
                    "retry": Retry(NoBackoff(), 1), "password": password}
         if sentinels:
             timeouts = {k: v for k, v in options.items() if k not in ("retry", "password")}  # Sentinels: no password
-            self.redis = Sentinel([sentinel_address(a) for a in sentinels], sentinel_kwargs=timeouts,
+            self.redis = Sentinel([host_port(a) for a in sentinels], sentinel_kwargs=timeouts,
                                   **timeouts).master_for(master, **options)
             self.fix = f"check quotas.redis_sentinels and that their master {master!r} runs"
         else:
