@@ -21,14 +21,18 @@ install: $(STAMP)
 
 # Programs the tests run for real — load balancers (HAProxy, nginx) in front of several
 # gateways, a PostgreSQL server for the shared governance database, a browser for the console (Playwright drives
-# Debian's chromium; it downloads no browser) — installed from Debian's packages when missing
-# and this is root; otherwise one line naming what is missing.
+# Debian's chromium; it downloads no browser), Prometheus (it scrapes a gateway and runs the queries KEDA
+# scales on; promtool checks the alert rules), Node (it checks the custom resources against their
+# schemas) — installed from Debian's packages when missing and this is root; otherwise one line
+# naming what is missing.
 system-deps:
 	@missing=""; \
 	PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null || missing="$$missing haproxy"; \
 	PATH="$$PATH:/usr/sbin" command -v nginx >/dev/null || missing="$$missing nginx"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
@@ -37,10 +41,17 @@ system-deps:
 	fi; \
 	command -v kubectl >/dev/null || { echo "missing: kubectl (its Kustomize builds the Kubernetes manifests the tests check) — install it, then run make test again"; exit 1; }
 
+# The schemas of the custom resources (KEDA, Prometheus Operator) `deploy kubernetes` renders, from npm
+CRDS := tests/crds/node_modules/.installed
+$(CRDS): tests/crds/package.json tests/crds/package-lock.json
+	npm ci --prefix tests/crds --no-audit --no-fund --silent \
+	  || { echo "missing: the npm packages in tests/crds (npm ci could not install them) — check the npm registry, then run make test again"; exit 1; }
+	touch $(CRDS)
+
 serve: install
 	$(BIN)/seekstack serve
 
-test: install system-deps
+test: install system-deps $(CRDS)
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -18,9 +18,11 @@ role (:mod:`.hostroles`):
 
 Secrets are never rendered: the pepper, the engine key and PostgreSQL's password are Secrets
 the operator creates (:func:`secret_commands` prints how). What the cluster cannot take from
-the config is refused with every problem at once: an autoscaled model (the rule needs an
-actuator on the cluster — an HPA on the gateways' utilisation metric — which is not built), a
-model file outside the models volume, a file path the pods do not have.
+the config is refused with every problem at once: an autoscaled model without a Prometheus for
+KEDA to read, a model file outside the models volume, a file path the pods do not have.
+
+An autoscaled model's engines get a KEDA ScaledObject, and ``--prometheus-operator`` adds the
+gateways' scrape and alert rules (:mod:`.kubernetes_metrics`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import yaml
 
 from . import __version__
+from . import kubernetes_metrics as metrics
 from .config import Settings
 
 GATEWAY = "seekstack-gateway"
@@ -60,6 +63,8 @@ class Options:
     audit_size: str = "20Gi"
     models_claim: str | None = None  # a ReadOnlyMany volume with the model files, mounted at models_dir
     models_dir: str = "/models"
+    prometheus_url: str | None = None  # the Prometheus that scrapes the gateways: KEDA reads it to autoscale
+    prometheus_operator: bool = False  # render a ServiceMonitor and a PrometheusRule (its CRDs are installed)
 
 
 def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
@@ -77,10 +82,10 @@ def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
     for i, (model, entry) in enumerate(zip(settings.models, entries(settings, raw))):
         where = f"models[{i}] ({model.name})"
         if model.engine.launched:
-            if model.autoscale is not None:
-                found.append(f"{where}: autoscale is not rendered for a cluster (no actuator there yet) — set replicas, "
-                             f"and scale with `kubectl scale statefulset/engines-{slug(model.name)}`: the gateways "
-                             "follow by DNS")
+            if model.autoscale is not None and options.prometheus_url is None:
+                found.append(f"{where}: autoscale on a cluster is KEDA's, on the gateways' metrics — pass "
+                             "--prometheus-url URL (the Prometheus that scrapes the gateways), or drop autoscale and "
+                             f"scale with `kubectl scale statefulset/engines-{slug(model.name)}`")
             path = entry.get("path")
             if path is not None and options.models_claim is None:
                 found.append(f"{where}: path {path} is a file the engine pods need — pass --models-claim NAME, a "
@@ -98,6 +103,12 @@ def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
         elif model.engine.api_key_file is not None:
             found.append(f"{where}: engine.api_key_file {model.engine.api_key_file} is a file on this host — use "
                          f"api_key_env and put the key in the Secret {SECRETS['engine_key']} under that name")
+    if options.prometheus_url is not None and not options.prometheus_url.startswith(("http://", "https://")):
+        found.append(f"--prometheus-url {options.prometheus_url}: give Prometheus' http:// or https:// URL")
+    reads_metrics = options.prometheus_operator or any(m.autoscale and m.engine.launched for m in settings.models)
+    if reads_metrics and not settings.observability.metrics:
+        found.append("observability.metrics: false — the gateways serve no /metrics for Prometheus (and KEDA) to "
+                     "read; set it true")
     return found
 
 
@@ -110,11 +121,16 @@ def render(settings: Settings, raw: dict, options: Options) -> dict[str, str]:
              "network-policy.yaml": _dump(_network_policies(engines))}
     for model, entry in engines:
         files[f"engines-{slug(model.name)}.yaml"] = _dump(_engines(settings, model, entry, options))
+    if options.prometheus_operator:
+        files["monitoring.yaml"] = _dump([
+            metrics.service_monitor(_labels(GATEWAY), settings.server.tls is not None, options.namespace),
+            metrics.prometheus_rule(settings)])
     files["kustomization.yaml"] = _dump([{
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": options.namespace,
         "labels": [{"pairs": {"app.kubernetes.io/part-of": "seekstack"}, "includeSelectors": False}],
         "resources": ["namespace.yaml", "gateway.yaml", "network-policy.yaml",
-                      *(f"engines-{slug(m.name)}.yaml" for m, _ in engines)]}])
+                      *(f"engines-{slug(m.name)}.yaml" for m, _ in engines),
+                      *(["monitoring.yaml"] if options.prometheus_operator else [])]}])
     return files
 
 
@@ -165,6 +181,7 @@ def engines_config(settings: Settings, model, entry: dict, options: Options) -> 
     engine = entry.get("engine") if isinstance(entry.get("engine"), dict) else {"kind": model.engine.kind}
     engine = {**engine, "host": "0.0.0.0", "port": ENGINE_PORT, "api_key_env": ENGINE_KEY_ENV}  # noqa: S104
     engine.pop("api_key_file", None)
+    entry = {k: v for k, v in entry.items() if k != "autoscale"}  # a pod is one replica; KEDA counts the pods
     config: dict[str, Any] = {"state_dir": STATE_DIR, "models": [{**entry, "replicas": 1, "engine": engine}]}
     if model.store is not None:
         config["store"] = {**settings.store.model_dump(mode="json", exclude_defaults=True),
@@ -178,6 +195,14 @@ def gpus(model) -> int:
     if engine.kind not in GPU_KINDS or engine.simulated or model.device == "cpu":
         return 0
     return (getattr(engine, "tensor_parallel", None) or 1) * getattr(engine, "pipeline_parallel", 1)
+
+
+def after_commands(settings: Settings, options: Options) -> list[str]:
+    """What to run once a gateway is ready (a Secret whose value a gateway makes)."""
+    if not options.prometheus_operator:
+        return []
+    return [metrics.metrics_secret_command(options.namespace, f"{GATEWAY}-0", f"{CONFIG_DIR}/seekstack.yaml",
+                                           settings.server.tls is not None)]
 
 
 def secret_commands(settings: Settings, options: Options) -> list[str]:
@@ -270,7 +295,8 @@ def _gateway(settings: Settings, raw: dict, options: Options) -> list[dict]:
          "data": {"seekstack.yaml": yaml.safe_dump(gateway_config(settings, raw, options), sort_keys=False)}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "seekstack"},
          "spec": {"selector": labels, "ports": [{"name": "http", "port": 443 if https else 80, "targetPort": "http"}]}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": GATEWAY},  # the pods' stable names
+        # the pods' stable names, and what the ServiceMonitor selects (each pod scraped once)
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": GATEWAY, "labels": labels},
          "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "http", "port": GATEWAY_PORT}]}},
         {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": GATEWAY, "labels": labels},
          "spec": {"serviceName": GATEWAY, "replicas": options.gateways, "podManagementPolicy": "Parallel",
@@ -318,6 +344,12 @@ def _engines(settings: Settings, model, entry: dict, options: Options) -> list[d
         "volumes": volumes}
     if gpu:
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    spec: dict[str, Any] = {"serviceName": name, "replicas": model.replicas, "podManagementPolicy": "Parallel",
+                            "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}}
+    scaling = []
+    if model.autoscale is not None:  # KEDA's HPA owns the count: `kubectl apply` must not reset it
+        del spec["replicas"]
+        scaling.append(metrics.scaled_object(model, name, options.namespace, options.prometheus_url))
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
          "data": {"seekstack.yaml": yaml.safe_dump(engines_config(settings, model, entry, options), sort_keys=False)}},
@@ -326,9 +358,8 @@ def _engines(settings: Settings, model, entry: dict, options: Options) -> list[d
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
          "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": labels,
                   "ports": [{"name": "engine", "port": ENGINE_PORT}]}},
-        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "labels": labels},
-         "spec": {"serviceName": name, "replicas": model.replicas, "podManagementPolicy": "Parallel",
-                  "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "labels": labels}, "spec": spec},
+        *scaling,
     ]
 
 

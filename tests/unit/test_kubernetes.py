@@ -6,8 +6,10 @@ probes, secrets, network policy). What a cluster cannot take is refused, every p
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -16,6 +18,7 @@ import yaml
 from seekstack import kubernetes
 from seekstack.config import Settings, check_settings, load_settings
 from seekstack.hostroles import role_problems
+from seekstack.observability.alerts import rule_file
 
 from conftest import SEEKSTACK
 
@@ -141,11 +144,16 @@ models:
     assert done.returncode == 1 and "Traceback" not in done.stderr
     for problem in ("cannot render for Kubernetes: 5 problem(s)", "storage.url: the gateways on a cluster share a PostgreSQL",
                     "quotas.store: several gateways count quotas together in Redis",
-                    "models[0] (a): autoscale is not rendered for a cluster",
+                    "models[0] (a): autoscale on a cluster is KEDA's, on the gateways' metrics — pass --prometheus-url URL",
                     "models[1] (b): path /opt/models/b.gguf is not under /models",
                     "models[2] (c): engine.api_key_file /etc/keys/c is a file on this host — use api_key_env"):
         assert problem in done.stderr, done.stderr
     assert not (tmp_path / "k8s").exists()  # nothing written
+    unread = render(tmp_path, bad.replace("quotas: {store: memory}", "observability: {metrics: false}"),
+                    "--models-claim", "models", "--gateways", "1", "--prometheus-url", "prometheus:9090")
+    assert unread.returncode == 1 and "cannot render for Kubernetes: 5 problem(s)" in unread.stderr
+    assert "--prometheus-url prometheus:9090: give Prometheus' http:// or https:// URL" in unread.stderr
+    assert "observability.metrics: false — the gateways serve no /metrics for Prometheus (and KEDA)" in unread.stderr
     no_volume = render(tmp_path, CONFIG)
     assert no_volume.returncode == 1 and "pass --models-claim NAME" in no_volume.stderr
 
@@ -186,3 +194,90 @@ def test_settings_from_the_environment_reach_the_pods_and_host_files_are_refused
     found = kubernetes.problems(store, raw, kubernetes.Options(models_claim="models"))
     assert found == ["store.trusted_keys: /etc/seekstack/release.pub is a file on this host — put it under /models "
                      "(the models volume) and give its path there"]
+
+
+AUTOSCALED = """
+storage: {url: "postgresql://seekstack@db.example/seekstack"}
+quotas: {store: redis, redis_url: "redis://redis.example:6379/0"}
+observability: {alerts: {error_ratio: 0.02}}
+models:
+  - {name: DeepSeek-R1, path: /models/deepseek-r1, context: 8192, slots: 8, replicas: 2, queue: {concurrency: 6},
+     engine: {kind: vllm, tensor_parallel: 8},
+     autoscale: {min_replicas: 2, max_replicas: 6, scale_up_at: 0.8, window: 120, up_cooldown: 30, down_cooldown: 3600}}
+  - {name: small, source: embedded}
+"""
+CRDS = Path(__file__).parents[1] / "crds"
+CUSTOM = ("ScaledObject", "ServiceMonitor", "PrometheusRule")
+
+
+def validate_custom_resources(docs: list[dict]) -> None:
+    """Against the CRDs' own schemas (KEDA 2, Prometheus Operator), with Node (`make test` installs both)."""
+    checked = subprocess.run(["node", str(CRDS / "validate.mjs")], input=json.dumps(docs), capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_autoscaled_models_rule_becomes_a_keda_scaledobject_and_the_gateways_a_scrape_and_alert_rules(tmp_path):
+    done = render(tmp_path, AUTOSCALED, "--models-claim", "models", "--namespace", "llm",
+                  "--prometheus-url", "http://prometheus-operated.monitoring:9090", "--prometheus-operator")
+    assert done.returncode == 0, done.stderr
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / "k8s")], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = list(yaml.safe_load_all(built.stdout))
+    for doc in docs:
+        if doc["kind"] not in CUSTOM:
+            kubernetes_validate.validate(doc, "1.32", strict=True)
+    custom = [doc for doc in docs if doc["kind"] in CUSTOM]
+    assert sorted(doc["kind"] for doc in custom) == sorted(CUSTOM)
+    validate_custom_resources(custom)
+    objects = {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+
+    # KEDA's HPA owns the count of the autoscaled model's pods; the other keeps its replicas
+    sts = objects["StatefulSet", "engines-deepseek-r1"]
+    assert "replicas" not in sts["spec"] and objects["StatefulSet", "engines-small"]["spec"]["replicas"] == 1
+    scaled = objects["ScaledObject", "engines-deepseek-r1"]["spec"]
+    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "engines-deepseek-r1"}
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"], scaled["pollingInterval"]) == (2, 6, 5)
+    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 30}]
+    assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 1800}]  # the HPA's most
+    triggers = {t["name"]: t for t in scaled["triggers"]}
+    assert {t["metadata"]["serverAddress"] for t in triggers.values()} == {"http://prometheus-operated.monitoring:9090"}
+    # one pod carries concurrency × scale_up_at requests (in flight or queued), less the HPA's 10 % tolerance
+    assert float(triggers["demand"]["metadata"]["threshold"]) == pytest.approx(6 * 0.8 / 1.1, rel=1e-3)
+    assert float(triggers["kv-cache"]["metadata"]["threshold"]) == pytest.approx(0.8 / 1.1, rel=1e-3)
+    for trigger in triggers.values():
+        assert trigger["metricType"] == "AverageValue"
+        assert '{namespace="llm", model="DeepSeek-R1"}' in trigger["metadata"]["query"] and "[120s]" in trigger["metadata"]["query"]
+    engines = yaml.safe_load(objects["ConfigMap", "engines-deepseek-r1"]["data"]["seekstack.yaml"])["models"][0]
+    assert "autoscale" not in engines and engines["replicas"] == 1  # a pod is one replica; KEDA counts pods
+
+    # every gateway pod scraped once (the headless Service only), with a key that reads /metrics alone
+    monitor = objects["ServiceMonitor", "seekstack-gateways"]["spec"]
+    selected = [name for (kind, name), doc in objects.items() if kind == "Service"
+                and monitor["selector"]["matchLabels"].items() <= doc["metadata"].get("labels", {}).items()]
+    assert selected == ["seekstack-gateway"]
+    [endpoint] = monitor["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in objects["Service", "seekstack-gateway"]["spec"]["ports"]}
+    assert (endpoint["path"], endpoint["scheme"]) == ("/metrics", "http")
+    secret = endpoint["authorization"]["credentials"]["name"]
+    after = done.stdout.split("and once a gateway is ready:")[1]  # the key is made by a running gateway
+    assert f"create secret generic {secret} --from-literal=token=$(kubectl -n llm exec seekstack-gateway-0 -- " \
+           "seekstack keys create --config /etc/seekstack/seekstack.yaml --name prometheus --role data_analyst " \
+           "--endpoint /metrics --json | jq -r .key)" in after
+    # the alert rules of `seekstack deploy alerts`, thresholds from the config, accepted by promtool
+    rules = objects["PrometheusRule", "seekstack"]["spec"]
+    assert rules == rule_file(load_settings(tmp_path / "seekstack.yaml").observability.alerts)
+    assert "> 0.02" in json.dumps(rules)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
+    checked = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True, text=True)
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_the_crd_check_refuses_a_mistyped_custom_resource():
+    """The Node check above is not a formality: a ScaledObject with a string count and a trigger
+    without a type is refused."""
+    bad = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"},
+           "spec": {"scaleTargetRef": {"name": "x"}, "minReplicaCount": "1", "triggers": [{"metadata": {}}]}}
+    with pytest.raises(AssertionError, match="minReplicaCount must be integer"):
+        validate_custom_resources([bad])

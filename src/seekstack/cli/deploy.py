@@ -57,13 +57,17 @@ def deploy_kubernetes(
     audit_size: str = typer.Option("20Gi", "--audit-size", help="Size of each gateway's volume (its audit chain: audit.max_bytes and some room)."),
     models_claim: Optional[str] = typer.Option(None, "--models-claim", help="A ReadOnlyMany PersistentVolumeClaim holding the model files (and the store), mounted in the engine pods."),
     models_dir: str = typer.Option("/models", "--models-dir", help="Where the models volume is mounted; model paths in the config are under it."),
+    prometheus_url: Optional[str] = typer.Option(None, "--prometheus-url", help="The Prometheus that scrapes the gateways (e.g. http://prometheus-operated.monitoring:9090): KEDA reads it to autoscale the models with `autoscale`."),
+    prometheus_operator: bool = typer.Option(False, "--prometheus-operator", help="Also render a ServiceMonitor (every gateway's /metrics) and a PrometheusRule (the alert rules); needs the Prometheus Operator's CRDs."),
 ) -> None:
     """Write Kubernetes manifests for this config: gateways (a StatefulSet on PostgreSQL and Redis), one
-    StatefulSet of engine pods per model seekstack starts, Services, a PodDisruptionBudget and NetworkPolicies."""
+    StatefulSet of engine pods per model seekstack starts (a KEDA ScaledObject for an autoscaled one), Services, a
+    PodDisruptionBudget and NetworkPolicies; with --prometheus-operator, the scrape and the alert rules."""
     settings = load_settings(config)
     raw = config_data(find_config_file(config))  # with the SEEKSTACK_* overrides: the pods get no such environment
     options = kubernetes.Options(image=image, namespace=namespace, gateways=gateways, storage_class=storage_class,
-                                 audit_size=audit_size, models_claim=models_claim, models_dir=models_dir)
+                                 audit_size=audit_size, models_claim=models_claim, models_dir=models_dir,
+                                 prometheus_url=prometheus_url, prometheus_operator=prometheus_operator)
     problems = kubernetes.problems(settings, raw, options)
     if problems:
         raise ConfigError(f"cannot render for Kubernetes: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
@@ -75,6 +79,11 @@ def deploy_kubernetes(
     for line in kubernetes.secret_commands(settings, options):
         out.print(f"  {line}", soft_wrap=True, markup=False)
     out.print(f"then: kubectl apply -k {output}", soft_wrap=True, markup=False)
+    after = kubernetes.after_commands(settings, options)
+    if after:
+        out.print("and once a gateway is ready:", soft_wrap=True)
+        for line in after:
+            out.print(f"  {line}", soft_wrap=True, markup=False)
 
 
 def _replace_directory(output: Path, files: dict[str, str]) -> None:

@@ -46,12 +46,16 @@ class ReplicaCollector(Collector):
         memory = GaugeMetricFamily("seekstack_replica_resident_memory_bytes", _help("seekstack_replica_resident_memory_bytes"), labels=labels)
         cpu = CounterMetricFamily("seekstack_replica_cpu_seconds", _help("seekstack_replica_cpu_seconds_total"), labels=labels)
         in_flight = GaugeMetricFamily("seekstack_requests_in_flight", _help("seekstack_requests_in_flight"), labels=["model", "replica"])
+        kv_cache = GaugeMetricFamily("seekstack_endpoint_kv_cache_usage", _help("seekstack_endpoint_kv_cache_usage"),
+                                     labels=["model", "address"])
         for replica in self.registry.endpoints():
             ids = [replica.model.name, str(replica.index), replica.model.engine.kind]
             up.add_metric(ids, 1.0 if replica.routable else 0.0)
             restarts.add_metric(ids, replica.restarts)
             slots.add_metric(ids, replica.model.slots)
             in_flight.add_metric(ids[:2], replica.outstanding)
+            if replica.load.kv_use is not None:  # the engine's own address: the same series on every gateway
+                kv_cache.add_metric([replica.model.name, replica.backend.base_url], replica.load.kv_use)
             usage = _process_usage(replica.engine.pid)
             if usage is not None:
                 memory.add_metric(ids, usage[0])
@@ -62,7 +66,7 @@ class ReplicaCollector(Collector):
         for alias, state in self.registry.models().items():
             model_ready.add_metric([alias], 1.0 if state["state"] == "ready" else 0.0)
             ready_endpoints.add_metric([alias], state["ready_endpoints"])
-        return [up, restarts, slots, in_flight, memory, cpu, model_ready, ready_endpoints]
+        return [up, restarts, slots, in_flight, kv_cache, memory, cpu, model_ready, ready_endpoints]
 
 
 class TrafficCollector(Collector):

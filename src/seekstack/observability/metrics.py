@@ -47,6 +47,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "seekstack_fleet_gateways": ("gauge", "state", "Gateways on the governance database by state (`serving`, `silent`: not seen for 30 s, `stopped`), as this gateway last read them (every 10 s)."),
     "seekstack_gateway_policy_differs": ("gauge", "section", "1 when this gateway's settings in that section (auth, roles, pii, quotas, audit, console, source_limits, priorities) differ from most serving gateways': a request may be answered differently here."),
     "seekstack_requests_in_flight": ("gauge", "model, replica", "Requests the gateway has sent to the replica and not finished."),
+    "seekstack_endpoint_kv_cache_usage": ("gauge", "model, address", "Share of the endpoint's KV cache in use, 0–1, as its engine last reported it (vLLM, SGLang and the simulator report it); `address` is the engine's, so every gateway gives the same series."),
     "seekstack_replica_slots": ("gauge", "model, replica, engine", "Parallel sequences (engine slots) of the replica."),
     "seekstack_model_ready": ("gauge", "model", "1 when at least one endpoint of the model takes requests, else 0 (the gateway itself stays ready: see /readyz)."),
     "seekstack_model_ready_endpoints": ("gauge", "model", "Endpoints of the model that take requests now, over all its deployments."),

@@ -11,8 +11,8 @@ over ``window`` seconds (5 minutes by default). The rule, as data (:class:`Rule`
   has passed; the replica leaves the registry at once and drains before it stops.
 
 Every decision — and every scale-up the memory plan refused — is an audit record, a metric and
-a log line. The actuator is the supervisor here; a Kubernetes deployment renders the same rule
-as an HPA / KEDA object (:meth:`Rule.to_json`).
+a log line. The actuator is the supervisor here; on Kubernetes the same rule is rendered as a
+KEDA ScaledObject on the gateways' metrics (:func:`seekstack.kubernetes_metrics.scaled_object`).
 """
 
 from __future__ import annotations
