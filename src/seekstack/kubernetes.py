@@ -37,6 +37,8 @@ import yaml
 from . import __version__
 from . import kubernetes_metrics as metrics
 from .config import Settings
+from .errors import SeekstackError
+from .planner.admission import admit, derive
 
 GATEWAY = "seekstack-gateway"
 GATEWAY_PORT = 8800
@@ -49,6 +51,10 @@ SECRETS = {"pepper": "seekstack-pepper", "engine_key": "seekstack-engine-key", "
            "redis": "seekstack-redis", "tls": "seekstack-tls"}
 USER = 10001
 GPU_KINDS = ("vllm", "sglang")
+# the planner's view of a pod with memory to spare: a llama.cpp engine's context, slots and prompt
+# cache are chosen as `serve` would, unconstrained, and its pod asks for what that plan uses
+ROOMY = {"cpu_model": "", "cpu_features": [], "cores": 1, "ram_bytes": 2**50, "available_bytes": 2**50, "gpus": []}
+HOST_PROCESS = 512 * 2**20  # `seekstack engines` itself, beside the engine it runs
 # a model entry's fields that say how to start its engines: an engines pod's business, not a gateway's
 LAUNCH_FIELDS = ("path", "source", "store", "replicas", "threads", "gpu_layers", "device", "prompt_cache_mib",
                  "rope_scaling", "quantization", "autoscale")
@@ -63,6 +69,7 @@ class Options:
     audit_size: str = "20Gi"
     models_claim: str | None = None  # a ReadOnlyMany volume with the model files, mounted at models_dir
     models_dir: str = "/models"
+    gpus_per_node: int = 8             # one engine pod asks for at most this many GPUs
     prometheus_url: str | None = None  # the Prometheus that scrapes the gateways: KEDA reads it to autoscale
     prometheus_operator: bool = False  # render a ServiceMonitor and a PrometheusRule (its CRDs are installed)
 
@@ -86,6 +93,11 @@ def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
                 found.append(f"{where}: autoscale on a cluster is KEDA's, on the gateways' metrics — pass "
                              "--prometheus-url URL (the Prometheus that scrapes the gateways), or drop autoscale and "
                              f"scale with `kubectl scale statefulset/engines-{slug(model.name)}`")
+            if gpus(model) > options.gpus_per_node:
+                found.append(f"{where}: one engine needs tensor_parallel × pipeline_parallel = {gpus(model)} GPUs, more "
+                             f"than a node has (--gpus-per-node {options.gpus_per_node}); engines spanning nodes are not "
+                             "rendered — fit one node (`seekstack plan` names a quantization that does) or pass "
+                             "--gpus-per-node")
             path = entry.get("path")
             if path is not None and options.models_claim is None:
                 found.append(f"{where}: path {path} is a file the engine pods need — pass --models-claim NAME, a "
@@ -170,6 +182,9 @@ def gateway_config(settings: Settings, raw: dict, options: Options) -> dict:
             models.append(entry)
             continue
         kept = {k: v for k, v in entry.items() if k not in LAUNCH_FIELDS and k != "engine"}
+        planned = engine_plan(settings, model)
+        if planned is not None:  # the gateway's limits (context, slots) as the engines run them
+            kept.update({k: v for k, v in planned[0].items() if k != "prompt_cache_mib"})
         models.append({**kept, "engine": {"kind": model.engine.kind, "api_key_env": ENGINE_KEY_ENV,
                                           "discover": discover_url(model.name, options.namespace)}})
     config["models"] = models
@@ -182,11 +197,33 @@ def engines_config(settings: Settings, model, entry: dict, options: Options) -> 
     engine = {**engine, "host": "0.0.0.0", "port": ENGINE_PORT, "api_key_env": ENGINE_KEY_ENV}  # noqa: S104
     engine.pop("api_key_file", None)
     entry = {k: v for k, v in entry.items() if k != "autoscale"}  # a pod is one replica; KEDA counts the pods
+    planned = engine_plan(settings, model)
+    if planned is not None:
+        entry.update(planned[0])
     config: dict[str, Any] = {"state_dir": STATE_DIR, "models": [{**entry, "replicas": 1, "engine": engine}]}
     if model.store is not None:
         config["store"] = {**settings.store.model_dump(mode="json", exclude_defaults=True),
                            "path": f"{options.models_dir}/store"}
     return config
+
+
+def engine_plan(settings: Settings, model) -> tuple[dict, int] | None:
+    """A llama.cpp engine pod's sizing — ``context``, ``slots`` and ``prompt_cache_mib`` as the
+    planner chooses them where memory is not short (set in the pods' configs, so a pod does not
+    choose them from its node's RAM), and the bytes the pod needs (the plan, and `seekstack engines`
+itself: its memory request) — when the
+    model file is readable here; else None (the pod plans at start, and asks for 2 GiB)."""
+    if model.engine.kind != "llamacpp" or model.engine.simulated:
+        return None
+    alone = settings.model_copy(update={"models": [model.model_copy(update={"replicas": 1})]})
+    try:
+        derive(alone, ROOMY)
+        admission = admit(alone, ROOMY)
+    except (SeekstackError, OSError, ValueError):  # a store model, a path only the pods have, not a GGUF
+        return None
+    [(planned, plan)] = admission.plans
+    sizing = {"context": planned.context, "slots": planned.slots, "prompt_cache_mib": planned.prompt_cache_mib}
+    return sizing, int(plan.total_bytes) + HOST_PROCESS
 
 
 def gpus(model) -> int:
@@ -313,7 +350,9 @@ def _engines(settings: Settings, model, entry: dict, options: Options) -> list[d
     name = f"engines-{slug(model.name)}"
     labels = _labels(name)
     gpu = gpus(model)
-    resources: dict[str, Any] = {"requests": {"cpu": str(model.threads or 2), "memory": "2Gi"}}
+    planned = engine_plan(settings, model)
+    memory = f"{-(-planned[1] // 2**20)}Mi" if planned is not None else "2Gi"
+    resources: dict[str, Any] = {"requests": {"cpu": str(model.threads or 2), "memory": memory}}
     if gpu:
         resources["limits"] = {"nvidia.com/gpu": gpu}
     mounts = [{"name": "config", "mountPath": f"{CONFIG_DIR}/seekstack.yaml", "subPath": "seekstack.yaml", "readOnly": True},

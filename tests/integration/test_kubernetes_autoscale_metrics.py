@@ -1,17 +1,20 @@
 """What KEDA would scale on reads what the gateways do: `seekstack deploy kubernetes` renders an
-autoscaled model's ScaledObject and the gateways' ServiceMonitor; here the rendered engines and
-gateway configs run for real (simulated vLLM: no GPU here, the simulator stands in), a real
-Prometheus scrapes the gateway as that ServiceMonitor says — with the key the printed command
-creates — and runs the ScaledObject's own queries. While 6 streams run on one engine of 2 slots
-(2 in flight, 4 queued) the demand query reads 6, so the HPA (its algorithm, for AverageValue
-metrics) would ask for 4 pods; when they end, for the minimum. KEDA and the HPA themselves need
-a cluster, which this machine does not have."""
+autoscaled model's ScaledObject and the gateways' ServiceMonitor; here the rendered engines config
+and two gateways on the rendered gateway config run for real (simulated vLLM: no GPU here, the
+simulator stands in), a real Prometheus scrapes both gateways as that ServiceMonitor says — with
+the key the printed command creates — and runs the ScaledObject's own queries. While 3 streams
+run through each gateway on one engine of 2 slots (each gateway: 2 in flight, 1 queued) the
+demand query reads 6, summed over the gateways, and the engine's KV-cache use, which both
+gateways report, is counted once; the HPA (its algorithm, for AverageValue metrics) would ask
+for 4 pods, and when the streams end, for the minimum. KEDA and the HPA themselves need a
+cluster, which this machine does not have."""
 
 from __future__ import annotations
 
 import math
 import secrets
 import shlex
+import shutil
 import subprocess
 import threading
 import time
@@ -113,6 +116,12 @@ def test_the_scaledobjects_queries_read_the_gateways_load_from_a_real_prometheus
         gateway = Server(tmp_path, config, name="gateway", command="gateway")
         gateway.env = key
         gateway.start()
+        other = Server(tmp_path, config, name="gateway-b", command="gateway")  # the StatefulSet's second pod
+        other.env = key
+        pepper = tmp_path / "gateway-b-state" / "pepper.key"  # the pepper Secret, as the init container installs it
+        pepper.parent.mkdir(mode=0o700)
+        shutil.copy2(tmp_path / "gateway-state" / "pepper.key", pepper)
+        other.start()
 
         # the metrics key, made as the command `deploy kubernetes` printed for the Secret runs it in the
         # gateway pod (here the gateway's address and key are given: its config is not at the pod's path)
@@ -134,27 +143,32 @@ def test_the_scaledobjects_queries_read_the_gateways_load_from_a_real_prometheus
         prometheus = Prometheus(tmp_path, {
             "job_name": "seekstack-gateways", "metrics_path": endpoint["path"], "scheme": endpoint["scheme"],
             "authorization": {"type": endpoint["authorization"]["type"], "credentials": token},
-            "static_configs": [{"targets": [f"127.0.0.1:{gateway.port}"], "labels": {"namespace": "seekstack"}}]},
+            "static_configs": [{"targets": [f"127.0.0.1:{g.port}" for g in (gateway, other)],
+                                "labels": {"namespace": "seekstack"}}]},
             prometheus_port)
         assert {t["metadata"]["serverAddress"] for t in scaled["triggers"]} == {prometheus.url}  # where KEDA asks
-        client = OpenAI(base_url=gateway.url + "/v1", api_key=gateway.key, max_retries=0, timeout=120)
         answers: list[int] = []
 
-        def stream() -> None:
+        def stream(url: str) -> None:
+            client = OpenAI(base_url=url + "/v1", api_key=gateway.key, max_retries=0, timeout=120)
             chunks = client.chat.completions.create(model="deepseek-r1", stream=True, max_tokens=200,
                                                     messages=[{"role": "user", "content": "Count slowly."}])
             answers.append(sum(1 for c in chunks if c.choices and c.choices[0].delta.content))
 
-        threads = [threading.Thread(target=stream) for _ in range(STREAMS)]
+        threads = [threading.Thread(target=stream, args=(g.url,)) for g in (gateway, other) for _ in range(STREAMS // 2)]
         for t in threads:
             t.start()
         time.sleep(WINDOW + 2)  # a full window of samples with every stream on
         in_flight = prometheus.value(queries["demand"])
         kv = prometheus.value(queries["kv-cache"])
-        # 2 in flight on the engine's 2 slots, 4 waiting in the gateway's queue
+        # each gateway: 2 in flight (its limit on the endpoint: the engine's 2 slots), 1 in its queue
         assert in_flight == pytest.approx(STREAMS, abs=0.6), prometheus.query("seekstack_queue_waiting")
+        assert {s["metric"]["instance"] for s in prometheus.query("seekstack_requests_in_flight")} == \
+            {f"127.0.0.1:{g.port}" for g in (gateway, other)}
+        # one engine, reported by both gateways under its own address, counted once
+        reported = prometheus.query("seekstack_endpoint_kv_cache_usage")
+        assert len(reported) == 2 and len({s["metric"]["address"] for s in reported}) == 1
         assert 0 < kv <= 1
-        assert len(prometheus.query("seekstack_endpoint_kv_cache_usage")) == 1  # one engine, one series
         # threshold 2 slots × 0.85 / 1.1 = 1.55 requests a pod: 6 ask for 4 pods
         assert desired_replicas(1, {"demand": in_flight, "kv-cache": kv}, scaled) == 4
         for t in threads:
@@ -163,6 +177,7 @@ def test_the_scaledobjects_queries_read_the_gateways_load_from_a_real_prometheus
         time.sleep(WINDOW + 2)
         assert prometheus.value(queries["demand"]) == 0
         assert desired_replicas(4, {"demand": 0.0, "kv-cache": prometheus.value(queries["kv-cache"])}, scaled) == 1
+        other.stop()
         gateway.stop()
     finally:
         if prometheus is not None:

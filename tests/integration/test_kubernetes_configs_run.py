@@ -3,13 +3,15 @@ real `seekstack engines`, the gateway pod's under a real `seekstack gateway` on 
 PostgreSQL, the only changes being what the cluster provides (the engines' Service name resolves to a
 loopback address, the fixed ports free ones, the state directory a temporary one, the
 engine-key Secret an environment variable). A request through the official `openai` client
-goes gateway → engine with the key the Secret holds."""
+goes gateway → engine with the key the Secret holds, and the engines pod's memory request (from
+the planner) covers what its processes use."""
 
 from __future__ import annotations
 
 import secrets
 import subprocess
 
+import psutil
 import yaml
 from openai import OpenAI
 
@@ -27,9 +29,13 @@ def test_the_rendered_gateway_and_engines_configs_serve_a_request(tmp_path, post
     done = subprocess.run([*SEEKSTACK, "deploy", "kubernetes", "--config", str(tmp_path / "seekstack.yaml"),
                            "--output", str(tmp_path / "k8s"), "--gateways", "1"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    configs = {doc["metadata"]["name"]: yaml.safe_load(doc["data"]["seekstack.yaml"])
-               for path in (tmp_path / "k8s").glob("*.yaml") for doc in yaml.safe_load_all(path.read_text())
-               if doc and doc["kind"] == "ConfigMap"}
+    docs = [doc for path in (tmp_path / "k8s").glob("*.yaml") for doc in yaml.safe_load_all(path.read_text()) if doc]
+    configs = {doc["metadata"]["name"]: yaml.safe_load(doc["data"]["seekstack.yaml"]) for doc in docs
+               if doc["kind"] == "ConfigMap"}
+    [engines_pod] = [doc["spec"]["template"]["spec"]["containers"][0] for doc in docs
+                     if doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "engines-smollm2"]
+    requested = engines_pod["resources"]["requests"]["memory"]
+    assert requested.endswith("Mi")
     key = {kubernetes.ENGINE_KEY_ENV: secrets.token_hex(32)}  # the engine-key Secret, as envFrom gives it
 
     [engine_model] = configs["engines-smollm2"]["models"]
@@ -52,6 +58,10 @@ def test_the_rendered_gateway_and_engines_configs_serve_a_request(tmp_path, post
         answer = client.chat.completions.create(model="smollm2", max_tokens=8,
                                                 messages=[{"role": "user", "content": "Hello"}])
         assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
+        # the pod's memory request (the planner's, for this model, context and slots) covers what it uses
+        pod = psutil.Process(engines.proc.pid)
+        used = sum(p.memory_info().rss for p in [pod, *pod.children(recursive=True)])
+        assert used <= int(requested[:-2]) * 2**20, (used / 2**20, requested)
         gateway.stop()
     finally:
         engines.stop()

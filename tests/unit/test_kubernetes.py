@@ -17,6 +17,7 @@ import yaml
 
 from seekstack import kubernetes
 from seekstack.config import Settings, check_settings, load_settings
+from seekstack.embedded import embedded_model_path
 from seekstack.hostroles import role_problems
 from seekstack.observability.alerts import rule_file
 
@@ -104,6 +105,14 @@ def test_each_gateway_finds_its_engines_by_their_headless_services_name(objects,
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in r1["containers"][0]["volumeMounts"]
     small = objects["StatefulSet", "engines-smollm2"]["spec"]["template"]["spec"]["containers"][0]
     assert "limits" not in small["resources"] and small["resources"]["requests"]["cpu"] == "2"
+    # a llama.cpp pod asks for its plan: weights (the file), KV, overhead, prompt cache, and seekstack itself
+    memory = int(small["resources"]["requests"]["memory"].removesuffix("Mi")) * 2**20
+    assert memory > embedded_model_path().stat().st_size + 256 * 2**20 + kubernetes.HOST_PROCESS
+    assert r1["containers"][0]["resources"]["requests"]["memory"] == "2Gi"  # vLLM: its GPUs hold the model
+    # slots left unset are fixed as the planner chose them, the same in the engines' and the gateway's config
+    [engines] = yaml.safe_load(objects["ConfigMap", "engines-smollm2"]["data"]["seekstack.yaml"])["models"]
+    assert (engines["context"], engines["slots"], engines["prompt_cache_mib"]) == (1024, 4, 256)
+    assert (gateway.model("smollm2").context, gateway.model("smollm2").slots) == (1024, 4)
 
 
 def test_the_gateways_are_a_statefulset_with_a_volume_each_probes_a_drain_and_no_root(objects):
@@ -154,6 +163,13 @@ models:
     assert unread.returncode == 1 and "cannot render for Kubernetes: 5 problem(s)" in unread.stderr
     assert "--prometheus-url prometheus:9090: give Prometheus' http:// or https:// URL" in unread.stderr
     assert "observability.metrics: false — the gateways serve no /metrics for Prometheus (and KEDA)" in unread.stderr
+    # DeepSeek-R1 over two 8-GPU nodes (tensor 8 × pipeline 2) would be one pod asking for 16: never scheduled
+    wide = render(tmp_path, CONFIG.replace("tensor_parallel: 4", "tensor_parallel: 8"), "--models-claim", "models")
+    assert wide.returncode == 1 and "cannot render for Kubernetes: 1 problem(s)" in wide.stderr
+    assert "models[1] (DeepSeek-R1): one engine needs tensor_parallel × pipeline_parallel = 16 GPUs, more than a " \
+           "node has (--gpus-per-node 8)" in wide.stderr
+    assert render(tmp_path, CONFIG.replace("tensor_parallel: 4", "tensor_parallel: 8"), "--models-claim", "models",
+                  "--gpus-per-node", "16").returncode == 0
     no_volume = render(tmp_path, CONFIG)
     assert no_volume.returncode == 1 and "pass --models-claim NAME" in no_volume.stderr
 

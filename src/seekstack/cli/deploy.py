@@ -57,6 +57,7 @@ def deploy_kubernetes(
     audit_size: str = typer.Option("20Gi", "--audit-size", help="Size of each gateway's volume (its audit chain: audit.max_bytes and some room)."),
     models_claim: Optional[str] = typer.Option(None, "--models-claim", help="A ReadOnlyMany PersistentVolumeClaim holding the model files (and the store), mounted in the engine pods."),
     models_dir: str = typer.Option("/models", "--models-dir", help="Where the models volume is mounted; model paths in the config are under it."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", min=1, max=64, help="GPUs a node has: an engine pod (tensor_parallel × pipeline_parallel GPUs) must fit one."),
     prometheus_url: Optional[str] = typer.Option(None, "--prometheus-url", help="The Prometheus that scrapes the gateways (e.g. http://prometheus-operated.monitoring:9090): KEDA reads it to autoscale the models with `autoscale`."),
     prometheus_operator: bool = typer.Option(False, "--prometheus-operator", help="Also render a ServiceMonitor (every gateway's /metrics) and a PrometheusRule (the alert rules); needs the Prometheus Operator's CRDs."),
 ) -> None:
@@ -67,7 +68,7 @@ def deploy_kubernetes(
     raw = config_data(find_config_file(config))  # with the SEEKSTACK_* overrides: the pods get no such environment
     options = kubernetes.Options(image=image, namespace=namespace, gateways=gateways, storage_class=storage_class,
                                  audit_size=audit_size, models_claim=models_claim, models_dir=models_dir,
-                                 prometheus_url=prometheus_url, prometheus_operator=prometheus_operator)
+                                 gpus_per_node=gpus_per_node, prometheus_url=prometheus_url, prometheus_operator=prometheus_operator)
     problems = kubernetes.problems(settings, raw, options)
     if problems:
         raise ConfigError(f"cannot render for Kubernetes: {len(problems)} problem(s):\n  " + "\n  ".join(problems),
