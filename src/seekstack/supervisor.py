@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import logging
 import secrets
 import shutil
@@ -504,7 +505,11 @@ class Supervisor:
                 return
             replica.state = RESTARTING
             replica.restarts += 1
-            log.warning("replica %s exited (code %s); restarting in %.1fs", replica.name, replica.last_exit, delay)
+            # an engine that never came up: its own last words say why (a missing library, a bad option)
+            why = None if healthy_since is not None else await asyncio.to_thread(
+                _last_line, getattr(replica.engine, "log_path", None))
+            log.warning("replica %s exited (code %s)%s; restarting in %.1fs", replica.name, replica.last_exit,
+                        f" before it was ready: {why}" if why else "", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.cfg.backoff_max)
 
@@ -574,3 +579,16 @@ def deployment_of(model: ModelConfig, replicas: list[Replica], name: str | None 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _last_line(path: Path | None, limit: int = 300) -> str | None:
+    """The last line an engine wrote to its log (at most ``limit`` characters), if any."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:limit] if lines else None

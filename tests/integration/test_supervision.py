@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Server, pid_alive
+from hfdir import make_hf_dir
 
 HELLO = [{"role": "user", "content": "Hi"}]
 
@@ -126,3 +127,17 @@ def test_engines_run_niced_below_the_gateway(supervised):
             # the engine runs in its own session, so the kernel weighs it as a group: the group is niced too
             assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == "5", replica["model"]
     assert os.getpriority(os.PRIO_PROCESS, supervised.proc.pid) == 0
+
+
+def test_an_engine_that_cannot_start_says_why_in_the_gateways_log(tmp_path):
+    """An engine that exits before it was ever ready (here the simulated vLLM, given an option it
+    does not know; in a container image without libgomp, llama.cpp) has its last line in the
+    gateway's own log, beside the exit code, instead of only in the replica's log file."""
+    srv = Server(tmp_path, {"supervisor": {"backoff_initial": 0.5}, "models": [
+        {"name": "broken", "path": str(make_hf_dir(tmp_path / "m")), "context": 512, "slots": 2,
+         "engine": {"kind": "vllm", "simulate": True}}]}, name="broken")
+    srv.env = {"SEEKSTACK_SIM_OPTIONS": "--no-such-option"}
+    with pytest.raises(RuntimeError, match="serve not ready"):
+        srv.start(timeout=8)
+    said = re.findall(r"replica broken/0 exited \(code 2\) before it was ready: (.*?); restarting in", srv.log_path.read_text())
+    assert said and "unrecognized arguments: --no-such-option" in said[0], srv.log_path.read_text()[-2000:]
