@@ -210,9 +210,9 @@ def engines_config(settings: Settings, model, entry: dict, options: Options) -> 
 def engine_plan(settings: Settings, model) -> tuple[dict, int] | None:
     """A llama.cpp engine pod's sizing — ``context``, ``slots`` and ``prompt_cache_mib`` as the
     planner chooses them where memory is not short (set in the pods' configs, so a pod does not
-    choose them from its node's RAM), and the bytes the pod needs (the plan, and `seekstack engines`
-itself: its memory request) — when the
-    model file is readable here; else None (the pod plans at start, and asks for 2 GiB)."""
+    choose them from its node's RAM) — and the bytes the pod needs (the plan and `seekstack
+    engines` itself: its memory request), when the model file is readable here; else None (the
+    pod plans at start, and asks for 2 GiB)."""
     if model.engine.kind != "llamacpp" or model.engine.simulated:
         return None
     alone = settings.model_copy(update={"models": [model.model_copy(update={"replicas": 1})]})

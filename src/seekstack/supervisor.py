@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import logging
+import os
 import secrets
 import shutil
 import tempfile
