@@ -265,6 +265,12 @@ def _labels(component: str) -> dict:
     return {"app.kubernetes.io/name": component, "app.kubernetes.io/component": component}
 
 
+def _pod_environment() -> list[dict]:
+    """HOME on the writable /tmp; the state directory the config names — the image sets its own
+    (`SEEKSTACK_STATE_DIR`, for `docker run`), which would otherwise win over the config's."""
+    return [{"name": "HOME", "value": "/tmp"}, {"name": "SEEKSTACK_STATE_DIR", "value": STATE_DIR}]
+
+
 def _hardened() -> dict:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
@@ -308,7 +314,7 @@ def _gateway(settings: Settings, raw: dict, options: Options) -> list[dict]:
             "name": "gateway", "image": options.image,
             "args": ["gateway", "--config", f"{CONFIG_DIR}/seekstack.yaml"],
             "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
-            "env": [{"name": "HOME", "value": "/tmp"},
+            "env": [*_pod_environment(),
                     {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": SECRETS["postgres"], "key": "password",
                                                                           "optional": True}}},
                     *([{"name": settings.quotas.redis_password_env, "valueFrom": {"secretKeyRef": {
@@ -373,7 +379,7 @@ def _engines(settings: Settings, model, entry: dict, options: Options) -> list[d
             "name": "engines", "image": options.image,
             "args": ["engines", "--config", f"{CONFIG_DIR}/seekstack.yaml"],
             "ports": [{"name": "engine", "containerPort": ENGINE_PORT}],
-            "env": [{"name": "HOME", "value": "/tmp"}],
+            "env": _pod_environment(),
             "envFrom": [{"secretRef": {"name": SECRETS["engine_key"]}}],
             # the gateways heartbeat each engine and send only to ready ones; this only gates restarts
             "startupProbe": {"tcpSocket": {"port": "engine"}, "periodSeconds": 10,

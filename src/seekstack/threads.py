@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
+import os
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -41,9 +44,29 @@ async def in_worker_process(call, *args):
     worker that died is replaced at the next call; this one raises BrokenProcessPool."""
     global _worker
     if _worker is None:
-        _worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_leave_with, initargs=(os.getpid(),))
     try:
         return await asyncio.get_running_loop().run_in_executor(_worker, call, *args)
     except BrokenProcessPool:
         _worker = None
         raise
+
+
+def stop_worker_process() -> None:
+    """At shutdown: the worker process leaves (a call still running in it is abandoned)."""
+    global _worker
+    if _worker is not None:
+        _worker.shutdown(wait=False, cancel_futures=True)
+        _worker = None
+
+
+def _leave_with(parent: int) -> None:
+    """In the worker process: exit once the process that started it is gone — killed outright, it
+    could not say so, and the worker would otherwise wait for work forever."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="leave-with-parent", daemon=True).start()

@@ -3,12 +3,14 @@ so the base — Debian bookworm with its Python, what `python:3.11-slim-bookworm
 here with debootstrap (once; kept in ~/.cache/seekstack-tests). Then `make image` builds the
 Containerfile on it with buildah, the image's own configuration is read (entrypoint, command,
 user, state directory), and the image runs `seekstack serve`: as its non-root user, with its
-state on a volume, the official openai client gets an answer from the embedded model."""
+state on a volume, the official openai client gets an answer from the embedded model. And the
+pods `seekstack deploy kubernetes` renders run from it as rendered."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -17,9 +19,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
 from openai import OpenAI
 
-from conftest import ROOT, free_port
+from conftest import ROOT, SEEKSTACK, free_port
+
+from seekstack import kubernetes
 
 CACHE = Path.home() / ".cache" / "seekstack-tests" / "image"
 BASE = "localhost/seekstack-test-base:bookworm-1"
@@ -92,7 +97,7 @@ def test_the_image_serves_the_embedded_model_as_its_own_user(tmp_path, buildah_e
     log = open(tmp_path / "serve.log", "wb")
     # buildah run executes the command itself (not the entrypoint); loopback: the container shares
     # this machine's network under chroot isolation
-    proc = subprocess.Popen(["buildah", "run", "--volume", f"{state}:/var/lib/seekstack", container, "--",
+    proc = subprocess.Popen(["buildah", "run", "--volume", f"{state}:/var/lib/seekstack:rw", container, "--",
                              "seekstack", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env=buildah_env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -129,3 +134,105 @@ def test_the_image_serves_the_embedded_model_as_its_own_user(tmp_path, buildah_e
         except subprocess.TimeoutExpired:
             proc.kill()
         buildah(buildah_env, "rm", container, check=False)
+
+
+def test_the_kubernetes_pods_run_from_the_image_as_rendered(tmp_path, buildah_env, image, postgres):
+    """`deploy kubernetes` renders pods for this image; here they run from it as rendered — the
+    gateway pod's init container installs the pepper, then its container and the engines pod's
+    run their args, with their environment, the ConfigMaps and Secrets where the pods mount them
+    — and a request goes gateway → engine. What the cluster provides is stood in for: the pods'
+    own network is this machine's, so their fixed ports become free ones and the engines'
+    Service name the engine's loopback address; PostgreSQL is a real server here."""
+    (tmp_path / "seekstack.yaml").write_text(yaml.safe_dump({
+        "storage": {"url": postgres.new_database()}, "quotas": {"store": "memory"},
+        "models": [{"name": "smollm2", "source": "embedded", "context": 512, "slots": 2, "threads": 1}]}))
+    done = subprocess.run([*SEEKSTACK, "deploy", "kubernetes", "--config", str(tmp_path / "seekstack.yaml"),
+                           "--output", str(tmp_path / "k8s"), "--gateways", "1", "--image", image],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    docs = [d for p in (tmp_path / "k8s").glob("*.yaml") for d in yaml.safe_load_all(p.read_text()) if d]
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "StatefulSet"}
+    configs = {d["metadata"]["name"]: yaml.safe_load(d["data"]["seekstack.yaml"]) for d in docs if d["kind"] == "ConfigMap"}
+    tmp_path.chmod(0o755)  # pytest makes it 0700; buildah's chroot then mounts the second volume wrongly
+    engine_key = secrets.token_hex(32)  # the Secret seekstack-engine-key, as envFrom gives it
+    engine_port, gateway_port = free_port(), free_port()
+    configs["engines-smollm2"]["models"][0]["engine"].update(host="127.0.0.1", port=engine_port)
+    gateway_config = configs["seekstack-gateway"]
+    gateway_config["models"][0]["engine"]["discover"] = f"http://127.0.0.1:{engine_port}"
+    gateway_config["server"].update(host="127.0.0.1", port=gateway_port)
+
+    def pod(name: str, spec: dict, config: dict, secret_files: dict[str, bytes] | None = None) -> tuple[Path, list[str]]:
+        """The pod's volumes on this machine (its ConfigMap, Secrets, its state volume owned by the
+        pod's fsGroup) and the `buildah run` options that mount them and set its environment."""
+        root = tmp_path / name
+        (root / "etc").mkdir(parents=True)
+        (root / "etc" / "seekstack.yaml").write_text(yaml.safe_dump(config))
+        for relative, content in (secret_files or {}).items():
+            path = root / "etc" / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            os.chown(path, 0, USER)
+            path.chmod(0o440)  # the Secret's defaultMode, group: the pod's fsGroup
+        (root / "state").mkdir()
+        os.chown(root / "state", USER, USER)
+        container = spec["containers"][0]
+        env = [f"{e['name']}={e['value']}" for e in container["env"] if "value" in e]
+        assert "SEEKSTACK_STATE_DIR=/var/lib/seekstack/state" in env  # the config's, over the image's own
+        # (buildah 1.28's chroot isolation loses the state volume of two unless it comes first, each
+        # says ro or rw, and their common parent is not 0700 — found by trying: see tmp_path's chmod)
+        options = ["--volume", f"{root / 'state'}:/var/lib/seekstack:rw", "--volume", f"{root / 'etc'}:/etc/seekstack:ro",
+                   *(x for e in [*env, f"{kubernetes.ENGINE_KEY_ENV}={engine_key}"] for x in ("--env", e))]
+        return root, options
+
+    def run(options: list[str], command: list[str], log: Path) -> subprocess.Popen:
+        container = buildah(buildah_env, "from", "--quiet", image).stdout.strip()
+        return subprocess.Popen(["buildah", "run", *options, container, "--", *command], env=buildah_env,
+                                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+    procs: list[subprocess.Popen] = []
+    try:
+        engines_root, engines_options = pod("engines", pods["engines-smollm2"], configs["engines-smollm2"])
+        procs.append(run(engines_options, ["seekstack", *pods["engines-smollm2"]["containers"][0]["args"]],
+                         tmp_path / "engines.log"))
+        gateway_spec = pods["seekstack-gateway"]
+        gateway_root, gateway_options = pod("gateway", gateway_spec, gateway_config,
+                                            {"pepper/pepper.key": secrets.token_bytes(32)})
+        [init] = gateway_spec["initContainers"]
+        installed = subprocess.run(["buildah", "run", *gateway_options,
+                                    buildah(buildah_env, "from", "--quiet", image).stdout.strip(), "--", *init["command"]],
+                                   env=buildah_env, capture_output=True, text=True, timeout=120)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        pepper = gateway_root / "state" / "state" / "pepper.key"
+        assert pepper.read_bytes() == (gateway_root / "etc" / "pepper" / "pepper.key").read_bytes()
+        assert pepper.stat().st_mode & 0o777 == 0o600 and pepper.stat().st_uid == USER
+        deadline = time.monotonic() + 120
+        while "engines ready" not in (tmp_path / "engines.log").read_text():
+            assert time.monotonic() < deadline and procs[0].poll() is None, (tmp_path / "engines.log").read_text()[-3000:]
+            time.sleep(0.5)
+        procs.append(run(gateway_options, ["seekstack", *gateway_spec["containers"][0]["args"]], tmp_path / "gateway.log"))
+        url = f"http://127.0.0.1:{gateway_port}"
+        probe = gateway_spec["containers"][0]["readinessProbe"]["httpGet"]["path"]
+        while True:
+            assert time.monotonic() < deadline and procs[1].poll() is None, (tmp_path / "gateway.log").read_text()[-3000:]
+            try:
+                if httpx.get(url + probe, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        key = (gateway_root / "state" / "state" / "admin.key").read_text().strip()
+        client = OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
+        answer = client.chat.completions.create(model="smollm2", max_tokens=8,
+                                                messages=[{"role": "user", "content": "Hello"}])
+        assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
+    finally:
+        for p in psutil.process_iter(["cmdline", "uids"]):  # the pods' processes: SIGTERM, as the kubelet
+            if p.info["uids"] and p.info["uids"].real == USER and p.info["cmdline"] \
+                    and any("seekstack" in part for part in p.info["cmdline"][:3]):
+                p.terminate()
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        buildah(buildah_env, "rm", "--all", check=False)

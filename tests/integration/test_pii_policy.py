@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import psutil
 import pytest
 
 from conftest import as_key, make_key, make_user, auditor_key
@@ -123,5 +124,14 @@ def test_a_long_prompt_and_a_long_answer_are_scanned_apart_and_every_value_count
         else:  # the engine saw the numbers and said them again: the prompt's and the answer's are counted
             assert text.count(PHONE) > 1000
             assert wait_until(lambda: counted() == 1000 + text.count(PHONE), 10), (counted(), text.count(PHONE))
+        # the worker process leaves with the gateway: stopped (mask), or killed outright (detect)
+        [worker] = [p for p in psutil.Process(server.proc.pid).children()
+                    if any("spawn_main" in part for part in p.cmdline())]
+        if policy == "mask":
+            server.stop()
+        else:
+            server.proc.kill()
+            server.proc.wait()
+        assert wait_until(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 10), worker
     finally:
         server.stop()

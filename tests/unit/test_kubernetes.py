@@ -136,6 +136,13 @@ def test_the_gateways_are_a_statefulset_with_a_volume_each_probes_a_drain_and_no
     assert secrets == {"seekstack-pepper", "seekstack-engine-key", "seekstack-postgres", "seekstack-redis"}
     assert {"name": "QUOTA_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "seekstack-redis", "key": "password"}}} \
         in container["env"]
+    # the image sets SEEKSTACK_STATE_DIR for `docker run`; a pod sets the one its config names, or the
+    # image's would win over the config (and the pepper the init container installs would be missed)
+    for name in ("seekstack-gateway", "engines-smollm2"):
+        env = objects["StatefulSet", name]["spec"]["template"]["spec"]["containers"][0]["env"]
+        config = yaml.safe_load(objects["ConfigMap", name]["data"]["seekstack.yaml"])
+        assert {"name": "SEEKSTACK_STATE_DIR", "value": kubernetes.STATE_DIR} in env
+        assert config["state_dir"] == kubernetes.STATE_DIR
     service = objects["Service", "seekstack"]["spec"]
     assert service["selector"] == sts["selector"]["matchLabels"] and service["ports"][0]["targetPort"] == "http"
     assert objects["PodDisruptionBudget", "seekstack-gateway"]["spec"]["maxUnavailable"] == 1

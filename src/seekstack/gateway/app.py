@@ -21,6 +21,7 @@ from ..traffic.autoscaler import Autoscaler, Rule
 from ..traffic.rollout import Rollouts
 from ..traffic.router import Router
 from ..supervisor import Supervisor
+from ..threads import stop_worker_process
 from ..observability import Observability
 from . import admin_routes, health_routes, metrics_routes, ollama_routes, openai_routes, traffic_routes
 from .guard import GuardMiddleware
@@ -78,6 +79,7 @@ def build_app(settings: Settings, observability: Observability | None = None, re
             await http.close()
             await governance.aclose()
             observability.shutdown()
+            stop_worker_process()
 
     # FastAPI's own OpenTelemetry instrumentation stays off: seekstack traces requests itself
     # (observability/tracing.py), and the check costs every request when nothing uses it.
