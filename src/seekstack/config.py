@@ -325,6 +325,15 @@ class ModelConfig(_Section):
                               fix="run it through `seekstack serve`, which resolves and verifies store models")
         return embedded_model_path()
 
+    @property
+    def concurrency(self) -> int | None:
+        """Requests one endpoint runs at once before more wait in the gateway's queue (None: no
+        limit): ``queue.concurrency``, else the engine's slots — except for an OpenAI-compatible
+        server seekstack does not know the capacity of."""
+        if self.queue.concurrency is not None or self.engine.kind == "openai":
+            return self.queue.concurrency
+        return self.slots
+
     def reasoning_format(self) -> str:
         if self.reasoning != "auto":
             return self.reasoning

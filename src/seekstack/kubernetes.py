@@ -128,11 +128,12 @@ def render(settings: Settings, raw: dict, options: Options) -> dict[str, str]:
     """File name → YAML text of the Kustomize directory (call :func:`problems` first)."""
     engines = [(model, entry) for model, entry in zip(settings.models, entries(settings, raw))
                if model.engine.launched]
+    plans = {model.name: engine_plan(settings, model) for model, _ in engines}  # each model planned once
     files = {"namespace.yaml": _dump([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace}}]),
-             "gateway.yaml": _dump(_gateway(settings, raw, options)),
+             "gateway.yaml": _dump(_gateway(settings, raw, options, plans)),
              "network-policy.yaml": _dump(_network_policies(engines))}
     for model, entry in engines:
-        files[f"engines-{slug(model.name)}.yaml"] = _dump(_engines(settings, model, entry, options))
+        files[f"engines-{slug(model.name)}.yaml"] = _dump(_engines(settings, model, entry, options, plans[model.name]))
     if options.prometheus_operator:
         files["monitoring.yaml"] = _dump([
             metrics.service_monitor(_labels(GATEWAY), settings.server.tls is not None, options.namespace),
@@ -163,7 +164,7 @@ def discover_url(model_name: str, namespace: str) -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{ENGINE_PORT}"
 
 
-def gateway_config(settings: Settings, raw: dict, options: Options) -> dict:
+def gateway_config(settings: Settings, raw: dict, options: Options, plans: dict) -> dict:
     """The config every gateway pod runs: the file as written, its host-specific parts replaced."""
     config = {k: v for k, v in raw.items() if k not in ("state_dir", "models")}
     server = {k: v for k, v in (raw.get("server") or {}).items() if k not in ("host", "port")}
@@ -182,7 +183,7 @@ def gateway_config(settings: Settings, raw: dict, options: Options) -> dict:
             models.append(entry)
             continue
         kept = {k: v for k, v in entry.items() if k not in LAUNCH_FIELDS and k != "engine"}
-        planned = engine_plan(settings, model)
+        planned = plans[model.name]
         if planned is not None:  # the gateway's limits (context, slots) as the engines run them
             kept.update({k: v for k, v in planned[0].items() if k != "prompt_cache_mib"})
         models.append({**kept, "engine": {"kind": model.engine.kind, "api_key_env": ENGINE_KEY_ENV,
@@ -191,13 +192,12 @@ def gateway_config(settings: Settings, raw: dict, options: Options) -> dict:
     return config
 
 
-def engines_config(settings: Settings, model, entry: dict, options: Options) -> dict:
+def engines_config(settings: Settings, model, entry: dict, options: Options, planned: tuple | None) -> dict:
     """The config an engines pod of ``model`` runs: that model alone, one replica, on TCP with the key."""
     engine = entry.get("engine") if isinstance(entry.get("engine"), dict) else {"kind": model.engine.kind}
     engine = {**engine, "host": "0.0.0.0", "port": ENGINE_PORT, "api_key_env": ENGINE_KEY_ENV}  # noqa: S104
     engine.pop("api_key_file", None)
     entry = {k: v for k, v in entry.items() if k != "autoscale"}  # a pod is one replica; KEDA counts the pods
-    planned = engine_plan(settings, model)
     if planned is not None:
         entry.update(planned[0])
     config: dict[str, Any] = {"state_dir": STATE_DIR, "models": [{**entry, "replicas": 1, "engine": engine}]}
@@ -287,7 +287,7 @@ def _claim(name: str, size: str, options: Options) -> dict:
     return {"metadata": {"name": name}, "spec": spec}
 
 
-def _gateway(settings: Settings, raw: dict, options: Options) -> list[dict]:
+def _gateway(settings: Settings, raw: dict, options: Options, plans: dict) -> list[dict]:
     labels = _labels(GATEWAY)
     https = settings.server.tls is not None
     probe = {"port": "http", "scheme": "HTTPS" if https else "HTTP"}
@@ -335,7 +335,7 @@ def _gateway(settings: Settings, raw: dict, options: Options) -> list[dict]:
         "volumes": volumes}
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": GATEWAY},
-         "data": {"seekstack.yaml": yaml.safe_dump(gateway_config(settings, raw, options), sort_keys=False)}},
+         "data": {"seekstack.yaml": yaml.safe_dump(gateway_config(settings, raw, options, plans), sort_keys=False)}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "seekstack"},
          "spec": {"selector": labels, "ports": [{"name": "http", "port": 443 if https else 80, "targetPort": "http"}]}},
         # the pods' stable names, and what the ServiceMonitor selects (each pod scraped once)
@@ -352,11 +352,10 @@ def _gateway(settings: Settings, raw: dict, options: Options) -> list[dict]:
     ]
 
 
-def _engines(settings: Settings, model, entry: dict, options: Options) -> list[dict]:
+def _engines(settings: Settings, model, entry: dict, options: Options, planned: tuple | None) -> list[dict]:
     name = f"engines-{slug(model.name)}"
     labels = _labels(name)
     gpu = gpus(model)
-    planned = engine_plan(settings, model)
     memory = f"{-(-planned[1] // 2**20)}Mi" if planned is not None else "2Gi"
     resources: dict[str, Any] = {"requests": {"cpu": str(model.threads or 2), "memory": memory}}
     if gpu:
@@ -397,7 +396,7 @@ def _engines(settings: Settings, model, entry: dict, options: Options) -> list[d
         scaling.append(metrics.scaled_object(model, name, options.namespace, options.prometheus_url))
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-         "data": {"seekstack.yaml": yaml.safe_dump(engines_config(settings, model, entry, options), sort_keys=False)}},
+         "data": {"seekstack.yaml": yaml.safe_dump(engines_config(settings, model, entry, options, planned), sort_keys=False)}},
         # headless: its name resolves to every pod (the gateways' engine.discover), ready or not —
         # the gateways heartbeat each and send only to ready ones
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},

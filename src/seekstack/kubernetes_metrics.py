@@ -43,11 +43,6 @@ SCRAPE_EVERY = "15s"
 METRICS_SECRET = "seekstack-metrics"
 
 
-def slots_per_pod(model) -> int:
-    """Requests one engine pod is meant to run at once (the gateways queue the rest)."""
-    return model.queue.concurrency or model.slots
-
-
 def demand_query(model_name: str, namespace: str, window: float) -> str:
     """Requests to the model in flight or waiting, over every gateway, averaged over ``window``."""
     match = f'{{namespace="{namespace}", model="{model_name}"}}'
@@ -66,7 +61,7 @@ def kv_cache_query(model_name: str, namespace: str, window: float) -> str:
 def scaled_object(model, name: str, namespace: str, prometheus_url: str) -> dict[str, Any]:
     """The KEDA ScaledObject that applies ``model.autoscale`` to the StatefulSet ``name``."""
     rule = model.autoscale
-    per_pod = slots_per_pod(model) * rule.scale_up_at / (1 + HPA_TOLERANCE)
+    per_pod = model.concurrency * rule.scale_up_at / (1 + HPA_TOLERANCE)  # requests a pod runs at once: the rest queue
     kv_per_pod = rule.scale_up_at / (1 + HPA_TOLERANCE)
 
     def trigger(trigger_name: str, query: str, threshold: float) -> dict[str, Any]:

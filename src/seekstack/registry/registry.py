@@ -61,13 +61,8 @@ class Deployment:
 
     @property
     def concurrency(self) -> int | None:
-        """Requests one endpoint runs at once before more wait in the gateway's queue (None: no
-        limit): ``queue.concurrency``, else the engine's slots — except for an OpenAI-compatible
-        server seekstack does not know the capacity of."""
-        configured = self.model.queue.concurrency
-        if configured is not None or self.engine == "openai":
-            return configured
-        return self.model.slots
+        """Requests one endpoint runs at once (None: no limit): the model's (:attr:`ModelConfig.concurrency`)."""
+        return self.model.concurrency
 
     def routable(self) -> list["Replica"]:
         return [e for e in self.endpoints if e.routable]
