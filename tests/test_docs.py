@@ -1,11 +1,14 @@
 """Docs that are tested: the settings reference is generated, and every CLI command is documented."""
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
+import yaml
+
 from seekstack.cli import app
-from seekstack.config import settings_reference
+from seekstack.config import ModelConfig, settings_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,3 +146,11 @@ def test_the_operations_guide_names_every_policy_section_the_gateways_compare():
     paragraph = guide[guide.index("**Keep the policy the same on every gateway.**"):]
     paragraph = paragraph[:paragraph.index("\n\n")]
     assert [s for s in POLICY if f"`{s}" not in paragraph and f".{s}`" not in paragraph] == []
+
+
+def test_the_keep_alive_example_in_the_operations_guide_is_a_valid_model_entry():
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    section = guide.split("## Unloading an idle model", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    [entry] = yaml.safe_load(block)["models"]
+    assert ModelConfig.model_validate(entry).keep_alive == 900

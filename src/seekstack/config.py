@@ -267,6 +267,7 @@ class ModelConfig(_Section):
     defaults: SamplingDefaults = Field(default_factory=SamplingDefaults, description="Sampling used when the client sets none; family defaults fill the rest.")
     queue: QueueConfig = Field(default_factory=QueueConfig, description="The bounded queue in front of this model's endpoints (overload protection).")
     autoscale: AutoscaleConfig | None = Field(None, description="Add and remove replicas with the load (engines seekstack starts only); `replicas` is the count to start with.")
+    keep_alive: float | None = Field(None, ge=1, le=604800, description="Seconds the model stays loaded with no request in flight or waiting; then its replicas stop (memory freed, state `unloaded`) and the next request loads them again, waiting up to `supervisor.startup_timeout` for it (Ollama's keep_alive; engines seekstack starts, one gateway process). Unset: always loaded.")
 
     _store_path: Path | None = PrivateAttr(None)  # set by seekstack.store.resolve_models
 
@@ -305,6 +306,13 @@ class ModelConfig(_Section):
             if not self.autoscale.min_replicas <= self.replicas <= self.autoscale.max_replicas:
                 raise ValueError(f"replicas ({self.replicas}) must be between autoscale.min_replicas "
                                  f"({self.autoscale.min_replicas}) and max_replicas ({self.autoscale.max_replicas})")
+        if self.keep_alive is not None:
+            if not self.engine.launched:
+                raise ValueError("keep_alive: only engines seekstack starts can be unloaded (not `url` / `endpoints` / "
+                                 "`discover`)")
+            if self.autoscale is not None:
+                raise ValueError("keep_alive and autoscale: set one — autoscale keeps min_replicas loaded; keep_alive "
+                                 "unloads every replica when idle")
         if not self.engine.launched:
             return self
         if self.store is not None:

@@ -39,4 +39,7 @@ def role_problems(settings: Settings, role: Role) -> list[str]:
             elif engine.port is None:
                 problems.append(f"{where}: set engine.port — the gateways' engine.endpoints name it "
                                 f"(replica i listens on port + i)")
+        if role == "engines" and model.keep_alive is not None:
+            problems.append(f"{where}: keep_alive needs the gateway that sees the model's requests — an engines "
+                            "host keeps its engines loaded; drop keep_alive here")
     return problems

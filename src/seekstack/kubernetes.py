@@ -93,6 +93,9 @@ def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
                 found.append(f"{where}: autoscale on a cluster is KEDA's, on the gateways' metrics — pass "
                              "--prometheus-url URL (the Prometheus that scrapes the gateways), or drop autoscale and "
                              f"scale with `kubectl scale statefulset/engines-{slug(model.name)}`")
+            if model.keep_alive is not None:
+                found.append(f"{where}: keep_alive unloads a model on one host; on a cluster its pods stay up — drop "
+                             f"keep_alive, and scale with `kubectl scale statefulset/engines-{slug(model.name)}`")
             if gpus(model) > options.gpus_per_node:
                 found.append(f"{where}: one engine needs tensor_parallel × pipeline_parallel = {gpus(model)} GPUs, more "
                              f"than a node has (--gpus-per-node {options.gpus_per_node}); engines spanning nodes are not "

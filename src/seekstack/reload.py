@@ -50,6 +50,7 @@ class Reloader:
         self.configured = as_configured(settings)
         self.sections = _sections(settings)
         self.apply: Apply | None = None  # how models are put in force: set once engines are supervised
+        self.checks: list[Callable[[Settings], list[str]]] = []  # what else a new config must pass (--workers)
         self._lock = asyncio.Lock()
 
     async def reload(self) -> dict[str, Any]:
@@ -86,7 +87,7 @@ class Reloader:
         problems = check_config(self.config_path)
         if not problems:
             settings = load_settings(self.config_path)
-            problems = role_problems(settings, self.role)
+            problems = role_problems(settings, self.role) + [p for check in self.checks for p in check(settings)]
         if problems:
             raise ConfigError(f"{self.config_path}: the new config was refused whole ({len(problems)} problem(s)); "
                               "the running one stays:\n  " + "\n  ".join(problems),

@@ -151,17 +151,18 @@ def test_workers_without_shared_quota_counters_are_refused(tmp_path):
     assert "--workers needs quotas.store: redis" in result.stderr, result.stderr
 
 
-def test_workers_with_an_autoscaled_model_are_refused_in_one_line(tmp_path, redis_url):
-    """Only the one gateway process that sees a model's load can autoscale it: said before
-    anything starts, naming the model (not a worker's generated config)."""
+@pytest.mark.parametrize("field, value", [("autoscale", {"min_replicas": 1, "max_replicas": 2}), ("keep_alive", 300)])
+def test_workers_with_an_autoscaled_or_unloading_model_are_refused_in_one_line(tmp_path, redis_url, field, value):
+    """Only the one gateway process that sees a model's load can autoscale it, or unload it when
+    idle: said before anything starts, naming the model (not a worker's generated config)."""
     config = tmp_path / "seekstack.yaml"
     config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"),
                                       "quotas": {"store": "redis", "redis_url": redis_url},
-                                      "models": [model("a", autoscale={"min_replicas": 1, "max_replicas": 2})]}))
+                                      "models": [model("a", **{field: value})]}))
     result = subprocess.run([*SEEKSTACK, "serve", "--workers", "2", "--config", str(config), "--port", "8999"],
                             capture_output=True, text=True, timeout=60, env={**os.environ})
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "--workers: model 'a' has `autoscale`" in result.stderr and "worker-0.yaml" not in result.stderr, result.stderr
+    assert f"--workers: model 'a' has `{field}`" in result.stderr and "worker-0.yaml" not in result.stderr, result.stderr
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -214,6 +215,10 @@ def test_a_reload_reaches_every_worker_and_drops_no_stream(tmp_path, redis_url):
         refused = srv.http.post("/admin/v1/config/reload")
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_config"
         assert "nosuch" in refused.json()["error"]["message"]
+        assert list(chat_per_worker(srv, "b").values()) == [200, 200]
+        write(srv, [model("a", slots=8), model("b", keep_alive=60)])  # what --workers cannot run: refused as at start
+        refused = srv.http.post("/admin/v1/config/reload")
+        assert refused.status_code == 400 and "--workers: model 'b' has `keep_alive`" in refused.json()["error"]["message"]
         assert list(chat_per_worker(srv, "b").values()) == [200, 200]
 
         write(srv, [model("a", slots=8, replicas=2), model("b"), model("d")])  # scaled by the file

@@ -165,3 +165,16 @@ def test_engines_found_by_dns_are_named_by_a_url_with_a_host_name_and_port():
     with pytest.raises(ValueError, match="not `url` / `endpoints` / `discover`"):
         ModelConfig.model_validate({"name": "r1", "engine": {"kind": "vllm", "discover": "http://e:8000"},
                                     "autoscale": {"min_replicas": 1, "max_replicas": 2}})
+
+
+def test_keep_alive_is_for_engines_seekstack_starts_and_not_with_autoscale():
+    model = ModelConfig.model_validate({"name": "m", "source": "embedded", "keep_alive": 300})
+    assert model.keep_alive == 300
+    with pytest.raises(ValueError, match="keep_alive: only engines seekstack starts can be unloaded"):
+        ModelConfig.model_validate({"name": "r1", "engine": {"kind": "vllm", "url": "http://e:8000"}, "keep_alive": 300})
+    with pytest.raises(ValueError, match="keep_alive and autoscale: set one"):
+        ModelConfig.model_validate({"name": "m", "source": "embedded", "keep_alive": 300,
+                                    "autoscale": {"min_replicas": 1, "max_replicas": 2}})
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        ModelConfig.model_validate({"name": "m", "source": "embedded", "keep_alive": 0})
+

@@ -155,19 +155,21 @@ models:
   - {name: a, source: embedded, autoscale: {min_replicas: 1, max_replicas: 3}}
   - {name: b, path: /opt/models/b.gguf}
   - {name: c, engine: {kind: openai, url: "http://10.0.0.7:8000", api_key_file: /etc/keys/c}}
+  - {name: d, source: embedded, keep_alive: 300}
 """
     done = render(tmp_path, bad, "--models-claim", "models")
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    for problem in ("cannot render for Kubernetes: 5 problem(s)", "storage.url: the gateways on a cluster share a PostgreSQL",
+    for problem in ("cannot render for Kubernetes: 6 problem(s)", "storage.url: the gateways on a cluster share a PostgreSQL",
                     "quotas.store: several gateways count quotas together in Redis",
                     "models[0] (a): autoscale on a cluster is KEDA's, on the gateways' metrics — pass --prometheus-url URL",
                     "models[1] (b): path /opt/models/b.gguf is not under /models",
-                    "models[2] (c): engine.api_key_file /etc/keys/c is a file on this host — use api_key_env"):
+                    "models[2] (c): engine.api_key_file /etc/keys/c is a file on this host — use api_key_env",
+                    "models[3] (d): keep_alive unloads a model on one host; on a cluster its pods stay up"):
         assert problem in done.stderr, done.stderr
     assert not (tmp_path / "k8s").exists()  # nothing written
     unread = render(tmp_path, bad.replace("quotas: {store: memory}", "observability: {metrics: false}"),
                     "--models-claim", "models", "--gateways", "1", "--prometheus-url", "prometheus:9090")
-    assert unread.returncode == 1 and "cannot render for Kubernetes: 5 problem(s)" in unread.stderr
+    assert unread.returncode == 1 and "cannot render for Kubernetes: 6 problem(s)" in unread.stderr
     assert "--prometheus-url prometheus:9090: give Prometheus' http:// or https:// URL" in unread.stderr
     assert "observability.metrics: false — the gateways serve no /metrics for Prometheus (and KEDA)" in unread.stderr
     # DeepSeek-R1 over two 8-GPU nodes (tensor 8 × pipeline 2) would be one pod asking for 16: never scheduled

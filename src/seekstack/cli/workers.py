@@ -55,6 +55,9 @@ def check_workers(settings: Settings, workers: int) -> list[str]:
     problems += [f"--workers: model {model.name!r} has `autoscale`, which needs the one gateway process that sees "
                  "its load; serve it without --workers, or give it a fixed `replicas` (changed by a reload)"
                  for model in settings.models if model.autoscale is not None]
+    problems += [f"--workers: model {model.name!r} has `keep_alive`, which needs the one gateway process that sees "
+                 "its requests; serve it without --workers, or drop keep_alive"
+                 for model in settings.models if model.keep_alive is not None]
     if settings.server.port == 0:
         problems.append("--workers needs a fixed port (every worker binds the same one): pass --port N")
     return problems
@@ -86,6 +89,7 @@ class Leader:
         self.supervisor = Supervisor(settings, self.http)
         self.reloader = reloader
         reloader.apply = self.apply
+        reloader.checks.append(lambda new: check_workers(new, workers))
         self.procs: list[subprocess.Popen | None] = [None] * workers
         self._releases: set[asyncio.Task] = set()
         self._write_configs(settings.models)

@@ -18,6 +18,7 @@ from ..reload import Reloader
 from ..planner.admission import room_for
 from ..store import resolve_model
 from ..traffic.autoscaler import Autoscaler, Rule
+from ..traffic.keep_alive import KeepAlive
 from ..traffic.rollout import Rollouts
 from ..traffic.router import Router
 from ..supervisor import Supervisor
@@ -50,9 +51,10 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         registry = Registry([supervisor])
         router = Router(registry, settings.scheduler)
         app.state.autoscaler = autoscaler = _autoscaler(settings, registry, router, supervisor, governance)
+        app.state.keep_alive = keep_alive = KeepAlive(registry, router, supervisor, governance.audit.append)
         app.state.rollouts = rollouts = Rollouts(settings, supervisor, registry, router, governance.audit.append,
                                                  resolve_model)
-        observability.attach(registry, http, governance.audit, router, autoscaler, rollouts, governance.fleet)
+        observability.attach(registry, http, governance.audit, router, autoscaler, rollouts, governance.fleet, keep_alive)
         app.state.observability = observability
         app.state.settings = settings
         app.state.supervisor = supervisor
@@ -66,11 +68,14 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         await supervisor.start()
         scaling = asyncio.create_task(autoscaler.run())
         guarding = asyncio.create_task(rollouts.run())
+        idling = asyncio.create_task(keep_alive.run())
         try:
             yield
         finally:
             scaling.cancel()
             guarding.cancel()
+            idling.cancel()
+            await keep_alive.stop()
             await rollouts.stop()
             flusher.cancel()
             retention.cancel()

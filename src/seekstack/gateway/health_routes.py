@@ -33,7 +33,9 @@ async def readyz(request: Request) -> JSONResponse:
     models = registry.models()
     # fail-closed, so nothing can be served without these: the audit log, the governance database
     refusing = {"audit": governance.audit.unavailable, "storage": governance.store.unavailable}
-    ready = registry.can_serve() and not any(refusing.values())
+    # a model unloaded for being idle (keep_alive) is served too: its next request loads it
+    servable = registry.can_serve() or bool(request.app.state.router.sleeping)
+    ready = servable and not any(refusing.values())
     body = {"status": "ready" if ready else "not ready",
             "models": {alias: state["state"] for alias, state in models.items()},
             "healthy_replicas": {alias: state["ready_endpoints"] for alias, state in models.items()}}
@@ -73,12 +75,14 @@ async def deployments(request: Request) -> dict:
 async def unload(name: str, request: Request) -> dict:
     """Stop a configured model's replicas (memory freed); its requests get 503 until it is loaded again."""
     group = await request.app.state.supervisor.unload(name)
+    request.app.state.keep_alive.forget(name)  # an operator's unload lasts until an operator's load
     return {"model": name, "state": "unloaded", "replicas": len(group)}
 
 
 @router.post("/admin/v1/models/{name}/load")
 async def load(name: str, request: Request) -> dict:
     """Start an unloaded model's replicas again; answers once one is ready (or the startup timeout)."""
+    request.app.state.keep_alive.forget(name)
     ready = await request.app.state.supervisor.load(name)
     return {"model": name, "state": "ready" if ready else "starting"}
 

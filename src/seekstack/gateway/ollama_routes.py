@@ -10,7 +10,8 @@ ending with one whose ``done`` is true and which carries the token counts. Error
 Ollama's ``{"error": "…"}``.
 
 Ollama's load-time options (``num_ctx``, ``num_gpu``, ``keep_alive`` …) describe how to load
-a model; here the operator's config decides that, so they are accepted and ignored.
+a model; here the operator's config decides that (a model's ``keep_alive`` too), so they are
+accepted and ignored.
 ``num_predict`` is ``max_tokens`` (-1: no limit but the context and the caller's budgets).
 """
 
@@ -158,8 +159,11 @@ async def ps(request: Request) -> Response:
         replicas = registry.endpoints(model.name)
         if any(r.routable for r in replicas):
             size = sum((r.describe().get("memory_bytes") or 0) for r in replicas)
+            left = request.app.state.keep_alive.expires_in(model.name)  # None: loaded until the config changes
+            expires = "9999-12-31T23:59:59Z" if left is None else \
+                (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=left)).isoformat().replace("+00:00", "Z")
             running.append({**_model_entry(model), "size": size, "size_vram": 0, "context_length": model.context,
-                            "expires_at": "9999-12-31T23:59:59Z"})  # loaded until the operator changes the config
+                            "expires_at": expires})
     return _json({"models": running})
 
 

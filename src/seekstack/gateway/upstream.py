@@ -155,6 +155,7 @@ class Upstream:
 
     async def count_tokens(self, model: str, kind: Kind, body: dict[str, Any]) -> int | None:
         """The prompt's size as one of the model's engines counts it; None when it cannot."""
+        await self.router.wake(model)
         replica = self.router.peek(model)
         try:
             async with asyncio.timeout(self.timeout):

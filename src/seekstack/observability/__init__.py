@@ -26,7 +26,8 @@ class Observability:
         self._gc: GcCollector | None = None
         self._nvml = nvml
 
-    def attach(self, deployments, http, audit=None, router=None, autoscaler=None, rollouts=None, fleet=None) -> None:
+    def attach(self, deployments, http, audit=None, router=None, autoscaler=None, rollouts=None, fleet=None,
+               keep_alive=None) -> None:
         """Register the scrape-time collectors, once the registry of deployments exists."""
         if self.metrics is None or self._engines is not None:
             return
@@ -36,7 +37,7 @@ class Observability:
         tls = self.settings.server.tls
         registry.register(ReplicaCollector(deployments))
         if router is not None:
-            registry.register(TrafficCollector(router, autoscaler, rollouts))
+            registry.register(TrafficCollector(router, autoscaler, rollouts, keep_alive))
         self._engines = EngineMetrics(deployments, http)
         registry.register(self._engines)
         registry.register(GpuCollector(self._nvml))

@@ -50,7 +50,8 @@ class ReplicaCollector(Collector):
                                      labels=["model", "address"])
         for replica in self.registry.endpoints():
             ids = [replica.model.name, str(replica.index), replica.model.engine.kind]
-            up.add_metric(ids, 1.0 if replica.routable else 0.0)
+            if replica.state != "unloaded":  # meant to be down (an operator's unload, keep_alive): not an alert
+                up.add_metric(ids, 1.0 if replica.routable else 0.0)
             restarts.add_metric(ids, replica.restarts)
             slots.add_metric(ids, replica.model.slots)
             in_flight.add_metric(ids[:2], replica.outstanding)
@@ -70,12 +71,14 @@ class ReplicaCollector(Collector):
 
 
 class TrafficCollector(Collector):
-    """Ejections, the models' queues and resumed streams (from the router), and the autoscaler."""
+    """Ejections, the models' queues and resumed streams (from the router), the autoscaler, rollouts
+    and keep_alive."""
 
-    def __init__(self, router, autoscaler=None, rollouts=None):
+    def __init__(self, router, autoscaler=None, rollouts=None, keep_alive=None):
         self.router = router
         self.autoscaler = autoscaler
         self.rollouts = rollouts
+        self.keep_alive = keep_alive
 
     def collect(self) -> Iterable[Metric]:
         ejected = GaugeMetricFamily("seekstack_endpoint_ejected", _help("seekstack_endpoint_ejected"), labels=["model", "endpoint"])
@@ -124,6 +127,12 @@ class TrafficCollector(Collector):
                 for direction, count in row["decisions"].items():
                     decisions.add_metric([row["model"], direction], count)
             families += [utilization, replicas, decisions]
+        if self.keep_alive is not None:
+            actions = CounterMetricFamily("seekstack_keep_alive_actions", _help("seekstack_keep_alive_actions_total"),
+                                          labels=["model", "action"])
+            for (model, action), count in self.keep_alive.actions.items():
+                actions.add_metric([model, action], count)
+            families.append(actions)
         return families
 
 

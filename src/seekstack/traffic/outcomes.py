@@ -19,6 +19,10 @@ class Outcomes:
         while self._events and self._events[0][0] < now - KEEP:
             self._events.popleft()
 
+    def last(self) -> float:
+        """When the latest outcome came (monotonic); 0.0 when none has."""
+        return self._events[-1][0] if self._events else 0.0
+
     def since(self, start: float) -> tuple[int, int, list[float]]:
         """(requests, failed, first-token times) since ``start`` (monotonic)."""
         requests = failed = 0

@@ -9,7 +9,7 @@ with room (fewer than ``queue.concurrency`` requests in flight) by the routing p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from ..errors import EngineUnavailableError
 from ..registry import MODEL_UNLOADED, Deployment, Registry
@@ -60,6 +60,8 @@ class Router:
         self.queues: dict[str, WaitQueue] = {}
         self.resumed: dict[str, int] = {}  # streams resumed on another endpoint, per model
         self.outcomes: dict[str, Outcomes] = {}  # per deployment: a rollout's guards read them
+        # alias → what loads it: models unloaded for being idle (traffic/keep_alive.py)
+        self.sleeping: dict[str, Callable[[], Awaitable[None]]] = {}
 
     def outcome(self, endpoint: "Replica", ok: bool, ttft: float | None = None) -> None:
         """One request's result on an endpoint: whether it answered, and its time to first token."""
@@ -102,6 +104,12 @@ class Router:
             queue = self.queues[deployment.name] = WaitQueue(deployment.alias, settings.max_waiting, settings.max_wait)
         return queue
 
+    async def wake(self, alias: str) -> None:
+        """Load the model first if it was unloaded for being idle (every request waits for one load)."""
+        waking = self.sleeping.get(alias)
+        if waking is not None:
+            await waking()
+
     def peek(self, alias: str) -> "Replica":
         """A routable endpoint for a side call that takes no slot (counting a prompt's tokens)."""
         _, endpoints = self._deployment(alias, ())
@@ -112,6 +120,8 @@ class Router:
         every endpoint is full; raises 503 when none is routable, 429 when the queue is."""
         exclude = frozenset(exclude)
         place: int | None = None
+        if alias in self.sleeping:
+            await self.wake(alias)
         while True:
             deployment, endpoints = self._deployment(alias, exclude, ask.stick)
             queue = self.queue(deployment)
