@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -107,3 +108,22 @@ def test_a_model_an_operator_unloaded_is_not_loaded_by_a_request(tmp_path):
     assert state(server, "m") == "unloaded"
     assert server.http.post("/admin/v1/models/m/load").status_code == 200
     assert server.http.post("/v1/chat/completions", json=body).status_code == 200
+
+
+def test_a_model_that_cannot_be_loaded_again_answers_503_saying_why_then_recovers(tmp_path):
+    """The engine started on demand does not answer (the simulator's `hang` fault, health checks
+    included): the request that woke it gets 503 once the startup timeout has passed, naming the
+    reason; the supervisor goes on restarting it, and once it answers, requests do too."""
+    faults = tmp_path / "faults.json"
+    faults.write_text("{}")
+    server = Server(tmp_path, {**simulated(1), "supervisor": {"startup_timeout": 3}})
+    server.env = {"SEEKSTACK_SIM_OPTIONS": f"--faults-file {faults}"}
+    server.start()
+    assert wait_until(lambda: state(server, "m") == "unloaded", 10)
+    faults.write_text(json.dumps({"*": {"hang": True}}))  # read by the engine started next
+    body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    failed = server.http.post("/v1/chat/completions", json=body)
+    assert failed.status_code == 503 and failed.headers["retry-after"] == "10", failed.text
+    assert "unloaded for being idle, and no replica was ready within the startup timeout" in failed.json()["error"]["message"]
+    faults.write_text("{}")
+    assert wait_until(lambda: server.http.post("/v1/chat/completions", json=body).status_code == 200, 60)
