@@ -154,3 +154,13 @@ def test_the_keep_alive_example_in_the_operations_guide_is_a_valid_model_entry()
     block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     [entry] = yaml.safe_load(block)["models"]
     assert ModelConfig.model_validate(entry).keep_alive == 900
+
+
+def test_the_taking_turns_example_in_the_operations_guide_is_a_valid_config():
+    from seekstack.config import Settings
+
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    section = guide.split("### Models that take turns", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    settings = Settings.model_validate(yaml.safe_load(block))
+    assert [m.keep_alive for m in settings.models] == [900, 900, None]

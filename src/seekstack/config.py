@@ -267,7 +267,7 @@ class ModelConfig(_Section):
     defaults: SamplingDefaults = Field(default_factory=SamplingDefaults, description="Sampling used when the client sets none; family defaults fill the rest.")
     queue: QueueConfig = Field(default_factory=QueueConfig, description="The bounded queue in front of this model's endpoints (overload protection).")
     autoscale: AutoscaleConfig | None = Field(None, description="Add and remove replicas with the load (engines seekstack starts only); `replicas` is the count to start with.")
-    keep_alive: float | None = Field(None, ge=1, le=604800, description="Seconds the model stays loaded with no request in flight or waiting; then its replicas stop (memory freed, state `unloaded`) and the next request loads them again, waiting up to `supervisor.startup_timeout` for it (Ollama's keep_alive; engines seekstack starts, one gateway process). Unset: always loaded.")
+    keep_alive: float | None = Field(None, ge=1, le=604800, description="Seconds the model stays loaded with no request in flight or waiting; then its replicas stop (memory freed, state `unloaded`) and the next request loads them again, waiting up to `supervisor.startup_timeout` for it (Ollama's keep_alive; engines seekstack starts, one gateway process). Models with a keep_alive need not all fit the memory plan at once: they take turns, a load unloading the least recently used idle one. Unset: always loaded.")
 
     _store_path: Path | None = PrivateAttr(None)  # set by seekstack.store.resolve_models
 

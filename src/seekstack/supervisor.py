@@ -352,9 +352,13 @@ class Supervisor:
     def all(self) -> list[Replica]:
         return [r for group in self.replicas.values() for r in group]
 
-    async def start(self) -> None:
+    async def start(self, unloaded: tuple[str, ...] | list[str] = ()) -> None:
+        """Start every replica, but those of the ``unloaded`` models (loaded later, on demand)."""
         for replica in self.all():
-            self._run(replica)
+            if replica.model.name in unloaded:
+                replica.state = UNLOADED
+            else:
+                self._run(replica)
         for name in list(self._deployments):
             self._follow(name)
 
@@ -454,8 +458,8 @@ class Supervisor:
         return group
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Wait until every replica has been ready once (or the timeout passes)."""
-        waits = [r._ready.wait() for r in self.all()]
+        """Wait until every replica has been ready once (or the timeout passes); unloaded ones aside."""
+        waits = [r._ready.wait() for r in self.all() if r.state != UNLOADED]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), timeout)
             return True

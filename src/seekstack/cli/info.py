@@ -99,6 +99,8 @@ def ps(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption, as
     for r in replicas:
         mem = f"{r['memory_bytes'] / 2**20:.0f} MiB" if r.get("memory_bytes") else "-"
         state = r["state"] if r["state"] == "ready" else f"[yellow]{r['state']}[/]"
+        if r.get("on_demand"):
+            state += " (loads on request)"
         health = r["health"]["state"] + (f": {r['health']['reason']}" if r["health"]["reason"] else "")
         engine = r["engine"] + (" [yellow](simulated)[/]" if r.get("simulated") else "")
         table.add_row(r["model"], str(r["replica"]), engine, state, escape(health), _load(r["load"]), str(r["pid"] or "-"),

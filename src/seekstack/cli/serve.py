@@ -90,6 +90,8 @@ def start(config: Path | None, role: Role, host: str | None, port: int | None, f
             raise ConfigError(f"cannot serve: {admission.explain()}",
                               fix=f"{admission.smallest_fix()}; or pass --force to try anyway")
         out.print(f"[yellow]warning: --force: {admission.explain()}[/]", soft_wrap=True)
+    elif admission is not None and admission.sharing():
+        out.print(f"[dim]{admission.sharing()}[/]", soft_wrap=True)
     configure_logging(settings.server.log_level, settings.server.log_format)
     # A fatal signal (SIGBUS from a store file truncated under its memory map, SIGSEGV) leaves a
     # line on stderr naming it and where it struck, instead of a silent death.

@@ -15,7 +15,7 @@ from ..engines.http import EngineHTTP
 from ..governance import Governance, roster
 from ..registry import Registry
 from ..reload import Reloader
-from ..planner.admission import room_for
+from ..planner.admission import room, room_for
 from ..store import resolve_model
 from ..traffic.autoscaler import Autoscaler, Rule
 from ..traffic.keep_alive import KeepAlive
@@ -51,7 +51,9 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         registry = Registry([supervisor])
         router = Router(registry, settings.scheduler)
         app.state.autoscaler = autoscaler = _autoscaler(settings, registry, router, supervisor, governance)
-        app.state.keep_alive = keep_alive = KeepAlive(registry, router, supervisor, governance.audit.append)
+        plan = await asyncio.to_thread(room, settings)  # the memory budget, before any engine takes its share
+        app.state.keep_alive = keep_alive = KeepAlive(registry, router, supervisor, governance.audit.append, room=plan,
+                                                      wait_for_room=settings.supervisor.startup_timeout)
         app.state.rollouts = rollouts = Rollouts(settings, supervisor, registry, router, governance.audit.append,
                                                  resolve_model)
         observability.attach(registry, http, governance.audit, router, autoscaler, rollouts, governance.fleet, keep_alive)
@@ -65,7 +67,7 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         app.state.inference = InferenceService(settings, registry, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout,
                                                                                settings.scheduler.resume),
                                                governance.quotas)
-        await supervisor.start()
+        await supervisor.start(unloaded=keep_alive.asleep_at_start(settings.models))
         scaling = asyncio.create_task(autoscaler.run())
         guarding = asyncio.create_task(rollouts.run())
         idling = asyncio.create_task(keep_alive.run())

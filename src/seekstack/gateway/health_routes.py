@@ -61,8 +61,11 @@ async def openapi(request: Request) -> JSONResponse:
 
 @router.get("/admin/v1/replicas")
 async def replicas(request: Request) -> dict:
-    """Every endpoint in the registry (``seekstack ps``)."""
-    return {"object": "list", "data": [r.describe() for r in request.app.state.registry.endpoints()]}
+    """Every endpoint in the registry (``seekstack ps``); ``on_demand``: unloaded, and its model's next
+    request loads it (keep_alive)."""
+    sleeping = request.app.state.router.sleeping
+    return {"object": "list", "data": [{**r.describe(), "on_demand": r.model.name in sleeping}
+                                       for r in request.app.state.registry.endpoints()]}
 
 
 @router.get("/admin/v1/deployments")
@@ -81,9 +84,11 @@ async def unload(name: str, request: Request) -> dict:
 
 @router.post("/admin/v1/models/{name}/load")
 async def load(name: str, request: Request) -> dict:
-    """Start an unloaded model's replicas again; answers once one is ready (or the startup timeout)."""
-    request.app.state.keep_alive.forget(name)
-    ready = await request.app.state.supervisor.load(name)
+    """Start an unloaded model's replicas again; answers once one is ready (or the startup timeout).
+    When models take turns in memory, idle ones with a keep_alive are unloaded to make room; 409
+    when the ones holding it are busy."""
+    request.app.state.supervisor.group(name)  # 404 for a model that is not configured
+    ready = await request.app.state.keep_alive.load_for_operator(name)
     return {"model": name, "state": "ready" if ready else "starting"}
 
 

@@ -5,6 +5,11 @@ numbers and the smallest fix, instead of an out-of-memory crash halfway through 
 The budget is ``supervisor.memory_budget_gb`` when set, else the memory available now (RAM on
 a CPU machine; free memory of the GPUs when NVML sees some, with llama.cpp's layers on them).
 Engines seekstack does not start (``remote``) take nothing. ``serve --force`` goes ahead anyway.
+
+Models with a ``keep_alive`` load on demand (traffic/keep_alive.py), so they need not all fit at
+once: what must fit is every other model plus the largest of them. When they do not all fit,
+a request for one that is unloaded first unloads the least recently used idle one; the
+:class:`Room` below is the plan that decision reads while the gateway runs.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import ModelConfig, Settings
 from .catalog import spec_from_gguf
@@ -22,16 +28,34 @@ from .plan import Plan, make_plan
 @dataclass
 class Admission:
     plans: list[tuple[ModelConfig, Plan]]
-    need_bytes: float
+    need_bytes: float       # what must fit at once: the always-loaded models and the largest on-demand one
     budget_bytes: float
     where: str
+    all_bytes: float = 0.0  # every model loaded at once
 
     @property
     def fits(self) -> bool:
         return self.need_bytes <= self.budget_bytes
 
+    @property
+    def all_fit(self) -> bool:
+        return self.all_bytes <= self.budget_bytes
+
+    def on_demand(self) -> list[str]:
+        return [m.name for m, _ in self.plans if m.keep_alive is not None]
+
+    def sharing(self) -> str | None:
+        """When the models fit only by taking turns: one line saying which and how."""
+        if not self.fits or self.all_fit:
+            return None
+        return (f"the models need {self.all_bytes / GIB:.2f} GiB loaded all at once, and {self.budget_bytes / GIB:.2f} GiB "
+                f"is planned ({self.where}): {', '.join(self.on_demand())} (keep_alive) load on demand, taking turns "
+                "— a request for one that is unloaded first unloads the least recently used idle one")
+
     def explain(self) -> str:
-        lines = [f"the models need {self.need_bytes / GIB:.2f} GiB but {self.budget_bytes / GIB:.2f} GiB is available ({self.where}):"]
+        shared = " (models with keep_alive counted as the largest of them: they take turns)" if self.on_demand() else ""
+        lines = [f"the models need {self.need_bytes / GIB:.2f} GiB{shared} but {self.budget_bytes / GIB:.2f} GiB is "
+                 f"available ({self.where}):"]
         for model, plan in self.plans:
             lines.append(f"  {model.name}: {model.replicas} × ({plan.weights_bytes / GIB:.2f} weights + "
                          f"{plan.kv_bytes / GIB:.2f} KV for context {model.context} × {model.slots} slots + "
@@ -65,18 +89,50 @@ def admit(settings: Settings, info: dict | None = None) -> Admission | None:
         return None
     info = info if info is not None else detect()
     hw = parse_hardware("auto", info)
-    plans = []
-    for model in local:
-        spec = _spec(model.resolved_path())
-        plans.append((model, make_plan(spec, hw, quant_name="file", context=model.context, concurrency=model.slots,
-                                       engine="llamacpp", prompt_cache_bytes=model.prompt_cache_mib * 2**20)))
-    need = sum(m.replicas * p.total_bytes for m, p in plans)
+    plans = [(model, _plan(model, hw)) for model in local]
+    always = sum(m.replicas * p.total_bytes for m, p in plans if m.keep_alive is None)
+    on_demand = [m.replicas * p.total_bytes for m, p in plans if m.keep_alive is not None]
+    budget, where = _budget(settings, local, hw, info)
+    return Admission(plans, always + max(on_demand, default=0.0), budget, where, always + sum(on_demand))
+
+
+def _plan(model: ModelConfig, hw) -> Plan:
+    """One replica of a llama.cpp model, as configured, on this hardware."""
+    return make_plan(_spec(model.resolved_path()), hw, quant_name="file", context=model.context,
+                     concurrency=model.slots, engine="llamacpp", prompt_cache_bytes=model.prompt_cache_mib * 2**20)
+
+
+def _budget(settings: Settings, local: list[ModelConfig], hw, info: dict) -> tuple[float, str]:
+    """The memory the engines may use in all, and where that figure comes from."""
     budget_gb = settings.supervisor.memory_budget_gb
     if budget_gb is not None:
-        return Admission(plans, need, budget_gb * 1e9, "supervisor.memory_budget_gb")
+        return budget_gb * 1e9, "supervisor.memory_budget_gb"
     if hw.is_gpu and all(m.device != "cpu" for m in local):
-        return Admission(plans, need, hw.device.memory_gb * 1e9 * hw.gpus * 0.95, f"{hw.label} memory")
-    return Admission(plans, need, float(info["available_bytes"]), "RAM available now")
+        return hw.device.memory_gb * 1e9 * hw.gpus * 0.95, f"{hw.label} memory"
+    return float(info["available_bytes"]), "RAM available now"
+
+
+@dataclass
+class Room:
+    """The memory plan while the gateway runs: the budget fixed at start, and what each model
+    takes loaded (all its replicas; 0 for engines the planner does not size)."""
+    budget_bytes: float
+    where: str
+    hw: Any
+
+    def bytes_of(self, model: ModelConfig) -> float:
+        if model.engine.kind != "llamacpp" or not model.engine.launched:
+            return 0.0
+        return model.replicas * _plan(model, self.hw).total_bytes
+
+
+def room(settings: Settings, info: dict | None = None) -> Room:
+    """The plan :class:`Room` reads, made before any engine starts (the budget is then the memory
+    available to all of them)."""
+    info = info if info is not None else detect()
+    hw = parse_hardware("auto", info)
+    local = [m for m in settings.models if m.engine.kind == "llamacpp"]
+    return Room(*_budget(settings, local, hw, info), hw)
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,6 +13,16 @@ Idle is measured from the later of: the model's last answer started (the router'
 the last time this loop saw a request in flight or queued (sampled every ``every`` seconds, so
 a stream longer than ``keep_alive`` keeps it loaded), and the moment a replica became ready.
 The request path pays one dict lookup (:attr:`Router.sleeping`).
+
+Models that take turns: when the models with a ``keep_alive`` do not all fit the memory plan at
+once (planner/admission.py), only those that fit are loaded at start, and a load on demand
+first makes room (:meth:`KeepAlive.make_room`): it unloads the least recently used *idle*
+models with a ``keep_alive`` until the one asked for fits — Ollama's scheduler, on the planner's
+figures instead of a model count. A model with a request in flight or waiting is never
+unloaded for another: the load waits (up to the startup timeout) until enough of them are
+idle, and is refused with 503 then. Models without a ``keep_alive`` are never unloaded for
+room; when unloading every other model could not make room (``serve --force``), the load goes
+ahead as it always did.
 """
 
 from __future__ import annotations
@@ -24,9 +34,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
-from ..errors import EngineUnavailableError
+from ..errors import ConflictError, EngineUnavailableError
 
 if TYPE_CHECKING:
+    from ..planner.admission import Room
     from ..registry import Deployment, Registry
     from .router import Router
 
@@ -43,16 +54,20 @@ class Loader(Protocol):
 
 class KeepAlive:
     def __init__(self, registry: "Registry", router: "Router", loader: Loader,
-                 audit: Callable[[dict[str, Any]], Awaitable[None]] | None = None, every: float = 1.0):
+                 audit: Callable[[dict[str, Any]], Awaitable[None]] | None = None, every: float = 1.0,
+                 room: "Room | None" = None, wait_for_room: float = 120.0):
         self.registry = registry
         self.router = router
         self.loader = loader
         self.audit = audit
         self.every = every
+        self.room = room                  # the memory plan; None: models never take turns
+        self.wait_for_room = wait_for_room  # seconds a load on demand waits for busy models to go idle
         self.busy_at: dict[str, float] = {}                     # model → last seen with requests (monotonic)
-        self.actions: collections.Counter[tuple[str, str]] = collections.Counter()  # (model, unload|load): metrics
+        self.actions: collections.Counter[tuple[str, str]] = collections.Counter()  # (model, unload|load|evict): metrics
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._loading: dict[str, asyncio.Task[bool]] = {}
+        self._admitted: set[str] = set()  # given room, their replicas not started yet: counted as loaded
 
     def timeouts(self) -> dict[str, tuple[float, "Deployment"]]:
         """The models with a ``keep_alive``, each served by one local deployment (not mid-rollout)."""
@@ -95,12 +110,16 @@ class KeepAlive:
                 continue
             idle = self.idle_for(deployment, now)
             if idle is not None and idle >= keep_alive:
-                self.router.sleeping[model] = functools.partial(self.wake, model)
-                self._unloading[model] = asyncio.create_task(self._unload(model, idle), name=f"unload {model}")
+                self._sleep(model, idle)
                 unloaded.append((model, idle))
         return unloaded
 
-    async def _unload(self, model: str, idle: float) -> None:
+    def _sleep(self, model: str, idle: float, for_model: str | None = None) -> None:
+        """Route the model's next requests to :meth:`wake`, then unload it (``for_model``: to make room)."""
+        self.router.sleeping[model] = functools.partial(self.wake, model)
+        self._unloading[model] = asyncio.create_task(self._unload(model, idle, for_model), name=f"unload {model}")
+
+    async def _unload(self, model: str, idle: float, for_model: str | None = None) -> None:
         try:
             await self.loader.unload(model)
         except Exception:  # noqa: BLE001 — its next request loads whatever is not running
@@ -108,11 +127,100 @@ class KeepAlive:
             return
         finally:
             self._unloading.pop(model, None)
-        self.actions[model, "unload"] += 1
-        log.info("model %s unloaded: idle for %.0f s (keep_alive); its next request loads it", model, idle)
+        record = {"event": "model_unload", "decision": "allow", "model": model, "idle_s": round(idle, 1)}
+        if for_model is None:
+            self.actions[model, "unload"] += 1
+            log.info("model %s unloaded: idle for %.0f s (keep_alive); its next request loads it", model, idle)
+            record["reason"] = "keep_alive"
+        else:
+            self.actions[model, "evict"] += 1
+            log.info("model %s unloaded to make room for %s: idle for %.0f s, the least recently used; its next "
+                     "request loads it", model, for_model, idle)
+            record.update(reason="room", for_model=for_model)
         if self.audit is not None:
-            await self.audit({"event": "model_unload", "decision": "allow", "model": model, "reason": "keep_alive",
-                              "idle_s": round(idle, 1)})
+            await self.audit(record)
+
+    # ------------------------------------------------------------ taking turns in memory
+
+    def _resident(self) -> dict[str, "Deployment"]:
+        """The local deployments holding memory now (or given it to start), by name."""
+        return {d.name: d for d in self.registry.deployments() if d.source == "local" and
+                (d.alias in self._admitted or any(e.state != "unloaded" for e in d.endpoints))}
+
+    def make_room(self, model: str, now: float) -> float | None:
+        """Give ``model`` room to load, unloading idle models with a keep_alive (least recently used
+        first) when it does not fit; it counts as loaded from here on. None when done (or when
+        nothing could make room: it loads as it always did); else the bytes still missing, while
+        models that could give room are busy or still unloading. Nothing awaits: one decision."""
+        if self.room is None or model in self._admitted:
+            return None
+        resident = self._resident()
+        mine = [d for d in self.registry.deployments() if d.alias == model and d.source == "local"]
+        if not mine or any(d.name in resident for d in mine):
+            return None  # not ours to plan, or loaded already
+        need = sum(self.room.bytes_of(d.model) for d in mine)
+        short = sum(self.room.bytes_of(d.model) for d in resident.values()) + need - self.room.budget_bytes
+        if short <= 0:
+            self._admitted.add(model)
+            return None
+        turns = self.timeouts()  # only models with a keep_alive give room
+        givers = [d for d in resident.values() if d.alias in turns and d.alias != model]
+        if sum(self.room.bytes_of(d.model) for d in givers) < short:
+            log.warning("model %s: %.2f GiB short of the memory plan even with every other model with a keep_alive "
+                        "unloaded; loading it anyway", model, short / 2**30)
+            self._admitted.add(model)
+            return None
+        idle = sorted(((self.idle_for(d, now), d) for d in givers if d.alias not in self.router.sleeping
+                       and d.alias not in self._admitted and d.alias not in self._loading),
+                      key=lambda pair: -1.0 if pair[0] is None else pair[0], reverse=True)
+        chosen, freed = [], 0.0
+        for idle_s, deployment in idle:
+            if idle_s is None or freed >= short:
+                break
+            chosen.append((deployment.alias, idle_s))
+            freed += self.room.bytes_of(deployment.model)
+        if freed < short:
+            return short  # wait for busy ones to finish (or for unloads under way)
+        for alias, idle_s in chosen:
+            self._sleep(alias, idle_s, for_model=model)
+        return short
+
+    def holding(self, model: str) -> list[str]:
+        """The other models with a keep_alive that hold memory now: what a load waits on."""
+        turns = self.timeouts()
+        return sorted(d.alias for d in self._resident().values() if d.alias in turns and d.alias != model)
+
+    async def _room_for(self, model: str, wait: float, operator: bool = False) -> None:
+        """Wait until ``model`` has room (:meth:`make_room`), at most ``wait`` seconds; then refuse
+        (503 with Retry-After to a request, 409 to an operator)."""
+        deadline = time.monotonic() + wait
+        while True:
+            short = self.make_room(model, time.monotonic())
+            if short is None:
+                return
+            unloading = list(self._unloading.values())
+            if unloading:
+                await asyncio.wait([asyncio.shield(t) for t in unloading])
+                continue
+            if time.monotonic() >= deadline:
+                why = (f"model {model!r} does not fit the memory plan beside the models loaded now ({short / 2**30:.2f} "
+                       f"GiB short) while the models holding it stay busy: {', '.join(self.holding(model)) or 'none'}")
+                if operator:
+                    raise ConflictError(why, fix="unload one (`seekstack models unload NAME`) or retry once it is idle")
+                raise EngineUnavailableError(why + " in time", retry_after=10,
+                                             fix="retry after the Retry-After delay; or raise supervisor.memory_budget_gb, "
+                                                 "or serve fewer models on this host")
+            await asyncio.sleep(0.2)
+
+    async def load_for_operator(self, model: str) -> bool:
+        """An operator's ``models load``: make room as a request would (idle models only, no waiting:
+        409 naming the busy ones, and nothing changed), then load; from then on an operator's unload lasts."""
+        await self._room_for(model, 0.0, operator=True)
+        self.forget(model)
+        try:
+            return await self.loader.load(model)
+        finally:
+            self._admitted.discard(model)
 
     async def wake(self, model: str) -> None:
         """Load a model this module unloaded, once for every request that asks meanwhile; 503 when
@@ -132,11 +240,15 @@ class KeepAlive:
             unloading = self._unloading.get(model)
             if unloading is not None:
                 await asyncio.shield(unloading)  # the replicas stop before they start again
-            ready = await self.loader.load(model)
+            await self._room_for(model, self.wait_for_room)  # refused: it stays asleep, the next request tries again
+            try:
+                ready = await self.loader.load(model)
+            finally:
+                self.router.sleeping.pop(model, None)
+                self._admitted.discard(model)
+                self.busy_at[model] = time.monotonic()
         finally:
-            self.router.sleeping.pop(model, None)
             self._loading.pop(model, None)
-            self.busy_at[model] = time.monotonic()
         waited = time.monotonic() - started
         self.actions[model, "load"] += 1
         log.info("model %s loaded on demand in %.1f s%s", model, waited, "" if ready else " (not ready yet)")
@@ -144,6 +256,26 @@ class KeepAlive:
             await self.audit({"event": "model_load", "decision": "allow", "model": model, "reason": "request",
                               "ready": ready, "waited_s": round(waited, 1)})
         return ready
+
+    def asleep_at_start(self, models: list[Any]) -> list[str]:
+        """The models with a keep_alive to leave unloaded at start, when they do not all fit: those
+        after the first that fit beside the models without one, in config order. Each is routed to
+        :meth:`wake`, so that its first request loads it."""
+        if self.room is None:
+            return []
+        used = sum(self.room.bytes_of(m) for m in models if m.keep_alive is None)
+        asleep = []
+        for m in models:
+            if m.keep_alive is None or not m.engine.launched:
+                continue
+            if used + self.room.bytes_of(m) <= self.room.budget_bytes:
+                used += self.room.bytes_of(m)
+                continue
+            asleep.append(m.name)
+            self.router.sleeping[m.name] = functools.partial(self.wake, m.name)
+            log.info("model %s left unloaded at start: the models with a keep_alive do not all fit the memory plan "
+                     "(%s); its first request loads it", m.name, self.room.where)
+        return asleep
 
     def forget(self, model: str) -> None:
         """An operator unloaded or loaded the model: its requests no longer load it on demand."""

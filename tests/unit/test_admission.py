@@ -1,0 +1,67 @@
+"""Admission when models take turns (planner/admission.py): models with a keep_alive need not all
+fit at once — every other model plus the largest of them must — and the derived sizes are not
+shrunk to squeeze them all in. The plans are the planner's for the embedded model on this machine."""
+
+from __future__ import annotations
+
+from seekstack.config import Settings
+from seekstack.planner.admission import admit, derive, room
+
+GB = 1e9
+
+
+def settings(budget_gb: float, *models: dict) -> Settings:
+    return Settings.model_validate({"supervisor": {"memory_budget_gb": budget_gb}, "models": [
+        {"source": "embedded", "context": 512, "slots": 1, "prompt_cache_mib": 0, **m} for m in models]})
+
+
+def one_model_bytes() -> float:
+    plan = settings(10, {"name": "x"})
+    return room(plan).bytes_of(plan.models[0])
+
+
+def test_models_with_a_keep_alive_fit_by_taking_turns():
+    one = one_model_bytes()
+    s = settings(1.5 * one / GB, {"name": "a", "keep_alive": 60}, {"name": "b", "keep_alive": 60})
+    admission = admit(s)
+    assert admission.fits and not admission.all_fit
+    assert admission.need_bytes == one and admission.all_bytes == 2 * one
+    assert admission.on_demand() == ["a", "b"]
+    assert "a, b (keep_alive) load on demand, taking turns" in admission.sharing()
+
+
+def test_models_that_all_fit_do_not_take_turns():
+    one = one_model_bytes()
+    admission = admit(settings(2.5 * one / GB, {"name": "a", "keep_alive": 60}, {"name": "b", "keep_alive": 60}))
+    assert admission.fits and admission.all_fit and admission.sharing() is None
+
+
+def test_a_model_without_a_keep_alive_never_gives_its_room():
+    """a is always loaded: a and b together must fit, whatever b's keep_alive."""
+    one = one_model_bytes()
+    admission = admit(settings(1.5 * one / GB, {"name": "a"}, {"name": "b", "keep_alive": 60}))
+    assert not admission.fits and admission.need_bytes == 2 * one
+    assert "(models with keep_alive counted as the largest of them: they take turns)" in admission.explain()
+    assert admission.sharing() is None
+
+
+def test_the_derived_context_is_not_shrunk_for_models_that_take_turns():
+    """Unset context and slots: with turns, each model gets the sizes one model would get alone."""
+    one_alone = settings(0.35, {"name": "a"})
+    one_alone.models[0].model_fields_set.difference_update({"context", "slots"})
+    derive(one_alone)
+    two = settings(0.35, {"name": "a", "keep_alive": 60}, {"name": "b", "keep_alive": 60})
+    for m in two.models:
+        m.model_fields_set.difference_update({"context", "slots"})
+    derive(two)
+    assert [(m.context, m.slots) for m in two.models] == [(one_alone.models[0].context, one_alone.models[0].slots)] * 2
+    assert admit(two).fits and not admit(two).all_fit
+
+
+def test_the_room_counts_every_replica_and_nothing_for_engines_it_does_not_size():
+    s = Settings.model_validate({"supervisor": {"memory_budget_gb": 1}, "models": [
+        {"name": "two", "source": "embedded", "context": 512, "slots": 1, "prompt_cache_mib": 0, "replicas": 2},
+        {"name": "far", "engine": {"kind": "openai", "url": "http://10.0.0.1:8000/v1"}}]})
+    plan = room(s)
+    assert plan.budget_bytes == 1 * GB and plan.where == "supervisor.memory_budget_gb"
+    assert plan.bytes_of(s.models[0]) == 2 * one_model_bytes() and plan.bytes_of(s.models[1]) == 0
