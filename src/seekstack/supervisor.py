@@ -171,7 +171,7 @@ class Supervisor:
     # ------------------------------------------------------------ hot reload
 
     async def apply(self, models: list[ModelConfig], changed: set[str],
-                    hold: Hold | None = None) -> dict[str, list[str]]:
+                    hold: Hold | None = None, unloaded: tuple[str, ...] | list[str] = ()) -> dict[str, list[str]]:
         """Serve ``models`` from now on, without dropping a request in flight.
 
         A new model starts at once (its requests get 503 until a replica is ready). A model in
@@ -181,14 +181,18 @@ class Supervisor:
         A removed model leaves the registry at once and drains the same way.
 
         ``hold``: what else must finish before an old replica stops — a `--workers` leader's
-        engines carry its workers' requests, not its own (``cli/workers.py``)."""
+        engines carry its workers' requests, not its own (``cli/workers.py``). ``unloaded``: new
+        models added unloaded (loaded later, on demand: traffic/keep_alive.py)."""
         wanted = {m.name: m for m in models}
         added = [m for m in models if m.name not in self.replicas]
         removed = [name for name in self.replicas if name not in wanted and name not in self._rollouts]
         fresh = {m.name: self._replicas_of(m, found=[r.engine.base_url for r in self.replicas.get(m.name, [])])
                  for m in [*added, *(wanted[n] for n in changed if n in self.replicas)]}
         for replica in (r for group in fresh.values() for r in group):
-            self._run(replica)
+            if replica.model.name in unloaded and replica.model.name not in self.replicas:
+                replica.state = UNLOADED
+            else:
+                self._run(replica)
         for model in added:
             self._publish(model, fresh[model.name])
             self._follow(model.name)

@@ -13,6 +13,7 @@ import time
 
 import httpx
 import psutil
+import yaml
 from openai import OpenAI
 
 from conftest import SEEKSTACK, Server, as_key, auditor_key
@@ -85,6 +86,24 @@ def test_of_three_models_the_least_recently_used_idle_one_makes_room(tmp_path):
 
     assert [ask("b"), ask("a"), ask("c")] == [200, 200, 200]
     assert [state(server, m) for m in "abc"] == ["ready", "unloaded", "ready"]
+
+
+def test_a_model_a_reload_adds_that_does_not_fit_now_is_added_unloaded_and_loads_on_request(tmp_path):
+    """Simulated llama.cpp: a serves alone; a reload adds b, which does not fit beside a."""
+    config = one_at_a_time({"kind": "llamacpp", "simulate": True})
+    both = config["models"]
+    server = Server(tmp_path, {**config, "models": both[:1]}).start()
+    on_disk = yaml.safe_load(server.config_path.read_text())
+    server.config_path.write_text(yaml.safe_dump({**on_disk, "models": both}))
+    result = server.http.post("/admin/v1/config/reload")
+    assert result.status_code == 200 and result.json()["added"] == ["b"], result.text
+    assert [state(server, m) for m in "ab"] == ["ready", "unloaded"]
+    [b] = [r for r in server.http.get("/admin/v1/replicas").json()["data"] if r["model"] == "b"]
+    assert b["on_demand"] is True and b["pid"] is None  # no engine started for it
+    assert server.http.post("/v1/chat/completions", json={"model": "b", "max_tokens": 2, "messages": [
+        {"role": "user", "content": "hi"}]}).status_code == 200
+    assert [state(server, m) for m in "ab"] == ["unloaded", "ready"]
+    assert "model b added unloaded: it does not fit the memory plan" in server.log_path.read_text()
 
 
 def stream(server: Server, model: str) -> tuple[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from contextlib import asynccontextmanager
@@ -62,7 +63,7 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         app.state.supervisor = supervisor
         app.state.registry = registry
         app.state.reloader = reloader or Reloader(None, "serve", settings)  # without a file: refuses, saying why
-        app.state.reloader.apply = supervisor.apply
+        app.state.reloader.apply = functools.partial(_apply, supervisor, keep_alive)
         app.state.router = router
         app.state.inference = InferenceService(settings, registry, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout,
                                                                                settings.scheduler.resume),
@@ -105,6 +106,11 @@ def build_app(settings: Settings, observability: Observability | None = None, re
     app.add_middleware(GuardMiddleware, governance=governance, enabled=settings.auth.enabled,
                        observability=observability, sources=sources)  # outermost: before any body is read
     return app
+
+
+async def _apply(supervisor: Supervisor, keep_alive: KeepAlive, models: list, changed: set[str], hold=None) -> dict:
+    """A reload: models added with a keep_alive that do not fit now are added unloaded."""
+    return await supervisor.apply(models, changed, hold, unloaded=keep_alive.after_reload(models))
 
 
 def _autoscaler(settings: Settings, registry: Registry, router: Router, supervisor: Supervisor,

@@ -277,6 +277,30 @@ class KeepAlive:
                      "(%s); its first request loads it", m.name, self.room.where)
         return asleep
 
+    def after_reload(self, models: list[Any]) -> list[str]:
+        """A reload's models: forget those removed; of those added with a keep_alive, the ones to add
+        unloaded because they do not fit beside what holds memory now (their first request makes
+        room, as at start)."""
+        names = {m.name for m in models}
+        for gone in [name for name in self.router.sleeping if name not in names]:
+            self.router.sleeping.pop(gone)
+        if self.room is None:
+            return []
+        known = {d.alias for d in self.registry.deployments()}
+        used = sum(self.room.bytes_of(d.model) for d in self._resident().values() if d.alias in names)
+        asleep = []
+        for m in models:
+            if m.name in known or not m.engine.launched:
+                continue
+            if m.keep_alive is None or used + self.room.bytes_of(m) <= self.room.budget_bytes:
+                used += self.room.bytes_of(m)
+                continue
+            asleep.append(m.name)
+            self.router.sleeping[m.name] = functools.partial(self.wake, m.name)
+            log.info("model %s added unloaded: it does not fit the memory plan beside the models loaded now (%s); "
+                     "its first request makes room and loads it", m.name, self.room.where)
+        return asleep
+
     def forget(self, model: str) -> None:
         """An operator unloaded or loaded the model: its requests no longer load it on demand."""
         self.router.sleeping.pop(model, None)
