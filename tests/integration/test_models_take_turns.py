@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import time
 
@@ -46,6 +47,14 @@ def test_a_request_for_an_unloaded_model_unloads_the_least_recently_used_idle_on
                         text=True, timeout=60, env={**os.environ, "COLUMNS": "250"})
     [row] = [line for line in ps.stdout.splitlines() if line.strip("│ ").startswith("b ")]
     assert "unloaded (loads on request)" in row, ps.stdout
+    from seekstack.governance.sessions import COOKIE
+
+    session = {COOKIE: httpx.post(server.url + "/console/session",
+                                  headers={"Authorization": f"Bearer {server.key}"}).cookies[COOKIE]}
+    for lang, note in (("en", "loads on its next request"), ("zh-CN", "下一个请求到来时加载")):
+        page = httpx.get(server.url + "/console/models", params={"lang": lang}, cookies=session).text
+        headings = re.findall(r'<h2 id="dep-\d+">(.*?)</h2>', page, re.S)
+        assert [note in h for h in headings] == [False, True], headings  # a: loaded; b: loads on request
     client = OpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0, timeout=120)
 
     def ask(model: str) -> str:
