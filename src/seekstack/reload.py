@@ -51,6 +51,7 @@ class Reloader:
         self.sections = _sections(settings)
         self.apply: Apply | None = None  # how models are put in force: set once engines are supervised
         self.checks: list[Callable[[Settings], list[str]]] = []  # what else a new config must pass (--workers)
+        self.sized_checks: list[Callable[[Settings], list[str]]] = []  # once sizes are derived (the memory plan)
         self._lock = asyncio.Lock()
 
     async def reload(self) -> dict[str, Any]:
@@ -69,8 +70,12 @@ class Reloader:
             changed = {name for name, entry in configured.items() if name in self.configured
                        and entry != self.configured[name]}
             added_or_changed = [m for m in new.models if m.name in changed or m.name not in self.configured]
-            if added_or_changed:
-                await anyio.to_thread.run_sync(_derive, new, added_or_changed)
+            running = {m.name: m for m in self.settings.models}  # as they run: with the sizes derived for them
+            fresh = {m.name for m in added_or_changed}
+            new.models = [m if m.name in fresh else running.get(m.name, m) for m in new.models]
+            problems = await anyio.to_thread.run_sync(self._size, new, added_or_changed)
+            if problems:
+                raise _refused(self.config_path, problems)
             result = await self.apply(new.models, changed)
             failed = set(result["failed"])  # these keep serving as they were configured before
             self.configured = {name: self.configured[name] if name in failed else entry for name, entry in configured.items()}
@@ -89,11 +94,22 @@ class Reloader:
             settings = load_settings(self.config_path)
             problems = role_problems(settings, self.role) + [p for check in self.checks for p in check(settings)]
         if problems:
-            raise ConfigError(f"{self.config_path}: the new config was refused whole ({len(problems)} problem(s)); "
-                              "the running one stays:\n  " + "\n  ".join(problems),
-                              fix="fix them (`seekstack config check FILE` lists them), then reload again")
+            raise _refused(self.config_path, problems)
         resolve_models(settings)  # store models: verified and trusted, or refused (ConfigError)
         return settings, as_configured(settings)
+
+
+    def _size(self, new: Settings, models: list) -> list[str]:
+        """Derive the unset sizes of ``models`` as `serve` does; then what the sized config fails."""
+        if models:
+            _derive(new, models)
+        return [p for check in self.sized_checks for p in check(new)]
+
+
+def _refused(path: Path | None, problems: list[str]) -> ConfigError:
+    return ConfigError(f"{path}: the new config was refused whole ({len(problems)} problem(s)); "
+                       "the running one stays:\n  " + "\n  ".join(problems),
+                       fix="fix them (`seekstack config check FILE` lists them), then reload again")
 
 
 async def reload_on_signal(reloader: Reloader) -> None:

@@ -126,3 +126,35 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_model_that_does_not_fit_the_memory_plan_is_refused_whole_and_one_that_takes_turns_is_added(tmp_path):
+    """Against the budget planned at start (0.3 GB; each model here takes ~0.245 GB): a second
+    model always loaded would not fit, so the reload is refused with the numbers; the same model
+    with a keep_alive takes turns with a, so it is added (unloaded, loaded on its request)."""
+    sized = {"slots": 1, "prompt_cache_mib": 0}
+    server = Server(tmp_path, {"supervisor": {"memory_budget_gb": 0.3},
+                               "models": [model("a", keep_alive=3600, **sized)]}).start()
+    write(server, [model("a", keep_alive=3600, **sized), model("c", **sized)])
+    refused = server.http.post("/admin/v1/config/reload")
+    message = refused.json()["error"]["message"]
+    assert refused.status_code == 400 and "refused whole (1 problem(s))" in message, message
+    assert "memory: the models need 0.46 GiB" in message and "supervisor.memory_budget_gb" in message
+    assert "fix: " in message
+    assert states(server) == {"a": "ready"}
+    write(server, [model("a", keep_alive=3600, **sized), model("c", keep_alive=3600, **sized)])
+    applied = server.http.post("/admin/v1/config/reload")
+    assert applied.status_code == 200 and applied.json()["added"] == ["c"], applied.text
+    assert states(server) == {"a": "ready", "c": "unloaded"}
+
+
+def test_a_reload_plans_the_unchanged_models_with_the_sizes_they_run_with(tmp_path):
+    """a's context and slots are unset, so serve derived them to fit 0.35 GB (1024 × 4). A reload
+    that only adds an engine elsewhere plans a as it runs, not at the 4096 × 4 of its bare entry
+    (0.80 GiB), and is applied."""
+    bare = {"name": "a", "source": "embedded", "engine": {"kind": "llamacpp", "simulate": True}}
+    server = Server(tmp_path, {"supervisor": {"memory_budget_gb": 0.35}, "models": [bare]}).start()
+    write(server, [bare, {"name": "far", "engine": {"kind": "openai", "url": "http://127.0.0.1:9/v1"}}])
+    applied = server.http.post("/admin/v1/config/reload")
+    assert applied.status_code == 200 and applied.json()["added"] == ["far"], applied.text
+    assert states(server)["a"] == "ready"

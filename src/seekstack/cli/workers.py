@@ -15,6 +15,7 @@ reload` to any worker — is the leader's, for every worker (:class:`Leader`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -34,6 +35,7 @@ from ..engines.http import EngineHTTP
 from ..errors import ConfigError, SeekstackError
 from ..governance.keys import write_secret_file
 from ..governance.service import audit_dir
+from ..planner.admission import memory_problems, room
 from ..reload import Reloader, in_force, reload_on_signal
 from ..supervisor import Supervisor
 from .common import console, pid_running
@@ -90,6 +92,7 @@ class Leader:
         self.reloader = reloader
         reloader.apply = self.apply
         reloader.checks.append(lambda new: check_workers(new, workers))
+        reloader.sized_checks.append(functools.partial(memory_problems, within=room(settings)))
         self.procs: list[subprocess.Popen | None] = [None] * workers
         self._releases: set[asyncio.Task] = set()
         self._write_configs(settings.models)

@@ -16,7 +16,7 @@ from ..engines.http import EngineHTTP
 from ..governance import Governance, roster
 from ..registry import Registry
 from ..reload import Reloader
-from ..planner.admission import room, room_for
+from ..planner.admission import memory_problems, room, room_for
 from ..store import resolve_model
 from ..traffic.autoscaler import Autoscaler, Rule
 from ..traffic.keep_alive import KeepAlive
@@ -64,6 +64,7 @@ def build_app(settings: Settings, observability: Observability | None = None, re
         app.state.registry = registry
         app.state.reloader = reloader or Reloader(None, "serve", settings)  # without a file: refuses, saying why
         app.state.reloader.apply = functools.partial(_apply, supervisor, keep_alive)
+        app.state.reloader.sized_checks.append(functools.partial(memory_problems, within=plan))
         app.state.router = router
         app.state.inference = InferenceService(settings, registry, Upstream(router, settings.scheduler.retries, settings.scheduler.timeout,
                                                                                settings.scheduler.resume),

@@ -82,18 +82,30 @@ class Admission:
         return f"serve {model.name} with a smaller quantization, or free memory (see `seekstack plan`)"
 
 
-def admit(settings: Settings, info: dict | None = None) -> Admission | None:
-    """Plan the configured llama.cpp models; None when there is nothing to plan."""
+def admit(settings: Settings, info: dict | None = None, within: "Room | None" = None) -> Admission | None:
+    """Plan the configured llama.cpp models; None when there is nothing to plan. ``within``: against
+    the plan a running gateway made at start (a reload), instead of the machine now."""
     local = [m for m in settings.models if m.engine.kind == "llamacpp"]
     if not local:
         return None
-    info = info if info is not None else detect()
-    hw = parse_hardware("auto", info)
+    if within is not None:
+        hw, (budget, where) = within.hw, (within.budget_bytes, within.where)
+    else:
+        info = info if info is not None else detect()
+        hw = parse_hardware("auto", info)
+        budget, where = _budget(settings, local, hw, info)
     plans = [(model, _plan(model, hw)) for model in local]
     always = sum(m.replicas * p.total_bytes for m, p in plans if m.keep_alive is None)
     on_demand = [m.replicas * p.total_bytes for m, p in plans if m.keep_alive is not None]
-    budget, where = _budget(settings, local, hw, info)
     return Admission(plans, always + max(on_demand, default=0.0), budget, where, always + sum(on_demand))
+
+
+def memory_problems(settings: Settings, within: "Room") -> list[str]:
+    """A reload's models against the memory plan made at start: what `serve` would refuse."""
+    admission = admit(settings, within=within)
+    if admission is None or admission.fits:
+        return []
+    return [f"memory: {admission.explain()}\n  fix: {admission.smallest_fix()}"]
 
 
 def _plan(model: ModelConfig, hw) -> Plan:
