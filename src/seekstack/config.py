@@ -162,6 +162,7 @@ class AlertThresholds(_Section):
     error_ratio: float = Field(0.05, gt=0, le=1, description="Share of requests answered with 5xx over 5 minutes that fires an alert.")
     replica_down_for: str = Field("1m", pattern=r"^[0-9]+[smh]$", description="How long a replica must be down before the alert fires.")
     certificate_expiry_days: float = Field(14, gt=0, description="Days before the TLS certificate expires that an alert fires (critical at a fifth of it).")
+    model_turns_per_hour: int = Field(12, ge=1, description="Models unloaded to make room for another (models with a keep_alive taking turns) per hour above which `SeekstackModelsTakingTurnsOften` fires: requests keep waiting for loads.")
 
 
 class ObservabilityConfig(_Section):

@@ -123,3 +123,24 @@ def test_without_o_the_files_go_to_standard_output_and_nothing_is_dropped_in_the
     assert rules.returncode == board.returncode == 0
     assert yaml.safe_load(rules.stdout)["groups"][0]["rules"] and json.loads(board.stdout)["panels"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_models_taking_turns_often_fires_on_many_unloads_for_room_an_hour_and_not_on_a_few(tmp_path):
+    """`promtool test rules` on the rule file as written: models unloaded for room once a minute for
+    an hour (60 > 12) fire SeekstackModelsTakingTurnsOften; once every ten minutes (6) does not."""
+    rules = tmp_path / "rules.yml"
+    assert run("deploy", "alerts", "-o", str(rules)).returncode == 0
+    [rule] = [r for r in yaml.safe_load(rules.read_text())["groups"][0]["rules"]
+              if r["alert"] == "SeekstackModelsTakingTurnsOften"]
+    series = 'seekstack_keep_alive_actions_total{action="evict",model="a"}'
+
+    def case(per_minute: str, expected: list) -> dict:
+        return {"interval": "1m", "input_series": [{"series": series, "values": f"0+{per_minute}x90"}],
+                "alert_rule_test": [{"eval_time": "80m", "alertname": rule["alert"], "exp_alerts": expected}]}
+
+    fires = [{"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}]
+    test_file = tmp_path / "turns_test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m",
+                                         "tests": [case("1", fires), case("0.1", [])]}))
+    checked = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr

@@ -124,6 +124,6 @@ def test_a_model_that_cannot_be_loaded_again_answers_503_saying_why_then_recover
     body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
     failed = server.http.post("/v1/chat/completions", json=body)
     assert failed.status_code == 503 and failed.headers["retry-after"] == "10", failed.text
-    assert "unloaded for being idle, and no replica was ready within the startup timeout" in failed.json()["error"]["message"]
+    assert "loads on demand (keep_alive), and no replica was ready within the startup timeout" in failed.json()["error"]["message"]
     faults.write_text("{}")
     assert wait_until(lambda: server.http.post("/v1/chat/completions", json=body).status_code == 200, 60)

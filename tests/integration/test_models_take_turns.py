@@ -77,6 +77,9 @@ def test_a_request_for_an_unloaded_model_unloads_the_least_recently_used_idle_on
     metrics = server.http.get("/metrics").text
     for model in "ab":
         assert f'seekstack_keep_alive_actions_total{{action="evict",model="{model}"}} 1.0' in metrics
+    assert "seekstack_memory_budget_bytes 3e+08" in metrics  # the plan: a loaded now, b not
+    assert re.search(r'seekstack_memory_planned_bytes\{model="a"\} 2\.4\d+e\+08', metrics), metrics
+    assert 'seekstack_memory_planned_bytes{model="b"}' not in metrics
     assert "model a unloaded to make room for b: idle for" in server.log_path.read_text()
 
 

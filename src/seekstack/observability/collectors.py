@@ -133,6 +133,14 @@ class TrafficCollector(Collector):
             for (model, action), count in self.keep_alive.actions.items():
                 actions.add_metric([model, action], count)
             families.append(actions)
+            if self.keep_alive.room is not None:
+                budget = GaugeMetricFamily("seekstack_memory_budget_bytes", _help("seekstack_memory_budget_bytes"),
+                                           value=self.keep_alive.room.budget_bytes)
+                planned = GaugeMetricFamily("seekstack_memory_planned_bytes", _help("seekstack_memory_planned_bytes"),
+                                            labels=["model"])
+                for model, held in self.keep_alive.planned().items():
+                    planned.add_metric([model], held)
+                families += [budget, planned]
         return families
 
 

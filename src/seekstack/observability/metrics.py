@@ -59,6 +59,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "seekstack_autoscaler_utilization": ("gauge", "model", "The autoscaler's utilisation (saturation: slots in use with the queue, or KV-cache use), averaged over its window."),
     "seekstack_autoscaler_replicas": ("gauge", "model", "Replicas of an autoscaled model now."),
     "seekstack_autoscaler_decisions_total": ("counter", "model, direction", "The autoscaler's decisions: `up`, `down`, and `held` (a scale-up the memory plan refused)."),
+    "seekstack_memory_budget_bytes": ("gauge", "", "The memory the engines this host starts may use in all, planned at start (`supervisor.memory_budget_gb`, or what was available)."),
+    "seekstack_memory_planned_bytes": ("gauge", "model", "The memory plan of each model loaded now (all its replicas, as admission sizes them); an unloaded model has no series."),
     "seekstack_keep_alive_actions_total": ("counter", "model, action", "Models with `keep_alive` unloaded for being idle (`unload`) or to make room for another (`evict`), and loaded again by a request (`load`)."),
     "seekstack_deployment_traffic_share": ("gauge", "model, deployment, version", "The share of a model's new requests each of its deployments takes now (a canary's percentage; 0 while not ready)."),
     "seekstack_rollout_active": ("gauge", "model, mode, to", "1 while a canary or blue-green rollout of the model to that version is in progress."),

@@ -185,6 +185,13 @@ class KeepAlive:
             self._sleep(alias, idle_s, for_model=model)
         return short
 
+    def planned(self) -> dict[str, float]:
+        """Each model holding memory now and its planned bytes (0 for engines the plan does not size)."""
+        held: dict[str, float] = {}
+        for d in self._resident().values():
+            held[d.alias] = held.get(d.alias, 0.0) + (self.room.bytes_of(d.model) if self.room else 0.0)
+        return held
+
     def holding(self, model: str) -> list[str]:
         """The other models with a keep_alive that hold memory now: what a load waits on."""
         turns = self.timeouts()
@@ -229,7 +236,7 @@ class KeepAlive:
         if task is None:
             task = self._loading[model] = asyncio.create_task(self._load(model), name=f"load {model}")
         if not await asyncio.shield(task):
-            raise EngineUnavailableError(f"model {model!r} was unloaded for being idle, and no replica was ready "
+            raise EngineUnavailableError(f"model {model!r} loads on demand (keep_alive), and no replica was ready "
                                          "within the startup timeout", retry_after=10,
                                          fix="retry after the Retry-After delay; check `seekstack ps` and the "
                                              "engine's log")
