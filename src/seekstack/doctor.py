@@ -196,13 +196,16 @@ def models_check(settings: Settings) -> list[Check]:
 
 
 def memory_check(settings: Settings) -> list[Check]:
-    """The planner's memory for every model and replica together, against what is available."""
+    """The planner's memory for every model and replica together, against what is available (models
+    with a keep_alive counted as the largest of them: they take turns)."""
     from .planner.admission import admit
 
     admission = admit(settings)
     if admission is None:
         return [Check("memory", OK, "no local engines to plan")]
     detail = f"models need {admission.need_bytes / 2**30:.2f} GiB of {admission.budget_bytes / 2**30:.2f} GiB ({admission.where})"
+    if admission.sharing():  # they fit only by taking turns
+        detail += f", with {', '.join(admission.on_demand())} (keep_alive) taking turns ({admission.all_bytes / 2**30:.2f} GiB all at once)"
     if not admission.fits:
         return [Check("memory", FAIL, detail, admission.smallest_fix())]
     if admission.need_bytes > 0.8 * admission.budget_bytes:

@@ -65,3 +65,11 @@ def test_the_room_counts_every_replica_and_nothing_for_engines_it_does_not_size(
     plan = room(s)
     assert plan.budget_bytes == 1 * GB and plan.where == "supervisor.memory_budget_gb"
     assert plan.bytes_of(s.models[0]) == 2 * one_model_bytes() and plan.bytes_of(s.models[1]) == 0
+
+
+def test_doctor_says_the_models_fit_by_taking_turns():
+    from seekstack.doctor import OK, memory_check
+
+    one = one_model_bytes()
+    [check] = memory_check(settings(1.5 * one / GB, {"name": "a", "keep_alive": 60}, {"name": "b", "keep_alive": 60}))
+    assert check.status == OK and "with a, b (keep_alive) taking turns (0.46 GiB all at once)" in check.detail, check
