@@ -87,3 +87,32 @@ def test_bad_bodies_are_ollama_errors_not_server_errors(server):
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     r = httpx.post(server.url + "/api/show", json={"model": "nosuch"}, headers=headers, timeout=30)
     assert r.status_code == 404 and json.loads(r.text)["error"]
+
+
+def test_an_empty_request_preloads_a_model_that_loads_on_demand_and_keep_alive_0_is_refused(tmp_path):
+    """Ollama's preload (`generate` with no prompt, `chat` with no messages) and unload (the same
+    with keep_alive 0, what `ollama stop` sends). Simulated llama.cpp (it stands in for the engine),
+    two models taking turns in a budget that holds one (tests/integration/test_models_take_turns.py)."""
+    from conftest import Server
+    from test_keep_alive import state
+    from test_models_take_turns import one_at_a_time
+
+    server = Server(tmp_path, one_at_a_time({"kind": "llamacpp", "simulate": True})).start()
+    client = ollama.Client(host=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=60)
+    assert [state(server, m) for m in "ab"] == ["ready", "unloaded"]
+    loaded = client.generate(model="b")
+    assert loaded.done and loaded.done_reason == "load" and loaded.response == ""
+    assert [state(server, m) for m in "ab"] == ["unloaded", "ready"]  # b loaded (a made room), nothing generated
+    assert [m.model for m in client.ps().models] == ["b"]
+    loaded = client.chat(model="a", messages=[])
+    assert loaded.done_reason == "load" and loaded.message.content == ""
+    assert [state(server, m) for m in "ab"] == ["ready", "unloaded"]
+    with pytest.raises(ollama.ResponseError) as refused:
+        client.generate(model="a", keep_alive=0)
+    assert refused.value.status_code == 403 and "seekstack models unload a" in refused.value.error
+    assert state(server, "a") == "ready"
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.generate(model="nosuch")
+    assert missing.value.status_code == 404
+    auditor = as_key(server, auditor_key(server))
+    assert auditor.get("/admin/v1/audit", params={"event": "model_load"}).json()["data"]  # audited like any load

@@ -11,13 +11,18 @@ Ollama's ``{"error": "…"}``.
 
 Ollama's load-time options (``num_ctx``, ``num_gpu``, ``keep_alive`` …) describe how to load
 a model; here the operator's config decides that (a model's ``keep_alive`` too), so they are
-accepted and ignored.
+accepted and ignored. A request with nothing to answer — ``/api/generate`` with an empty
+prompt, ``/api/chat`` with no messages — is Ollama's preload: the model is loaded if it was
+unloaded on demand (keep_alive), and the answer's ``done_reason`` is ``load``. The same with
+``keep_alive: 0`` is Ollama's unload (``ollama stop``); here unloading is an operator's action,
+so it is refused (403) naming ``seekstack models unload``.
 ``num_predict`` is ``max_tokens`` (-1: no limit but the context and the caller's budgets).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from typing import Any, AsyncIterator, Literal
 
@@ -27,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from .. import __version__
-from ..errors import InvalidRequestError, ModelNotFoundError, SeekstackError, UnsupportedError
+from ..errors import (InvalidRequestError, ModelNotFoundError, PermissionDeniedError, SeekstackError,
+                      UnsupportedError)
 from .errors import route_error
 from .inference import validation_error
 from .sse import EventStream
@@ -54,6 +60,7 @@ class OllamaMessage(_Body):
 class OllamaChat(_Body):
     model: str = Field(min_length=1, max_length=256)
     messages: list[OllamaMessage] = Field(default_factory=list)
+    keep_alive: int | float | str | None = None
     stream: bool = True
     options: dict[str, Any] | None = None
     format: str | dict[str, Any] | None = None
@@ -63,6 +70,7 @@ class OllamaChat(_Body):
 class OllamaGenerate(_Body):
     model: str = Field(min_length=1, max_length=256)
     prompt: str = ""
+    keep_alive: int | float | str | None = None
     system: str | None = None
     raw: bool = False
     stream: bool = True
@@ -86,6 +94,9 @@ class OllamaShow(_Body):
 async def chat(request: Request) -> Response:
     try:
         body = await _parse(request, OllamaChat)
+        if not body.messages:
+            return await _preload(request, body.model, body.keep_alive,
+                                  {"message": {"role": "assistant", "content": ""}})
         if any(m.images for m in body.messages):
             _refuse_images()
         openai = {"model": body.model, "messages": [{"role": m.role, "content": m.content} for m in body.messages],
@@ -99,6 +110,8 @@ async def chat(request: Request) -> Response:
 async def generate(request: Request) -> Response:
     try:
         body = await _parse(request, OllamaGenerate)
+        if not body.prompt and not body.images:
+            return await _preload(request, body.model, body.keep_alive, {"response": ""})
         if body.images:
             _refuse_images()
         sampling = _sampling(body.options, body.format)
@@ -170,6 +183,27 @@ async def ps(request: Request) -> Response:
 @router.get("/version")
 async def version() -> Response:
     return _json({"version": f"seekstack-{__version__}"})
+
+
+async def _preload(request: Request, name: str, keep_alive: Any, empty: dict[str, Any]) -> Response:
+    """Ollama's empty request: load the model if it is unloaded on demand, and say so."""
+    if next((m for m in _visible_models(request) if m.name == name), None) is None:
+        raise ModelNotFoundError(f"model {name!r} not found", param="model")
+    if _zero(keep_alive):
+        raise PermissionDeniedError(f"unloading model {name!r} through Ollama's API (keep_alive: 0) is not allowed here",
+                                    fix=f"an operator unloads it with `seekstack models unload {name}`; a model's "
+                                        "keep_alive in seekstack.yaml unloads it when idle")
+    router = request.app.state.router
+    await router.wake(name)  # unloaded on demand: loaded now (one load for every request that waits)
+    router.peek(name)  # 503 naming why, when it still cannot serve (an operator unloaded it, no replica is up)
+    return _json({"model": name, "created_at": _now(), **empty, "done": True, "done_reason": "load"})
+
+
+def _zero(keep_alive: Any) -> bool:
+    """Ollama's ``keep_alive`` meaning "unload now": 0, "0", "0s", "0m"…"""
+    if isinstance(keep_alive, (int, float)) and not isinstance(keep_alive, bool):
+        return keep_alive == 0
+    return isinstance(keep_alive, str) and re.fullmatch(r"\s*0+(\.0*)?(ns|us|µs|ms|s|m|h)?\s*", keep_alive) is not None
 
 
 # ------------------------------------------------------------------ translation
