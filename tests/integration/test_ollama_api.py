@@ -80,7 +80,7 @@ def test_it_is_governed_like_v1(server):
 def test_bad_bodies_are_ollama_errors_not_server_errors(server):
     headers = {"Authorization": f"Bearer {server.key}"}
     for body in ({"model": MODEL, "messages": "hi"}, {"model": MODEL, "messages": [{"role": "wizard"}]},
-                 {"messages": []}, {"model": MODEL, "messages": [], "options": {"num_predict": "x"}}):
+                 {"messages": []}, {"model": MODEL, "messages": [], "keep_alive": [1]}):
         r = httpx.post(server.url + "/api/chat", json=body, headers=headers, timeout=30)
         assert 400 <= r.status_code < 500 and isinstance(r.json()["error"], str), (body, r.status_code, r.text)
     r = httpx.post(server.url + "/api/chat", content=b"{nope", headers=headers, timeout=30)
