@@ -98,7 +98,6 @@ class Reloader:
         resolve_models(settings)  # store models: verified and trusted, or refused (ConfigError)
         return settings, as_configured(settings)
 
-
     def _size(self, new: Settings, models: list) -> list[str]:
         """Derive the unset sizes of ``models`` as `serve` does; then what the sized config fails."""
         if models:
