@@ -118,6 +118,40 @@ def test_a_model_a_reload_adds_that_does_not_fit_now_is_added_unloaded_and_loads
     assert "model b added unloaded: it does not fit the memory plan" in server.log_path.read_text()
 
 
+def test_requests_for_two_unloaded_models_at_once_take_turns_and_never_overfill_the_plan(tmp_path):
+    """Simulated llama.cpp, room for one of a, b, c: requests for b and c arrive together while a
+    is loaded. Both are answered, one model after the other; at no poll (every 20 ms) were two
+    models loaded or starting at once."""
+    config = one_at_a_time({"kind": "llamacpp", "simulate": True})
+    config["models"].append({**config["models"][1], "name": "c"})
+    server = Server(tmp_path, config).start()
+    seen: list[list[str]] = []
+
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60,
+                                     headers={"Authorization": f"Bearer {server.key}"}) as http:
+            async def ask(model: str) -> int:
+                return (await http.post("/v1/chat/completions", json={"model": model, "max_tokens": 2, "messages": [
+                    {"role": "user", "content": "hi"}]})).status_code
+
+            async def watch() -> None:
+                while True:
+                    models = (await http.get("/v1/models")).json()["data"]
+                    seen.append([m["id"] for m in models if m["state"] != "unloaded"])
+                    await asyncio.sleep(0.02)
+
+            watching = asyncio.ensure_future(watch())
+            try:
+                return list(await asyncio.gather(ask("b"), ask("c")))
+            finally:
+                watching.cancel()
+
+    assert asyncio.run(run()) == [200, 200]
+    assert len(seen) >= 10 and all(len(loaded) <= 1 for loaded in seen), seen
+    assert {tuple(loaded) for loaded in seen} >= {("b",), ("c",)}  # each had its turn
+    assert sorted(m for m in "abc" if state(server, m) != "unloaded") in (["b"], ["c"])
+
+
 def stream(server: Server, model: str) -> tuple[str, float]:
     """A whole streamed answer, and when it ended (monotonic)."""
     with httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.key}"}) as http:

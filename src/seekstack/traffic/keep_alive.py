@@ -67,7 +67,7 @@ class KeepAlive:
         self.actions: collections.Counter[tuple[str, str]] = collections.Counter()  # (model, unload|load|evict): metrics
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._loading: dict[str, asyncio.Task[bool]] = {}
-        self._admitted: set[str] = set()  # given room, their replicas not started yet: counted as loaded
+        self._admitted: set[str] = set()  # given room: counted as loaded until the loader has started them
 
     def timeouts(self) -> dict[str, tuple[float, "Deployment"]]:
         """The models with a ``keep_alive``, each served by one local deployment (not mid-rollout)."""
