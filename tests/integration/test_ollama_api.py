@@ -114,5 +114,10 @@ def test_an_empty_request_preloads_a_model_that_loads_on_demand_and_keep_alive_0
     with pytest.raises(ollama.ResponseError) as missing:
         client.generate(model="nosuch")
     assert missing.value.status_code == 404
+    only_a = ollama.Client(host=server.url, timeout=60,
+                           headers={"Authorization": f"Bearer {make_key(server, make_user(server, 'api_consumer'), models=['a'])}"})
+    with pytest.raises(ollama.ResponseError) as forbidden:  # a key that may not use b does not load it
+        only_a.generate(model="b")
+    assert forbidden.value.status_code == 403 and state(server, "b") == "unloaded"
     auditor = as_key(server, auditor_key(server))
     assert auditor.get("/admin/v1/audit", params={"event": "model_load"}).json()["data"]  # audited like any load

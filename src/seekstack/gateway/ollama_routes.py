@@ -187,8 +187,9 @@ async def version() -> Response:
 
 async def _preload(request: Request, name: str, keep_alive: Any, empty: dict[str, Any]) -> Response:
     """Ollama's empty request: load the model if it is unloaded on demand, and say so."""
-    if next((m for m in _visible_models(request) if m.name == name), None) is None:
+    if name not in request.app.state.registry.aliases():
         raise ModelNotFoundError(f"model {name!r} not found", param="model")
+    request.state.principal.require_model(name)  # 403, as a request for it would get
     if _zero(keep_alive):
         raise PermissionDeniedError(f"unloading model {name!r} through Ollama's API (keep_alive: 0) is not allowed here",
                                     fix=f"an operator unloads it with `seekstack models unload {name}`; a model's "
