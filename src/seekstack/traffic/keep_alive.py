@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from ..errors import ConflictError, EngineUnavailableError
 
+from .turns import Holder, choose, hopeless
+
 if TYPE_CHECKING:
     from ..planner.admission import Room
     from ..registry import Deployment, Registry
@@ -160,30 +162,25 @@ class KeepAlive:
             return None  # not ours to plan, or loaded already
         need = sum(self.room.bytes_of(d.model) for d in mine)
         short = sum(self.room.bytes_of(d.model) for d in resident.values()) + need - self.room.budget_bytes
-        if short <= 0:
-            self._admitted.add(model)
-            return None
         turns = self.timeouts()  # only models with a keep_alive give room
-        givers = [d for d in resident.values() if d.alias in turns and d.alias != model]
-        if sum(self.room.bytes_of(d.model) for d in givers) < short:
+        holders = [Holder(d.alias, self.room.bytes_of(d.model),
+                          None if d.alias in self.router.sleeping or d.alias in self._admitted or d.alias in self._loading
+                          else self.idle_for(d, now))
+                   for d in resident.values() if d.alias in turns and d.alias != model]
+        if hopeless(holders, short):  # serve --force: load it anyway, as it always did
             log.warning("model %s: %.2f GiB short of the memory plan even with every other model with a keep_alive "
                         "unloaded; loading it anyway", model, short / 2**30)
-            self._admitted.add(model)
-            return None
-        idle = sorted(((self.idle_for(d, now), d) for d in givers if d.alias not in self.router.sleeping
-                       and d.alias not in self._admitted and d.alias not in self._loading),
-                      key=lambda pair: -1.0 if pair[0] is None else pair[0], reverse=True)
-        chosen, freed = [], 0.0
-        for idle_s, deployment in idle:
-            if idle_s is None or freed >= short:
-                break
-            chosen.append((deployment.alias, idle_s))
-            freed += self.room.bytes_of(deployment.model)
-        if freed < short:
-            return short  # wait for busy ones to finish (or for unloads under way)
-        for alias, idle_s in chosen:
-            self._sleep(alias, idle_s, for_model=model)
-        return short
+            chosen: list[Holder] | None = []
+        else:
+            chosen = choose(holders, short)
+        if chosen is None:
+            return short  # wait for busy ones to go idle (or for unloads under way)
+        for holder in chosen:
+            self._sleep(holder.model, holder.idle_s, for_model=model)
+        if chosen:
+            return short  # once they are unloaded, it fits
+        self._admitted.add(model)
+        return None
 
     def planned(self) -> dict[str, float]:
         """Each model holding memory now and its planned bytes (0 for engines the plan does not size)."""
