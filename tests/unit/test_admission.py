@@ -73,3 +73,15 @@ def test_doctor_says_the_models_fit_by_taking_turns():
     one = one_model_bytes()
     [check] = memory_check(settings(1.5 * one / GB, {"name": "a", "keep_alive": 60}, {"name": "b", "keep_alive": 60}))
     assert check.status == OK and "with a, b (keep_alive) taking turns (0.46 GiB all at once)" in check.detail, check
+
+
+def test_when_taking_turns_would_fit_the_fix_says_which_models_need_a_keep_alive():
+    one = one_model_bytes()
+    s = settings(1.2 * one / GB, {"name": "a", "keep_alive": 60}, {"name": "b"}, {"name": "c"})
+    admission = admit(s)
+    assert not admission.fits
+    assert admission.smallest_fix() == "set keep_alive (seconds idle) for b, c: models with a keep_alive take turns in memory"
+    fixed = settings(1.2 * one / GB, *({"name": n, "keep_alive": 60} for n in "abc"))
+    assert admit(fixed).fits  # the fix it names is enough
+    alone = admit(settings(0.5 * one / GB, {"name": "a"}, {"name": "b"}))
+    assert "keep_alive" not in alone.smallest_fix()  # one model does not fit alone: turns cannot help

@@ -79,7 +79,21 @@ class Admission:
         if model.replicas > 1 and plan.total_bytes * (model.replicas - 1) >= excess:
             fewer = model.replicas - int(-(-excess // plan.total_bytes))
             return f"set replicas: {max(fewer, 1)} for {model.name}"
-        return f"serve {model.name} with a smaller quantization, or free memory (see `seekstack plan`)"
+        return self._turns_fix() or f"serve {model.name} with a smaller quantization, or free memory (see `seekstack plan`)"
+
+    def _turns_fix(self) -> str | None:
+        """Giving a keep_alive to the fewest models always loaded now (the largest first), so that
+        they take turns with the others: when that is enough."""
+        sizes = [(m, m.replicas * p.total_bytes) for m, p in self.plans]
+        always = sorted(((m, b) for m, b in sizes if m.keep_alive is None), key=lambda mb: -mb[1])
+        turns, moved = [b for m, b in sizes if m.keep_alive is not None], []
+        for i, (model, size) in enumerate(always):
+            moved.append(model.name)
+            turns.append(size)
+            if len(turns) >= 2 and sum(b for _, b in always[i + 1:]) + max(turns) <= self.budget_bytes:
+                return (f"set keep_alive (seconds idle) for {', '.join(moved)}: models with a keep_alive take turns "
+                        "in memory")
+        return None
 
 
 def admit(settings: Settings, info: dict | None = None, within: "Room | None" = None) -> Admission | None:
