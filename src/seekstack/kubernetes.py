@@ -65,6 +65,7 @@ class Options:
     image: str = f"seekstack:{__version__}"
     namespace: str = "seekstack"
     gateways: int = 3
+    max_gateways: int | None = None    # a HorizontalPodAutoscaler adds gateway pods up to this many (CPU)
     storage_class: str | None = None
     audit_size: str = "20Gi"
     models_claim: str | None = None  # a ReadOnlyMany volume with the model files, mounted at models_dir
@@ -81,7 +82,10 @@ def problems(settings: Settings, raw: dict, options: Options) -> list[str]:
     if not url.startswith(("postgresql://", "postgres://")):
         found.append("storage.url: the gateways on a cluster share a PostgreSQL database — set a postgresql:// URL "
                      "(a SQLite file would be each pod's own)")
-    if options.gateways > 1 and settings.quotas.store != "redis":
+    if options.max_gateways is not None and options.max_gateways <= options.gateways:
+        found.append(f"--max-gateways {options.max_gateways}: the autoscaler adds pods above --gateways "
+                     f"({options.gateways}) — give more, or leave it out for a fixed number")
+    if max(options.gateways, options.max_gateways or 0) > 1 and settings.quotas.store != "redis":
         found.append("quotas.store: several gateways count quotas together in Redis — set store: redis and "
                      "redis_url (or redis_sentinels)")
     if settings.quotas.redis_url and not settings.quotas.redis_url.startswith(("redis://", "rediss://")):
@@ -345,14 +349,33 @@ def _gateway(settings: Settings, raw: dict, options: Options, plans: dict) -> li
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": GATEWAY, "labels": labels},
          "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "http", "port": GATEWAY_PORT}]}},
         {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": GATEWAY, "labels": labels},
-         "spec": {"serviceName": GATEWAY, "replicas": options.gateways, "podManagementPolicy": "Parallel",
+         "spec": {"serviceName": GATEWAY, "podManagementPolicy": "Parallel",
+                  # autoscaled: the count is the HorizontalPodAutoscaler's (an apply would reset it)
+                  **({} if options.max_gateways else {"replicas": options.gateways}),
                   "selector": {"matchLabels": labels},
                   "template": {"metadata": {"labels": labels}, "spec": pod},
                   # each pod's audit chain and state: its own, kept when the pod moves
                   "volumeClaimTemplates": [_claim("state", options.audit_size, options)]}},
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": GATEWAY},
          "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}}},
+        *([_gateway_autoscaler(options)] if options.max_gateways else []),
     ]
+
+
+GATEWAY_CPU_TARGET = 50  # % of the pod's one-core request: past about half a core, a gateway's tail latency
+                         # climbs steeply (one event loop; bench/README.md, open_loop.py)
+
+
+def _gateway_autoscaler(options: Options) -> dict:
+    """More gateway pods when their CPU passes the target; one fewer a minute at most, so that each
+    one leaving drains its requests (its volume, and audit chain, stays for when it comes back)."""
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": GATEWAY},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": GATEWAY},
+                     "minReplicas": options.gateways, "maxReplicas": options.max_gateways,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": GATEWAY_CPU_TARGET}}}],
+                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300,
+                                                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}}
 
 
 def _engines(settings: Settings, model, entry: dict, options: Options, planned: tuple | None) -> list[dict]:

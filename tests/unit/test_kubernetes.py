@@ -306,3 +306,35 @@ def test_the_crd_check_refuses_a_mistyped_custom_resource():
            "spec": {"scaleTargetRef": {"name": "x"}, "minReplicaCount": "1", "triggers": [{"metadata": {}}]}}
     with pytest.raises(AssertionError, match="minReplicaCount must be integer"):
         validate_custom_resources([bad])
+
+
+def test_max_gateways_adds_a_cpu_autoscaler_that_owns_the_gateway_count(tmp_path):
+    """--max-gateways: a HorizontalPodAutoscaler (autoscaling/v2, valid for Kubernetes 1.32) over the
+    gateways' StatefulSet, from --gateways to the maximum at half a core each, one pod fewer a minute
+    at most; the StatefulSet leaves the count to it. Without the option, a fixed count and no autoscaler."""
+    done = render(tmp_path, CONFIG, "--models-claim", "models", "--gateways", "2", "--max-gateways", "6")
+    assert done.returncode == 0, done.stderr
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / "k8s")], capture_output=True, text=True, timeout=60)
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(built.stdout)}
+    hpa = docs["HorizontalPodAutoscaler", "seekstack-gateway"]
+    kubernetes_validate.validate(hpa, "1.32", strict=True)
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "seekstack-gateway"}
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
+    [metric] = spec["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["averageUtilization"] == 50
+    assert spec["behavior"]["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+    gateways = docs["StatefulSet", "seekstack-gateway"]
+    assert "replicas" not in gateways["spec"]
+    [container] = gateways["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["requests"]["cpu"] == "1"  # what the utilisation is a share of
+    fixed = render(tmp_path, CONFIG, "--models-claim", "models", "--gateways", "2")
+    assert fixed.returncode == 0, fixed.stderr
+    fixed_docs = list(yaml.safe_load_all((tmp_path / "k8s" / "gateway.yaml").read_text()))
+    assert "HorizontalPodAutoscaler" not in {d["kind"] for d in fixed_docs}
+    assert next(d for d in fixed_docs if d["kind"] == "StatefulSet")["spec"]["replicas"] == 2
+    too_few = render(tmp_path, CONFIG, "--models-claim", "models", "--gateways", "3", "--max-gateways", "3")
+    assert too_few.returncode == 1 and "--max-gateways 3: the autoscaler adds pods above --gateways (3)" in too_few.stderr
+    alone = render(tmp_path, CONFIG.replace("store: redis", "store: memory"), "--models-claim", "models",
+                   "--gateways", "1", "--max-gateways", "4")
+    assert alone.returncode == 1 and "quotas.store: several gateways count quotas together in Redis" in alone.stderr

@@ -53,6 +53,7 @@ def deploy_kubernetes(
     image: str = typer.Option(kubernetes.Options.image, "--image", help="The seekstack container image, from your registry."),
     namespace: str = typer.Option("seekstack", "--namespace", "-n", help="Namespace of every object."),
     gateways: int = typer.Option(3, "--gateways", min=1, max=64, help="Gateway pods."),
+    max_gateways: Optional[int] = typer.Option(None, "--max-gateways", min=2, max=256, help="Let a HorizontalPodAutoscaler add gateway pods, up to this many, while their CPU is above half a core each (default: a fixed --gateways)."),
     storage_class: Optional[str] = typer.Option(None, "--storage-class", help="Storage class of each gateway's volume (default: the cluster's)."),
     audit_size: str = typer.Option("20Gi", "--audit-size", help="Size of each gateway's volume (its audit chain: audit.max_bytes and some room)."),
     models_claim: Optional[str] = typer.Option(None, "--models-claim", help="A ReadOnlyMany PersistentVolumeClaim holding the model files (and the store), mounted in the engine pods."),
@@ -66,7 +67,8 @@ def deploy_kubernetes(
     PodDisruptionBudget and NetworkPolicies; with --prometheus-operator, the scrape and the alert rules."""
     settings = load_settings(config)
     raw = config_data(find_config_file(config))  # with the SEEKSTACK_* overrides: the pods get no such environment
-    options = kubernetes.Options(image=image, namespace=namespace, gateways=gateways, storage_class=storage_class,
+    options = kubernetes.Options(image=image, namespace=namespace, gateways=gateways, max_gateways=max_gateways,
+                                 storage_class=storage_class,
                                  audit_size=audit_size, models_claim=models_claim, models_dir=models_dir,
                                  gpus_per_node=gpus_per_node, prometheus_url=prometheus_url, prometheus_operator=prometheus_operator)
     problems = kubernetes.problems(settings, raw, options)
