@@ -85,3 +85,15 @@ def test_when_taking_turns_would_fit_the_fix_says_which_models_need_a_keep_alive
     assert admit(fixed).fits  # the fix it names is enough
     alone = admit(settings(0.5 * one / GB, {"name": "a"}, {"name": "b"}))
     assert "keep_alive" not in alone.smallest_fix()  # one model does not fit alone: turns cannot help
+
+
+def test_a_llamacpp_engine_that_runs_elsewhere_takes_no_memory_here_and_keeps_its_context():
+    """Its model file is on its own host: it is not planned (it was, as the embedded model), and
+    its context is not derived from this host's memory."""
+    far = {"name": "far", "engine": {"kind": "llamacpp", "url": "http://10.0.0.1:8080"}}
+    assert admit(Settings.model_validate({"supervisor": {"memory_budget_gb": 0.01}, "models": [far]})) is None
+    both = Settings.model_validate({"supervisor": {"memory_budget_gb": 0.35}, "models": [
+        far, {"name": "here", "source": "embedded"}]})
+    derive(both)
+    assert both.models[0].context == 4096 and both.models[0].model_fields_set == {"name", "engine"}
+    assert [m.name for m, _ in admit(both).plans] == ["here"] and admit(both).fits

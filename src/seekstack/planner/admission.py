@@ -99,7 +99,7 @@ class Admission:
 def admit(settings: Settings, info: dict | None = None, within: "Room | None" = None) -> Admission | None:
     """Plan the configured llama.cpp models; None when there is nothing to plan. ``within``: against
     the plan a running gateway made at start (a reload), instead of the machine now."""
-    local = [m for m in settings.models if m.engine.kind == "llamacpp"]
+    local = _started_here(settings)
     if not local:
         return None
     if within is not None:
@@ -120,6 +120,12 @@ def memory_problems(settings: Settings, within: "Room") -> list[str]:
     if admission is None or admission.fits:
         return []
     return [f"memory: {admission.explain()}\n  fix: {admission.smallest_fix()}"]
+
+
+def _started_here(settings: Settings) -> list[ModelConfig]:
+    """The llama.cpp models whose engines this host starts: what takes its memory (one at ``url`` /
+    ``endpoints`` / ``discover`` runs elsewhere, with a model file this host does not have)."""
+    return [m for m in settings.models if m.engine.kind == "llamacpp" and m.engine.launched]
 
 
 def _plan(model: ModelConfig, hw) -> Plan:
@@ -157,7 +163,7 @@ def room(settings: Settings, info: dict | None = None) -> Room:
     available to all of them)."""
     info = info if info is not None else detect()
     hw = parse_hardware("auto", info)
-    local = [m for m in settings.models if m.engine.kind == "llamacpp"]
+    local = _started_here(settings)
     return Room(*_budget(settings, local, hw, info), hw)
 
 
@@ -180,9 +186,9 @@ def derive(settings: Settings, info: dict | None = None) -> list[str]:
     unset: the model's trained context (at most 4096) × 4 slots with a 256 MiB prompt cache; until
     everything fits the budget, the prompt cache is halved first (then dropped), then the context —
     the largest first —, then slots. Returns one line per model saying what was chosen."""
-    ctx_open = [m for m in settings.models if m.engine.kind == "llamacpp" and "context" not in m.model_fields_set]
-    slots_open = [m for m in settings.models if m.engine.kind == "llamacpp" and "slots" not in m.model_fields_set]
-    cache_open = [m for m in settings.models if m.engine.kind == "llamacpp" and "prompt_cache_mib" not in m.model_fields_set]
+    ctx_open = [m for m in _started_here(settings) if "context" not in m.model_fields_set]
+    slots_open = [m for m in _started_here(settings) if "slots" not in m.model_fields_set]
+    cache_open = [m for m in _started_here(settings) if "prompt_cache_mib" not in m.model_fields_set]
     if not ctx_open and not slots_open:
         return []
     info = info if info is not None else detect()
@@ -222,7 +228,7 @@ def room_for(settings: Settings, model: str, replicas: int, running: dict[str, i
     Against ``supervisor.memory_budget_gb`` when set: everything planned must fit it. Else the
     replicas added must fit the memory available now (the running ones are already using theirs)."""
     target = next((m for m in settings.models if m.name == model), None)
-    if target is None or target.engine.kind != "llamacpp":
+    if target is None or target.engine.kind != "llamacpp" or not target.engine.launched:
         return None  # only llama.cpp models are planned; others are bounded by max_replicas alone
     info = info if info is not None else detect()
     hw = parse_hardware("auto", info)
