@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig, Settings
+from ..errors import SeekstackError
 from .catalog import spec_from_gguf
 from .hardware import GIB, detect, parse_hardware
 from .plan import Plan, make_plan
@@ -155,7 +156,10 @@ class Room:
     def bytes_of(self, model: ModelConfig) -> float:
         if model.engine.kind != "llamacpp" or not model.engine.launched:
             return 0.0
-        return model.replicas * _plan(model, self.hw).total_bytes
+        try:
+            return model.replicas * _plan(model, self.hw).total_bytes
+        except (OSError, ValueError, SeekstackError):  # its file went away or changed: its engine says so when it starts
+            return 0.0
 
 
 def room(settings: Settings, info: dict | None = None) -> Room:
