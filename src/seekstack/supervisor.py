@@ -181,15 +181,18 @@ class Supervisor:
         A removed model leaves the registry at once and drains the same way.
 
         ``hold``: what else must finish before an old replica stops — a `--workers` leader's
-        engines carry its workers' requests, not its own (``cli/workers.py``). ``unloaded``: new
-        models added unloaded (loaded later, on demand: traffic/keep_alive.py)."""
+        engines carry its workers' requests, not its own (``cli/workers.py``). ``unloaded``: models
+        loaded later, on demand (traffic/keep_alive.py) — a new one is added unloaded, and a changed
+        one whose replicas are all unloaded now is replaced at once by unloaded ones."""
         wanted = {m.name: m for m in models}
         added = [m for m in models if m.name not in self.replicas]
         removed = [name for name in self.replicas if name not in wanted and name not in self._rollouts]
+        asleep = {name for name in unloaded
+                  if all(r.state == UNLOADED for r in self.replicas.get(name, []))}  # all([]): a new one
         fresh = {m.name: self._replicas_of(m, found=[r.engine.base_url for r in self.replicas.get(m.name, [])])
                  for m in [*added, *(wanted[n] for n in changed if n in self.replicas)]}
         for replica in (r for group in fresh.values() for r in group):
-            if replica.model.name in unloaded and replica.model.name not in self.replicas:
+            if replica.model.name in asleep:
                 replica.state = UNLOADED
             else:
                 self._run(replica)
@@ -198,7 +201,9 @@ class Supervisor:
             self._follow(model.name)
         failed = []
         replacing = [name for name in changed if name in self.replicas and name in fresh]
-        ready = await asyncio.gather(*(self._first_ready(fresh[name]) for name in replacing))
+        ready = await asyncio.gather(*(self._first_ready(fresh[name]) for name in replacing if name not in asleep))
+        ready = iter(ready)
+        ready = [True if name in asleep else next(ready) for name in replacing]  # nothing to wait for
         for name, ok in zip(replacing, ready):
             if ok:
                 self._drain(self._publish(wanted[name], fresh[name]), hold)

@@ -152,6 +152,25 @@ def test_requests_for_two_unloaded_models_at_once_take_turns_and_never_overfill_
     assert sorted(m for m in "abc" if state(server, m) != "unloaded") in (["b"], ["c"])
 
 
+def test_a_reload_that_changes_a_model_unloaded_on_demand_does_not_load_it(tmp_path):
+    """Simulated llama.cpp: b is unloaded on demand (no room beside a). A reload changes b's queue;
+    b stays unloaded — no engine started, a keeps its room — and its next request loads it as
+    configured now."""
+    config = one_at_a_time({"kind": "llamacpp", "simulate": True})
+    server = Server(tmp_path, config).start()
+    on_disk = yaml.safe_load(server.config_path.read_text())
+    changed = [config["models"][0], {**config["models"][1], "queue": {"max_waiting": 7}}]
+    server.config_path.write_text(yaml.safe_dump({**on_disk, "models": changed}))
+    result = server.http.post("/admin/v1/config/reload")
+    assert result.status_code == 200 and result.json()["changed"] == ["b"] and not result.json()["failed"], result.text
+    assert [state(server, m) for m in "ab"] == ["ready", "unloaded"]
+    [b] = [r for r in server.http.get("/admin/v1/replicas").json()["data"] if r["model"] == "b"]
+    assert b["on_demand"] is True and b["pid"] is None
+    assert server.http.post("/v1/chat/completions", json={"model": "b", "max_tokens": 2, "messages": [
+        {"role": "user", "content": "hi"}]}).status_code == 200
+    assert [state(server, m) for m in "ab"] == ["unloaded", "ready"]
+
+
 def stream(server: Server, model: str) -> tuple[str, float]:
     """A whole streamed answer, and when it ended (monotonic)."""
     with httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.key}"}) as http:

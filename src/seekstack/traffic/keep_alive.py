@@ -282,17 +282,18 @@ class KeepAlive:
         return asleep
 
     def after_reload(self, models: list[Any]) -> list[str]:
-        """A reload's models: forget those removed; of those added with a keep_alive, the ones to add
-        unloaded because they do not fit beside what holds memory now (their first request makes
-        room, as at start)."""
+        """A reload's models: forget those removed. The ones to have unloaded: those unloaded on
+        demand now (changed or not: a change does not load them), and of those added with a
+        keep_alive, the ones that do not fit beside what holds memory now (their first request
+        makes room, as at start)."""
         names = {m.name for m in models}
         for gone in [name for name in self.router.sleeping if name not in names]:
             self.router.sleeping.pop(gone)
-        if self.room is None:
-            return []
         known = {d.alias for d in self.registry.deployments()}
+        asleep = [m.name for m in models if m.name in known and m.name in self.router.sleeping]
+        if self.room is None:
+            return asleep
         used = sum(self.room.bytes_of(d.model) for d in self._resident().values() if d.alias in names)
-        asleep = []
         for m in models:
             if m.name in known or not m.engine.launched:
                 continue
