@@ -201,9 +201,7 @@ class Supervisor:
             self._follow(model.name)
         failed = []
         replacing = [name for name in changed if name in self.replicas and name in fresh]
-        ready = await asyncio.gather(*(self._first_ready(fresh[name]) for name in replacing if name not in asleep))
-        ready = iter(ready)
-        ready = [True if name in asleep else next(ready) for name in replacing]  # nothing to wait for
+        ready = await asyncio.gather(*(self._first_ready(fresh[name]) for name in replacing))
         for name, ok in zip(replacing, ready):
             if ok:
                 self._drain(self._publish(wanted[name], fresh[name]), hold)
@@ -222,7 +220,9 @@ class Supervisor:
                 "removed": removed, "failed": failed}
 
     async def _first_ready(self, group: list[Replica]) -> bool:
-        if not group:  # a discovered model whose name has no engines now: nothing to wait for
+        # a discovered model whose name has no engines now, or one left unloaded (loaded on
+        # demand): nothing to wait for
+        if all(r.state == UNLOADED for r in group):
             return True
         waits = [asyncio.ensure_future(r._ready.wait()) for r in group]
         try:

@@ -126,7 +126,11 @@ def memory_problems(settings: Settings, within: "Room") -> list[str]:
 def _started_here(settings: Settings) -> list[ModelConfig]:
     """The llama.cpp models whose engines this host starts: what takes its memory (one at ``url`` /
     ``endpoints`` / ``discover`` runs elsewhere, with a model file this host does not have)."""
-    return [m for m in settings.models if m.engine.kind == "llamacpp" and m.engine.launched]
+    return [m for m in settings.models if _is_started_here(m)]
+
+
+def _is_started_here(model: ModelConfig) -> bool:
+    return model.engine.kind == "llamacpp" and model.engine.launched
 
 
 def _plan(model: ModelConfig, hw) -> Plan:
@@ -154,7 +158,7 @@ class Room:
     hw: Any
 
     def bytes_of(self, model: ModelConfig) -> float:
-        if model.engine.kind != "llamacpp" or not model.engine.launched:
+        if not _is_started_here(model):
             return 0.0
         try:
             return model.replicas * _plan(model, self.hw).total_bytes
@@ -232,13 +236,11 @@ def room_for(settings: Settings, model: str, replicas: int, running: dict[str, i
     Against ``supervisor.memory_budget_gb`` when set: everything planned must fit it. Else the
     replicas added must fit the memory available now (the running ones are already using theirs)."""
     target = next((m for m in settings.models if m.name == model), None)
-    if target is None or target.engine.kind != "llamacpp" or not target.engine.launched:
+    if target is None or not _is_started_here(target):
         return None  # only llama.cpp models are planned; others are bounded by max_replicas alone
     info = info if info is not None else detect()
     hw = parse_hardware("auto", info)
-    per = make_plan(_spec(target.resolved_path()), hw, quant_name="file", context=target.context,
-                    concurrency=target.slots, engine="llamacpp",
-                    prompt_cache_bytes=target.prompt_cache_mib * 2**20).total_bytes
+    per = _plan(target, hw).total_bytes
     budget_gb = settings.supervisor.memory_budget_gb
     if budget_gb is not None:
         planned = admit(settings.model_copy(update={"models": [

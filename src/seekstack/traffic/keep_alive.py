@@ -183,10 +183,11 @@ class KeepAlive:
         return None
 
     def planned(self) -> dict[str, float]:
-        """Each model holding memory now and its planned bytes (0 for engines the plan does not size)."""
+        """Each model holding memory now and its planned bytes (0 for engines the plan does not size);
+        with a :attr:`room` only."""
         held: dict[str, float] = {}
         for d in self._resident().values():
-            held[d.alias] = held.get(d.alias, 0.0) + (self.room.bytes_of(d.model) if self.room else 0.0)
+            held[d.alias] = held.get(d.alias, 0.0) + self.room.bytes_of(d.model)
         return held
 
     def holding(self, model: str) -> list[str]:
@@ -267,19 +268,9 @@ class KeepAlive:
         :meth:`wake`, so that its first request loads it."""
         if self.room is None:
             return []
-        used = sum(self.room.bytes_of(m) for m in models if m.keep_alive is None)
-        asleep = []
-        for m in models:
-            if m.keep_alive is None or not m.engine.launched:
-                continue
-            if used + self.room.bytes_of(m) <= self.room.budget_bytes:
-                used += self.room.bytes_of(m)
-                continue
-            asleep.append(m.name)
-            self.router.sleeping[m.name] = functools.partial(self.wake, m.name)
-            log.info("model %s left unloaded at start: the models with a keep_alive do not all fit the memory plan "
-                     "(%s); its first request loads it", m.name, self.room.where)
-        return asleep
+        always = [m for m in models if m.keep_alive is None]  # counted first: they never give room
+        return self._fit_or_sleep(always + [m for m in models if m.keep_alive is not None], 0.0,
+                                  "left unloaded at start")
 
     def after_reload(self, models: list[Any]) -> list[str]:
         """A reload's models: forget those removed. The ones to have unloaded: those unloaded on
@@ -294,16 +285,23 @@ class KeepAlive:
         if self.room is None:
             return asleep
         used = sum(self.room.bytes_of(d.model) for d in self._resident().values() if d.alias in names)
+        return asleep + self._fit_or_sleep([m for m in models if m.name not in known], used, "added unloaded")
+
+    def _fit_or_sleep(self, models: list[Any], used: float, what: str) -> list[str]:
+        """In order, each of ``models`` this host starts counts its room while it fits beside
+        ``used`` bytes (a model without a keep_alive always does); the others with a keep_alive are
+        left unloaded, routed to :meth:`wake`. Their names."""
+        asleep = []
         for m in models:
-            if m.name in known or not m.engine.launched:
+            if not m.engine.launched:
                 continue
             if m.keep_alive is None or used + self.room.bytes_of(m) <= self.room.budget_bytes:
                 used += self.room.bytes_of(m)
                 continue
             asleep.append(m.name)
             self.router.sleeping[m.name] = functools.partial(self.wake, m.name)
-            log.info("model %s added unloaded: it does not fit the memory plan beside the models loaded now (%s); "
-                     "its first request makes room and loads it", m.name, self.room.where)
+            log.info("model %s %s: it does not fit the memory plan beside the models loaded now (%s); its first "
+                     "request makes room and loads it", m.name, what, self.room.where)
         return asleep
 
     def forget(self, model: str) -> None:
