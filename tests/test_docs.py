@@ -164,3 +164,15 @@ def test_the_taking_turns_example_in_the_operations_guide_is_a_valid_config():
     block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     settings = Settings.model_validate(yaml.safe_load(block))
     assert [m.keep_alive for m in settings.models] == [900, 900, None]
+
+
+def test_the_fallbacks_example_in_the_operations_guide_is_a_valid_config():
+    from seekstack.config import Settings
+
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    section = guide.split("## When a whole model cannot answer: fallbacks", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    settings = Settings.model_validate(yaml.safe_load(block))
+    assert [(m.fallbacks, m.fallback_on) for m in settings.models] == [
+        (["r1-distill"], ["unavailable", "overloaded"]), ([], ["unavailable", "overloaded"]),
+        (["r1-distill"], ["context_length"])]

@@ -270,6 +270,9 @@ class ModelConfig(_Section):
     autoscale: AutoscaleConfig | None = Field(None, description="Add and remove replicas with the load (engines seekstack starts only); `replicas` is the count to start with.")
     keep_alive: float | None = Field(None, ge=1, le=604800, description="Seconds the model stays loaded with no request in flight or waiting; then its replicas stop (memory freed, state `unloaded`) and the next request loads them again, waiting up to `supervisor.startup_timeout` for it (Ollama's keep_alive; engines seekstack starts, one gateway process). Models with a keep_alive need not all fit the memory plan at once: they take turns, a load unloading the least recently used idle one. Unset: always loaded.")
 
+    fallbacks: list[str] = Field([], max_length=8, description="Other models of this config that answer in its place, tried in order, when it cannot take a request (`fallback_on`) and before the client got anything: the answer names the model that gave it (`model`, and the header `x-seekstack-fallback-from`), and the audit record both. Only models the caller's key may use are tried; a fallback's own fallbacks are not. An embedding model falls back to embedding models only.")
+    fallback_on: list[Literal["unavailable", "overloaded", "context_length"]] = Field(["unavailable", "overloaded"], min_length=1, description="When `fallbacks` are tried: `unavailable` (no endpoint takes requests now — down, ejected, unloaded — or every one failed before answering: a 503), `overloaded` (the model's queue is full or the wait too long: a 429), `context_length` (the prompt and max_tokens do not fit this model's context: a 400; list a fallback with a longer one).")
+
     _store_path: Path | None = PrivateAttr(None)  # set by seekstack.store.resolve_models
 
     # Checks of one field are field validators, so that they are reported together with every
@@ -384,6 +387,18 @@ class Settings(_Section):
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
         if not models:
             raise ValueError("list at least one model")
+        by_name = {m.name: m for m in models}
+        for model in models:
+            for name in model.fallbacks:
+                other = by_name.get(name)
+                if name == model.name or model.fallbacks.count(name) > 1:
+                    raise ValueError(f"model {model.name}: fallbacks must name other models, each once ({name!r})")
+                if other is None:
+                    raise ValueError(f"model {model.name}: fallback {name!r} is not a model of this config; "
+                                     f"models: {', '.join(by_name)}")
+                if other.embeddings != model.embeddings:
+                    kind = "an embedding model" if model.embeddings else "a chat model"
+                    raise ValueError(f"model {model.name}: fallback {name!r} must be {kind} too: it answers the same requests")
         return models
 
     @property

@@ -42,4 +42,7 @@ def role_problems(settings: Settings, role: Role) -> list[str]:
         if role == "engines" and model.keep_alive is not None:
             problems.append(f"{where}: keep_alive needs the gateway that sees the model's requests — an engines "
                             "host keeps its engines loaded; drop keep_alive here")
+        if role == "engines" and model.fallbacks:
+            problems.append(f"{where}: fallbacks are chosen by the gateways, whose config lists them — drop "
+                            "fallbacks here")
     return problems

@@ -204,7 +204,8 @@ def engines_config(settings: Settings, model, entry: dict, options: Options, pla
     engine = entry.get("engine") if isinstance(entry.get("engine"), dict) else {"kind": model.engine.kind}
     engine = {**engine, "host": "0.0.0.0", "port": ENGINE_PORT, "api_key_env": ENGINE_KEY_ENV}  # noqa: S104
     engine.pop("api_key_file", None)
-    entry = {k: v for k, v in entry.items() if k != "autoscale"}  # a pod is one replica; KEDA counts the pods
+    # a pod is one replica (KEDA counts the pods); the gateways choose fallbacks
+    entry = {k: v for k, v in entry.items() if k not in ("autoscale", "fallbacks", "fallback_on")}
     if planned is not None:
         entry.update(planned[0])
     config: dict[str, Any] = {"state_dir": STATE_DIR, "models": [{**entry, "replicas": 1, "engine": engine}]}

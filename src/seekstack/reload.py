@@ -36,9 +36,20 @@ Apply = Callable[["list[ModelConfig]", "set[str]"], Awaitable[dict[str, list[str
 log = logging.getLogger("seekstack.reload")
 
 
+# How the gateway routes a model's requests, not how its engines run: a change to these alone
+# takes effect at once and leaves the engines as they are.
+ROUTING_ONLY = frozenset({"fallbacks", "fallback_on"})
+
+
 def as_configured(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Each model entry as written (call before sizes are derived): what a reload compares."""
-    return {m.name: m.model_dump(mode="json") for m in settings.models}
+    """Each model entry as written (call before sizes are derived), without its routing: what a
+    reload compares to know which engines to replace."""
+    return {m.name: m.model_dump(mode="json", exclude=set(ROUTING_ONLY)) for m in settings.models}
+
+
+def rerouted(running: "ModelConfig", new: "ModelConfig") -> "ModelConfig":
+    """A model whose engines keep running as they are, routed as ``new`` says."""
+    return running.model_copy(update={name: getattr(new, name) for name in ROUTING_ONLY})
 
 
 class Reloader:
@@ -72,7 +83,8 @@ class Reloader:
             added_or_changed = [m for m in new.models if m.name in changed or m.name not in self.configured]
             running = {m.name: m for m in self.settings.models}  # as they run: with the sizes derived for them
             fresh = {m.name for m in added_or_changed}
-            new.models = [m if m.name in fresh else running.get(m.name, m) for m in new.models]
+            new.models = [rerouted(running[m.name], m) if m.name in running and m.name not in fresh else m
+                          for m in new.models]
             problems = await anyio.to_thread.run_sync(self._size, new, added_or_changed)
             if problems:
                 raise _refused(self.config_path, problems)

@@ -31,7 +31,8 @@ roles: {analyst: {permissions: ["usage:read"]}}
 audit: {dir: /srv/audit, retention_days: 400}
 models:
   - {name: smollm2, source: embedded, replicas: 2, context: 1024, threads: 2}
-  - {name: DeepSeek-R1, path: /models/deepseek-r1, context: 8192, engine: {kind: vllm, tensor_parallel: 4, pipeline_parallel: 2}}
+  - {name: DeepSeek-R1, path: /models/deepseek-r1, context: 8192, engine: {kind: vllm, tensor_parallel: 4, pipeline_parallel: 2},
+     fallbacks: [smollm2]}
   - {name: far, engine: {kind: openai, url: "http://10.0.0.7:8000", api_key_env: FAR_KEY}}
 """
 
@@ -70,6 +71,7 @@ def test_the_pods_configs_pass_seekstacks_checks_for_their_roles(objects, tmp_pa
     assert (gateway.server.host, gateway.server.port, gateway.server.drain_timeout) == ("0.0.0.0", 8800, 45)
     assert gateway.audit.dir is None and gateway.audit.retention_days == 400  # each pod's chain on its own volume
     assert str(gateway.state_path) == kubernetes.STATE_DIR and "analyst" in gateway.roles
+    assert next(m for m in gateway.models if m.name == "DeepSeek-R1").fallbacks == ["smollm2"]  # the gateways choose
     far = next(m for m in gateway.models if m.name == "far")
     assert far.engine.url == "http://10.0.0.7:8000" and far.engine.api_key_env == "FAR_KEY"  # elsewhere: as written
     for name in ("engines-smollm2", "engines-deepseek-r1"):

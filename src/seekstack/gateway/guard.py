@@ -11,9 +11,10 @@
    refused with 503 and nothing is served unaudited (fail-closed). Alone (nothing else in
    flight) it commits at once; under load, records of one loop turn share a commit.
 5. When the route finishes (a stream: after its last byte) the meter's deferred accounting
-   runs (:meth:`Meter.run_after`), then an outcome record follows with the status, model,
-   tokens, PII classes and latency from the request's :class:`Meter`; the quota is
-   settled (concurrency released, tokens charged) and usage is recorded.
+   runs (:meth:`Meter.run_after`), then an outcome record follows with the status, model (and
+   the model asked for, when a fallback answered), tokens, PII classes and latency from the
+   request's :class:`Meter`; the quota is settled (concurrency released, tokens charged) and
+   usage is recorded.
 
 The principal, meter and trace land in ``request.state`` for the routes. Every response
 carries ``x-request-id``, the id in both audit records (and ``x-trace-id`` when tracing is
@@ -152,13 +153,16 @@ class GuardMiddleware:
                                    principal, method)
             if self.metrics is not None:  # observed now, not between the commit and the route
                 self.metrics.audit_write.observe(audit_wait)
-            audit.append_nowait({  # usage is counted from these records (Governance.count_usage)
+            outcome = {  # usage is counted from these records (Governance.count_usage)
                 "event": "response", "request_id": request_id, "key_id": principal.key_id, "user": principal.user,
                 "team": principal.team,
                 "endpoint": bounded_path(path), "model": meter.model, "status": status,
                 "prompt_tokens": meter.prompt_tokens, "completion_tokens": meter.completion_tokens,
                 "reasoning_tokens": meter.reasoning_tokens, "pii": meter.pii or None,
-                "latency_ms": round(latency * 1000, 2)})
+                "latency_ms": round(latency * 1000, 2)}
+            if meter.fallback_from is not None:  # the model asked for; `model` answered in its place
+                outcome["fallback_from"] = meter.fallback_from
+            audit.append_nowait(outcome)
 
     def _finish(self, route, status, started, meter, error_code, request_id, trace, principal, method) -> float:
         """Metrics, trace and the access-log line of a finished (or refused) request; returns its latency."""

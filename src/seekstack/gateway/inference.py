@@ -29,6 +29,7 @@ from .disconnect import cancel_on_disconnect
 from .errors import sse_error
 from .sse import EventStream
 from .shaping import StreamShaper, shape_chat, shape_completion, shape_embeddings
+from ..traffic.fallbacks import PASSES, TRIGGERS, Skipped, reason, tried_text
 from ..traffic.router import Ask
 from .upstream import Lease, ResumingStream, Upstream
 
@@ -42,6 +43,7 @@ TEMPLATE_SLACK = 256
 MAX_TOKEN_BYTES = 64
 MEDIA_PARTS = frozenset({"image_url", "input_audio"})  # OpenAI's non-text parts of a chat message
 Counter = Callable[[], Awaitable["int | None"]]  # counts a prompt on the engine; None when it cannot
+Pipeline = Callable[[Request, "dict[str, Any]", Any, str], Awaitable[Response]]  # a request, for one model
 
 
 async def parse_body(request: Request, model: type[BaseModel]) -> tuple[dict[str, Any], Any]:
@@ -148,10 +150,63 @@ class InferenceService:
     # ------------------------------------------------------------ endpoints
 
     async def chat(self, request: Request) -> Response:
-        body, req = await parse_body(request, ChatCompletionRequest)
-        caps = self.capabilities(request, req.model)
+        return await self._serve(request, ChatCompletionRequest, self._chat)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._serve(request, CompletionRequest, self._completions)
+
+    async def embeddings(self, request: Request) -> Response:
+        return await self._serve(request, EmbeddingRequest, self._embeddings)
+
+    async def _serve(self, request: Request, schema: type[BaseModel], pipeline: Pipeline) -> Response:
+        """Run ``pipeline`` for the model the request names; where that model cannot take it, for
+        its fallbacks in turn (traffic/fallbacks.py)."""
+        body, req = await parse_body(request, schema)
+        deferred = len(request.state.meter.after)
+        try:
+            return await pipeline(request, body, req, req.model)
+        except TRIGGERS as exc:
+            return await self._fall_back(request, req, pipeline, exc, deferred)
+
+    async def _fall_back(self, request: Request, req: Any, pipeline: Pipeline, exc: Exception,
+                         deferred: int) -> Response:
+        """The first of ``req.model``'s fallbacks that answers (the request run afresh for it), or
+        ``exc`` — the model's own error — naming the fallbacks tried."""
+        entry = self.settings.model(req.model)
+        why = reason(exc)
+        if entry is None or not entry.fallbacks or why not in entry.fallback_on:
+            raise exc
+        principal: Principal = request.state.principal
+        skipped: list[Skipped] = []
+        for name in entry.fallbacks:
+            if not principal.may_use_model(name):
+                continue  # least privilege: passed over, and not named to this caller
+            await self._rewind(request, deferred)
+            body = orjson.loads(await request.body())  # the attempt rewrote its copy
+            body["model"] = name
+            try:
+                response = await pipeline(request, body, req, name)
+            except PASSES as failed:
+                skipped.append(Skipped(name, reason(failed)))
+                continue
+            self.upstream.router.fell_back(req.model, name, why)
+            request.state.meter.fallback_from = req.model
+            response.headers["x-seekstack-fallback-from"] = req.model
+            return response
+        await self._rewind(request, deferred)
+        request.state.meter.model = req.model
+        exc.message += tried_text(skipped)
+        raise exc
+
+    async def _rewind(self, request: Request, deferred: int) -> None:
+        """Undo what an attempt for one model noted and reserved, before the next model's."""
+        request.state.meter.rewind(deferred)
+        await self.quotas.unreserve(request.state.admission)
+
+    async def _chat(self, request: Request, body: dict[str, Any], req: ChatCompletionRequest, model: str) -> Response:
+        caps = self.capabilities(request, model)
         if not caps.chat:
-            raise UnsupportedError(f"model {req.model!r} does not serve chat completions", param="model")
+            raise UnsupportedError(f"model {model!r} does not serve chat completions", param="model")
         for i, message in enumerate(req.messages):
             if message.reasoning_content is not None:
                 raise InvalidRequestError(f"messages[{i}].reasoning_content must not be sent back to the model",
@@ -159,24 +214,24 @@ class InferenceService:
             if isinstance(message.content, list) and not caps.media_input:
                 media = next((part.type for part in message.content if part.type in MEDIA_PARTS), None)
                 if media is not None:
-                    raise UnsupportedError(f"model {req.model!r} takes text only, but messages[{i}] has an {media} part",
+                    raise UnsupportedError(f"model {model!r} takes text only, but messages[{i}] has an {media} part",
                                            fix="send text parts only, or serve a model that accepts images and audio",
                                            param=f"messages.{i}.content")
         self._apply_defaults(body, caps)
-        redactor = await self._redactor(request, req.model, body)
+        redactor = await self._redactor(request, model, body)
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
         bound = sum(text_bytes(m.get("content")) + PER_MESSAGE_SLACK for m in body["messages"]) + TEMPLATE_SLACK
-        count = (lambda: self.upstream.count_tokens(req.model, "chat", body)) if caps.counts_tokens else None
+        count = (lambda: self.upstream.count_tokens(model, "chat", body)) if caps.counts_tokens else None
         prompt = await self._check_context(caps, bound, budget, "messages", count)
         await self._reserve(request, caps, prompt, budget, body, count)
         split = caps.reasoning_format != "none" and not caps.native_reasoning
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
-            return await self._stream(request, req.model, "chat", body,
-                                      StreamShaper(req.model, include_usage=include, split_reasoning=split,
+            return await self._stream(request, model, "chat", body,
+                                      StreamShaper(model, include_usage=include, split_reasoning=split,
                                                   meter=request.state.meter, redactor=redactor))
-        data = shape_chat(await self._answer(request, req.model, caps, "chat", body),
-                          req.model, split)
+        data = shape_chat(await self._answer(request, model, caps, "chat", body),
+                          model, split)
         for choice in data.get("choices", []):
             message = choice.get("message") or {}
             for name in ("content", "reasoning_content"):
@@ -188,25 +243,25 @@ class InferenceService:
         request.state.meter.pii = dict(redactor.found)
         return json_response(data)
 
-    async def completions(self, request: Request) -> Response:
-        body, req = await parse_body(request, CompletionRequest)
-        caps = self.capabilities(request, req.model)
+    async def _completions(self, request: Request, body: dict[str, Any], req: CompletionRequest,
+                           model: str) -> Response:
+        caps = self.capabilities(request, model)
         if not caps.completions:
-            raise UnsupportedError(f"model {req.model!r} does not serve completions", param="model")
+            raise UnsupportedError(f"model {model!r} does not serve completions", param="model")
         self._apply_defaults(body, caps)
-        redactor = await self._redactor(request, req.model, body)
+        redactor = await self._redactor(request, model, body)
         bound, longest = longest_input(req.prompt)
-        count = self._counter(req.model, caps, bound, longest)
+        count = self._counter(model, caps, bound, longest)
         budget = body.get("max_tokens")
         prompt = await self._check_context(caps, bound, budget, "prompt", count)
         await self._reserve(request, caps, prompt, budget, body, count, prompts=_prompts(req.prompt))
         if req.stream:
             include = bool(req.stream_options and req.stream_options.include_usage)
-            return await self._stream(request, req.model, "completion", body,
-                                      StreamShaper(req.model, include_usage=include, split_reasoning=False,
+            return await self._stream(request, model, "completion", body,
+                                      StreamShaper(model, include_usage=include, split_reasoning=False,
                                                   meter=request.state.meter, redactor=redactor))
-        data = shape_completion(await self._answer(request, req.model, caps, "completion", body),
-                                req.model)
+        data = shape_completion(await self._answer(request, model, caps, "completion", body),
+                                model)
         for choice in data.get("choices", []):
             if isinstance(choice.get("text"), str):
                 choice["text"] = await outbound(redactor, choice["text"])
@@ -216,17 +271,17 @@ class InferenceService:
         request.state.meter.pii = dict(redactor.found)
         return json_response(data)
 
-    async def embeddings(self, request: Request) -> Response:
-        body, req = await parse_body(request, EmbeddingRequest)
-        caps = self.capabilities(request, req.model)
+    async def _embeddings(self, request: Request, body: dict[str, Any], req: EmbeddingRequest,
+                          model: str) -> Response:
+        caps = self.capabilities(request, model)
         if not caps.embeddings:
-            raise UnsupportedError(f"model {req.model!r} does not serve embeddings",
+            raise UnsupportedError(f"model {model!r} does not serve embeddings",
                                    fix="set `embeddings: true` for it in seekstack.yaml", param="model")
         bound, longest = longest_input(req.input)  # each input is embedded on its own: the longest must fit
-        count = self._counter(req.model, caps, bound, longest)
+        count = self._counter(model, caps, bound, longest)
         prompt = await self._check_context(caps, bound, None, "input", count)
         await self._reserve(request, caps, prompt, 0, body, count, prompts=_prompts(req.input))
-        data = shape_embeddings(await self._post(request, req.model, "embedding", body), req.model)
+        data = shape_embeddings(await self._post(request, model, "embedding", body), model)
         request.state.meter.add_usage(data.get("usage"))
         return json_response(data)
 

@@ -29,6 +29,15 @@ class Meter:
     # Accounting that changes nothing the client gets (counting PII under `detect`), left for
     # after the answer so that it is not on the way to the first token; run by run_after().
     after: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    fallback_from: str | None = None     # the model asked for, when a fallback answered (traffic/fallbacks.py)
+
+    def rewind(self, deferred: int) -> None:
+        """Forget what an attempt for one model noted (the work it left for after the answer:
+        past the first ``deferred``), before the request runs again for a fallback."""
+        self.model = self.replica = self.request_body = None
+        self.pii = {}
+        self.response_parts.clear()
+        del self.after[deferred:]
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:

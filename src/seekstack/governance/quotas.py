@@ -486,6 +486,12 @@ class Quotas:
         admission.reserved = granted
         return granted - prompt_tokens
 
+    async def unreserve(self, admission: Admission) -> None:
+        """Give back the request's reservation (it runs again, for another model: a fallback)."""
+        if admission.reserved:
+            await self.counters.charge(admission.token_checks, -admission.reserved)
+            admission.reserved = 0
+
     async def settle(self, admission: Admission, tokens: int) -> None:
         """Release the request's concurrency and correct its reservation. Never raises: the
         request has been answered. If the counters cannot be reached, its lease lapses by

@@ -2,7 +2,7 @@
 
 - :class:`ReplicaCollector`: replica up/restarts, slots, in-flight requests, and
   each engine process's memory and CPU.
-- :class:`TrafficCollector`: ejections, the models' queues, resumed streams, the autoscaler.
+- :class:`TrafficCollector`: ejections, the models' queues, resumed streams, fallbacks, the autoscaler.
 - :class:`EngineMetrics`: the engines' own ``/metrics`` (llama.cpp ``llamacpp:…``, vLLM
   ``vllm:…``), fetched concurrently before each render and renamed ``seekstack_engine_…``
   with ``model``, ``replica`` and ``engine`` labels, so every engine reads the same way.
@@ -71,8 +71,8 @@ class ReplicaCollector(Collector):
 
 
 class TrafficCollector(Collector):
-    """Ejections, the models' queues and resumed streams (from the router), the autoscaler, rollouts
-    and keep_alive."""
+    """Ejections, the models' queues, resumed streams and fallbacks (from the router), the
+    autoscaler, rollouts and keep_alive."""
 
     def __init__(self, router, autoscaler=None, rollouts=None, keep_alive=None):
         self.router = router
@@ -104,7 +104,10 @@ class TrafficCollector(Collector):
             total = sum(d.weight for d in deployments if d.weight > 0 and d.routable()) or 1
             for d in deployments:
                 share.add_metric([alias, d.name, d.version or ""], d.weight / total if d.weight > 0 and d.routable() else 0.0)
-        families = [ejected, ejections, waiting, rejected, resumed, share]
+        fallbacks = CounterMetricFamily("seekstack_fallbacks", _help("seekstack_fallbacks_total"), labels=["model", "to", "reason"])
+        for labels, count in self.router.fallbacks.items():
+            fallbacks.add_metric(list(labels), count)
+        families = [ejected, ejections, waiting, rejected, resumed, fallbacks, share]
         if self.rollouts is not None:
             active = GaugeMetricFamily("seekstack_rollout_active", _help("seekstack_rollout_active"), labels=["model", "mode", "to"])
             for rollout in self.rollouts.active.values():

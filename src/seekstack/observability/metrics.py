@@ -55,6 +55,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "seekstack_endpoint_ejections_total": ("counter", "model, endpoint", "Times the endpoint was ejected."),
     "seekstack_queue_waiting": ("gauge", "model", "Requests waiting in the gateway's queue for a slot on one of the model's endpoints (`queue.concurrency` each: by default the engine's slots)."),
     "seekstack_queue_rejected_total": ("counter", "model, reason", "Requests refused with 429 by the model's queue: `full` (max_waiting reached) or `timeout` (max_wait passed)."),
+    "seekstack_fallbacks_total": ("counter", "model, to, reason", "Requests for `model` answered by its fallback `to` (`fallbacks` in the config) because `model` was `unavailable`, `overloaded`, or too short in context (`context_length`)."),
     "seekstack_streams_resumed_total": ("counter", "model", "Streams whose engine broke mid-way and that went on on another endpoint."),
     "seekstack_autoscaler_utilization": ("gauge", "model", "The autoscaler's utilisation (saturation: slots in use with the queue, or KV-cache use), averaged over its window."),
     "seekstack_autoscaler_replicas": ("gauge", "model", "Replicas of an autoscaled model now."),

@@ -59,6 +59,7 @@ class Router:
         self.policy: Policy = POLICIES[settings.policy]()
         self.queues: dict[str, WaitQueue] = {}
         self.resumed: dict[str, int] = {}  # streams resumed on another endpoint, per model
+        self.fallbacks: dict[tuple[str, str, str], int] = {}  # (model asked for, model that answered, reason)
         self.outcomes: dict[str, Outcomes] = {}  # per deployment: a rollout's guards read them
         # alias → what loads it: models unloaded for being idle (traffic/keep_alive.py)
         self.sleeping: dict[str, Callable[[], Awaitable[None]]] = {}
@@ -69,6 +70,11 @@ class Router:
         if found is None:
             found = self.outcomes[endpoint.deployment] = Outcomes()
         found.add(ok, ttft)
+
+    def fell_back(self, model: str, to: str, reason: str) -> None:
+        """A request for ``model`` was answered by its fallback ``to`` (traffic/fallbacks.py)."""
+        key = (model, to, reason)
+        self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
 
     def ask(self, body: dict[str, Any], key_id: str, team: str, session: str | None = None) -> Ask:
         """The routing side of a request: its affinity key (when the policy uses one), priority, and
