@@ -28,7 +28,8 @@ def fallback_config(gpu_port: int, **r1) -> dict:
         {"name": "deepseek-r1", "context": 4096, "engine": {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{gpu_port}"]},
          "fallbacks": ["r1-distill"], **r1},
         {"name": "r1-distill", "context": 2048, **LOCAL},
-        {"name": "short", "context": 512, **LOCAL, "fallbacks": ["r1-distill"], "fallback_on": ["context_length"]}]}
+        {"name": "short", "context": 512, **LOCAL, "fallbacks": ["deepseek-r1", "r1-distill"],
+         "fallback_on": ["context_length"]}]}
 
 
 def state(server: Server, model: str) -> str:
@@ -58,10 +59,17 @@ def test_a_model_that_is_down_is_answered_by_its_fallback(tmp_path):
                                                  "options": {"num_predict": 4}})
     assert ollama.status_code == 200 and ollama.json()["message"]["content"], ollama.text
 
-    # a prompt longer than `short`'s context goes to r1-distill's; a short one stays on `short`
+    # a prompt longer than `short`'s context goes to the next fallback with a longer one that is
+    # up (deepseek-r1 is down: passed over); a short prompt stays on `short`
     long_prompt = [{"role": "user", "content": "Summarise this: " + "the quick brown fox jumps over it. " * 120}]
     assert client.chat.completions.create(model="short", max_tokens=4, messages=long_prompt).model == "r1-distill"
     assert client.chat.completions.create(model="short", max_tokens=4, messages=HELLO).model == "short"
+    # too long for every one: short's own error, naming what was tried and why
+    longer = [{"role": "user", "content": "the quick brown fox jumps over it. " * 600}]
+    refused = server.http.post("/v1/chat/completions", json={"model": "short", "max_tokens": 4, "messages": longer})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
+    assert "context length is 512 tokens; fallbacks tried: deepseek-r1 (unavailable), r1-distill (context_length)" \
+        in refused.json()["error"]["message"], refused.text
 
     # a key that may use deepseek-r1 but not its fallback gets deepseek-r1's own error, naming nothing else
     only_r1 = make_key(server, make_user(server, "api_consumer"), models=["deepseek-r1"])
@@ -69,6 +77,11 @@ def test_a_model_that_is_down_is_answered_by_its_fallback(tmp_path):
         refused = c.post("/v1/chat/completions", json={"model": "deepseek-r1", "max_tokens": 4, "messages": HELLO})
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_unavailable", refused.text
     assert "r1-distill" not in refused.text and "x-seekstack-fallback-from" not in refused.headers
+    # a key that may not use deepseek-r1 gets no fallback through it
+    only_distill = make_key(server, make_user(server, "api_consumer"), models=["r1-distill"])
+    with as_key(server, only_distill) as c:
+        denied = c.post("/v1/chat/completions", json={"model": "deepseek-r1", "max_tokens": 4, "messages": HELLO})
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "permission_denied", denied.text
     # nor does `short`'s context error mention a fallback to a key without it
     only_short = make_key(server, make_user(server, "api_consumer"), models=["short"])
     with as_key(server, only_short) as c:
@@ -79,8 +92,8 @@ def test_a_model_that_is_down_is_answered_by_its_fallback(tmp_path):
     records = auditor.get("/admin/v1/audit", params={"event": "response", "limit": 100}).json()["data"]
     fell_back = sorted((r["model"], r.get("fallback_from")) for r in records if r.get("fallback_from"))
     assert fell_back == [("r1-distill", "deepseek-r1")] * 4 + [("r1-distill", "short")], fell_back
-    assert sorted((r["model"], r["status"]) for r in records if r.get("key_id") and r["status"] >= 400) == [
-        ("deepseek-r1", 503), ("short", 400)]
+    assert sorted((r["model"] or "-", r["status"]) for r in records if r.get("key_id") and r["status"] >= 400) == [
+        ("-", 403), ("deepseek-r1", 503), ("short", 400), ("short", 400)]  # refused before a model: none named
     metrics = server.http.get("/metrics").text
     assert 'seekstack_fallbacks_total{model="deepseek-r1",reason="unavailable",to="r1-distill"} 4.0' in metrics
     assert 'seekstack_fallbacks_total{model="short",reason="context_length",to="r1-distill"} 1.0' in metrics

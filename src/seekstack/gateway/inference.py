@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Settings
+from ..config import ModelConfig, Settings
 from ..engines import Capabilities
 from ..engines.backend import Kind
 from ..governance import Principal
@@ -129,6 +129,8 @@ class InferenceService:
         self.registry = registry
         self.upstream = upstream
         self.quotas = quotas
+        self._indexed: list[ModelConfig] | None = None  # the models list _by_name indexes
+        self._by_name: dict[str, ModelConfig] = {}
 
     # ------------------------------------------------------------ lookup
 
@@ -162,38 +164,54 @@ class InferenceService:
         """Run ``pipeline`` for the model the request names; where that model cannot take it, for
         its fallbacks in turn (traffic/fallbacks.py)."""
         body, req = await parse_body(request, schema)
-        deferred = len(request.state.meter.after)
-        try:
+        entry = self._entry(req.model)
+        if entry is None or not entry.fallbacks:
             return await pipeline(request, body, req, req.model)
-        except TRIGGERS as exc:
-            return await self._fall_back(request, req, pipeline, exc, deferred)
+        request.state.principal.require_model(req.model)  # a key that may not use it gets no fallback
+        deferred = len(request.state.meter.after)
+        failed = self.upstream.router.unroutable(req.model) if "unavailable" in entry.fallback_on else None
+        if failed is None:  # else known down: straight to the fallbacks, no work done for it
+            try:
+                return await pipeline(request, body, req, req.model)
+            except TRIGGERS as exc:
+                if reason(exc) not in entry.fallback_on:
+                    raise
+                failed, body = exc, None  # the attempt rewrote the body
+                await self._rewind(request, deferred)
+        return await self._fall_back(request, req, entry, pipeline, failed, body, deferred)
 
-    async def _fall_back(self, request: Request, req: Any, pipeline: Pipeline, exc: Exception,
-                         deferred: int) -> Response:
-        """The first of ``req.model``'s fallbacks that answers (the request run afresh for it), or
-        ``exc`` — the model's own error — naming the fallbacks tried."""
-        entry = self.settings.model(req.model)
+    def _entry(self, name: str) -> ModelConfig | None:
+        """The model's config as in force now (a reload replaces the list: indexed again)."""
+        models = self.settings.models
+        if models is not self._indexed:
+            self._by_name, self._indexed = {m.name: m for m in models}, models
+        return self._by_name.get(name)
+
+    async def _fall_back(self, request: Request, req: Any, entry: ModelConfig, pipeline: Pipeline, exc: Exception,
+                         body: dict[str, Any] | None, deferred: int) -> Response:
+        """The first of ``entry``'s fallbacks that answers (the request run afresh for it; ``body``
+        as parsed, or None once an attempt rewrote it), or ``exc`` — the model's own error, one of
+        its ``fallback_on`` — naming the fallbacks tried."""
         why = reason(exc)
-        if entry is None or not entry.fallbacks or why not in entry.fallback_on:
-            raise exc
-        principal: Principal = request.state.principal
         skipped: list[Skipped] = []
+        principal: Principal = request.state.principal
         for name in entry.fallbacks:
             if not principal.may_use_model(name):
                 continue  # least privilege: passed over, and not named to this caller
-            await self._rewind(request, deferred)
-            body = orjson.loads(await request.body())  # the attempt rewrote its copy
+            if body is None:
+                body = orjson.loads(await request.body())
             body["model"] = name
             try:
                 response = await pipeline(request, body, req, name)
             except PASSES as failed:
                 skipped.append(Skipped(name, reason(failed)))
+                body = None
+                await self._rewind(request, deferred)
                 continue
             self.upstream.router.fell_back(req.model, name, why)
             request.state.meter.fallback_from = req.model
-            response.headers["x-seekstack-fallback-from"] = req.model
+            response.raw_headers.append((b"x-seekstack-fallback-from", req.model.encode()))
             return response
-        await self._rewind(request, deferred)
         request.state.meter.model = req.model
         exc.message += tried_text(skipped)
         raise exc

@@ -93,15 +93,23 @@ class Router:
                     stick: bytes | None = None) -> tuple[Deployment, list["Replica"]]:
         deployment = self.registry.choose(alias, exclude, stick)
         if deployment is None:
-            if self.registry.state(alias) == MODEL_UNLOADED:
-                raise EngineUnavailableError(f"model {alias!r} is unloaded", retry_after=30,
-                                             fix=f"an operator loads it with `seekstack models load {alias}`")
-            raise EngineUnavailableError(
-                f"no healthy replica of model {alias!r} is available right now",
-                fix="retry after the Retry-After delay; check `seekstack ps` and the engine logs",
-                retry_after=2,
-            )
+            raise self._unavailable(alias)
         return deployment, [e for e in deployment.routable() if e not in exclude]
+
+    def _unavailable(self, alias: str) -> EngineUnavailableError:
+        if self.registry.state(alias) == MODEL_UNLOADED:
+            return EngineUnavailableError(f"model {alias!r} is unloaded", retry_after=30,
+                                          fix=f"an operator loads it with `seekstack models load {alias}`")
+        return EngineUnavailableError(f"no healthy replica of model {alias!r} is available right now",
+                                      fix="retry after the Retry-After delay; check `seekstack ps` and the engine logs",
+                                      retry_after=2)
+
+    def unroutable(self, alias: str) -> EngineUnavailableError | None:
+        """The error a request for ``alias`` gets now, without waiting or loading: None while one
+        of its deployments takes traffic, or while it is asleep (a request loads it)."""
+        if alias in self.sleeping or any(d.weight > 0 and d.routable() for d in self.registry.deployments(alias)):
+            return None
+        return self._unavailable(alias)
 
     def queue(self, deployment: Deployment) -> WaitQueue:
         queue = self.queues.get(deployment.name)
