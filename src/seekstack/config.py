@@ -246,6 +246,9 @@ class SamplingDefaults(_Section):
     max_tokens: int | None = Field(None, ge=1, description="Used when the client sends no max_tokens.")
 
 
+FallbackReason = Literal["unavailable", "overloaded", "context_length"]  # traffic/fallbacks.py: REASONS
+
+
 class ModelConfig(_Section):
     name: str = Field(description="Model id clients send in `model`.", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
     path: Path | None = Field(None, description="Local model file (GGUF for llamacpp) or directory.")
@@ -271,7 +274,7 @@ class ModelConfig(_Section):
     keep_alive: float | None = Field(None, ge=1, le=604800, description="Seconds the model stays loaded with no request in flight or waiting; then its replicas stop (memory freed, state `unloaded`) and the next request loads them again, waiting up to `supervisor.startup_timeout` for it (Ollama's keep_alive; engines seekstack starts, one gateway process). Models with a keep_alive need not all fit the memory plan at once: they take turns, a load unloading the least recently used idle one. Unset: always loaded.")
 
     fallbacks: list[str] = Field([], max_length=8, description="Other models of this config that answer in its place, tried in order, when it cannot take a request (`fallback_on`) and before the client got anything: the answer names the model that gave it (`model`, and the header `x-seekstack-fallback-from`), and the audit record both. Only models the caller's key may use are tried; a fallback's own fallbacks are not. An embedding model falls back to embedding models only.")
-    fallback_on: list[Literal["unavailable", "overloaded", "context_length"]] = Field(["unavailable", "overloaded"], min_length=1, description="When `fallbacks` are tried: `unavailable` (no endpoint takes requests now — down, ejected, unloaded — or every one failed before answering: a 503), `overloaded` (the model's queue is full or the wait too long: a 429), `context_length` (the prompt and max_tokens do not fit this model's context: a 400; list a fallback with a longer one).")
+    fallback_on: list[FallbackReason] = Field(["unavailable", "overloaded"], min_length=1, description="When `fallbacks` are tried: `unavailable` (no endpoint takes requests now — down, ejected, unloaded — or every one failed before answering: a 503), `overloaded` (the model's queue is full or the wait too long: a 429), `context_length` (the prompt and max_tokens do not fit this model's context: a 400; list a fallback with a longer one).")
 
     _store_path: Path | None = PrivateAttr(None)  # set by seekstack.store.resolve_models
 

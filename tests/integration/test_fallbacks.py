@@ -9,6 +9,7 @@ here). Its fallback, `r1-distill`, is the embedded model on real llama.cpp, and 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import httpx
@@ -34,6 +35,15 @@ def fallback_config(gpu_port: int, **r1) -> dict:
 
 def state(server: Server, model: str) -> str:
     return server.http.get("/readyz").json()["models"][model]
+
+
+def fallbacks_shown(page: str) -> list[str | None]:
+    """Each model card's fallbacks on the console's models page, as text (None: it has none)."""
+    shown = []
+    for card in page.split('<section class="card" aria-labelledby="dep-')[1:]:
+        found = re.search(r'<dd class="fallbacks">(.*?)</dd>', card, re.S)
+        shown.append(" ".join(re.sub(r"<[^>]+>", "", found.group(1)).split()) if found else None)
+    return shown
 
 
 def test_a_model_that_is_down_is_answered_by_its_fallback(tmp_path):
@@ -97,6 +107,17 @@ def test_a_model_that_is_down_is_answered_by_its_fallback(tmp_path):
     metrics = server.http.get("/metrics").text
     assert 'seekstack_fallbacks_total{model="deepseek-r1",reason="unavailable",to="r1-distill"} 4.0' in metrics
     assert 'seekstack_fallbacks_total{model="short",reason="context_length",to="r1-distill"} 1.0' in metrics
+
+    # the console's models page says which models answer in each one's place, and when
+    from seekstack.governance.sessions import COOKIE
+
+    session = {COOKIE: httpx.post(server.url + "/console/session",
+                                  headers={"Authorization": f"Bearer {server.key}"}).cookies[COOKIE]}
+    for lang, said in (("en", ["r1-distill (when it is down; when it is full)", None,
+                               "deepseek-r1, r1-distill (for prompts too long for it)"]),
+                       ("zh-CN", ["r1-distill (不可用时; 过载时)", None, "deepseek-r1, r1-distill (提示超出其上下文时)"])):
+        page = httpx.get(server.url + "/console/models", params={"lang": lang}, cookies=session).text
+        assert fallbacks_shown(page) == said
 
     # a reload that drops the fallback applies at once and leaves the engines as they are
     pids = {r["model"]: r["pid"] for r in server.replicas() if r["pid"]}

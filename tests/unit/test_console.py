@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seekstack.config import PiiMode
+from seekstack.config import FallbackReason, PiiMode
 from seekstack.console import charts
 from seekstack.console.errors import KNOWN
 from seekstack.console.i18n import LANGUAGES, Translator, catalog, negotiate
@@ -44,6 +44,7 @@ FAMILIES: dict[str, list[str]] = {
     "roles.scope.": ["team", "global"],
     "limits.scope.": ["key", "user", "team"],
     "limits.": list(LIMIT_FIELDS),
+    "fallback_on.": list(typing.get_args(FallbackReason)),
 }
 
 

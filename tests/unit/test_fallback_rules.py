@@ -4,16 +4,18 @@ requests is tested on a real gateway in tests/integration/test_fallbacks.py."""
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import yaml
 
-from seekstack.config import Settings, check_config
+from seekstack.config import FallbackReason, Settings, check_config
 from seekstack.errors import (ContextLengthError, EngineError, EngineUnavailableError, OverloadedError,
                               RateLimitError, UnsupportedError)
 from seekstack.governance.meter import Meter
 from seekstack.hostroles import role_problems
 from seekstack.reload import as_configured, rerouted
-from seekstack.traffic.fallbacks import PASSES, TRIGGERS, Skipped, reason, tried_text
+from seekstack.traffic.fallbacks import PASSES, REASONS, TRIGGERS, Skipped, reason, tried_text
 
 CHAT = {"source": "embedded"}
 
@@ -64,6 +66,7 @@ def test_which_errors_let_a_fallback_answer():
     for refused in (RateLimitError("quota"), EngineError("500"), UnsupportedError("media")):
         assert not isinstance(refused, TRIGGERS)
     assert isinstance(UnsupportedError("media"), PASSES) and reason(UnsupportedError("x")) == "unsupported"
+    assert {name for _, name in REASONS} == set(typing.get_args(FallbackReason))  # what the config accepts
     assert tried_text([]) == ""
     assert tried_text([Skipped("b", "unavailable"), Skipped("c", "context_length")]) == \
         "; fallbacks tried: b (unavailable), c (context_length)"

@@ -120,12 +120,21 @@ async def models(request: Request):
     described = await off_loop(lambda: [[e.describe() for e in d.endpoints] for d in shown]) if replicas \
         else [[] for _ in shown]  # one trip to a thread (a replica's memory is read from /proc)
     sleeping = request.app.state.router.sleeping  # unloaded, loaded by the next request (keep_alive)
-    deployments = [{**d.describe(), "replicas": r, "on_demand": d.alias in sleeping} for d, r in zip(shown, described)]
+    configured = {m.name: m for m in request.app.state.settings.models}
+    deployments = [{**d.describe(), "replicas": r, "on_demand": d.alias in sleeping, **_fallbacks(configured.get(d.alias), me)}
+                   for d, r in zip(shown, described)]
     rollouts = [r for r in request.app.state.rollouts.describe() if me.may_use_model(r["model"])] \
         if may(me, "GET", "/admin/v1/rollouts") else None
     gateways = await off_loop(_gov(request).gateways) if may(me, "GET", "/admin/v1/gateways") else None
     return await page(request, "models.html", deployments=deployments, rollouts=rollouts, replicas=replicas,
                       gateways=gateways)
+
+
+def _fallbacks(model, me) -> dict:
+    """The models that answer in this one's place, and when — those this viewer may use."""
+    if model is None:
+        return {"fallbacks": [], "fallback_on": []}
+    return {"fallbacks": [name for name in model.fallbacks if me.may_use_model(name)], "fallback_on": model.fallback_on}
 
 
 @router.get("/keys")
