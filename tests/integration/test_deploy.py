@@ -144,3 +144,28 @@ def test_models_taking_turns_often_fires_on_many_unloads_for_room_an_hour_and_no
                                          "tests": [case("1", fires), case("0.1", [])]}))
     checked = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True)
     assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_answered_by_fallback_fires_while_a_model_is_down_and_not_for_long_prompts(tmp_path):
+    """`promtool test rules`: fallbacks because deepseek-r1 is unavailable fire
+    SeekstackAnsweredByFallback with the models named; fallbacks for long prompts (by design) do not,
+    and the alert ends ten minutes after the last fallback."""
+    rules = tmp_path / "rules.yml"
+    assert run("deploy", "alerts", "-o", str(rules)).returncode == 0
+    [rule] = [r for r in yaml.safe_load(rules.read_text())["groups"][0]["rules"]
+              if r["alert"] == "SeekstackAnsweredByFallback"]
+    labels = {"model": "deepseek-r1", "to": "r1-distill"}
+    down = 'seekstack_fallbacks_total{model="deepseek-r1",reason="unavailable",to="r1-distill"}'
+    long = 'seekstack_fallbacks_total{model="deepseek-r1",reason="context_length",to="r1-distill"}'
+    expanded = {k: v.replace("{{ $labels.model }}", "deepseek-r1").replace("{{ $labels.to }}", "r1-distill")
+                .replace("{{ $labels.reason }}", "unavailable") for k, v in rule["annotations"].items()}
+    fires = [{"exp_labels": {**rule["labels"], **labels, "reason": "unavailable"}, "exp_annotations": expanded}]
+    series = [{"series": down, "values": "0+5x20 100+0x40"}, {"series": long, "values": "0+3x60"}]
+    test_file = tmp_path / "fallback_test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": series, "alert_rule_test": [
+            {"eval_time": "15m", "alertname": rule["alert"], "exp_alerts": fires},
+            {"eval_time": "45m", "alertname": rule["alert"], "exp_alerts": []}]}]}))
+    checked = subprocess.run(["promtool", "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
+

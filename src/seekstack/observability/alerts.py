@@ -83,6 +83,11 @@ def alerts(t: AlertThresholds) -> list[Alert]:
               f'sum(increase(seekstack_keep_alive_actions_total{{action="evict"}}[1h])) > {t.model_turns_per_hour}', "0m", "warning",
               f"Models were unloaded to make room for another more than {t.model_turns_per_hour} times in an hour: requests keep waiting for loads.",
               "The models in use do not fit together: raise supervisor.memory_budget_gb or the memory, drop keep_alive from the busiest model, or move a model to another host (`seekstack plan`)."),
+        Alert("SeekstackAnsweredByFallback",
+              'sum by (model, to, reason) (increase(seekstack_fallbacks_total{reason!="context_length"}[10m])) > 0', "0m",
+              "warning", "Requests for {{ $labels.model }} are answered by its fallback {{ $labels.to }}: it is {{ $labels.reason }}.",
+              "Clients get another model than they asked for. Bring the model back (`seekstack ps`, its engines' logs), or give it "
+              "more room when it is overloaded (replicas, queue). Fallbacks for long prompts (context_length) are by design and not alerted."),
         Alert("SeekstackCertificateExpiring", f"seekstack_tls_certificate_expiry_timestamp_seconds - time() < {t.certificate_expiry_days * days:.0f}",
               "1h", "warning", f"The gateway's TLS certificate expires in less than {t.certificate_expiry_days:g} days.",
               "Renew server.tls.cert and restart the gateway (clients keep working through the restart drain)."),
