@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install system-deps serve test bench bench-litellm docs screenshots clean wheels image
+.PHONY: install system-deps serve test bench bench-litellm docs screenshots clean wheels image offline
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,14 @@ image: wheels
 	  || { echo "missing: a container builder — install buildah, podman or docker, then run make image again"; exit 1; }; \
 	verb=build; [ "$$(basename $$builder)" = buildah ] && verb=bud; set -x; \
 	$$builder $$verb $(BUILD_ARGS) --build-arg BASE=$(BASE) --build-arg PIP_INDEX_URL=$(PIP_INDEX_URL) -t $(IMAGE) -f Containerfile .
+
+# An offline bundle for a host with no index (an air-gapped site): every wheel seekstack (with
+# PostgreSQL) and the embedded model need, SHA256SUMS and install.sh, in one dist/*.tar.gz.
+# For another host: PLATFORM=manylinux2014_aarch64 PYTHON_VERSION=3.11 (binary wheels only).
+PLATFORM       ?=
+PYTHON_VERSION ?=
+offline: wheels
+	sh packaging/offline-bundle.sh $(BIN)/python "$(PLATFORM)" "$(PYTHON_VERSION)"
 
 # LiteLLM's proxy in its own venv, for the side-by-side in governance_overhead.py
 bench-litellm:

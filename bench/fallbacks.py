@@ -9,10 +9,13 @@ and its ejection — a request then finds it down itself and retries before fall
 a heartbeat or two and is not measured here; the ejected state is what every request meets
 for the rest of an outage.
 
+With ``--litellm`` (``make bench-litellm``), LiteLLM's proxy beside it: the same two models on
+the same stubs, the same fallback (``router_settings.fallbacks``), measured the same way.
+
 Target: a request answered by the fallback takes at most 1.1x the p50 of asking the fallback
 directly (c=1), and its throughput at c=8 is at least 0.9x.
 
-Usage: python bench/fallbacks.py [--rounds 5]
+Usage: python bench/fallbacks.py [--rounds 5] [--litellm]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -45,30 +49,64 @@ def start_stub() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
+def start_seekstack(tmp: Path, up_port: int, down_port: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    config = {"state_dir": str(tmp / "state"), "server": {"log_level": "warning"}, "auth": {"enabled": False},
+              "pii": {"default": "off"},
+              "models": [
+                  {"name": "up", "context": 4096, "engine": {"kind": "openai", "endpoints": [f"http://127.0.0.1:{up_port}"]}},
+                  {"name": "down", "context": 4096, "fallbacks": ["up"],
+                   "engine": {"kind": "openai", "endpoints": [f"http://127.0.0.1:{down_port}"]}}]}
+    (tmp / "seekstack.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "seekstack", "serve", "--config", str(tmp / "seekstack.yaml"),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/readyz")
+    return proc, port
+
+
+def start_litellm(tmp: Path, up_port: int, down_port: int) -> tuple[subprocess.Popen, int] | None:
+    """LiteLLM's proxy (one worker) with the same two models and the same fallback."""
+    binary = HERE / ".litellm-venv" / "bin" / "litellm"
+    if not binary.exists():
+        print("LiteLLM not installed (make bench-litellm); skipping the side-by-side")
+        return None
+    port = free_port()
+    config = {"model_list": [{"model_name": name, "litellm_params": {
+        "model": f"openai/{name}", "api_base": f"http://127.0.0.1:{p}/v1", "api_key": "sk-stub"}}
+        for name, p in (("up", up_port), ("down", down_port))],
+        "router_settings": {"fallbacks": [{"down": ["up"]}]},
+        "general_settings": {"master_key": LITELLM_KEY}}
+    (tmp / "litellm.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([str(binary), "--config", str(tmp / "litellm.yaml"), "--port", str(port), "--num_workers", "1"],
+                            stdout=open(tmp / "litellm.log", "wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "LITELLM_LOG": "ERROR"})
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=240)
+    return proc, port
+
+
+LITELLM_KEY = "sk-bench-master"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--litellm", action="store_true", help="LiteLLM's proxy too (make bench-litellm)")
     args = parser.parse_args()
     procs: list[subprocess.Popen] = []
-    samples: dict[tuple[str, int], list[dict]] = {(m, c): [] for m in ("up", "down") for c in (1, 8)}
+    proxies: dict[str, tuple[int, str | None, psutil.Process]] = {}  # name -> port, key, process
+    samples: dict[tuple[str, str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         try:
             up, up_port = start_stub()
             down, down_port = start_stub()
             procs += [up, down]
-            port = free_port()
-            config = {"state_dir": str(tmp / "state"), "server": {"log_level": "warning"}, "auth": {"enabled": False},
-                      "pii": {"default": "off"},
-                      "models": [
-                          {"name": "up", "context": 4096, "engine": {"kind": "openai", "endpoints": [f"http://127.0.0.1:{up_port}"]}},
-                          {"name": "down", "context": 4096, "fallbacks": ["up"],
-                           "engine": {"kind": "openai", "endpoints": [f"http://127.0.0.1:{down_port}"]}}]}
-            (tmp / "seekstack.yaml").write_text(yaml.safe_dump(config))
-            gateway = subprocess.Popen([sys.executable, "-m", "seekstack", "serve", "--config", str(tmp / "seekstack.yaml"),
-                                        "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            gateway, port = start_seekstack(tmp, up_port, down_port)
             procs.append(gateway)
-            wait_http(f"http://127.0.0.1:{port}/readyz")
+            proxies["seekstack"] = (port, None, psutil.Process(gateway.pid))
+            if args.litellm and (started := start_litellm(tmp, up_port, down_port)) is not None:
+                procs.append(started[0])
+                proxies["litellm"] = (started[1], LITELLM_KEY, psutil.Process(started[0].pid))
             down.send_signal(signal.SIGTERM)  # the model's only endpoint goes away
             down.wait(10)
             deadline = time.monotonic() + 10
@@ -76,24 +114,29 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("the stopped endpoint was not ejected in 10 s")
                 time.sleep(0.1)
-            answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
-                "model": "down", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
-            assert answer.status_code == 200 and answer.headers["x-seekstack-fallback-from"] == "down", answer.text
-            gateway_process = psutil.Process(gateway.pid)
-            requests = {m: chat_request(f"127.0.0.1:{port}", None, model=m) for m in ("up", "down")}
+            for name, (proxy_port, key, _) in proxies.items():
+                answer = httpx.post(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", timeout=30, json={
+                    "model": "down", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"Authorization": f"Bearer {key}"} if key else {})
+                assert answer.status_code == 200, (name, answer.text)
+            requests = {(name, m): chat_request(f"127.0.0.1:{p}", key, model=m)
+                        for name, (p, key, _) in proxies.items() for m in ("up", "down")}
 
             async def rounds():
-                for request in requests.values():
-                    await run("127.0.0.1", port, request, 2, 400)  # warm-up
+                for (name, _), request in requests.items():
+                    await run("127.0.0.1", proxies[name][0], request, 2, 400 if name == "seekstack" else 60)  # warm-up
                 for r in range(args.rounds):
-                    for model in (("up", "down") if r % 2 == 0 else ("down", "up")):
-                        for c in (1, 8):
-                            cpu = sum(gateway_process.cpu_times()[:2])
-                            result = await run("127.0.0.1", port, requests[model], c, 1000 if c == 1 else 2000)
-                            assert set(result["statuses"]) == {200}, result["statuses"]
-                            n = sum(result["statuses"].values())
-                            result["cpu_ms"] = (sum(gateway_process.cpu_times()[:2]) - cpu) / n * 1000
-                            samples[model, c].append(result)
+                    for name, (proxy_port, _, process) in proxies.items():
+                        scale = 1 if name == "seekstack" else 10  # LiteLLM: tens of requests a second
+                        for model in (("up", "down") if r % 2 == 0 else ("down", "up")):
+                            for c in (1, 8):
+                                cpu = sum(process.cpu_times()[:2])
+                                result = await run("127.0.0.1", proxy_port, requests[name, model], c,
+                                                   (1000 if c == 1 else 2000) // scale)
+                                assert set(result["statuses"]) == {200}, (name, result["statuses"])
+                                n = sum(result["statuses"].values())
+                                result["cpu_ms"] = (sum(process.cpu_times()[:2]) - cpu) / n * 1000
+                                samples.setdefault((name, model, c), []).append(result)
 
             asyncio.run(rounds())
         finally:
@@ -106,24 +149,27 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
 
-    def median(model: str, c: int, field: str) -> float:
-        return statistics.median(s[field] for s in samples[model, c])
+    def median(name: str, model: str, c: int, field: str) -> float:
+        return statistics.median(s[field] for s in samples[name, model, c])
 
-    p50_up, p50_down = median("up", 1, "p50_ms"), median("down", 1, "p50_ms")
-    rps_up, rps_down = median("up", 8, "rps"), median("down", 8, "rps")
-    print(f"{'':32}{'p50 c=1':>10}{'p99 c=1':>10}{'req/s c=8':>11}{'CPU/req c=8':>13}")
-    for model, label in (("up", "ask the fallback itself (floor)"), ("down", "ask the down model (fallback)")):
-        print(f"{label:32}{median(model, 1, 'p50_ms'):9.3f}ms{median(model, 1, 'p99_ms'):9.3f}ms"
-              f"{median(model, 8, 'rps'):11.0f}{median(model, 8, 'cpu_ms'):11.3f}ms")
-    print(f"fallback / floor: p50 {p50_down / p50_up:.3f}x (+{(p50_down - p50_up) * 1000:.0f} us), "
-          f"throughput {rps_down / rps_up:.3f}x")
-    checks = {"p50 through the fallback <= 1.1x asking it directly (c=1)": p50_down <= 1.1 * p50_up,
-              "throughput through the fallback >= 0.9x (c=8)": rps_down >= 0.9 * rps_up}
+    print(f"{'':44}{'p50 c=1':>10}{'p99 c=1':>10}{'req/s c=8':>11}{'CPU/req c=8':>13}")
+    for name in proxies:
+        for model, label in (("up", "ask the fallback itself (floor)"), ("down", "ask the down model (fallback)")):
+            print(f"{name + ': ' + label:44}{median(name, model, 1, 'p50_ms'):9.3f}ms{median(name, model, 1, 'p99_ms'):9.3f}ms"
+                  f"{median(name, model, 8, 'rps'):11.0f}{median(name, model, 8, 'cpu_ms'):11.3f}ms")
+    ratios = {name: (median(name, "down", 1, "p50_ms") / median(name, "up", 1, "p50_ms"),
+                     median(name, "down", 8, "rps") / median(name, "up", 8, "rps")) for name in proxies}
+    for name, (p50, rps) in ratios.items():
+        print(f"{name}: fallback / floor: p50 {p50:.3f}x, throughput {rps:.3f}x")
+    p50, rps = ratios["seekstack"]
+    checks = {"p50 through the fallback <= 1.1x asking it directly (c=1)": p50 <= 1.1,
+              "throughput through the fallback >= 0.9x (c=8)": rps >= 0.9}
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'MISS'}  {name}")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "fallbacks.json").write_text(json.dumps(
-        {"samples": {f"{m} c={c}": v for (m, c), v in samples.items()}, "checks": checks}, indent=2))
+        {"samples": {f"{n} {m} c={c}": v for (n, m, c), v in samples.items()}, "ratios": ratios, "checks": checks},
+        indent=2))
 
 
 if __name__ == "__main__":
