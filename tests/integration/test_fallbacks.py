@@ -173,3 +173,18 @@ def test_an_overloaded_model_spills_over_to_its_fallback_and_gives_back_what_it_
     finally:
         gpu.kill()
         gpu.wait()
+
+
+def test_an_embedding_input_too_long_for_one_model_is_embedded_by_its_fallback(tmp_path):
+    """Real llama.cpp in embedding mode, the embedded model twice: contexts of 512 and 2,048."""
+    embedding = {"source": "embedded", "embeddings": True, "slots": 1, "prompt_cache_mib": 0}
+    server = Server(tmp_path, {"models": [
+        {"name": "emb", "context": 512, **embedding, "fallbacks": ["emb-long"], "fallback_on": ["context_length"]},
+        {"name": "emb-long", "context": 2048, **embedding}]}).start()
+    client = OpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0, timeout=60)
+    short = client.embeddings.with_raw_response.create(model="emb", input="a short text")
+    assert short.parse().model == "emb" and "x-seekstack-fallback-from" not in short.headers
+    long = client.embeddings.with_raw_response.create(model="emb", input="the quick brown fox jumps over it. " * 120)
+    assert long.parse().model == "emb-long" and long.headers["x-seekstack-fallback-from"] == "emb"
+    assert len(long.parse().data[0].embedding) == len(short.parse().data[0].embedding) > 0
+    assert long.parse().usage.prompt_tokens > 512

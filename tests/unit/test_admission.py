@@ -97,3 +97,29 @@ def test_a_llamacpp_engine_that_runs_elsewhere_takes_no_memory_here_and_keeps_it
     derive(both)
     assert both.models[0].context == 4096 and both.models[0].model_fields_set == {"name", "engine"}
     assert [m.name for m, _ in admit(both).plans] == ["here"] and admit(both).fits
+
+
+def test_an_embedding_models_plan_counts_a_batch_of_a_whole_requests_context():
+    """llama.cpp embeds an input in one step: its physical batch, and the compute buffer the plan
+    counts, is the request's context (2,048 here) for an embedding model, 512 otherwise — and the
+    engine is launched with the batch the plan counted."""
+    import xllamacpp
+
+    from seekstack.config import ModelConfig
+    from seekstack.engines.llamacpp import LlamaCppProcess
+    from seekstack.engines.llamacpp_worker import build_params
+    from seekstack.planner.admission import _plan
+    from seekstack.planner.hardware import detect, parse_hardware
+
+    hw = parse_hardware("auto", detect())
+    chat = ModelConfig(name="c", source="embedded", context=2048, slots=1)
+    embed = ModelConfig(name="e", source="embedded", context=2048, slots=1, embeddings=True)
+    hidden = 576  # SmolLM2-135M
+    assert _plan(embed, hw).overhead_bytes - _plan(chat, hw).overhead_bytes == (2048 - 512) * hidden * 64
+    assert "2048 × hidden × 64 B" in " ".join(_plan(embed, hw).assumptions)
+    for model, batch in ((chat, 512), (embed, 2048)):
+        spec = LlamaCppProcess.__new__(LlamaCppProcess)
+        spec.model, spec.socket_path, spec.host, spec.port = model, None, "127.0.0.1", 0
+        params = build_params(spec.spec())
+        assert params.n_ubatch == batch and params.n_batch >= batch
+    assert xllamacpp.CommonParams().n_ubatch == 512  # llama.cpp's own, which refused inputs past 512 tokens

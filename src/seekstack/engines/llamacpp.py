@@ -96,6 +96,7 @@ class LlamaCppBackend(Backend):
 class LlamaCppProcess(ProcessEngine):
     def spec(self) -> dict:
         from ..config import trained_context
+        from ..planner.plan import BATCH, embedding_batch
 
         model = self.model
         gpu_layers = 0 if model.device == "cpu" else (model.gpu_layers if model.gpu_layers is not None else -1)
@@ -109,6 +110,7 @@ class LlamaCppProcess(ProcessEngine):
             "gpu_layers": gpu_layers,
             "chat_template": model.chat_template,
             "embeddings": model.embeddings,
+            "batch": embedding_batch(model.context) if model.embeddings else BATCH,  # as the plan counts it
             "prompt_cache_mib": model.prompt_cache_mib,
             "rope_scaling": model.rope_scaling,
             "rope_scale": (trained_context(model, model.resolved_path()) or model.context) / model.context

@@ -48,6 +48,11 @@ def build_params(spec: dict):
     if spec.get("embeddings"):
         p.embedding = True
         p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+    # The physical batch (planner/plan.py: embedding_batch): an input is embedded in one step, its
+    # tokens attending to each other, so an embedding model's holds a whole request's context —
+    # with llama.cpp's 512, inputs past 512 tokens were refused.
+    p.n_ubatch = spec.get("batch", p.n_ubatch)
+    p.n_batch = max(p.n_batch, p.n_ubatch)
     p.reasoning_format = getattr(xllamacpp.common_reasoning_format, _REASONING[spec.get("reasoning")])
     return p
 

@@ -23,7 +23,7 @@ from ..config import ModelConfig, Settings
 from ..errors import SeekstackError
 from .catalog import spec_from_gguf
 from .hardware import GIB, detect, parse_hardware
-from .plan import Plan, make_plan
+from .plan import BATCH, Plan, embedding_batch, make_plan
 
 
 @dataclass
@@ -136,7 +136,8 @@ def _is_started_here(model: ModelConfig) -> bool:
 def _plan(model: ModelConfig, hw) -> Plan:
     """One replica of a llama.cpp model, as configured, on this hardware."""
     return make_plan(_spec(model.resolved_path()), hw, quant_name="file", context=model.context,
-                     concurrency=model.slots, engine="llamacpp", prompt_cache_bytes=model.prompt_cache_mib * 2**20)
+                     concurrency=model.slots, engine="llamacpp", prompt_cache_bytes=model.prompt_cache_mib * 2**20,
+                     batch=embedding_batch(model.context) if model.embeddings else BATCH)
 
 
 def _budget(settings: Settings, local: list[ModelConfig], hw, info: dict) -> tuple[float, str]:

@@ -7,7 +7,8 @@ Memory (bytes):
 - KV cache per token: MLA (DeepSeek V2/V3/R1, latent cache) = layers × (kv_lora_rank +
   qk_rope_head_dim) × kv bytes; GQA = 2 × layers × kv_heads × head_dim × kv bytes;
   KV total = per token × context × concurrency;
-- overhead: llama.cpp = 16 MiB + 512 × hidden × 64 B (compute buffer for a 512-token batch) +
+- overhead: llama.cpp = 16 MiB + 512 × hidden × 64 B (compute buffer for a 512-token batch; an
+  embedding model's batch is a whole request's context, which it embeds in one step) +
   vocab × 4 B × concurrency (logits) + 96 MiB for the engine process itself (interpreter,
   libraries, HTTP threads, tokenizer: the embedded model's engine holds 219 MiB after loading
   against 149 MiB of weights, KV and buffers, 70 MiB more; 81 MiB more after 30 requests in
@@ -45,6 +46,7 @@ KV_BYTES = {"bf16": 2, "fp16": 2, "f16": 2, "fp8": 1, "q8_0": 1.0625, "q4_0": 0.
 GPU_USABLE = 0.90          # vLLM's gpu_memory_utilization default
 SERVER_OVERHEAD = 2 * GIB  # per GPU, vLLM / SGLang
 RAM_USABLE = 0.90          # leave the OS and the gateway room
+BATCH = 512  # llama.cpp's physical batch (n_ubatch): tokens computed in one step
 ENGINE_PROCESS = 96 * MIB  # llama.cpp worker process: interpreter, libraries, HTTP threads, tokenizer (measured 70-81)
 PROMPT_CACHE = 256 * MIB   # llama.cpp host prompt cache, ModelConfig.prompt_cache_mib's default
 
@@ -68,9 +70,14 @@ def weight_bytes(spec: ModelSpec, quant_name: str) -> tuple[float, str]:
     return spec.params_b * 1e9 * q.bpw / 8, f"{spec.params_b:g}B params × {q.bpw} bits ÷ 8"
 
 
-def overhead_bytes(spec: ModelSpec, engine: str, concurrency: int) -> float:
+def embedding_batch(context: int) -> int:
+    """An embedding model's physical batch: a whole request's context (at least llama.cpp's 512)."""
+    return max(context, BATCH)
+
+
+def overhead_bytes(spec: ModelSpec, engine: str, concurrency: int, batch: int = BATCH) -> float:
     if engine == "llamacpp":
-        return 16 * MIB + 512 * spec.hidden * 64 + spec.vocab * 4 * concurrency + ENGINE_PROCESS
+        return 16 * MIB + batch * spec.hidden * 64 + spec.vocab * 4 * concurrency + ENGINE_PROCESS
     return SERVER_OVERHEAD
 
 
@@ -108,7 +115,9 @@ class Plan:
 
 def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, concurrency: int = 1,
               engine: str = "auto", kv_dtype: str | None = None, explain: bool = True,
-              prompt_cache_bytes: float | None = None) -> Plan:
+              prompt_cache_bytes: float | None = None, batch: int = BATCH) -> Plan:
+    """``batch``: the tokens llama.cpp computes in one step — 512, or a whole request's context
+    for an embedding model, which embeds an input in one step."""
     if engine == "auto":
         engine = "llamacpp" if (not hw.is_gpu or spec.file_bytes is not None or quant_name.startswith(("q", "iq"))) else "vllm"
     kv_dtype = kv_dtype or ("f16" if engine == "llamacpp" else "bf16")
@@ -117,10 +126,10 @@ def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, c
     weights, source = weight_bytes(spec, quant_name)
     per_token = kv_bytes_per_token(spec, kv_dtype)
     kv = per_token * context * concurrency
-    overhead = overhead_bytes(spec, engine, concurrency)
+    overhead = overhead_bytes(spec, engine, concurrency, batch)
     assumptions = [f"weights: {source}",
                    f"KV: {'MLA latent' if spec.attention == 'mla' else 'GQA'} {per_token:,.0f} B/token × {context:,} × {concurrency}",
-                   f"overhead: {_overhead_text(engine)}"]
+                   f"overhead: {_overhead_text(engine, batch)}"]
     cache = (PROMPT_CACHE if prompt_cache_bytes is None else prompt_cache_bytes) if engine == "llamacpp" else 0.0
     if cache:
         assumptions.append(f"prompt cache: {cache / MIB:,.0f} MiB of host memory (prompt_cache_mib)")
@@ -137,9 +146,9 @@ def make_plan(spec: ModelSpec, hw: Hardware, *, quant_name: str, context: int, c
     return plan
 
 
-def _overhead_text(engine: str) -> str:
+def _overhead_text(engine: str, batch: int = BATCH) -> str:
     if engine == "llamacpp":
-        return ("llama.cpp compute buffer 16 MiB + 512 × hidden × 64 B + logits vocab × 4 B × concurrency "
+        return (f"llama.cpp compute buffer 16 MiB + {batch} × hidden × 64 B + logits vocab × 4 B × concurrency "
                 "+ 96 MiB for the engine process")
     return "2 GiB per GPU (CUDA context, graphs, activations); 90 % of each GPU usable"
 
