@@ -83,12 +83,15 @@ class Reloader:
             added_or_changed = [m for m in new.models if m.name in changed or m.name not in self.configured]
             running = {m.name: m for m in self.settings.models}  # as they run: with the sizes derived for them
             fresh = {m.name for m in added_or_changed}
-            new.models = [rerouted(running[m.name], m) if m.name in running and m.name not in fresh else m
-                          for m in new.models]
+            kept = {m.name: m for m in new.models if m.name in running and m.name not in fresh}
+            routing = [name for name, m in kept.items()
+                       if any(getattr(m, field) != getattr(running[name], field) for field in ROUTING_ONLY)]
+            new.models = [rerouted(running[m.name], m) if m.name in kept else m for m in new.models]
             problems = await anyio.to_thread.run_sync(self._size, new, added_or_changed)
             if problems:
                 raise _refused(self.config_path, problems)
             result = await self.apply(new.models, changed)
+            result["rerouted"] = routing  # only their fallbacks changed: in force now, engines untouched
             failed = set(result["failed"])  # these keep serving as they were configured before
             self.configured = {name: self.configured[name] if name in failed else entry for name, entry in configured.items()}
             self.settings.models = in_force(self.settings.models, new.models, failed)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import time
 
 import httpx
 import yaml
 from openai import OpenAI
 
-from conftest import Server, as_key, auditor_key, make_key, make_user, start_sim
+from conftest import SEEKSTACK, Server, as_key, auditor_key, make_key, make_user, start_sim
 from test_quotas import set_limits
 from test_supervision import wait_until
 
@@ -124,8 +125,10 @@ def test_a_model_that_is_down_is_answered_by_its_fallback(tmp_path):
     config = yaml.safe_load(server.config_path.read_text())
     config["models"][0]["fallbacks"] = []
     server.config_path.write_text(yaml.safe_dump(config))
-    result = server.http.post("/admin/v1/config/reload", timeout=60)
-    assert result.status_code == 200 and result.json()["changed"] == [], result.text
+    result = subprocess.run([*SEEKSTACK, "config", "reload", "--url", server.url, "--api-key", server.key,
+                             "--config", str(server.config_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "rerouted: deepseek-r1" in result.stdout, result.stdout + result.stderr
+    assert "changed:" not in result.stdout  # no engine was replaced
     gone = server.http.post("/v1/chat/completions", json={"model": "deepseek-r1", "max_tokens": 4, "messages": HELLO})
     assert gone.status_code == 503 and "fallbacks tried" not in gone.text
     assert {r["model"]: r["pid"] for r in server.replicas() if r["pid"]} == pids

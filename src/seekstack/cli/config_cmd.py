@@ -36,10 +36,10 @@ def reload(url: Optional[str] = UrlOption, config: Optional[Path] = ConfigOption
         raise ConfigError(f"{file}: the new config was refused whole ({len(problems)} problem(s)); the running one "
                           "stays:\n  " + "\n  ".join(problems), fix="fix them, then reload again")
     result = connect(url, key, config).request("POST", "/admin/v1/config/reload", timeout=None)  # new models load
-    for label in ("added", "changed", "removed", "failed"):
+    for label in ("added", "changed", "removed", "rerouted", "failed"):
         if result.get(label):
             out.print(f"{label}: {', '.join(result[label])}")
-    if not any(result.get(label) for label in ("added", "changed", "removed", "failed")):
+    if not any(result.get(label) for label in ("added", "changed", "removed", "rerouted", "failed")):
         out.print("no model changed")
     if result.get("restart_needed"):
         out.print(f"[yellow]changed, applied only at a restart: {', '.join(result['restart_needed'])}[/]")

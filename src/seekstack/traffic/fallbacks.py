@@ -40,5 +40,5 @@ class Skipped(NamedTuple):
 
 
 def tried_text(skipped: list[Skipped]) -> str:
-    """``; fallbacks tried: b (unavailable), c (not allowed for this key)`` — for the error message."""
+    """``; fallbacks tried: b (unavailable), c (context_length)`` — for the error message."""
     return "; fallbacks tried: " + ", ".join(f"{s.model} ({s.why})" for s in skipped) if skipped else ""
