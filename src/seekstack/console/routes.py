@@ -120,9 +120,9 @@ async def models(request: Request):
     described = await off_loop(lambda: [[e.describe() for e in d.endpoints] for d in shown]) if replicas \
         else [[] for _ in shown]  # one trip to a thread (a replica's memory is read from /proc)
     sleeping = request.app.state.router.sleeping  # unloaded, loaded by the next request (keep_alive)
-    configured = {m.name: m for m in request.app.state.settings.models}
-    deployments = [{**d.describe(), "replicas": r, "on_demand": d.alias in sleeping, **_fallbacks(configured.get(d.alias), me)}
-                   for d, r in zip(shown, described)]
+    settings = request.app.state.settings
+    deployments = [{**d.describe(), "replicas": r, "on_demand": d.alias in sleeping,
+                    **_fallbacks(settings.model(d.alias), me)} for d, r in zip(shown, described)]
     rollouts = [r for r in request.app.state.rollouts.describe() if me.may_use_model(r["model"])] \
         if may(me, "GET", "/admin/v1/rollouts") else None
     gateways = await off_loop(_gov(request).gateways) if may(me, "GET", "/admin/v1/gateways") else None
