@@ -76,7 +76,7 @@ def test_a_model_that_is_down_is_answered_by_its_fallback(tmp_path):
     assert client.chat.completions.create(model="short", max_tokens=4, messages=long_prompt).model == "r1-distill"
     assert client.chat.completions.create(model="short", max_tokens=4, messages=HELLO).model == "short"
     # too long for every one: short's own error, naming what was tried and why
-    longer = [{"role": "user", "content": "the quick brown fox jumps over it. " * 600}]
+    longer = [{"role": "user", "content": "call me on 13812345678. " + "the quick brown fox jumps over it. " * 600}]
     refused = server.http.post("/v1/chat/completions", json={"model": "short", "max_tokens": 4, "messages": longer})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
     assert "context length is 512 tokens; fallbacks tried: deepseek-r1 (unavailable), r1-distill (context_length)" \
@@ -105,6 +105,8 @@ def test_a_model_that_is_down_is_answered_by_its_fallback(tmp_path):
     assert fell_back == [("r1-distill", "deepseek-r1")] * 4 + [("r1-distill", "short")], fell_back
     assert sorted((r["model"] or "-", r["status"]) for r in records if r.get("key_id") and r["status"] >= 400) == [
         ("-", 403), ("deepseek-r1", 503), ("short", 400), ("short", 400)]  # refused before a model: none named
+    # no model answered the longer prompt: its record still says what was found in it
+    assert {"cn_mobile": 1} in [r.get("pii") for r in records if (r["model"], r["status"]) == ("short", 400)]
     metrics = server.http.get("/metrics").text
     assert 'seekstack_fallbacks_total{model="deepseek-r1",reason="unavailable",to="r1-distill"} 4.0' in metrics
     assert 'seekstack_fallbacks_total{model="short",reason="context_length",to="r1-distill"} 1.0' in metrics

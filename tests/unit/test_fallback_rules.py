@@ -100,3 +100,17 @@ def test_rewinding_a_meter_forgets_one_attempt_and_keeps_earlier_deferred_work()
     meter.rewind(1)
     assert (meter.model, meter.replica, meter.pii, meter.request_body, meter.response_parts) == (None, None, {}, None, [])
     assert meter.after == [earlier] and meter.capture
+
+
+def test_when_no_model_answers_the_record_keeps_what_the_first_attempt_found():
+    meter = Meter()
+    count_first = lambda: None  # noqa: E731  (the deferred count under `detect`)
+    meter.pii = {"cn_mobile": 1}
+    meter.after.append(count_first)
+    meter.rewind(0)  # the model asked for could not take it
+    meter.pii = {"email": 2}  # a fallback's attempt, which could not either
+    meter.after.append(lambda: None)
+    meter.rewind(0)
+    assert (meter.pii, meter.after) == ({}, [])
+    meter.keep_first()
+    assert (meter.pii, meter.after) == ({"cn_mobile": 1}, [count_first])

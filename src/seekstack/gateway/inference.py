@@ -213,6 +213,7 @@ class InferenceService:
             response.raw_headers.append((b"x-seekstack-fallback-from", req.model.encode()))
             return response
         request.state.meter.model = req.model
+        request.state.meter.keep_first()
         exc.message += tried_text(skipped)
         raise exc
 

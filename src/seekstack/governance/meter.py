@@ -30,14 +30,27 @@ class Meter:
     # after the answer so that it is not on the way to the first token; run by run_after().
     after: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     fallback_from: str | None = None     # the model asked for, when a fallback answered (traffic/fallbacks.py)
+    # The first attempt's PII findings (counts, and the deferred counting under `detect`), set
+    # aside by rewind(): the request's record if no fallback answers either (keep_first()).
+    first_attempt: tuple[dict[str, int], list[Callable[[], Awaitable[None] | None]]] | None = None
 
     def rewind(self, deferred: int) -> None:
         """Forget what an attempt for one model noted (the work it left for after the answer:
-        past the first ``deferred``), before the request runs again for a fallback."""
+        past the first ``deferred``), before the request runs again for a fallback. The first
+        attempt's PII findings are set aside, not lost."""
+        if self.first_attempt is None:
+            self.first_attempt = (self.pii, self.after[deferred:])
         self.model = self.replica = self.request_body = None
         self.pii = {}
         self.response_parts.clear()
         del self.after[deferred:]
+
+    def keep_first(self) -> None:
+        """No model answered: the request's record carries what its first attempt found in the
+        prompt (the client gets that model's error)."""
+        if self.first_attempt is not None:
+            self.pii, deferred = self.first_attempt
+            self.after.extend(deferred)
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if not usage:
