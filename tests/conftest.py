@@ -167,6 +167,8 @@ def stop_servers_the_test_started():
 
 EMBEDDED = {"name": "smollm2-135m", "source": "embedded", "context": 2048, "slots": 4}
 EMBEDDER = {"name": "smollm2-135m-embed", "source": "embedded", "embeddings": True, "context": 512, "slots": 2}
+RERANKER = {"name": "smollm2-135m-rerank", "source": "embedded", "rerank": True, "context": 512, "slots": 1,
+            "prompt_cache_mib": 0}  # a stand-in: llama.cpp's reranking mode, real scores of no meaning
 SMALL_CTX = {"name": "smollm2-small-ctx", "source": "embedded", "context": 256, "slots": 2}
 
 

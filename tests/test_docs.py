@@ -176,3 +176,14 @@ def test_the_fallbacks_example_in_the_operations_guide_is_a_valid_config():
     assert [(m.fallbacks, m.fallback_on) for m in settings.models] == [
         (["r1-distill"], ["unavailable", "overloaded"]), ([], ["unavailable", "overloaded"]),
         (["r1-distill"], ["context_length"])]
+
+
+def test_the_retrieval_example_in_the_engines_guide_is_a_valid_config():
+    from seekstack.config import Settings
+
+    guide = (ROOT / "docs" / "engines.md").read_text()
+    section = guide.split("## Retrieval models: embeddings and rerankers", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    settings = Settings.model_validate(yaml.safe_load(block))
+    assert [(m.task, m.fallbacks) for m in settings.models] == [
+        ("embeddings", []), ("rerank", ["bge-reranker-gpu"]), ("rerank", [])]

@@ -266,6 +266,7 @@ class ModelConfig(_Section):
     prompt_cache_mib: int = Field(256, ge=0, le=1_048_576, description="Host memory (MiB) llama.cpp may keep for the KV state of earlier prompts, to answer a repeated prefix without recomputing it; counted by the planner and admission. 0 turns it off. (llama.cpp's own default, 8 GiB, grows an engine by the KV of every distinct prompt until then.)")
     rope_scaling: Literal["yarn", "linear"] | None = Field(None, description="Stretch the model's positions past its trained context: `yarn` (what DeepSeek and Qwen publish for long context) or `linear`, by `context` ÷ the trained context. Without it, a `context` longer than the model was trained for is refused.")
     embeddings: bool = Field(False, description="Run as an embedding model: serves /v1/embeddings (mean pooling) and refuses chat/completions, since llama.cpp runs embedding models in a dedicated mode. Add a second entry for the same file to chat with it.")
+    rerank: bool = Field(False, description="Run as a reranker (a cross-encoder such as bge-reranker-v2-m3): serves /v1/rerank, scoring each document against a query, and refuses chat, completions and embeddings. For retrieval stacks (Dify, RAGFlow) beside an embedding model.")
     reasoning: Literal["auto", "none", "deepseek_r1"] = Field("auto", description="Reasoning format; `auto` takes it from the model family (DeepSeek-R1 → deepseek_r1).")
     reasoning_parser: Literal["auto", "engine", "gateway"] = Field("auto", description="Who splits reasoning: the engine's native parser (preferred when it has one) or the gateway.")
     defaults: SamplingDefaults = Field(default_factory=SamplingDefaults, description="Sampling used when the client sets none; family defaults fill the rest.")
@@ -273,7 +274,7 @@ class ModelConfig(_Section):
     autoscale: AutoscaleConfig | None = Field(None, description="Add and remove replicas with the load (engines seekstack starts only); `replicas` is the count to start with.")
     keep_alive: float | None = Field(None, ge=1, le=604800, description="Seconds the model stays loaded with no request in flight or waiting; then its replicas stop (memory freed, state `unloaded`) and the next request loads them again, waiting up to `supervisor.startup_timeout` for it (Ollama's keep_alive; engines seekstack starts, one gateway process). Models with a keep_alive need not all fit the memory plan at once: they take turns, a load unloading the least recently used idle one. Unset: always loaded.")
 
-    fallbacks: list[str] = Field([], max_length=8, description="Other models of this config that answer in its place, tried in order, when it cannot take a request (`fallback_on`) and before the client got anything: the answer's `model` names the model that gave it, the header `x-seekstack-fallback-from` the one asked for, and the audit record both. Only models the caller's key may use are tried; a fallback's own fallbacks are not. An embedding model falls back to embedding models only.")
+    fallbacks: list[str] = Field([], max_length=8, description="Other models of this config that answer in its place, tried in order, when it cannot take a request (`fallback_on`) and before the client got anything: the answer's `model` names the model that gave it, the header `x-seekstack-fallback-from` the one asked for, and the audit record both. Only models the caller's key may use are tried; a fallback's own fallbacks are not. An embedding model falls back to embedding models only, a reranker to rerankers.")
     fallback_on: list[FallbackReason] = Field(["unavailable", "overloaded"], min_length=1, description="When `fallbacks` are tried: `unavailable` (no endpoint takes requests now — down, ejected, unloaded — or every one failed before answering: a 503), `overloaded` (the model's queue is full or the wait too long: a 429), `context_length` (the prompt and max_tokens do not fit this model's context: a 400; list a fallback with a longer one).")
 
     _store_path: Path | None = PrivateAttr(None)  # set by seekstack.store.resolve_models
@@ -307,6 +308,9 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _needs_a_location(self) -> "ModelConfig":
+        if self.embeddings and self.rerank:
+            raise ValueError("set one of `embeddings` or `rerank`: a model runs in one mode (add a second entry for the "
+                             "same file)")
         if self.autoscale is not None:
             if not self.engine.launched:
                 raise ValueError("autoscale: only engines seekstack starts can be scaled (not `url` / `endpoints` / `discover`)")
@@ -348,6 +352,16 @@ class ModelConfig(_Section):
         if self.queue.concurrency is not None or self.engine.kind == "openai":
             return self.queue.concurrency
         return self.slots
+
+    @property
+    def task(self) -> Literal["chat", "embeddings", "rerank"]:
+        """What the model serves: chat and completions, embeddings, or rerank."""
+        return "embeddings" if self.embeddings else "rerank" if self.rerank else "chat"
+
+    @property
+    def pooled(self) -> bool:
+        """An embedding model or a reranker: one output per input, computed in one batch."""
+        return self.embeddings or self.rerank
 
     def reasoning_format(self) -> str:
         if self.reasoning != "auto":
@@ -399,8 +413,8 @@ class Settings(_Section):
                 if other is None:
                     raise ValueError(f"model {model.name}: fallback {name!r} is not a model of this config; "
                                      f"models: {', '.join(by_name)}")
-                if other.embeddings != model.embeddings:
-                    kind = "an embedding model" if model.embeddings else "a chat model"
+                if other.task != model.task:
+                    kind = {"chat": "a chat model", "embeddings": "an embedding model", "rerank": "a reranker"}[model.task]
                     raise ValueError(f"model {model.name}: fallback {name!r} must be {kind} too: it answers the same requests")
         return models
 

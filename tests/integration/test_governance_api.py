@@ -17,7 +17,7 @@ import yaml
 
 from seekstack.governance.policy import BUILTIN_ROLES, ROUTES
 
-from conftest import (EMBEDDED, EMBEDDER, SEEKSTACK, SMALL_CTX, TEAM_AUDITOR, TEAM_KEYMASTER, Server, as_key,
+from conftest import (EMBEDDED, EMBEDDER, RERANKER, SEEKSTACK, SMALL_CTX, TEAM_AUDITOR, TEAM_KEYMASTER, Server, as_key,
                       auditor_key, free_port, keys_for_every_role, make_key, make_user, unique)
 
 
@@ -27,7 +27,7 @@ def server(request, tmp_path_factory):
     and a real PostgreSQL."""
     storage = {"url": request.getfixturevalue("postgres").new_database()} if request.param == "postgres" else {}
     srv = Server(tmp_path_factory.mktemp(f"governed-{request.param}"), {
-        "models": [EMBEDDED, SMALL_CTX, EMBEDDER], "storage": storage,
+        "models": [EMBEDDED, SMALL_CTX, EMBEDDER, RERANKER], "storage": storage,
         "roles": {"team_keymaster": TEAM_KEYMASTER, "team_auditor": TEAM_AUDITOR},
         "pii": {"teams": {"pii_mask": "mask", "pii_token": "tokenize", "pii_off": "off"}}}).start()
     srv.storage_url = storage.get("url")
@@ -51,6 +51,7 @@ def request_for(method: str, path: str) -> tuple[str, str, dict | None]:
         "/v1/chat/completions": {"model": "smollm2-135m", "messages": HELLO, "max_tokens": 1},
         "/v1/completions": {"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 1},
         "/v1/embeddings": {"model": "smollm2-135m-embed", "input": "Hi"},
+        "/v1/rerank": {"model": "smollm2-135m-rerank", "query": "Hi", "documents": ["Hello"]},
         "/api/chat": {"model": "smollm2-135m", "messages": HELLO, "stream": False, "options": {"num_predict": 1}},
         "/api/generate": {"model": "smollm2-135m", "prompt": "Hi", "stream": False, "options": {"num_predict": 1}},
         "/api/embed": {"model": "smollm2-135m-embed", "input": "Hi"},

@@ -123,3 +123,26 @@ def test_an_embedding_models_plan_counts_a_batch_of_a_whole_requests_context():
         params = build_params(spec.spec())
         assert params.n_ubatch == batch and params.n_batch >= batch
     assert xllamacpp.CommonParams().n_ubatch == 512  # llama.cpp's own, which refused inputs past 512 tokens
+
+
+def test_a_reranker_is_planned_and_launched_as_llama_cpp_s_reranking_mode():
+    """A query and a document are scored in one sequence: a reranker's batch is a request's context,
+    as an embedding model's, and llama.cpp runs it with rank pooling (its --reranking)."""
+    import xllamacpp
+
+    from seekstack.config import ModelConfig
+    from seekstack.engines.llamacpp import LlamaCppProcess
+    from seekstack.engines.llamacpp_worker import build_params
+    from seekstack.planner.admission import _plan
+    from seekstack.planner.hardware import detect, parse_hardware
+
+    hw = parse_hardware("auto", detect())
+    embed = ModelConfig(name="e", source="embedded", context=2048, slots=1, embeddings=True)
+    rerank = ModelConfig(name="r", source="embedded", context=2048, slots=1, rerank=True)
+    assert _plan(rerank, hw).overhead_bytes == _plan(embed, hw).overhead_bytes
+    pooling = xllamacpp.llama_pooling_type
+    for model, kind in ((embed, pooling.LLAMA_POOLING_TYPE_MEAN), (rerank, pooling.LLAMA_POOLING_TYPE_RANK)):
+        spec = LlamaCppProcess.__new__(LlamaCppProcess)
+        spec.model, spec.socket_path, spec.host, spec.port = model, None, "127.0.0.1", 0
+        params = build_params(spec.spec())
+        assert params.embedding and params.pooling_type == kind and params.n_ubatch == 2048

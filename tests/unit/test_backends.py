@@ -209,6 +209,16 @@ def test_every_flag_seekstack_emits_is_one_the_engines_parsers_know():
                    quantization="fp8", kv_cache_dtype="fp8", mem_fraction_static=0.85, prefix_caching=False)
     vllm_parser().parse_args(vllm_command(wide)[2:])
     sglang_parser().parse_args(sglang_command(wide)[3:])
+    assert "--is-embedding" not in sglang_command(wide)
+
+
+def test_sglang_serves_embedding_models_and_rerankers_in_its_embedding_mode():
+    from seekstack.sim.cli import sglang_parser
+
+    for task in ({"embeddings": True}, {"rerank": True}):
+        model = ModelConfig(name="bge", path="/m", engine={"kind": "sglang"}, **task)
+        argv = sglang_command(spec_from_model(model, port=1, api_key=None))
+        assert "--is-embedding" in argv and sglang_parser().parse_args(argv[3:]).is_embedding
 
 
 # ------------------------------------------------------------------ settings and plugins

@@ -45,6 +45,7 @@ FAMILIES: dict[str, list[str]] = {
     "limits.scope.": ["key", "user", "team"],
     "limits.": list(LIMIT_FIELDS),
     "fallback_on.": list(typing.get_args(FallbackReason)),
+    "task.": ["chat", "embeddings", "rerank"],
 }
 
 

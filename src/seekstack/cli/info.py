@@ -50,17 +50,17 @@ def models(ctx: typer.Context, config: Optional[Path] = ConfigOption, as_json: b
         engine = m.engine.kind + (" (simulated)" if m.engine.simulated else f" at {m.engine.url}" if not m.engine.launched else "")
         rows.append({"name": m.name, "engine": engine, "path": str(path) if path else None, "installed": installed,
                      "size_bytes": size, "replicas": m.replicas, "context": m.context, "slots": m.slots,
-                     "embeddings": m.embeddings, "reasoning": m.reasoning_format()})
+                     "embeddings": m.embeddings, "task": m.task, "reasoning": m.reasoning_format()})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="models")
-    for col in ("name", "engine", "installed", "size", "replicas", "context×slots", "embeddings", "reasoning", "path"):
+    for col in ("name", "engine", "installed", "size", "replicas", "context×slots", "task", "reasoning", "path"):
         table.add_column(col)
     for r in rows:
         size = f"{r['size_bytes'] / 2**20:.0f} MiB" if r["size_bytes"] else "-"
         table.add_row(r["name"], r["engine"], "yes" if r["installed"] else "[red]missing[/]", size, str(r["replicas"]),
-                      f"{r['context']}×{r['slots']}", "yes" if r["embeddings"] else "no", r["reasoning"], r["path"] or "-")
+                      f"{r['context']}×{r['slots']}", r["task"], r["reasoning"], r["path"] or "-")
     out.print(table)
     _print_store(settings)
 

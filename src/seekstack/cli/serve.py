@@ -169,8 +169,13 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
         statelock.record(settings_lock[0], pid=os.getpid(), host=sock[0], port=sock[1])
     scheme = "https" if settings.server.tls else "http"
     base = f"{scheme}://{_display_host(sock[0])}:{sock[1]}"
-    model = settings.models[0].name
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    first = settings.models[0]
+    path, body = {  # a request the first model answers
+        "chat": ("chat/completions", {"model": first.name, "messages": [{"role": "user", "content": "Hello!"}]}),
+        "embeddings": ("embeddings", {"model": first.name, "input": "Hello!"}),
+        "rerank": ("rerank", {"model": first.name, "query": "capital of France",
+                              "documents": ["Paris is the capital of France.", "Berlin is in Germany."]}),
+    }[first.task]
     names = ", ".join(m.name for m in settings.models)
     if ready:
         out.print(f"[bold green]seekstack {__version__}[/] serving [bold]{names}[/] at [bold]{base}/v1[/]")
@@ -193,7 +198,8 @@ async def _announce_when_ready(server: uvicorn.Server, app, settings: Settings) 
     else:
         out.print("[yellow]auth is off (loopback only): every local process can use this server[/]")
     out.print("Try it:", style="dim")
-    out.print(f"  curl {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
+    out.print(f"  curl {base}/v1/{path}{auth} -H 'Content-Type: application/json' -d '{json.dumps(body)}'",
+              soft_wrap=True)
     out.print("Stop with Ctrl-C (in-flight requests finish first).", style="dim")
 
 

@@ -102,10 +102,15 @@ async def overview(request: Request):
 @router.get("/playground")
 async def playground(request: Request):
     me = request.state.principal
-    pii = request.app.state.settings.pii
-    models = [{"alias": a, "pii": policy_for(pii, me.key_id, me.team, a)}
-              for a in request.app.state.registry.aliases() if me.may_use_model(a)]
+    settings = request.app.state.settings
+    models = [{"alias": a, "pii": policy_for(settings.pii, me.key_id, me.team, a)}
+              for a in request.app.state.registry.aliases() if me.may_use_model(a) and _chats(settings.model(a))]
     return await page(request, "playground.html", models=models)
+
+
+def _chats(model) -> bool:
+    """The playground chats: embedding models and rerankers are not offered there."""
+    return model is None or model.task == "chat"
 
 
 @router.get("/models")
@@ -122,7 +127,7 @@ async def models(request: Request):
     sleeping = request.app.state.router.sleeping  # unloaded, loaded by the next request (keep_alive)
     settings = request.app.state.settings
     deployments = [{**d.describe(), "replicas": r, "on_demand": d.alias in sleeping,
-                    **_fallbacks(settings.model(d.alias), me)} for d, r in zip(shown, described)]
+                    **_serving(settings.model(d.alias), me)} for d, r in zip(shown, described)]
     rollouts = [r for r in request.app.state.rollouts.describe() if me.may_use_model(r["model"])] \
         if may(me, "GET", "/admin/v1/rollouts") else None
     gateways = await off_loop(_gov(request).gateways) if may(me, "GET", "/admin/v1/gateways") else None
@@ -130,11 +135,12 @@ async def models(request: Request):
                       gateways=gateways)
 
 
-def _fallbacks(model, me) -> dict:
-    """The models that answer in this one's place, and when — those this viewer may use."""
+def _serving(model, me) -> dict:
+    """What the model serves, and the models that answer in its place and when — those this viewer may use."""
     if model is None:
-        return {"fallbacks": [], "fallback_on": []}
-    return {"fallbacks": [name for name in model.fallbacks if me.may_use_model(name)], "fallback_on": model.fallback_on}
+        return {"task": None, "fallbacks": [], "fallback_on": []}
+    return {"task": model.task, "fallbacks": [name for name in model.fallbacks if me.may_use_model(name)],
+            "fallback_on": model.fallback_on}
 
 
 @router.get("/keys")

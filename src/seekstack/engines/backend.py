@@ -3,7 +3,7 @@
 A gateway knows OpenAI's API; each engine speaks a dialect of it. A :class:`Backend` owns one
 dialect, so nothing outside an adapter compares engine names:
 
-- :meth:`Backend.send` — a chat / completion / embedding request, streamed or not, returning an
+- :meth:`Backend.send` — a chat / completion / embedding / rerank request, streamed or not, returning an
   :class:`EngineReply` whose :meth:`~EngineReply.events` are SSE events framed the same way
   whatever the server sent (LF or CRLF line ends, comments dropped, multi-line data joined);
 - :meth:`Backend.count_tokens` — the prompt's exact size where the engine can count it, else None
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("seekstack.engines")
 
-Kind = Literal["chat", "completion", "embedding"]
-PATHS: dict[str, str] = {"chat": "/v1/chat/completions", "completion": "/v1/completions", "embedding": "/v1/embeddings"}
+Kind = Literal["chat", "completion", "embedding", "rerank"]
+PATHS: dict[str, str] = {"chat": "/v1/chat/completions", "completion": "/v1/completions", "embedding": "/v1/embeddings",
+                         "rerank": "/v1/rerank"}
 JSON = "application/json"
 
 READY, STARTING, DEGRADED, DOWN = "ready", "starting", "degraded", "down"

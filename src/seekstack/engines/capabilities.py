@@ -13,6 +13,7 @@ class Capabilities:
     chat: bool = True
     completions: bool = True
     embeddings: bool = False
+    rerank: bool = False                # scores documents against a query (/v1/rerank)
     media_input: bool = False           # takes image / audio parts in chat messages (else text only)
     counts_tokens: bool = True          # the backend counts prompts exactly (else bounded by their size)
     reasoning_format: str = "none"      # "none" | "deepseek_r1"

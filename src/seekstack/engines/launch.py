@@ -42,6 +42,7 @@ class LaunchSpec:
     gpu_memory_utilization: float = 0.90
     mem_fraction_static: float | None = None
     api_key: str | None = None       # SGLang takes it as an argument; vLLM from VLLM_API_KEY
+    pooled: bool = False             # an embedding model or a reranker (SGLang: --is-embedding)
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -76,7 +77,7 @@ def spec_from_model(model: "ModelConfig", *, port: int, api_key: str | None, pla
         dp_attention=_dp_attention(model, engine),
         gpu_memory_utilization=getattr(engine, "gpu_memory_utilization", 0.90),
         mem_fraction_static=getattr(engine, "mem_fraction_static", None),
-        api_key=api_key, extra_args=tuple(engine.extra_args))
+        api_key=api_key, pooled=model.pooled, extra_args=tuple(engine.extra_args))
 
 
 def planned_tensor_parallel(model: "ModelConfig", engine: str) -> int | None:

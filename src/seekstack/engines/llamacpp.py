@@ -47,9 +47,10 @@ class LlamaCppBackend(Backend):
         return Capabilities(
             context_length=model.context,
             slots=model.slots,
-            chat=not model.embeddings,
-            completions=not model.embeddings,
+            chat=not model.pooled,
+            completions=not model.pooled,
             embeddings=model.embeddings,
+            rerank=model.rerank,
             media_input=False,  # needs a multimodal projector (mmproj), which seekstack does not load
             reasoning_format=model.reasoning_format(),
             native_reasoning=native_reasoning(model),
@@ -110,7 +111,8 @@ class LlamaCppProcess(ProcessEngine):
             "gpu_layers": gpu_layers,
             "chat_template": model.chat_template,
             "embeddings": model.embeddings,
-            "batch": embedding_batch(model.context) if model.embeddings else BATCH,  # as the plan counts it
+            "rerank": model.rerank,
+            "batch": embedding_batch(model.context) if model.pooled else BATCH,  # as the plan counts it
             "prompt_cache_mib": model.prompt_cache_mib,
             "rope_scaling": model.rope_scaling,
             "rope_scale": (trained_context(model, model.resolved_path()) or model.context) / model.context

@@ -48,6 +48,9 @@ def build_params(spec: dict):
     if spec.get("embeddings"):
         p.embedding = True
         p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+    elif spec.get("rerank"):  # llama.cpp's --reranking: the query and a document in one sequence, scored
+        p.embedding = True
+        p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_RANK
     # The physical batch (planner/plan.py: embedding_batch): an input is embedded in one step, its
     # tokens attending to each other, so an embedding model's holds a whole request's context —
     # with llama.cpp's 512, inputs past 512 tokens were refused.

@@ -36,8 +36,8 @@ class OpenAIDialect(Backend):
         native = fmt != "none" and (model.reasoning_parser == "engine" or
                                     (model.reasoning_parser == "auto" and self.native_reasoning_default))
         return Capabilities(
-            context_length=model.context, slots=model.slots, embeddings=model.embeddings,
-            chat=not model.embeddings, completions=not model.embeddings,
+            context_length=model.context, slots=model.slots, embeddings=model.embeddings, rerank=model.rerank,
+            chat=not model.pooled, completions=not model.pooled,
             media_input=True,  # the server accepts or refuses image and audio parts itself
             counts_tokens=self.counts_tokens, reasoning_format=fmt, native_reasoning=native,
             resumes=self.resumes, chat_template=model.chat_template, sampling_defaults=model.sampling_defaults())

@@ -55,6 +55,8 @@ def sglang_command(spec: LaunchSpec) -> list[str]:
         args += ["--reasoning-parser", REASONING_PARSER[spec.reasoning]]
     if not spec.prefix_caching:
         args.append("--disable-radix-cache")
+    if spec.pooled:  # SGLang serves /v1/embeddings and /v1/rerank only in this mode
+        args.append("--is-embedding")
     if spec.api_key:
         args.append(f"--api-key={spec.api_key}")  # one word: a key never reads as a flag
     return args + list(spec.extra_args)

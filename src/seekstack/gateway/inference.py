@@ -22,13 +22,13 @@ from ..governance.pii import Redactor, outbound, policy_for, redact_prompt
 from ..observability import Trace, stage
 from ..errors import (ContextLengthError, EngineError, EngineUnavailableError, InvalidRequestError,
                       ModelNotFoundError, UnsupportedError, ValidationFailed)
-from ..protocol import INSTEAD, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from ..protocol import INSTEAD, ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RerankRequest
 from ..registry import Registry
 from .assemble import assemble
 from .disconnect import cancel_on_disconnect
 from .errors import sse_error
 from .sse import EventStream
-from .shaping import StreamShaper, shape_chat, shape_completion, shape_embeddings
+from .shaping import StreamShaper, shape_chat, shape_completion, shape_embeddings, shape_rerank
 from ..traffic.fallbacks import PASSES, TRIGGERS, Skipped, reason, tried_text
 from ..traffic.router import Ask
 from .upstream import Lease, ResumingStream, Upstream
@@ -159,6 +159,9 @@ class InferenceService:
 
     async def embeddings(self, request: Request) -> Response:
         return await self._serve(request, EmbeddingRequest, self._embeddings)
+
+    async def rerank(self, request: Request) -> Response:
+        return await self._serve(request, RerankRequest, self._rerank)
 
     async def _serve(self, request: Request, schema: type[BaseModel], pipeline: Pipeline) -> Response:
         """Run ``pipeline`` for the model the request names; where that model cannot take it, for
@@ -300,8 +303,28 @@ class InferenceService:
         count = self._counter(model, caps, bound, longest)
         prompt = await self._check_context(caps, bound, None, "input", count)
         await self._reserve(request, caps, prompt, 0, body, count, prompts=_prompts(req.input))
+        await self._redactor(request, model, body)
         data = shape_embeddings(await self._post(request, model, "embedding", body), model)
         request.state.meter.add_usage(data.get("usage"))
+        return json_response(data)
+
+    async def _rerank(self, request: Request, body: dict[str, Any], req: RerankRequest, model: str) -> Response:
+        caps = self.capabilities(request, model)
+        if not caps.rerank:
+            raise UnsupportedError(f"model {model!r} is not a reranker",
+                                   fix="name a model served with `rerank: true` in seekstack.yaml", param="model")
+        documents = req.texts()
+        # each document is scored with the query in one sequence: the longest pair must fit
+        bound, longest = longest_input(req.query + "\n" + max(documents, key=len))
+        count = self._counter(model, caps, bound, longest)
+        prompt = await self._check_context(caps, bound, None, "documents", count)
+        await self._reserve(request, caps, prompt, 0, body, count, prompts=len(documents))
+        sent = {"model": body["model"], "query": req.query, "documents": documents}
+        redactor = await self._redactor(request, model, sent)
+        data = await self._post(request, model, "rerank", sent)
+        shown = sent["documents"] if redactor.policy == "mask" else documents  # text back as an answer's would be
+        data = shape_rerank(data, model, shown, req.top_n, req.return_documents, estimate=prompt[0] * len(documents))
+        request.state.meter.add_usage(data["usage"])
         return json_response(data)
 
     # ------------------------------------------------------------ helpers
@@ -325,7 +348,8 @@ class InferenceService:
                 await redact_prompt(body, redactor)
             meter.pii = dict(redactor.found)
         if meter.capture:
-            meter.request_body = {k: v for k, v in body.items() if k in ("messages", "prompt", "model")}
+            meter.request_body = {k: v for k, v in body.items() if k in ("messages", "prompt", "input", "query",
+                                                                         "documents", "model")}
         return redactor
 
     def _apply_defaults(self, body: dict[str, Any], caps: Capabilities) -> None:
@@ -435,6 +459,8 @@ class InferenceService:
             data = orjson.loads(lease.content)
         except orjson.JSONDecodeError:
             raise EngineError("the engine sent a response that is not JSON") from None
+        if kind == "rerank" and isinstance(data, list):  # SGLang answers rerank with the bare list of results
+            data = {"results": data}
         if not isinstance(data, dict):
             raise EngineError("the engine sent a response that is not a JSON object")
         return lease.replica.backend.normalize(data)

@@ -153,7 +153,7 @@ async def show(request: Request) -> Response:
         model = next((m for m in _visible_models(request) if m.name == body.model), None)
         if model is None:
             raise ModelNotFoundError(f"model {body.model!r} not found", param="model")
-        capabilities = ["embedding"] if model.embeddings else ["completion"]
+        capabilities = [{"chat": "completion", "embeddings": "embedding", "rerank": "rerank"}[model.task]]
         if model.reasoning_format() != "none":
             capabilities.append("thinking")
         return _json({"modified_at": _STARTED, "details": _details(model), "license": "", "template": "",

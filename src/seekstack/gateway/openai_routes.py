@@ -48,11 +48,16 @@ async def embeddings(request: Request) -> Response:
     return await request.app.state.inference.embeddings(request)
 
 
+async def rerank(request: Request) -> Response:
+    return await request.app.state.inference.rerank(request)
+
+
 ENDPOINTS: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
     ("GET", "/v1/models"): list_models,
     ("POST", "/v1/chat/completions"): chat_completions,
     ("POST", "/v1/completions"): completions,
     ("POST", "/v1/embeddings"): embeddings,
+    ("POST", "/v1/rerank"): rerank,
 }
 
 

@@ -17,13 +17,14 @@ from pydantic import BaseModel
 
 from .. import __version__
 from ..governance.policy import OPEN_ROUTES, ROUTES
-from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from ..protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RerankRequest
 
 REF = "#/components/schemas/{model}"
 OPENAI_REQUESTS: dict[tuple[str, str], tuple[type[BaseModel] | None, str]] = {
     ("POST", "/v1/chat/completions"): (ChatCompletionRequest, "Create a chat completion (streamed with `stream: true`)."),
     ("POST", "/v1/completions"): (CompletionRequest, "Create a text completion (streamed with `stream: true`)."),
     ("POST", "/v1/embeddings"): (EmbeddingRequest, "Embed text or token ids."),
+    ("POST", "/v1/rerank"): (RerankRequest, "Score documents against a query, best first (a reranker model)."),
     ("GET", "/v1/models"): (None, "List the models this key may use."),
 }
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {

@@ -7,10 +7,12 @@ Streams are rewritten event by event, as they come, never buffered.
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..errors import EngineError
 from ..governance.meter import Meter
 from ..governance.pii import outbound
 from ..governance.pii.masker import Redactor, StreamFilter
@@ -87,6 +89,38 @@ def shape_embeddings(data: dict[str, Any], model_id: str) -> dict[str, Any]:
     usage = data.get("usage") or {}
     data["usage"] = {"prompt_tokens": usage.get("prompt_tokens", 0), "total_tokens": usage.get("total_tokens", 0)}
     return data
+
+
+def shape_rerank(data: dict[str, Any], model_id: str, documents: list[str], top_n: int | None,
+                 return_documents: bool, estimate: int = 0) -> dict[str, Any]:
+    """An engine's rerank answer — ``results`` of ``index`` and ``relevance_score`` (llama.cpp,
+    vLLM) or ``score`` (SGLang) — in Jina's and Cohere's shape: best first, the first ``top_n``,
+    each with its document's text if asked. Every one of ``documents`` must be scored once.
+
+    Tokens: the engine's ``usage``, else the sum of its results' ``meta_info.prompt_tokens``
+    (SGLang), else ``estimate`` (the gateway's own bound)."""
+    scores: dict[int, float] = {}
+    counted = 0
+    for item in data.get("results") or ():
+        index = item.get("index") if isinstance(item, dict) else None
+        score = item.get("relevance_score", item.get("score")) if isinstance(item, dict) else None
+        if type(index) is not int or isinstance(score, bool) or not isinstance(score, (int, float)) or index in scores:
+            raise EngineError("the engine sent a rerank result without one index and score")
+        if not 0 <= index < len(documents):
+            raise EngineError(f"the engine scored a document that was not sent (index {index})")
+        scores[index] = float(score)
+        meta = item.get("meta_info")
+        counted += int(meta.get("prompt_tokens") or 0) if isinstance(meta, dict) else 0
+    if sorted(scores) != list(range(len(documents))):
+        raise EngineError(f"the engine scored {len(scores)} of the {len(documents)} documents")
+    results = [{"index": i, "relevance_score": scores[i]} for i in sorted(scores, key=lambda i: (-scores[i], i))[:top_n]]
+    if return_documents:
+        for result in results:
+            result["document"] = {"text": documents[result["index"]]}
+    usage = data.get("usage") or {}
+    tokens = int(usage.get("prompt_tokens") or usage.get("total_tokens") or counted or estimate)
+    return {"id": data.get("id") or f"rerank-{uuid.uuid4().hex}", "object": "list", "model": model_id,
+            "results": results, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 class StreamShaper:

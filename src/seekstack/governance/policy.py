@@ -30,6 +30,7 @@ PERMISSIONS: dict[str, str] = {
     "inference:chat": "POST /v1/chat/completions",
     "inference:completions": "POST /v1/completions",
     "inference:embeddings": "POST /v1/embeddings",
+    "inference:rerank": "POST /v1/rerank",
     "models:read": "list models",
     "models:manage": "see and manage engine replicas",
     "keys:manage": "create, list and revoke API keys",
@@ -51,6 +52,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/chat/completions"): "inference:chat",
     ("POST", "/v1/completions"): "inference:completions",
     ("POST", "/v1/embeddings"): "inference:embeddings",
+    ("POST", "/v1/rerank"): "inference:rerank",
     ("GET", "/v1/models"): "models:read",
     ("POST", "/api/chat"): "inference:chat",                # Ollama's API: the same permissions as /v1
     ("POST", "/api/generate"): "inference:completions",

@@ -137,7 +137,7 @@ def _plan(model: ModelConfig, hw) -> Plan:
     """One replica of a llama.cpp model, as configured, on this hardware."""
     return make_plan(_spec(model.resolved_path()), hw, quant_name="file", context=model.context,
                      concurrency=model.slots, engine="llamacpp", prompt_cache_bytes=model.prompt_cache_mib * 2**20,
-                     batch=embedding_batch(model.context) if model.embeddings else BATCH)
+                     batch=embedding_batch(model.context) if model.pooled else BATCH)
 
 
 def _budget(settings: Settings, local: list[ModelConfig], hw, info: dict) -> tuple[float, str]:

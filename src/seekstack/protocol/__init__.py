@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["ChatMessage", "StreamOptions", "ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest",
-           "INSTEAD"]
+           "RerankRequest", "INSTEAD"]
 
 # Parameters that mean "generate this many tokens" in an engine's own dialect: refused, with the OpenAI name to use.
 INSTEAD = {"n_predict": "max_tokens", "max_new_tokens": "max_tokens", "max_length": "max_tokens",
@@ -220,3 +220,21 @@ class EmbeddingRequest(_Strict):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = Field(None, max_length=256)
+
+
+class RerankDocument(_Strict):
+    text: str
+
+
+class RerankRequest(_Strict):
+    """Score documents against a query (Jina's and Cohere's /v1/rerank, as vLLM and llama.cpp serve it)."""
+
+    model: str = Field(min_length=1, max_length=256)
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = True
+    user: str | None = Field(None, max_length=256)
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]

@@ -112,6 +112,7 @@ def sglang_parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-fraction-static", type=float)
     p.add_argument("--reasoning-parser", choices=["deepseek-r1", "deepseek-v3", "qwen3", "glm45", "kimi"])
     p.add_argument("--disable-radix-cache", action="store_true")
+    p.add_argument("--is-embedding", action="store_true")  # embedding and cross-encoder (rerank) models
     p.add_argument("--enable-metrics", action="store_true")
     p.add_argument("--api-key")
     p.add_argument("--trust-remote-code", action="store_true")

@@ -272,6 +272,12 @@ class SimEngine:
             lines += [f"# TYPE {name} {kind}", f"{name}{label} {value}"]
         return "\n".join(lines) + "\n"
 
+    @staticmethod
+    def relevance(query: str, document: str) -> float:
+        """A reranker's score, deterministically: the share of the query's words found in the document."""
+        words = set(query.lower().split())
+        return round(len(words & set(document.lower().split())) / max(len(words), 1), 6)
+
     def embedding(self, text: str) -> list[float]:
         digest = hashlib.sha256(text.encode()).digest()
         raw = [(b - 127.5) / 127.5 for b in (digest * ((self.config.embedding_dim // 32) + 1))[:self.config.embedding_dim]]

@@ -1,7 +1,7 @@
 """The simulator's HTTP server: raw asyncio + httptools, on TCP or a Unix socket, in any event loop.
 
 Routes (each dialect has those its engine has): ``/health``, ``/metrics``, ``/v1/models``,
-``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/tokenize`` (vLLM, llama.cpp),
+``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/rerank``, ``/tokenize`` (vLLM, llama.cpp),
 ``/apply-template`` (llama.cpp); and the simulator's own ``GET /sim/info`` (its config and the
 command line it stands in for) and ``POST /sim/faults`` (set faults; the API key applies).
 
@@ -117,7 +117,8 @@ class SimServer:
         if path == "/apply-template" and d.apply_template:
             conn.respond(200, {"prompt": render_chat(body.get("messages") or [])})
             return True
-        kind = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding"}.get(path)
+        kind = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding",
+                "/v1/rerank": "rerank", "/rerank": "rerank"}.get(path)
         if kind is None:
             conn.respond(404, d.error(404, f"route {path} not found", "NotFoundError", None))
             return True
@@ -179,6 +180,8 @@ class SimServer:
             return True
         if kind == "embedding":
             return self._embeddings(model, body, conn)
+        if kind == "rerank":
+            return self._rerank(model, body, conn)
         prefix = None  # the answer so far, when asked to go on with it (a resumed stream)
         if kind == "chat":
             messages = body.get("messages") or []
@@ -315,6 +318,33 @@ class SimServer:
         self.engine.prompt_tokens_total += total
         conn.respond(200, {"object": "list", "data": data, "model": model,
                            "usage": {"prompt_tokens": total, "total_tokens": total}})
+        return True
+
+    def _rerank(self, model: str, body: dict[str, Any], conn: Connection) -> bool:
+        """Each document scored against the query (the share of the query's words it holds), in
+        the dialect's shape: vLLM's and llama.cpp's ``results``, SGLang's bare list."""
+        query, documents = body.get("query"), body.get("documents")
+        if not isinstance(query, str) or not isinstance(documents, list) or not documents:
+            conn.respond(400, self.dialect.error(400, "query and documents are required", "BadRequestError", None))
+            return True
+        texts = [d if isinstance(d, str) else str((d or {}).get("text", "")) for d in documents]
+        scores = [self.engine.relevance(query, text) for text in texts]
+        counts = [len(tokens_of(query)) + len(tokens_of(text)) + 2 for text in texts]
+        total = sum(counts)
+        self.engine.prompt_tokens_total += total
+        best = sorted(range(len(texts)), key=lambda i: -scores[i])
+        if self.dialect.name == "sglang":
+            conn.respond(200, [{"score": scores[i], "document": texts[i], "index": i,
+                                "meta_info": {"id": f"{self.engine.requests_total}-{i}", "prompt_tokens": counts[i]}}
+                               for i in best])
+        elif self.dialect.name == "llamacpp":
+            conn.respond(200, {"model": model, "object": "list", "usage": {"prompt_tokens": total, "total_tokens": total},
+                               "results": [{"index": i, "relevance_score": scores[i]} for i in range(len(texts))]})
+        else:
+            conn.respond(200, {"id": f"rerank-{self.engine.requests_total}", "model": model,
+                               "usage": {"total_tokens": total},
+                               "results": [{"index": i, "document": {"text": texts[i]}, "relevance_score": scores[i]}
+                                           for i in best]})
         return True
 
 

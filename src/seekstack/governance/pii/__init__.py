@@ -34,11 +34,12 @@ async def redact_prompt(body: dict[str, Any], redactor: Redactor) -> None:
             for part in content:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     part["text"] = await inbound(redactor, part["text"])
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        body["prompt"] = await inbound(redactor, prompt)
-    elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
-        body["prompt"] = [await inbound(redactor, p) for p in prompt]
+    for field in ("prompt", "input", "query", "documents"):  # completions, embeddings, rerank
+        value = body.get(field)
+        if isinstance(value, str):
+            body[field] = await inbound(redactor, value)
+        elif isinstance(value, list) and value and all(isinstance(p, str) for p in value):
+            body[field] = [await inbound(redactor, p) for p in value]
 
 
 async def inbound(redactor: Redactor, text: str) -> str:
