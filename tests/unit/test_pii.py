@@ -236,3 +236,37 @@ def test_a_long_prompt_or_answer_is_scanned_in_a_worker_process_and_masked_the_s
     assert asyncio.run(outbound(Redactor("mask"), answer)) == Redactor("mask").outbound(answer) != answer
     workers = set(threads._worker._processes) if threads._worker is not None else set()
     assert workers and os.getpid() not in workers  # scanned apart, in a process of its own
+
+
+def test_many_short_texts_are_scanned_apart_together_and_masked_as_each_alone():
+    """An embeddings batch or a rerank request is many short texts: past APART_CHARS in all they
+    go to the worker process in one trip, and each is masked and counted as if scanned alone."""
+    import asyncio
+
+    from seekstack import threads
+    from seekstack.governance.pii import APART_CHARS, redact_prompt
+
+    passages = [f"第{i}节：客户张三的电话是1381234{i:04d}，邮箱 z{i}@example.com。" + "逾期账户由催收部门处理。" * 12
+                for i in range(30)]
+    assert sum(map(len, passages)) >= APART_CHARS > max(map(len, passages))
+
+    def fresh_worker() -> None:
+        if threads._worker is not None:
+            threads._worker.shutdown(wait=True)
+        threads._worker = None
+    for field, body in (("input", {"model": "emb", "input": list(passages)}),
+                        ("documents", {"model": "bge", "query": "张三 13812340001", "documents": list(passages)})):
+        fresh_worker()  # the trip below starts it
+        redactor = Redactor("mask")
+        asyncio.run(redact_prompt(body, redactor))
+        alone = Redactor("mask")
+        assert body[field] == [alone.inbound(p) for p in passages]
+        if field == "documents":
+            assert body["query"] == alone.inbound("张三 13812340001")
+        assert redactor.found == alone.found and redactor.found["cn_mobile"] >= 30
+        assert threads._worker is not None  # scanned apart
+    short = {"model": "emb", "input": ["call 13812345678"]}
+    fresh_worker()
+    asyncio.run(redact_prompt(short, Redactor("mask")))
+    assert short["input"] == ["call [CN_MOBILE]"] and threads._worker is None  # a short request stays on the loop
+

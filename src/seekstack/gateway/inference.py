@@ -319,7 +319,7 @@ class InferenceService:
         count = self._counter(model, caps, bound, longest)
         prompt = await self._check_context(caps, bound, None, "documents", count)
         await self._reserve(request, caps, prompt, 0, body, count, prompts=len(documents))
-        sent = {"model": body["model"], "query": req.query, "documents": documents}
+        sent = {"model": body["model"], "query": req.query, "documents": list(documents)}  # PII policy rewrites these
         redactor = await self._redactor(request, model, sent)
         data = await self._post(request, model, "rerank", sent)
         shown = sent["documents"] if redactor.policy == "mask" else documents  # text back as an answer's would be
