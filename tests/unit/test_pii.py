@@ -270,3 +270,14 @@ def test_many_short_texts_are_scanned_apart_together_and_masked_as_each_alone():
     asyncio.run(redact_prompt(short, Redactor("mask")))
     assert short["input"] == ["call [CN_MOBILE]"] and threads._worker is None  # a short request stays on the loop
 
+
+def test_a_stream_masks_a_chosen_value_where_it_recurs_past_the_context_window():
+    """A name found by its context word (患者) is PII wherever it recurs, as in a whole text; a
+    stream remembers it past its 24-character context window, and holds back its first
+    characters at a piece's end until it knows (found by the property test above)."""
+    text = "患者 林英， 110105195110109361，XXX 林英，后面还有林"
+    whole = Redactor("mask").inbound(text)
+    assert whole.count("[PERSON_NAME]") == 2 and "林英" not in whole
+    for size in (1, 2, 3, 7):
+        streamed = stream(StreamFilter(Redactor("mask")), text, size)
+        assert "林英" not in streamed and streamed.count("[PERSON_NAME]") == 2 and streamed.endswith("后面还有林")

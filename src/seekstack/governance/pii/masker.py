@@ -21,6 +21,7 @@ from .recognizers import CONTEXT_WINDOW, RECOGNIZERS, VETO, candidates, normaliz
 PRIORITY = {r.name: min(0 if x.checksum else 1 if x.context or x.validate else 2 for x in RECOGNIZERS if x.name == r.name)
             for r in RECOGNIZERS}
 MAX_HOLD = 64     # never hold back more than this many characters
+MAX_CHOSEN = 256  # values a stream remembers, to mask where they recur
 GROW_SLACK = 6    # a complete match this close to the end may still grow
 _OPEN_PLACEHOLDER = re.compile(r"\[[A-Z0-9_]*$")
 _DIGIT = re.compile("[0-9]")
@@ -186,6 +187,9 @@ class StreamFilter:
         self.redactor = redactor
         self.pending = ""
         self.context = ""
+        # Values chosen so far, by class: PII wherever they recur ("found once, PII wherever it
+        # recurs"), also past the context window (a name found after 患者, said again later).
+        self.chosen: dict[str, str] = {}
 
     def feed(self, piece: str) -> str:
         if self.redactor.policy == "off":
@@ -211,6 +215,9 @@ class StreamFilter:
         # a card's last digit group).
         window = max(0, len(text) - MAX_HOLD)
         start = len(text)
+        for value in self.chosen:  # the start of a value chosen before: it may be completed next
+            k = next((k for k in range(min(len(value) - 1, len(text)), 0, -1) if text.endswith(value[:k])), 0)
+            start = min(start, len(text) - k)
         text = normalize(text)
         for recognizer in RECOGNIZERS:
             for m in recognizer.partial.finditer(text, window, partial=True):
@@ -221,6 +228,21 @@ class StreamFilter:
     def _emit(self, ready: str) -> str:
         if not ready:
             return ""
-        out = self.redactor.outbound(ready, self.context)
-        self.context = (self.context + ready)[-CONTEXT_WINDOW:]
+        whole = self.context + ready
+        entities = detect(whole)
+        taken = _Spans()
+        for e in entities:
+            taken.claim(e.start, e.end)
+        for value, cls in self.chosen.items():  # recurrences of values chosen in earlier pieces
+            at = whole.find(value)
+            while at >= 0:
+                if at + len(value) > len(self.context) and taken.claim(at, at + len(value)):
+                    entities.append(Entity(at, at + len(value), cls, value))
+                at = whole.find(value, at + 1)
+        entities.sort(key=lambda e: e.start)
+        for e in entities:
+            if e.end > len(self.context) and len(self.chosen) < MAX_CHOSEN:
+                self.chosen.setdefault(e.value, e.cls)
+        out = self.redactor.outbound(ready, self.context, entities)
+        self.context = whole[-CONTEXT_WINDOW:]
         return out
