@@ -315,7 +315,7 @@ class InferenceService:
                                    fix="name a model served with `rerank: true` in seekstack.yaml", param="model")
         documents = req.texts()
         # each document is scored with the query in one sequence: the longest pair must fit
-        bound, longest = longest_input(req.query + "\n" + max(documents, key=len))
+        bound, longest = longest_input(req.query + "\n" + max(documents, key=lambda d: len(d.encode("utf-8"))))
         count = self._counter(model, caps, bound, longest)
         prompt = await self._check_context(caps, bound, None, "documents", count)
         await self._reserve(request, caps, prompt, 0, body, count, prompts=len(documents))
