@@ -153,12 +153,13 @@ def test_an_overloaded_model_spills_over_to_its_fallback_and_gives_back_what_it_
                                          headers={"Authorization": f"Bearer {server.key}"}) as admin, \
                     httpx.AsyncClient(base_url=server.url, timeout=60,
                                       headers={"Authorization": f"Bearer {key}"}) as user_client:
-                busy = asyncio.ensure_future(admin.post("/v1/chat/completions", json={
-                    "model": "deepseek-r1", "stream": True, "messages": HELLO}))
-                await asyncio.sleep(0.5)
-                spilled = await user_client.post("/v1/chat/completions", json={"model": "deepseek-r1", "messages": HELLO})
-                assert not busy.done()  # it spilled over while deepseek-r1 was busy
-                return spilled, (await busy).text
+                async with admin.stream("POST", "/v1/chat/completions", json={
+                        "model": "deepseek-r1", "stream": True, "messages": HELLO}) as busy:
+                    chunks = busy.aiter_text()
+                    first = await chunks.__anext__()  # the stream has deepseek-r1's one slot (a sleep was not sure)
+                    spilled = await user_client.post("/v1/chat/completions",
+                                                     json={"model": "deepseek-r1", "messages": HELLO})
+                    return spilled, first + "".join([chunk async for chunk in chunks])
 
         spilled, stream = asyncio.run(spill())
         assert stream.rstrip().endswith("data: [DONE]") and '"error"' not in stream  # the busy stream was whole
