@@ -88,62 +88,69 @@ def test_a_llama_cpp_reranker_scores_documents_under_every_control(tmp_path):
 def test_vllm_and_sglang_rerankers_answer_alike_under_pii_policy_and_fall_back(tmp_path):
     vllm, vllm_port = start_sim("--dialect", "vllm", "--model", "bge-vllm")
     sglang, sglang_port = start_sim("--dialect", "sglang", "--model", "bge-sglang")
-    server = Server(tmp_path, {
-        "models": [{"name": "bge-vllm", "rerank": True, "engine": {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{vllm_port}"]}},
-                   {"name": "bge-sglang", "rerank": True, "fallbacks": ["bge-vllm"],
-                    "engine": {"kind": "sglang", "endpoints": [f"http://127.0.0.1:{sglang_port}"]}}],
-        "pii": {"models": {"bge-vllm": "mask", "bge-sglang": "tokenize"}}}).start()
-    docs = ["Paris is the capital of France", "Berlin", "France"]
-    answers = {name: rerank(server.http, model=name, query="capital of France", documents=docs).json()
-               for name in ("bge-vllm", "bge-sglang")}  # vLLM's results, SGLang's bare list: one shape
-    for name, data in answers.items():
-        assert data["model"] == name, data
-        assert [(r["index"], round(r["relevance_score"], 3), r["document"]["text"]) for r in data["results"]] == [
-            (0, 1.0, docs[0]), (2, 0.333, docs[2]), (1, 0.0, docs[1])]
-        assert data["usage"]["prompt_tokens"] > 0
+    try:
+        server = Server(tmp_path, {
+            "models": [{"name": "bge-vllm", "rerank": True, "engine": {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{vllm_port}"]}},
+                       {"name": "bge-sglang", "rerank": True, "fallbacks": ["bge-vllm"],
+                        "engine": {"kind": "sglang", "endpoints": [f"http://127.0.0.1:{sglang_port}"]}}],
+            "pii": {"models": {"bge-vllm": "mask", "bge-sglang": "tokenize"}}}).start()
+        docs = ["Paris is the capital of France", "Berlin", "France"]
+        answers = {name: rerank(server.http, model=name, query="capital of France", documents=docs).json()
+                   for name in ("bge-vllm", "bge-sglang")}  # vLLM's results, SGLang's bare list: one shape
+        for name, data in answers.items():
+            assert data["model"] == name, data
+            assert [(r["index"], round(r["relevance_score"], 3), r["document"]["text"]) for r in data["results"]] == [
+                (0, 1.0, docs[0]), (2, 0.333, docs[2]), (1, 0.0, docs[1])]
+            assert data["usage"]["prompt_tokens"] > 0
 
-    # what the engine sees: under mask both numbers are [CN_MOBILE] (one score for both), under
-    # tokenize each its own placeholder (the ranking kept, and the client's text given back)
-    phones = ["13812345678 called", "13912345678 called"]
-    masked = rerank(server.http, model="bge-vllm", query="who is 13812345678", documents=phones).json()["results"]
-    assert [(r["index"], r["document"]["text"]) for r in masked] == [(0, "[CN_MOBILE] called"), (1, "[CN_MOBILE] called")]
-    assert masked[0]["relevance_score"] == masked[1]["relevance_score"] > 0
-    tokenized = rerank(server.http, model="bge-sglang", query="who is 13812345678", documents=phones).json()["results"]
-    assert [(r["index"], r["document"]["text"]) for r in tokenized] == [(0, phones[0]), (1, phones[1])]
-    assert tokenized[0]["relevance_score"] > tokenized[1]["relevance_score"] == 0
+        # what the engine sees: under mask both numbers are [CN_MOBILE] (one score for both), under
+        # tokenize each its own placeholder (the ranking kept, and the client's text given back)
+        phones = ["13812345678 called", "13912345678 called"]
+        masked = rerank(server.http, model="bge-vllm", query="who is 13812345678", documents=phones).json()["results"]
+        assert [(r["index"], r["document"]["text"]) for r in masked] == [(0, "[CN_MOBILE] called"), (1, "[CN_MOBILE] called")]
+        assert masked[0]["relevance_score"] == masked[1]["relevance_score"] > 0
+        tokenized = rerank(server.http, model="bge-sglang", query="who is 13812345678", documents=phones).json()["results"]
+        assert [(r["index"], r["document"]["text"]) for r in tokenized] == [(0, phones[0]), (1, phones[1])]
+        assert tokenized[0]["relevance_score"] > tokenized[1]["relevance_score"] == 0
 
-    # the SGLang host goes away: its requests are answered by the vLLM reranker, and say so
-    sglang.kill()
-    sglang.wait()
-    fell = rerank(server.http, model="bge-sglang", query="capital of France", documents=docs)
-    assert fell.status_code == 200 and fell.json()["model"] == "bge-vllm", fell.text
-    assert fell.headers["x-seekstack-fallback-from"] == "bge-sglang"
-    vllm.kill()
+        # the SGLang host goes away: its requests are answered by the vLLM reranker, and say so
+        sglang.kill()
+        sglang.wait()
+        fell = rerank(server.http, model="bge-sglang", query="capital of France", documents=docs)
+        assert fell.status_code == 200 and fell.json()["model"] == "bge-vllm", fell.text
+        assert fell.headers["x-seekstack-fallback-from"] == "bge-sglang"
+    finally:
+        for sim in (vllm, sglang):
+            sim.kill()
+            sim.wait()
 
 
 def test_embedding_inputs_pass_the_pii_policy_too(tmp_path):
     """What an embedding model is sent is a prompt like any other: masked under `mask` (the
     simulator's vector is a hash of the text it got), counted under `detect`."""
     sim, port = start_sim("--dialect", "vllm", "--model", "emb")
-    endpoint = {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{port}"]}
-    server = Server(tmp_path, {"models": [{"name": "emb", "embeddings": True, "engine": endpoint}],
-                               "pii": {"teams": {"masked": "mask"}}}).start()
-    assert server.security.post("/admin/v1/teams", json={"name": "masked"}).status_code == 201
-    masked_user = make_user(server, "api_consumer", team="masked")
+    try:
+        endpoint = {"kind": "vllm", "endpoints": [f"http://127.0.0.1:{port}"]}
+        server = Server(tmp_path, {"models": [{"name": "emb", "embeddings": True, "engine": endpoint}],
+                                   "pii": {"teams": {"masked": "mask"}}}).start()
+        assert server.security.post("/admin/v1/teams", json={"name": "masked"}).status_code == 201
+        masked_user = make_user(server, "api_consumer", team="masked")
 
-    def embed(client, text):
-        answer = client.post("/v1/embeddings", json={"model": "emb", "input": [text, "no number here"]})
-        assert answer.status_code == 200, answer.text
-        return answer
+        def embed(client, text):
+            answer = client.post("/v1/embeddings", json={"model": "emb", "input": [text, "no number here"]})
+            assert answer.status_code == 200, answer.text
+            return answer
 
-    detected = embed(server.http, "call 13812345678")
-    with as_key(server, make_key(server, masked_user)) as masked:
-        assert embed(masked, "call 13812345678").json()["data"][0]["embedding"] == \
-            embed(masked, "call [CN_MOBILE]").json()["data"][0]["embedding"]
-    assert embed(server.http, "call 13812345678").json()["data"][0]["embedding"] != \
-        embed(server.http, "call [CN_MOBILE]").json()["data"][0]["embedding"]
-    with as_key(server, auditor_key(server)) as auditor:
-        records = auditor.get("/admin/v1/audit", params={"event": "response", "limit": 100}).json()["data"]
-    record = next(r for r in records if r.get("request_id") == detected.headers["x-request-id"])
-    assert record["pii"] == {"cn_mobile": 1}
-    sim.kill()
+        detected = embed(server.http, "call 13812345678")
+        with as_key(server, make_key(server, masked_user)) as masked:
+            assert embed(masked, "call 13812345678").json()["data"][0]["embedding"] == \
+                embed(masked, "call [CN_MOBILE]").json()["data"][0]["embedding"]
+        assert embed(server.http, "call 13812345678").json()["data"][0]["embedding"] != \
+            embed(server.http, "call [CN_MOBILE]").json()["data"][0]["embedding"]
+        with as_key(server, auditor_key(server)) as auditor:
+            records = auditor.get("/admin/v1/audit", params={"event": "response", "limit": 100}).json()["data"]
+        record = next(r for r in records if r.get("request_id") == detected.headers["x-request-id"])
+        assert record["pii"] == {"cn_mobile": 1}
+    finally:
+        sim.kill()
+        sim.wait()
