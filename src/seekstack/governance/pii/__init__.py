@@ -6,7 +6,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Iterator
 
 from ...threads import in_worker_process, off_loop
-from .masker import Entity, Redactor, StreamFilter, choose, detect, found, found_each
+from .masker import Entity, Redactor, StreamFilter, choose, detect, found_each
 
 __all__ = ["Redactor", "StreamFilter", "detect", "outbound", "policy_for", "redact_prompt"]
 
@@ -67,19 +67,16 @@ async def outbound(redactor: Redactor, text: str) -> str:
 
 
 async def scan_each(texts: list[str]) -> list[list[Entity]]:
-    """:func:`scan` of many texts, in one trip to the worker process."""
+    """:func:`detect` of each text, its recognizers run in a worker process, in one trip (a thread
+    would not do: a scan holds the interpreter lock), so that the event loop goes on serving the
+    streams in flight."""
     try:
         candidates = await in_worker_process(found_each, texts)
-    except (BrokenProcessPool, OSError):
+    except (BrokenProcessPool, OSError):  # no worker process to be had: scan here, in a thread
         candidates = await off_loop(found_each, texts)
     return [choose(text, found_in) for text, found_in in zip(texts, candidates)]
 
 
 async def scan(text: str) -> list[Entity]:
-    """:func:`detect`, its recognizers run in a worker process (a thread would not do: a scan
-    holds the interpreter lock), so that the event loop goes on serving the streams in flight."""
-    try:
-        candidates = await in_worker_process(found, text)
-    except (BrokenProcessPool, OSError):  # no worker process to be had: scan here, in a thread
-        candidates = await off_loop(found, text)
-    return choose(text, candidates)
+    """:func:`scan_each` of one text."""
+    return (await scan_each([text]))[0]
